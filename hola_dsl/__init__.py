@@ -1,0 +1,9 @@
+"""hola-dsl: hybrid-memory linear attention kernels written once in a tile DSL.
+
+The public entry points are :func:`hola_dsl.ops.delta_scan`, :func:`hola_dsl.ops.cache_select`
+and :func:`hola_dsl.ops.cache_read` (see SPEC.md section 5).
+"""
+
+from hola_dsl.ops import cache_read, cache_select, delta_scan
+
+__all__ = ["delta_scan", "cache_select", "cache_read"]

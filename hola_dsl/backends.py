@@ -1,0 +1,107 @@
+"""The backend registry: one table from backend name to the module that implements it.
+
+A backend module defines ``BACKEND = Backend(...)``. Modules are imported lazily so that a
+missing optional toolchain (Triton, TileLang) only disables its own backend, and so that the
+reference backend (which lives in ``model/``) can import ``hola_dsl`` without a cycle.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+KERNELS = ("delta_scan", "cache_select", "cache_read")
+
+# name -> module defining BACKEND. Adding a backend is one line here.
+BACKEND_MODULES: dict[str, str] = {
+    "reference": "model.chunked_backend",
+}
+
+# Preference order for backend="auto", per tensor device type.
+AUTO_ORDER: dict[str, tuple[str, ...]] = {
+    "cuda": ("triton", "tilelang", "reference"),
+    "cpu": ("reference",),
+}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One way of running the three kernels.
+
+    ``delta_scan``, ``cache_select`` and ``cache_read`` receive validated, normalised arguments
+    (see ``hola_dsl.ops``): q/k already L2-normalised when asked, ``scale`` a float, ``config``
+    a schedule dict or None. ``unavailable`` returns None when the backend can run here, else
+    a one-line reason. ``devices`` lists the torch device types it accepts.
+    """
+
+    name: str
+    description: str
+    delta_scan: Callable
+    cache_select: Callable
+    cache_read: Callable
+    devices: tuple[str, ...] = ("cpu",)
+    unavailable: Callable[[], Optional[str]] = field(default=lambda: None)
+
+
+_loaded: dict[str, Backend] = {}
+_import_errors: dict[str, str] = {}
+
+
+def names() -> list[str]:
+    """All registered backend names, available or not."""
+    return list(BACKEND_MODULES)
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name``; raises ValueError for an unknown name or one that cannot load."""
+    if name not in BACKEND_MODULES:
+        raise ValueError(f"backend: unknown backend {name!r}; expected one of {names() + ['auto']}")
+    if name not in _loaded:
+        try:
+            module = importlib.import_module(BACKEND_MODULES[name])
+        except ImportError as exc:  # an optional toolchain is missing
+            _import_errors[name] = f"{type(exc).__name__}: {exc}"
+            raise ValueError(f"backend: {name!r} cannot be loaded here ({_import_errors[name]})") from exc
+        _loaded[name] = module.BACKEND
+    return _loaded[name]
+
+
+def unavailable_reason(name: str) -> Optional[str]:
+    """None when backend ``name`` can run on this machine, else why not."""
+    try:
+        backend = get(name)
+    except ValueError as exc:
+        return str(exc)
+    return backend.unavailable()
+
+
+def available(device_type: Optional[str] = None) -> list[Backend]:
+    """Backends that can run here (and, if given, on tensors of ``device_type``)."""
+    out = []
+    for name in names():
+        if unavailable_reason(name) is None:
+            backend = get(name)
+            if device_type is None or device_type in backend.devices:
+                out.append(backend)
+    return out
+
+
+def resolve(name: str, device_type: str) -> Backend:
+    """The backend to use for ``name`` (which may be "auto") on tensors of ``device_type``."""
+    if name == "auto":
+        for candidate in AUTO_ORDER.get(device_type, ("reference",)):
+            if candidate in BACKEND_MODULES and unavailable_reason(candidate) is None:
+                backend = get(candidate)
+                if device_type in backend.devices:
+                    return backend
+        raise ValueError(f"backend: no backend available for {device_type} tensors")
+    backend = get(name)
+    reason = backend.unavailable()
+    if reason is not None:
+        raise ValueError(f"backend: {name!r} is not available here: {reason}")
+    if device_type not in backend.devices:
+        raise ValueError(
+            f"backend: {name!r} runs on {list(backend.devices)} tensors, got {device_type} tensors"
+        )
+    return backend

@@ -1,0 +1,149 @@
+"""The public API of SPEC.md section 5: three functions, every backend behind them.
+
+Each function validates its inputs once (see ``hola_dsl.validate``), normalises the arguments
+every backend shares (scale, optional q/k L2 norm), picks the backend and hands over.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from hola_dsl import backends, validate
+
+L2NORM_EPS = 1e-6
+
+
+def l2norm(x: torch.Tensor, eps: float = L2NORM_EPS) -> torch.Tensor:
+    """x / sqrt(sum(x^2) + eps) over the last dim, computed in float32, returned in x's dtype."""
+    xf = x.float()
+    return (xf * torch.rsqrt((xf * xf).sum(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def delta_scan(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    *,
+    scale: Optional[float] = None,
+    initial_state: Optional[torch.Tensor] = None,
+    output_final_state: bool = False,
+    use_qk_l2norm: bool = False,
+    chunk_size: int = 64,
+    backend: str = "auto",
+    config: Optional[dict] = None,
+):
+    """Gated delta-rule scan (SPEC.md section 1).
+
+    q, k: [B, T, H, K]; v: [B, T, H, V]; g (log-decay, <= 0), beta (in [0, 1]): [B, T, H];
+    initial_state: [B, H, K, V] or None. Returns (o [B, T, H, V] in v's dtype,
+    m [B, T, H] float32 surprise scores, final_state [B, H, K, V] float32 or None).
+    """
+    dims = validate.same_dims({
+        "q": validate.tensor("q", q, "BTHK"),
+        "k": validate.tensor("k", k, "BTHK"),
+        "v": validate.tensor("v", v, "BTHV"),
+        "g": validate.tensor("g", g, "BTH"),
+        "beta": validate.tensor("beta", beta, "BTH"),
+    })
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(f"k, v: expected the dtype of q ({q.dtype}), got k {k.dtype}, v {v.dtype}")
+    if initial_state is not None:
+        validate.same_dims({"initial_state": validate.tensor("initial_state", initial_state, "BHKV"), "q/v": dims})
+    device = validate.same_device(q=q, k=k, v=v, g=g, beta=beta, initial_state=initial_state)
+    validate.positive_int("chunk_size", chunk_size, power_of_two=True)
+    validate.in_range("g", g, None, 0.0)
+    validate.in_range("beta", beta, 0.0, 1.0)
+    for name, x in (("q", q), ("k", k), ("v", v), ("initial_state", initial_state)):
+        if x is not None:
+            validate.finite(name, x)
+    if scale is None:
+        scale = dims["K"] ** -0.5
+    elif not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+        raise ValueError(f"scale: expected a finite float or None, got {scale!r}")
+    if use_qk_l2norm:
+        q, k = l2norm(q), l2norm(k)
+    impl = backends.resolve(backend, device.type)
+    return impl.delta_scan(
+        q, k, v, g, beta,
+        scale=float(scale), initial_state=initial_state, output_final_state=bool(output_final_state),
+        chunk_size=chunk_size, config=config,
+    )
+
+
+def cache_select(
+    scores: torch.Tensor,
+    *,
+    capacity: int = 64,
+    block_size: int = 256,
+    policy: str = "hola",
+    backend: str = "auto",
+    config: Optional[dict] = None,
+) -> torch.Tensor:
+    """Block-wise top-w cache selection (SPEC.md section 2).
+
+    scores: [B, T, H] (ignored for policy "recency"). Returns idx [B, H, NB, capacity] int64 with
+    NB = ceil(T / block_size); row n lists Cache_n best first (higher score, then later position),
+    padded with -1.
+    """
+    validate.tensor("scores", scores, "BTH", dtypes=validate.FLOAT_DTYPES + (torch.float64,))
+    validate.positive_int("capacity", capacity)
+    validate.positive_int("block_size", block_size)
+    validate.policy(policy)
+    if policy == "hola":
+        validate.finite("scores", scores)
+    impl = backends.resolve(backend, scores.device.type)
+    return impl.cache_select(scores, capacity=capacity, block_size=block_size, policy=policy, config=config)
+
+
+def cache_read(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    idx: torch.Tensor,
+    gamma_q: torch.Tensor,
+    gamma_k: torch.Tensor,
+    sink: torch.Tensor,
+    *,
+    block_size: int = 256,
+    eps: float = 1e-6,
+    backend: str = "auto",
+    config: Optional[dict] = None,
+) -> torch.Tensor:
+    """Softmax read of the exact cache plus the causal block and a sink (SPEC.md section 3).
+
+    q, k: [B, T, H, K]; v: [B, T, H, V]; idx: [B, H, NB, W] int64 from ``cache_select``;
+    gamma_q, gamma_k: [K]; sink: [H] logits. Returns o_cache [B, T, H, V] in v's dtype (before
+    the sigmoid gate).
+    """
+    dims = validate.same_dims({
+        "q": validate.tensor("q", q, "BTHK"),
+        "k": validate.tensor("k", k, "BTHK"),
+        "v": validate.tensor("v", v, "BTHV"),
+        "idx": validate.tensor("idx", idx, ("B", "H", "NB", "W"), dtypes=(torch.int64,)),
+        "gamma_q": validate.tensor("gamma_q", gamma_q, "K"),
+        "gamma_k": validate.tensor("gamma_k", gamma_k, "K"),
+        "sink": validate.tensor("sink", sink, "H"),
+    })
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(f"k, v: expected the dtype of q ({q.dtype}), got k {k.dtype}, v {v.dtype}")
+    validate.positive_int("block_size", block_size)
+    nb = -(-dims["T"] // block_size)
+    if dims["NB"] != nb:
+        raise ValueError(
+            f"idx: dim NB is {dims['NB']}, expected ceil(T / block_size) = ceil({dims['T']} / {block_size}) = {nb}"
+        )
+    if not (isinstance(eps, (int, float)) and eps > 0):
+        raise ValueError(f"eps: expected a positive float, got {eps!r}")
+    device = validate.same_device(q=q, k=k, v=v, idx=idx, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink)
+    validate.cache_index(idx, dims["T"], block_size)
+    for name, x in (("q", q), ("k", k), ("v", v), ("gamma_q", gamma_q), ("gamma_k", gamma_k), ("sink", sink)):
+        validate.finite(name, x)
+    impl = backends.resolve(backend, device.type)
+    return impl.cache_read(
+        q, k, v, idx, gamma_q, gamma_k, sink, block_size=block_size, eps=float(eps), config=config
+    )

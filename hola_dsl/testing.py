@@ -1,0 +1,172 @@
+"""Shared by tests, `hola check` and `hola diff`: fresh random inputs (including SPEC.md's hard
+cases), the float64 oracle's answer, and the relative-error measure with its tolerances."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from hola_dsl import ops
+from model import reference
+
+# SPEC.md section 6: ||out - ref|| / ||ref|| per input dtype.
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 5e-3, torch.float16: 5e-3}
+
+# Input families for the scan; each names a hard case of SPEC.md section 6.
+SCAN_CASES = ("random", "repeated", "strong_decay", "beta0", "beta1_nodecay")
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """||out - ref|| / ||ref|| in float64; inf when out has NaN/inf (never pass on NaN)."""
+    out = out.detach().to(torch.float64).cpu()
+    ref = ref.detach().to(torch.float64).cpu()
+    if out.shape != ref.shape:
+        raise ValueError(f"output shape {tuple(out.shape)} differs from the reference's {tuple(ref.shape)}")
+    if not bool(torch.isfinite(out).all()):
+        return math.inf
+    denom = ref.norm().item()
+    diff = (out - ref).norm().item()
+    return diff / denom if denom > 0 else diff
+
+
+def max_abs(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |out - ref| (inf when out is not finite)."""
+    out = out.detach().to(torch.float64).cpu()
+    if not bool(torch.isfinite(out).all()):
+        return math.inf
+    return (out - ref.detach().to(torch.float64).cpu()).abs().max().item() if out.numel() else 0.0
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Problem size: B batch, T tokens, H heads, K key dim, V value dim, W cache capacity,
+    C cache block."""
+
+    B: int = 2
+    T: int = 300
+    H: int = 2
+    K: int = 32
+    V: int = 48
+    W: int = 16
+    C: int = 128
+
+    @staticmethod
+    def parse(text: str) -> "Shape":
+        """Parse "B=1,T=300,H=2,K=32,V=48" (missing fields keep their defaults)."""
+        fields = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, _, value = part.partition("=")
+            if name not in Shape.__dataclass_fields__ or not value.strip().isdigit():
+                raise ValueError(
+                    f"--shape: cannot read {part!r}; expected NAME=INT with NAME in "
+                    f"{list(Shape.__dataclass_fields__)}, e.g. B=1,T=300,H=2,K=32,V=48"
+                )
+            fields[name] = int(value)
+        return Shape(**fields)
+
+
+def scan_inputs(shape: Shape, dtype=torch.float32, *, case: str = "random", seed: int = 0,
+                device="cpu", initial_state: bool = True) -> dict:
+    """Random delta_scan inputs: q, k unit-L2 [B, T, H, K]; v [B, T, H, V]; g, beta [B, T, H];
+    initial_state [B, H, K, V] or None. ``case`` picks one of SCAN_CASES."""
+    if case not in SCAN_CASES:
+        raise ValueError(f"case: expected one of {list(SCAN_CASES)}, got {case!r}")
+    gen = torch.Generator().manual_seed(seed)
+    B, T, H, K, V = shape.B, shape.T, shape.H, shape.K, shape.V
+    r = lambda *s: torch.randn(*s, generator=gen)
+    q, k, v = r(B, T, H, K), r(B, T, H, K), r(B, T, H, V)
+    g = -torch.rand(B, T, H, generator=gen) * 0.5
+    beta = torch.rand(B, T, H, generator=gen)
+    if case == "repeated":      # near-identical keys with beta = 1 and no decay: the hard solve
+        k = k[:, :1].expand(B, T, H, K) + 1e-3 * r(B, T, H, K)
+        beta, g = torch.ones(B, T, H), torch.zeros(B, T, H)
+    elif case == "strong_decay":
+        g = -torch.rand(B, T, H, generator=gen) * 30.0
+    elif case == "beta0":
+        beta = torch.zeros(B, T, H)
+    elif case == "beta1_nodecay":
+        beta, g = torch.ones(B, T, H), torch.zeros(B, T, H)
+    q, k = ops.l2norm(q), ops.l2norm(k)
+    out = dict(q=q, k=k, v=v, g=g, beta=beta,
+               initial_state=r(B, H, K, V) if initial_state else None)
+    return {n: (x.to(device=device, dtype=dtype) if x is not None and n in "qkv" else
+                (x.to(device) if x is not None else None)) for n, x in out.items()}
+
+
+def select_inputs(shape: Shape, *, seed: int = 0, ties: bool = True, device="cpu") -> torch.Tensor:
+    """Random non-negative scores [B, T, H]; with ``ties`` many exact duplicates."""
+    gen = torch.Generator().manual_seed(seed)
+    s = torch.rand(shape.B, shape.T, shape.H, generator=gen)
+    if ties:
+        s = (s * 8).floor() / 8
+    return s.to(device)
+
+
+def read_inputs(shape: Shape, dtype=torch.float32, *, seed: int = 0, policy: str = "hola",
+                device="cpu") -> dict:
+    """Random cache_read inputs with idx from the oracle's selection over random scores."""
+    gen = torch.Generator().manual_seed(seed)
+    B, T, H, K, V = shape.B, shape.T, shape.H, shape.K, shape.V
+    r = lambda *s: torch.randn(*s, generator=gen)
+    scores = torch.rand(B, T, H, generator=gen)
+    idx = reference.naive_cache_select(scores, capacity=shape.W, block_size=shape.C, policy=policy)
+    out = dict(q=r(B, T, H, K), k=r(B, T, H, K), v=r(B, T, H, V), idx=idx,
+               gamma_q=1 + 0.1 * r(K), gamma_k=1 + 0.1 * r(K), sink=r(H))
+    return {n: (x.to(device=device, dtype=dtype) if n in "qkv" else x.to(device)) for n, x in out.items()}
+
+
+@dataclass
+class Result:
+    """One kernel run compared with the oracle: relative and max-abs error per output."""
+
+    kernel: str
+    backend: str
+    errors: dict
+    max_abs: dict
+    tolerance: float
+    seconds: float
+
+    @property
+    def worst(self) -> float:
+        return max(self.errors.values()) if self.errors else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.worst <= self.tolerance
+
+
+def run_check(kernel: str, backend: str, shape: Shape, dtype=torch.float32, *, seed: int = 0,
+              case: str = "random", policy: str = "hola", chunk_size: int = 64,
+              config: Optional[dict] = None, device="cpu") -> Result:
+    """Run ``kernel`` on ``backend`` and the float64 oracle on the same fresh inputs."""
+    tol = TOLERANCE[dtype]
+    if kernel == "delta_scan":
+        x = scan_inputs(shape, dtype, case=case, seed=seed, device=device)
+        t0 = time.perf_counter()
+        o, m, s = ops.delta_scan(**x, output_final_state=True, chunk_size=chunk_size, backend=backend, config=config)
+        sec = time.perf_counter() - t0
+        ro, rm, rs = reference.naive_delta_scan(**x, output_final_state=True)
+        outs = {"o": (o, ro), "m": (m, rm), "final_state": (s, rs)}
+    elif kernel == "cache_select":
+        scores = select_inputs(shape, seed=seed, device=device)
+        t0 = time.perf_counter()
+        idx = ops.cache_select(scores, capacity=shape.W, block_size=shape.C, policy=policy,
+                               backend=backend, config=config)
+        sec = time.perf_counter() - t0
+        ref = reference.naive_cache_select(scores, capacity=shape.W, block_size=shape.C, policy=policy)
+        mismatch = float((idx.cpu() != ref.cpu()).sum()) if idx.shape == ref.shape else math.inf
+        return Result(kernel, backend, {"idx": mismatch}, {"idx": mismatch}, 0.0, sec)
+    elif kernel == "cache_read":
+        x = read_inputs(shape, dtype, seed=seed, policy=policy, device=device)
+        t0 = time.perf_counter()
+        o = ops.cache_read(**x, block_size=shape.C, backend=backend, config=config)
+        sec = time.perf_counter() - t0
+        outs = {"o": (o, reference.naive_cache_read(**x, block_size=shape.C))}
+    else:
+        raise ValueError(f"kernel: expected one of delta_scan, cache_select, cache_read, got {kernel!r}")
+    return Result(kernel, backend, {n: rel_err(a, b) for n, (a, b) in outs.items()},
+                  {n: max_abs(a, b) for n, (a, b) in outs.items()}, tol, sec)

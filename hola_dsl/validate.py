@@ -1,0 +1,114 @@
+"""Input checks shared by every backend: each error names the argument, what was given and
+what was expected. Value checks (g <= 0, beta in [0, 1], finite inputs) cost one reduction per
+tensor and a host sync; set HOLA_CHECK_VALUES=0 to skip them in production loops."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+POLICIES = ("hola", "recency")
+
+
+def values_checked() -> bool:
+    """Whether value checks (sign of g, range of beta, finiteness) are on."""
+    return os.environ.get("HOLA_CHECK_VALUES", "1") != "0"
+
+
+def tensor(name: str, x, dims: Sequence[str], dtypes=FLOAT_DTYPES) -> dict[str, int]:
+    """Check that ``x`` is a tensor of rank len(dims) and an allowed dtype; return {dim: size}."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of shape [{', '.join(dims)}], got {type(x).__name__}")
+    if x.dim() != len(dims):
+        raise ValueError(
+            f"{name}: expected rank {len(dims)} [{', '.join(dims)}], got rank {x.dim()} with shape {tuple(x.shape)}"
+        )
+    if dtypes is not None and x.dtype not in dtypes:
+        raise TypeError(f"{name}: expected dtype in {[str(d) for d in dtypes]}, got {x.dtype}")
+    return dict(zip(dims, x.shape))
+
+
+def same_dims(sizes: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Check that every named dim has one size across tensors; return the merged sizes."""
+    merged: dict[str, tuple[int, str]] = {}
+    for name, dims in sizes.items():
+        for dim, size in dims.items():
+            if dim in merged and merged[dim][0] != size:
+                other_size, other = merged[dim]
+                raise ValueError(
+                    f"{name}: dim {dim} is {size}, but {other} has {dim} = {other_size}; they must match"
+                )
+            merged.setdefault(dim, (size, name))
+    return {dim: size for dim, (size, _) in merged.items()}
+
+
+def same_device(**tensors: Optional[torch.Tensor]) -> torch.device:
+    """Check that all given tensors live on one device; return it."""
+    device, first = None, None
+    for name, x in tensors.items():
+        if x is None:
+            continue
+        if device is None:
+            device, first = x.device, name
+        elif x.device != device:
+            raise ValueError(f"{name}: on {x.device}, but {first} is on {device}; all inputs must share a device")
+    return device
+
+
+def finite(name: str, x: torch.Tensor) -> None:
+    """Reject NaN/inf in ``x`` (when value checks are on)."""
+    if values_checked() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+
+
+def in_range(name: str, x: torch.Tensor, lo: Optional[float], hi: Optional[float]) -> None:
+    """Reject values of ``x`` outside [lo, hi] (when value checks are on)."""
+    if not values_checked():
+        return
+    finite(name, x)
+    if lo is not None and bool((x < lo).any()):
+        raise ValueError(f"{name}: expected values >= {lo}, got min {x.min().item():.4g}")
+    if hi is not None and bool((x > hi).any()):
+        raise ValueError(f"{name}: expected values <= {hi}, got max {x.max().item():.4g}")
+
+
+def positive_int(name: str, value, *, power_of_two: bool = False) -> int:
+    """Check an integer argument >= 1 (and a power of two if asked)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    if power_of_two and value & (value - 1):
+        raise ValueError(f"{name}: expected a power of two, got {value}")
+    return value
+
+
+def block_multiple_of_chunk(block_size: int, chunk_size: int) -> None:
+    """SPEC section 2: the cache block C must be a multiple of the scan chunk."""
+    if block_size % chunk_size:
+        raise ValueError(
+            f"block_size: expected a multiple of chunk_size={chunk_size}, got {block_size}"
+        )
+
+
+def policy(value: str) -> str:
+    """Check a cache policy name."""
+    if value not in POLICIES:
+        raise ValueError(f"policy: expected one of {list(POLICIES)}, got {value!r}")
+    return value
+
+
+def cache_index(idx: torch.Tensor, T: int, block_size: int) -> None:
+    """Row n of ``idx`` [B, H, NB, W] may only hold -1 or positions in [0, n * block_size)."""
+    if not values_checked() or idx.numel() == 0:
+        return
+    nb = idx.shape[2]
+    limit = torch.arange(nb, device=idx.device).view(1, 1, nb, 1) * block_size
+    bad = (idx < -1) | (idx >= limit) & (idx != -1)
+    if bool(bad.any()):
+        b, h, n, w = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"idx: entry [{b}, {h}, {n}, {w}] = {int(idx[b, h, n, w])}; row n may hold -1 or a position "
+            f"in [0, n * block_size) = [0, {n * block_size})"
+        )

@@ -1,0 +1,157 @@
+"""Fast, differentiable PyTorch implementations of the three kernels (backend "reference").
+
+Float32 accumulation whatever the input dtype. These are what the model trains with on the
+CPU and the yardstick the generated kernels are benchmarked against; the float64 oracle in
+``model.reference`` is what everything, these included, is checked against.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def _to_chunks(x: torch.Tensor, pad: int, n: int, bt: int) -> torch.Tensor:
+    """[B, T, H, *rest] -> float32 [B, H, N, BT, *rest], zero-padded at the end of T."""
+    x = x.float()
+    if pad:
+        x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
+    x = x.transpose(1, 2)
+    return x.reshape(x.shape[0], x.shape[1], n, bt, *x.shape[3:])
+
+
+def chunked_delta_scan(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    *,
+    scale: float,
+    initial_state: Optional[torch.Tensor] = None,
+    output_final_state: bool = False,
+    chunk_size: int = 64,
+):
+    """Chunked WY/UT form of the gated delta rule (SPEC.md section 1).
+
+    q, k: [B, T, H, K] (unit L2 norm expected); v: [B, T, H, V]; g, beta: [B, T, H].
+    Returns (o [B, T, H, V] in v's dtype, m [B, T, H] float32, final_state [B, H, K, V] float32
+    or None). Padding tokens have g = 0 and beta = 0, so they change neither outputs nor state.
+    """
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    bt = chunk_size
+    n = max(1, math.ceil(T / bt))
+    pad = n * bt - T
+    qc, kc, vc = (_to_chunks(x, pad, n, bt) for x in (q, k, v))      # [B, H, N, BT, D]
+    gc, bc = (_to_chunks(x, pad, n, bt) for x in (g, beta))          # [B, H, N, BT]
+    qc = qc * scale
+
+    G = gc.cumsum(-1)
+    causal = torch.ones(bt, bt, dtype=torch.bool, device=q.device).tril()
+    # Gamma_ij = exp(G_i - G_j) on and below the diagonal; masking before exp avoids overflow.
+    gamma = torch.exp((G[..., :, None] - G[..., None, :]).masked_fill(~causal, float("-inf")))
+    a = (bc[..., :, None] * (kc @ kc.transpose(-1, -2)) * gamma).tril(-1)
+    eye = torch.eye(bt, dtype=a.dtype, device=a.device)
+    rhs = torch.cat([bc[..., None] * vc, bc[..., None] * kc * G.exp()[..., None]], dim=-1)
+    # Forward substitution, not a product of powers: it stays exact on repeated keys (DESIGN.md).
+    uw = torch.linalg.solve_triangular(eye + a, rhs, upper=False, unitriangular=True)
+    U, W = uw.split([V, K], dim=-1)
+    qk = (qc @ kc.transpose(-1, -2)) * gamma
+    q_dec = qc * G.exp()[..., None]
+    g_last = G[..., -1]                                               # [B, H, N]
+    k_dec = kc * torch.exp(g_last[..., None] - G)[..., None]
+
+    S = torch.zeros(B, H, K, V, dtype=torch.float32, device=q.device)
+    if initial_state is not None:
+        S = initial_state.float()
+    outs, us = [], []
+    for i in range(n):
+        u = U[:, :, i] - W[:, :, i] @ S                               # = beta * e for the chunk
+        outs.append(q_dec[:, :, i] @ S + qk[:, :, i] @ u)
+        us.append(u)
+        S = g_last[:, :, i, None, None].exp() * S + k_dec[:, :, i].transpose(-1, -2) @ u
+    o = torch.stack(outs, 2).reshape(B, H, n * bt, V)[:, :, :T].transpose(1, 2)
+    m = torch.linalg.vector_norm(torch.stack(us, 2), dim=-1).reshape(B, H, n * bt)[:, :, :T].transpose(1, 2)
+    return o.to(v.dtype), m.contiguous(), (S if output_final_state else None)
+
+
+def blockwise_cache_select(
+    scores: torch.Tensor, *, capacity: int = 64, block_size: int = 256, policy: str = "hola"
+) -> torch.Tensor:
+    """Cache_n for every block n, built by merging block n-1 into Cache_{n-1}.
+
+    The top-w of a union equals the top-w of (top-w of one part) U (the other part), so each
+    step sorts at most capacity + block_size candidates. scores: [B, T, H]. Returns idx
+    [B, H, NB, capacity] int64, rows best first (score desc, then position desc), -1 padded.
+    """
+    B, T, H = scores.shape
+    nb = math.ceil(T / block_size)
+    idx = torch.full((B, H, nb, capacity), -1, dtype=torch.int64, device=scores.device)
+    if policy == "recency":
+        for i in range(1, nb):
+            end = i * block_size
+            pos = torch.arange(end - 1, max(end - capacity, 0) - 1, -1, device=scores.device)
+            idx[:, :, i, : pos.numel()] = pos
+        return idx
+    s = scores.detach().transpose(1, 2)                               # [B, H, T]
+    cur_s = s[:, :, :0]
+    cur_p = torch.empty(B, H, 0, dtype=torch.int64, device=scores.device)
+    for i in range(1, nb):
+        lo, hi = (i - 1) * block_size, i * block_size
+        # Block positions (newest first) all follow the cached ones, and the cache is kept in
+        # rank order, so a stable descending sort breaks score ties by later position.
+        blk_p = torch.arange(hi - 1, lo - 1, -1, device=scores.device).expand(B, H, -1)
+        cand_s = torch.cat([s[:, :, lo:hi].flip(-1), cur_s], dim=-1)
+        cand_p = torch.cat([blk_p, cur_p], dim=-1)
+        order = torch.sort(cand_s, dim=-1, descending=True, stable=True).indices[..., :capacity]
+        cur_s, cur_p = cand_s.gather(-1, order), cand_p.gather(-1, order)
+        idx[:, :, i, : cur_p.shape[-1]] = cur_p
+    return idx
+
+
+def _rmsnorm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps)
+
+
+def batched_cache_read(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    idx: torch.Tensor,
+    gamma_q: torch.Tensor,
+    gamma_k: torch.Tensor,
+    sink: torch.Tensor,
+    *,
+    block_size: int = 256,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """All cache blocks at once: logits against [sink | W cache entries | C block tokens].
+
+    q, k: [B, T, H, K]; v: [B, T, H, V]; idx: [B, H, NB, W]; gamma_q, gamma_k: [K]; sink: [H].
+    Returns o_cache [B, T, H, V] in v's dtype.
+    """
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    C = block_size
+    nb, w = idx.shape[2], idx.shape[3]
+    pad = nb * C - T
+    qn = _rmsnorm(q.float(), eps) * gamma_q.float()
+    kn = _rmsnorm(k.float(), eps) * gamma_k.float()
+    qb, kb, vb = (_to_chunks(x, pad, nb, C) for x in (qn, kn, v))    # [B, H, NB, C, D]
+
+    take = idx.clamp(min=0).reshape(B, H, nb * w, 1)
+    k_cache = kn.transpose(1, 2).gather(2, take.expand(-1, -1, -1, K)).reshape(B, H, nb, w, K)
+    v_cache = v.float().transpose(1, 2).gather(2, take.expand(-1, -1, -1, V)).reshape(B, H, nb, w, V)
+
+    inv = 1.0 / math.sqrt(K)
+    l_cache = (qb @ k_cache.transpose(-1, -2) * inv).masked_fill((idx < 0)[:, :, :, None, :], float("-inf"))
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    l_blk = (qb @ kb.transpose(-1, -2) * inv).masked_fill(~causal, float("-inf"))
+    l_sink = sink.float().view(1, H, 1, 1, 1).expand(B, H, nb, C, 1)
+    p = torch.softmax(torch.cat([l_sink, l_cache, l_blk], dim=-1), dim=-1)
+    o = p[..., 1 : 1 + w] @ v_cache + p[..., 1 + w :] @ vb          # the sink contributes zero
+    return o.reshape(B, H, nb * C, V)[:, :, :T].transpose(1, 2).to(v.dtype)

@@ -1,0 +1,121 @@
+"""The float64 recurrent oracle of SPEC.md sections 1-3, written for clarity, not speed.
+
+Every implementation in the project (chunked PyTorch, eager DSL, Triton, TileLang, the model)
+is checked against these three functions. Inputs may be any float dtype; everything is computed
+and returned in float64 (idx in int64).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+
+def _f64(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if x is None else x.detach().to(torch.float64)
+
+
+def naive_delta_scan(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    *,
+    scale: Optional[float] = None,
+    initial_state: Optional[torch.Tensor] = None,
+    output_final_state: bool = False,
+    use_qk_l2norm: bool = False,
+):
+    """Token-by-token gated delta rule.
+
+    q, k: [B, T, H, K]; v: [B, T, H, V]; g, beta: [B, T, H]; initial_state: [B, H, K, V].
+    Returns (o [B, T, H, V], m [B, T, H], final_state [B, H, K, V] or None), all float64.
+    """
+    q, k, v, g, beta = (_f64(x) for x in (q, k, v, g, beta))
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    if use_qk_l2norm:
+        q = q / torch.sqrt((q * q).sum(-1, keepdim=True) + 1e-6)
+        k = k / torch.sqrt((k * k).sum(-1, keepdim=True) + 1e-6)
+    scale = K ** -0.5 if scale is None else scale
+    S = torch.zeros(B, H, K, V, dtype=torch.float64, device=q.device)
+    if initial_state is not None:
+        S = _f64(initial_state).clone()
+    o = torch.empty(B, T, H, V, dtype=torch.float64, device=q.device)
+    m = torch.empty(B, T, H, dtype=torch.float64, device=q.device)
+    for t in range(T):
+        k_t, v_t, q_t = k[:, t], v[:, t], q[:, t]                  # [B, H, K], [B, H, V]
+        S = torch.exp(g[:, t])[..., None, None] * S                # S' = alpha_t S_{t-1}
+        e = v_t - torch.einsum("bhkv,bhk->bhv", S, k_t)            # residual v - S'^T k
+        u = beta[:, t, :, None] * e
+        S = S + k_t[..., :, None] * u[..., None, :]                # S = S' + k u^T
+        o[:, t] = torch.einsum("bhkv,bhk->bhv", S, scale * q_t)
+        m[:, t] = torch.linalg.vector_norm(u, dim=-1)
+    return o, m, (S if output_final_state else None)
+
+
+def naive_cache_select(
+    scores: torch.Tensor, *, capacity: int = 64, block_size: int = 256, policy: str = "hola"
+) -> torch.Tensor:
+    """Cache_n for every block n: the ``capacity`` best positions j < n * block_size.
+
+    scores: [B, T, H]. Best means higher score, then later position (policy "recency" scores
+    position j by j). Returns idx [B, H, NB, capacity] int64, each row best first, -1 padded.
+    """
+    B, T, H = scores.shape
+    nb = math.ceil(T / block_size)
+    idx = torch.full((B, H, nb, capacity), -1, dtype=torch.int64)
+    s = scores.detach().to(torch.float64).cpu()
+    for b in range(B):
+        for h in range(H):
+            row = s[b, :, h].tolist()
+            for n in range(nb):
+                end = n * block_size
+                keyed = [((row[j] if policy == "hola" else float(j)), j) for j in range(end)]
+                keyed.sort(reverse=True)                            # score desc, then position desc
+                chosen = [j for _, j in keyed[:capacity]]
+                idx[b, h, n, : len(chosen)] = torch.tensor(chosen, dtype=torch.int64)
+    return idx.to(scores.device)
+
+
+def _rmsnorm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps)
+
+
+def naive_cache_read(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    idx: torch.Tensor,
+    gamma_q: torch.Tensor,
+    gamma_k: torch.Tensor,
+    sink: torch.Tensor,
+    *,
+    block_size: int = 256,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Softmax over {sink} U Cache_n U {nC <= j <= t} for every query t, one query at a time.
+
+    q, k: [B, T, H, K]; v: [B, T, H, V]; idx: [B, H, NB, W]; gamma_q, gamma_k: [K]; sink: [H].
+    Returns o_cache [B, T, H, V] float64.
+    """
+    q, k, v, gamma_q, gamma_k, sink = (_f64(x) for x in (q, k, v, gamma_q, gamma_k, sink))
+    B, T, H, K = q.shape
+    qc = _rmsnorm(q, eps) * gamma_q
+    kc = _rmsnorm(k, eps) * gamma_k
+    o = torch.zeros(B, T, H, v.shape[-1], dtype=torch.float64, device=q.device)
+    for b in range(B):
+        for h in range(H):
+            rows = idx[b, h].tolist()
+            for t in range(T):
+                n = t // block_size
+                cached = [j for j in rows[n] if j >= 0]
+                visible = torch.tensor(cached + list(range(n * block_size, t + 1)), dtype=torch.int64)
+                logits = kc[b, visible, h] @ qc[b, t, h] / math.sqrt(K)
+                logits = torch.cat([sink[h].view(1), logits])      # the sink's value is zero
+                p = torch.softmax(logits, dim=0)
+                o[b, t, h] = p[1:] @ v[b, visible, h]
+    return o

@@ -1,0 +1,93 @@
+"""Schedule spaces: the knobs a backend may choose for a kernel, their legal values, the
+constraints per target, and the defaults. Algorithms never see these types; emitters and the
+autotuner do.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Optional
+
+# A constraint looks at a full config, the target name ("sm_90", "gfx942", "cpu", ...) and the
+# static dims ({"K": 128, "V": 128, ...}); it returns None when legal, else a reason.
+Constraint = Callable[[Mapping[str, Any], str, Mapping[str, int]], Optional[str]]
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One tunable choice with its legal values (powers of two, enum members, integers)."""
+
+    name: str
+    choices: tuple
+    doc: str = ""
+
+    def check(self, value: Any) -> Optional[str]:
+        if value not in self.choices:
+            return f"{self.name}: got {value!r}, expected one of {list(self.choices)}"
+        return None
+
+
+@dataclass(frozen=True)
+class Space:
+    """All knobs of (kernel, backend), with constraints and per-target defaults.
+
+    ``defaults`` maps a target name, or a target family prefix such as "sm_" or "gfx", or "*"
+    to a config; the most specific match wins.
+    """
+
+    kernel: str
+    backend: str
+    knobs: tuple[Knob, ...]
+    defaults: Mapping[str, Mapping[str, Any]]
+    constraints: tuple[Constraint, ...] = field(default=())
+
+    def knob(self, name: str) -> Knob:
+        for k in self.knobs:
+            if k.name == name:
+                return k
+        raise KeyError(f"{self.kernel}/{self.backend}: no knob {name!r}; knobs are {[k.name for k in self.knobs]}")
+
+    def default(self, target: str) -> dict[str, Any]:
+        """The default config for ``target`` (exact name, then longest matching prefix, then "*")."""
+        if target in self.defaults:
+            return dict(self.defaults[target])
+        prefixes = [p for p in self.defaults if p != "*" and target.startswith(p)]
+        if prefixes:
+            return dict(self.defaults[max(prefixes, key=len)])
+        return dict(self.defaults["*"])
+
+    def violations(self, config: Mapping[str, Any], target: str, dims: Mapping[str, int]) -> list[str]:
+        """Why ``config`` is illegal for ``target`` and ``dims`` (empty when legal)."""
+        errors = [f"{name}: not a knob of {self.kernel}/{self.backend}" for name in config if
+                  name not in {k.name for k in self.knobs}]
+        for knob in self.knobs:
+            if knob.name not in config:
+                errors.append(f"{knob.name}: missing")
+            else:
+                reason = knob.check(config[knob.name])
+                if reason:
+                    errors.append(reason)
+        if not errors:
+            errors += [r for c in self.constraints if (r := c(config, target, dims))]
+        return errors
+
+    def complete(self, config: Optional[Mapping[str, Any]], target: str) -> dict[str, Any]:
+        """``config`` with missing knobs filled from the target's default."""
+        out = self.default(target)
+        out.update(config or {})
+        return out
+
+    def legal(self, target: str, dims: Mapping[str, int]) -> Iterator[dict[str, Any]]:
+        """Every legal config, in knob order (for exhaustive search of small spaces)."""
+        names = [k.name for k in self.knobs]
+        for values in itertools.product(*(k.choices for k in self.knobs)):
+            config = dict(zip(names, values))
+            if not self.violations(config, target, dims):
+                yield config
+
+    def size(self) -> int:
+        n = 1
+        for k in self.knobs:
+            n *= len(k.choices)
+        return n

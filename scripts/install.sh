@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs hola-dsl and its test extra into the current Python environment.
+# A machine without torch gets the CPU wheel torch==2.13.0 first, so that the torch range in
+# pyproject.toml is already satisfied and pip never pulls the multi-GB CUDA wheels; a machine
+# that already has torch (say a CUDA build on a GPU box) keeps it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    echo "install.sh: no torch found, installing the CPU build torch==2.13.0"
+    "$PY" -m pip install -q "torch==2.13.0"
+fi
+"$PY" -m pip install -q -e ".[test]"
+echo "install.sh: hola-dsl installed ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"
