@@ -53,7 +53,7 @@ def delta_scan(
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"k, v: expected the dtype of q ({q.dtype}), got k {k.dtype}, v {v.dtype}")
     if initial_state is not None:
-        validate.same_dims({"initial_state": validate.tensor("initial_state", initial_state, "BHKV"), "q/v": dims})
+        validate.same_dims({"q, k, v": dims, "initial_state": validate.tensor("initial_state", initial_state, "BHKV")})
     device = validate.same_device(q=q, k=k, v=v, g=g, beta=beta, initial_state=initial_state)
     validate.positive_int("chunk_size", chunk_size, power_of_two=True)
     validate.in_range("g", g, None, 0.0)

@@ -2,7 +2,8 @@
 
 Every implementation in the project (chunked PyTorch, eager DSL, Triton, TileLang, the model)
 is checked against these three functions. Inputs may be any float dtype; everything is computed
-and returned in float64 (idx in int64).
+and returned in float64 (idx in int64). The scan and the read stay differentiable, so gradients
+of faster implementations can be checked against them too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 
 
 def _f64(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    return None if x is None else x.detach().to(torch.float64)
+    return None if x is None else x.to(torch.float64)
 
 
 def naive_delta_scan(

@@ -1,0 +1,67 @@
+"""Bad inputs give errors that name the argument, what was given and what was expected."""
+
+import pytest
+import torch
+
+from hola_dsl import ops
+from hola_dsl.testing import Shape, read_inputs, scan_inputs
+
+
+def _scan(**override):
+    x = scan_inputs(Shape(B=1, T=8, H=2, K=4, V=6), seed=0)
+    kwargs = {"backend": "reference"}
+    for name, value in override.items():
+        (x if name in x else kwargs)[name] = value
+    return ops.delta_scan(**x, **kwargs)
+
+
+@pytest.mark.parametrize("override,message", [
+    (dict(q=torch.zeros(1, 8, 2)), "q: expected rank 4"),
+    (dict(v=torch.zeros(1, 9, 2, 6)), "v: dim T is 9"),
+    (dict(k=torch.zeros(1, 8, 2, 5)), "k: dim K is 5"),
+    (dict(q=torch.zeros(1, 8, 2, 4, dtype=torch.float64)), "q: expected dtype"),
+    (dict(g=torch.full((1, 8, 2), 0.5)), "g: expected values <= 0"),
+    (dict(beta=torch.full((1, 8, 2), 1.5)), "beta: expected values <= 1"),
+    (dict(beta=torch.full((1, 8, 2), -0.1)), "beta: expected values >= 0"),
+    (dict(v=torch.full((1, 8, 2, 6), float("nan"))), "v: contains NaN"),
+    (dict(initial_state=torch.zeros(1, 2, 4, 7)), "initial_state: dim V is 7"),
+    (dict(chunk_size=48), "chunk_size: expected a power of two"),
+    (dict(backend="cuda-magic"), "backend: unknown backend 'cuda-magic'"),
+])
+def test_scan_errors(override, message):
+    with pytest.raises((ValueError, TypeError), match=message.replace("(", r"\(")):
+        _scan(**override)
+
+
+def test_select_errors():
+    s = torch.rand(1, 10, 2)
+    with pytest.raises(ValueError, match="capacity: expected an integer >= 1, got 0"):
+        ops.cache_select(s, capacity=0, backend="reference")
+    with pytest.raises(ValueError, match="policy: expected one of"):
+        ops.cache_select(s, policy="lru", backend="reference")
+    with pytest.raises(ValueError, match="scores: expected rank 3"):
+        ops.cache_select(s[0], backend="reference")
+
+
+def test_read_errors():
+    x = read_inputs(Shape(B=1, T=20, H=2, K=4, V=4, W=2, C=8), seed=0)
+    with pytest.raises(ValueError, match=r"idx: dim NB is 3, expected ceil\(T / block_size\)"):
+        ops.cache_read(**x, block_size=16, backend="reference")
+    bad = x["idx"].clone()
+    bad[0, 0, 1, 0] = 12
+    with pytest.raises(ValueError, match=r"idx: entry \[0, 0, 1, 0\] = 12"):
+        ops.cache_read(**{**x, "idx": bad}, block_size=8, backend="reference")
+    with pytest.raises(ValueError, match="gamma_q: dim K is 5"):
+        ops.cache_read(**{**x, "gamma_q": torch.ones(5)}, block_size=8, backend="reference")
+
+
+def test_block_must_be_multiple_of_chunk():
+    from hola_dsl.validate import block_multiple_of_chunk
+    block_multiple_of_chunk(256, 64)
+    with pytest.raises(ValueError, match="block_size: expected a multiple of chunk_size=64, got 96"):
+        block_multiple_of_chunk(96, 64)
+
+
+def test_value_checks_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("HOLA_CHECK_VALUES", "0")
+    _scan(g=torch.full((1, 8, 2), 0.1))  # accepted: the caller took responsibility
