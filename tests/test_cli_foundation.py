@@ -1,0 +1,42 @@
+"""`hola check` and `hola env` through the console entry point."""
+
+import pytest
+
+from tools.cli import main
+
+
+def test_check_reference_passes(capsys):
+    assert main(["check", "--backend", "reference", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    for kernel in ("delta_scan", "cache_select", "cache_read"):
+        assert f"{kernel:<13} reference" in out
+    assert "FAIL" not in out and "all passed" in out
+
+
+def test_check_reports_a_failing_backend(capsys, monkeypatch):
+    from hola_dsl import backends
+    ref = backends.get("reference")
+    broken = backends.Backend(name="reference", description="broken", delta_scan=ref.delta_scan,
+                              cache_select=ref.cache_select,
+                              cache_read=lambda *a, **kw: ref.cache_read(*a, **kw) * 1.001,
+                              devices=ref.devices)
+    monkeypatch.setitem(backends._loaded, "reference", broken)
+    assert main(["check", "--backend", "reference", "--kernel", "cache_read"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_check_unknown_backend_fails(capsys):
+    assert main(["check", "--backend", "nope", "--kernel", "cache_select"]) == 1
+    assert "unknown backend 'nope'" in capsys.readouterr().out
+
+
+def test_env_lists_facts(capsys):
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    for label in ("torch", "triton", "tilelang", "nvcc", "backend reference"):
+        assert label in out
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "usage: hola" in capsys.readouterr().out
