@@ -1,0 +1,164 @@
+"""The HOLA language model (SPEC.md section 4): pre-norm blocks of mixer + SwiGLU MLP, tied
+embeddings, prefill and token-by-token decoding, save/load as JSON config + safetensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.attention import AttentionMixer
+from model.config import HOLAConfig
+from model.mixer import HOLAMixer, rms_norm
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.up = nn.Linear(dim, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.up(x).chunk(2, dim=-1)
+        return self.down(F.silu(a) * b)
+
+
+class Block(nn.Module):
+    """x + mixer(rmsnorm(x)), then x + swiglu_mlp(rmsnorm(x))."""
+
+    def __init__(self, config: HOLAConfig):
+        super().__init__()
+        self.mixer_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.mixer = AttentionMixer(config) if config.variant == "transformer" else HOLAMixer(config)
+        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.mlp = SwiGLU(config.d_model, config.mlp_hidden)
+
+    def forward(self, x, backend: str, return_memory: bool = False):
+        out = self.mixer(self.mixer_norm(x), backend=backend, return_memory=return_memory)
+        y, mem = out if return_memory else (out, None)
+        x = x + y
+        x = x + self.mlp(self.mlp_norm(x))
+        return (x, mem) if return_memory else x
+
+    def step(self, x, memory, backend: str):
+        y, memory = self.mixer.step(self.mixer_norm(x), memory, backend=backend)
+        x = x + y
+        return x + self.mlp(self.mlp_norm(x)), memory
+
+
+class HOLALM(nn.Module):
+    """Language model over token ids. ``HOLALM(config)(input_ids [B, T]) -> logits [B, T, vocab]``.
+
+    ``backend`` (per call, default ``config.backend``) picks the ``hola_dsl.ops`` backend every
+    mixer runs its kernels on; the weights are the same whichever computes them.
+    """
+
+    def __init__(self, config: HOLAConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self._init_weights()
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=std)
+        # GPT-2's scaling of the residual projections by depth.
+        for block in self.blocks:
+            for proj in (block.mixer.o_proj, block.mlp.down):
+                proj.weight.mul_((2 * self.config.n_layers) ** -0.5)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.norm(x), self.embed.weight)  # tied output head
+
+    def forward(self, input_ids: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+        """input_ids: [B, T] int64 -> logits [B, T, vocab_size] (float32)."""
+        backend = backend or self.config.backend
+        x = self.embed(input_ids)
+        for block in self.blocks:
+            x = block(x, backend)
+        return self._logits(x)
+
+    def prefill(self, input_ids: torch.Tensor, backend: Optional[str] = None):
+        """Run a prompt [B, T] at once; returns (logits [B, T, vocab], memory to decode from)."""
+        backend = backend or self.config.backend
+        x = self.embed(input_ids)
+        memory = []
+        for block in self.blocks:
+            x, mem = block(x, backend, return_memory=True)
+            memory.append(mem)
+        return self._logits(x), memory
+
+    def init_decode(self, batch_size: int) -> list:
+        """The per-layer memory of ``batch_size`` empty sequences."""
+        device = self.embed.weight.device
+        return [block.mixer.init_memory(batch_size, device=device) for block in self.blocks]
+
+    def decode_step(self, token_ids: torch.Tensor, memory: list, backend: Optional[str] = None):
+        """One token per sequence. token_ids: [B] or [B, 1]. Returns (logits [B, vocab], memory)."""
+        backend = backend or self.config.backend
+        x = self.embed(token_ids.reshape(-1, 1))
+        new_memory = []
+        for block, mem in zip(self.blocks, memory):
+            x, mem = block.step(x, mem, backend)
+            new_memory.append(mem)
+        return self._logits(x)[:, 0], new_memory
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, backend: Optional[str] = None) -> torch.Tensor:
+        """Greedy continuation of a prompt [B, T]; returns the new tokens [B, max_new_tokens]."""
+        logits, memory = self.prefill(input_ids, backend)
+        token = logits[:, -1].argmax(-1)
+        out = [token]
+        for _ in range(max_new_tokens - 1):
+            logits, memory = self.decode_step(token, memory, backend)
+            token = logits.argmax(-1)
+            out.append(token)
+        return torch.stack(out, dim=1)
+
+    def save(self, directory: Union[str, Path]) -> None:
+        """Write config.json and model.safetensors into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save(directory / CONFIG_FILE)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE))
+
+    @classmethod
+    def load(cls, directory: Union[str, Path], map_location: str = "cpu") -> "HOLALM":
+        """Rebuild a model saved with ``save``."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).exists():
+                raise FileNotFoundError(f"checkpoint: {directory / name} does not exist; expected a directory "
+                                        f"written by HOLALM.save (config.json + model.safetensors)")
+        model = cls(HOLAConfig.load(directory / CONFIG_FILE))
+        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device=map_location))
+        return model.to(map_location)
