@@ -16,6 +16,8 @@ KERNELS = ("delta_scan", "cache_select", "cache_read")
 # name -> module defining BACKEND. Adding a backend is one line here.
 BACKEND_MODULES: dict[str, str] = {
     "reference": "model.chunked_backend",
+    "eager": "hola_dsl.eager_backend",
+    "triton": "hola_dsl.triton_backend",
 }
 
 # Preference order for backend="auto", per tensor device type.

@@ -1,0 +1,58 @@
+"""Chunked gated delta rule, forward (SPEC.md section 1), one program per (V tile, b, h).
+
+Each program walks the chunks of its sequence in order, carrying its [BK, BV] slice of the
+state in float32. Inside a chunk (WY/UT form, G = cumsum(g), Gamma_ij = exp(G_i - G_j)):
+    Tm = (I + strict_lower(diag(beta) K K^T * Gamma))^-1     by forward substitution
+    u  = Tm diag(beta) V - Tm diag(beta exp(G)) K S           (= beta * residual, per token)
+    o  = scale * ((Q exp(G)) S + (Q K^T * Gamma, causal) u)
+    S <- exp(G_last) S + (K exp(G_last - G))^T u
+Padding past T loads g = 0 and beta = k = v = 0, so it changes neither outputs nor state.
+m = ||u|| needs all V columns: each program writes its partial sum of squares to msq[iv], and
+the host finishes m = sqrt(sum over iv).
+"""
+
+from hola_dsl import lang as hl
+
+
+@hl.kernel
+def delta_scan(
+    q: hl.In("B", "T", "H", "K"), k: hl.In("B", "T", "H", "K"), v: hl.In("B", "T", "H", "V"),
+    g: hl.In("B", "T", "H"), beta: hl.In("B", "T", "H"), h0: hl.In("B", "H", "K", "V"),
+    o: hl.Out("B", "T", "H", "V"), msq: hl.Out("NV", "B", "T", "H", dtype="float32"),
+    ht: hl.Out("B", "H", "K", "V", dtype="float32"), scale: hl.Scalar("float32"),
+    *, K: int, V: int, BT: int, BK: int, BV: int, HAS_H0: bool, STORE_FINAL: bool,
+):
+    T = hl.dim("T")
+    iv, b, h = hl.grid(hl.cdiv(V, BV), hl.dim("B"), hl.dim("H"))
+    keys = hl.tile(0, BK)                    # all K key dims, padded to BK
+    cols = hl.tile(iv * BV, BV)              # this program's value columns
+    i = hl.iota(BT)
+    causal = i[:, None] >= i[None, :]
+    strict = i[:, None] > i[None, :]
+    last = i == BT - 1
+
+    S0 = h0[b, h, keys, cols].to("float32") if HAS_H0 else hl.zeros((BK, BV))
+
+    @hl.loop(0, hl.cdiv(T, BT), carry=S0, pipelined=True)
+    def S(c, S):
+        rows = hl.tile(c * BT, BT)
+        kc = k[b, rows, h, keys].to("float32")                       # [BT, BK]
+        qc = q[b, rows, h, keys].to("float32")                       # [BT, BK]
+        vc = v[b, rows, h, cols].to("float32")                       # [BT, BV]
+        bc = beta[b, rows, h].to("float32")                          # [BT]
+        G = hl.cumsum(g[b, rows, h].to("float32"), 0)                # [BT] log decay since chunk start
+        # Mask before exp: above the diagonal G_i - G_j > 0 could overflow.
+        gamma = hl.exp(hl.where(causal, G[:, None] - G[None, :], float("-inf")))   # [BT, BT]
+        A = hl.where(strict, hl.dot(kc * bc[:, None], kc, trans_b=True) * gamma, 0.0)
+        Tm = hl.unit_lower_inverse(A)                                # (I + A)^-1
+        U = hl.dot(Tm, vc * bc[:, None])                             # [BT, BV]
+        W = hl.dot(Tm, kc * (bc * hl.exp(G))[:, None])               # [BT, BK]
+        u = U - hl.dot(W, S)                                         # beta * (v - S'^T k)
+        msq[iv, b, rows, h] = hl.sum(u * u, 1)
+        inner = hl.where(causal, hl.dot(qc, kc, trans_b=True) * gamma, 0.0)
+        o[b, rows, h, cols] = (hl.dot(qc * hl.exp(G)[:, None], S) + hl.dot(inner, u)) * scale
+        G_last = hl.sum(hl.where(last, G, 0.0), 0)                   # padding has g = 0
+        return hl.exp(G_last) * S + hl.dot(kc * hl.exp(G_last - G)[:, None], u, trans_a=True)
+
+    if STORE_FINAL:
+        ht[b, h, keys, cols] = S
