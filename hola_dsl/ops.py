@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 
+from autotune.lookup import config_for
 from hola_dsl import backends, validate
 
 L2NORM_EPS = 1e-6
@@ -68,6 +69,8 @@ def delta_scan(
     if use_qk_l2norm:
         q, k = l2norm(q), l2norm(k)
     impl = backends.resolve(backend, device.type)
+    if config is None:  # tuned schedule for this shape and machine, else the backend's default
+        config = config_for("delta_scan", impl.name, device, q.dtype, {"K": dims["K"], "V": dims["V"]}, dims["T"])
     return impl.delta_scan(
         q, k, v, g, beta,
         scale=float(scale), initial_state=initial_state, output_final_state=bool(output_final_state),
@@ -97,6 +100,9 @@ def cache_select(
     if policy == "hola":
         validate.finite("scores", scores)
     impl = backends.resolve(backend, scores.device.type)
+    if config is None:
+        config = config_for("cache_select", impl.name, scores.device, scores.dtype,
+                            {"W": capacity, "C": block_size}, scores.shape[1])
     return impl.cache_select(scores, capacity=capacity, block_size=block_size, policy=policy, config=config)
 
 
@@ -144,6 +150,9 @@ def cache_read(
     for name, x in (("q", q), ("k", k), ("v", v), ("gamma_q", gamma_q), ("gamma_k", gamma_k), ("sink", sink)):
         validate.finite(name, x)
     impl = backends.resolve(backend, device.type)
+    if config is None:
+        config = config_for("cache_read", impl.name, device, q.dtype,
+                            {"K": dims["K"], "V": dims["V"], "W": dims["W"], "C": block_size}, dims["T"])
     return impl.cache_read(
         q, k, v, idx, gamma_q, gamma_k, sink, block_size=block_size, eps=float(eps), config=config
     )

@@ -1,0 +1,85 @@
+"""The config lookup behind ``hola_dsl.ops`` when ``config=None``: tuned record for the exact
+key, else the nearest T bucket, else None (the backend's default). Called on every kernel call,
+so it only stats the one file per store that can hold the key and re-reads it when its
+mtime or size changes. No Optuna, no hola_dsl import here (ops imports this module)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from autotune import db
+from autotune.key import TuningKey
+
+_lock = threading.Lock()
+# file -> ((mtime_ns, size), usable records); a missing file caches as (None, []).
+_files: dict[Path, tuple[Optional[tuple[int, int]], list[dict]]] = {}
+
+
+def _stat(path: Path) -> Optional[tuple[int, int]]:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _legal(record: dict) -> bool:
+    """A record whose config the current schedule space rejects (renamed knob, tighter
+    constraint) is ignored rather than handed to a backend."""
+    import schedules
+    key = db.record_key(record)
+    try:
+        space = schedules.space(key.kernel, key.backend)
+    except (KeyError, ImportError):
+        return True  # no space registered: the backend validates its own config
+    from autotune.target import Target
+    return not space.violations(record["config"], Target.parse(key.target).arch, dict(key.dims))
+
+
+def _records(path: Path) -> list[dict]:
+    stamp = _stat(path)
+    with _lock:
+        cached = _files.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+    records = [r for r in db.read_file(path)[1] if _legal(r)] if stamp is not None else []
+    with _lock:
+        _files[path] = (stamp, records)
+    return records
+
+
+def clear_cache() -> None:
+    """Forget every cached file (tests; the mtime check makes this unnecessary otherwise)."""
+    with _lock:
+        _files.clear()
+
+
+def lookup_record(kernel: str, backend: str, target: str, dtypes: Any, dims: Mapping[str, int], T: int,
+                  db_path: Optional[str] = None) -> tuple[Optional[dict], str]:
+    """(record, "exact" | "nearest" | "none") from the search path (``db.search_paths``)."""
+    key = TuningKey.make(kernel, backend, target, dtypes, dims, T)
+    stores = [db.Store(p) for p in db.search_paths(db_path)]
+    return db.find(key, stores, records_of=lambda s: _records(s.file_for(target, kernel)))
+
+
+def lookup(kernel: str, backend: str, target: str, dtypes: Any, dims: Mapping[str, int], T: int,
+           db_path: Optional[str] = None) -> Optional[dict]:
+    """The tuned config for this key (exact, then nearest T bucket) or None for the backend default.
+
+    target: a target name such as "nvidia-h100/sm_90"; dtypes: e.g. torch.bfloat16 or "bfloat16";
+    dims: the kernel's static dims (``autotune.key.STATIC_DIMS``); T: tokens.
+    """
+    record, _ = lookup_record(kernel, backend, target, dtypes, dims, T, db_path)
+    return dict(record["config"]) if record is not None else None
+
+
+def config_for(kernel: str, backend: str, device: Any, dtype: Any, dims: Mapping[str, int], T: int) -> Optional[dict]:
+    """What ``hola_dsl.ops`` calls when ``config is None``: ``lookup`` for the target of the
+    tensors' ``device``. Set HOLA_TUNING_DB=off to always use backend defaults."""
+    if os.environ.get(db.ENV_VAR, "").strip().lower() == "off":
+        return None
+    from autotune.target import target_of
+    return lookup(kernel, backend, target_of(device).name, dtype, dims, T)

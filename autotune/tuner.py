@@ -1,0 +1,362 @@
+"""The Optuna search over a schedule space, per tuning key.
+
+One study per key (kernel, backend, target, dtypes, static dims, T bucket), named by the key's
+readable id, so several workers pointed at one Optuna storage (an RDB URL or a journal file)
+tune it together. Flow: reuse an exact database record unless forced; otherwise sample
+(exhaustive grid for small spaces, seeded TPE otherwise), warm-started from the default and the
+records of nearby T buckets; every candidate passes the correctness gate before it is timed;
+failures are recorded as failed trials and remembered; the finalists and the default are
+re-measured interleaved and the median decides; the winner is merged into the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import json
+import math
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import optuna
+from optuna.trial import TrialState
+
+import schedules
+from autotune import db
+from autotune.evaluate import FAILED, ILLEGAL, OK, WRONG, Evaluator, KernelEvaluator, Outcome
+from autotune.key import TuningKey, dtype_name, static_dims
+from autotune.measure import MeasureSettings
+from autotune.replay import config_id
+from autotune.runner import Runner
+from autotune.target import Target, target_of
+from hola_dsl.testing import Shape
+
+FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+DEFAULT_TRIALS = 40          # TPE budget when none is given
+EXHAUSTIVE_LIMIT = 64        # spaces with at most this many configs are searched exhaustively
+MIN_IMPROVEMENT = 0.01       # early stopping: a new best must beat the old one by 1%
+
+
+class _TrialFailed(Exception):
+    """Raised inside the objective so Optuna records a FAIL trial (and goes on)."""
+
+
+@dataclass
+class TuneResult:
+    """What ``tune`` did: the record written or reused (None when no candidate passed), whether
+    it was reused without tuning, the trials of the study, counts by status and wall seconds."""
+
+    key: TuningKey
+    record: Optional[dict]
+    reused: bool = False
+    trials: list[dict] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+    written_to: Optional[Path] = None
+    message: str = ""
+
+
+def make_storage(url: Optional[str]):
+    """None (in memory), "journal:PATH" or a path ending in .log/.journal (Optuna's journal file,
+    safe for several processes on one file system), or an RDB URL ("postgresql://...",
+    "sqlite:///...") handed to Optuna."""
+    if not url:
+        return None
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+        path = url.removeprefix("journal:")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(path))
+    if "://" not in url:
+        raise ValueError(f"--storage: expected an RDB URL (postgresql://..., sqlite:///...) or journal:PATH, got {url!r}")
+    return optuna.storages.RDBStorage(url)
+
+
+def _storage_label(url: Optional[str]) -> str:
+    """The storage without credentials, for records."""
+    if not url:
+        return "memory"
+    if "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{rest.rsplit('@', 1)[-1]}"
+    return url
+
+
+def versions() -> dict[str, str]:
+    """Versions of the tools a schedule's speed depends on (from package metadata: no imports)."""
+    out = {"python": sys.version.split()[0]}
+    for dist in ("hola-dsl", "torch", "triton", "tilelang", "optuna"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def ir_hash(kernel: str) -> Optional[str]:
+    """The kernel IR hash if the DSL exposes ``hola_dsl.kernels.ir_hash(name)``, else None."""
+    try:
+        return str(importlib.import_module("hola_dsl.kernels").ir_hash(kernel))
+    except Exception:  # the DSL is optional for this record field
+        return None
+
+
+def _fmt_config(config: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in config.items()) or "(no knobs)"
+
+
+class _EarlyStop:
+    """Stop the study when ``patience`` finished trials in a row brought no improvement of
+    MIN_IMPROVEMENT over the best so far (all workers' trials count)."""
+
+    def __init__(self, patience: Optional[int]):
+        self.patience = patience
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not self.patience:
+            return
+        best, since = math.inf, 0
+        for t in sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number):
+            if t.state == TrialState.COMPLETE and t.value < best * (1 - MIN_IMPROVEMENT):
+                best, since = t.value, 0
+            else:
+                since += 1
+        if since >= self.patience:
+            study.stop()
+
+
+class _Progress:
+    """tqdm bar over the study's finished trials, with the best time so far."""
+
+    def __init__(self, total: int, enabled: Optional[bool]):
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, desc="tuning", unit="trial", disable=(not enabled) if enabled is not None else None,
+                        file=sys.stderr, leave=False)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.bar.update(1)
+        done = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        if done:
+            self.bar.set_postfix_str(f"best {min(done) * 1e3:.3f} ms")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _trial_rows(study: optuna.Study) -> list[dict]:
+    rows = []
+    for t in sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number):
+        rows.append({"number": t.number, "config": t.user_attrs.get("config", t.params),
+                     "status": t.user_attrs.get("status", OK if t.state == TrialState.COMPLETE else FAILED),
+                     "time_s": t.value if t.state == TrialState.COMPLETE else None,
+                     "error": t.user_attrs.get("error", ""), "duplicate": bool(t.user_attrs.get("duplicate")),
+                     "datetime_complete": t.datetime_complete.timestamp() if t.datetime_complete else None})
+    return rows
+
+
+def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, device: Optional[str] = None,
+         trials: Optional[int] = None, timeout: Optional[float] = None, storage: Optional[str] = None,
+         db_path: Optional[str] = None, seed: int = 0, force: bool = False, finalists: int = 3, rounds: int = 5,
+         patience: Optional[int] = None, exhaustive_limit: int = EXHAUSTIVE_LIMIT, check_T: Optional[int] = None,
+         compile_timeout: Optional[float] = 120.0, settings: MeasureSettings = MeasureSettings(),
+         progress: Optional[bool] = None, evaluator: Optional[Evaluator] = None, target: Optional[str] = None,
+         log: Callable[[str], None] = print) -> TuneResult:
+    """Tune ``kernel`` on ``backend`` for ``shape`` and ``dtype`` and merge the best record into the
+    database (``db_path``, else $HOLA_TUNING_DB, else ~/.cache/hola-dsl/tuning).
+
+    trials: budget of finished trials over all workers of the study (default: the whole space
+    when it is searched exhaustively, else DEFAULT_TRIALS); timeout: seconds of search for this
+    worker; storage: Optuna storage URL shared by workers (None: in memory); force: tune even
+    when the database already has this exact key; finalists: how many of the best configs are
+    re-measured interleaved (``rounds`` rounds) with the default; patience: early stopping
+    (default: off for exhaustive search, max(10, trials // 3) for TPE); check_T: length of the
+    correctness check (default ``runner.DEFAULT_CHECK_T``); evaluator: what runs candidates
+    (default: the real kernel; tests pass a ``replay.ReplayEvaluator``); target: target name
+    override (default: the machine of ``device``). Times in records are seconds per call.
+    """
+    t_start = time.perf_counter()
+    space = schedules.space(kernel, backend)
+    if device is None:
+        import torch
+        from hola_dsl import backends
+        devices = backends.get(backend).devices
+        device = "cuda" if torch.cuda.is_available() and "cuda" in devices else "cpu"
+    tgt = Target.parse(target) if target else target_of(device)
+    dims = static_dims(kernel, shape)
+    key = TuningKey.make(kernel, backend, tgt.name, dtype_name(dtype), dims, shape.T)
+    user_stores = [db.Store(p) for p in db.user_paths(db_path)]
+    stores = [db.Store(p) for p in db.search_paths(db_path)]
+
+    existing, how = db.find(key, stores)
+    if existing is not None and how == "exact" and not force:
+        log(f"hola tune: {key.id}: reusing the database record ({_fmt_config(existing['config'])}, "
+            f"{existing['time_s'] * 1e3:.3f} ms); pass --force to tune again")
+        return TuneResult(key, existing, reused=True, wall_s=time.perf_counter() - t_start)
+
+    legal = list(space.legal(tgt.arch, dims))
+    if not legal:
+        raise ValueError(f"{key.id}: no legal config in the {kernel}/{backend} space for target {tgt.arch} and dims {dims}")
+    default = space.default(tgt.arch)
+    if space.violations(default, tgt.arch, dims):
+        default = legal[0]
+    evaluator = evaluator or KernelEvaluator(Runner(kernel, backend, shape, dtype, device, check_T), settings,
+                                             compile_timeout)
+
+    exhaustive = space.size() <= exhaustive_limit
+    if trials is None:
+        trials = space.size() if exhaustive else DEFAULT_TRIALS
+    if patience is None and not exhaustive:
+        patience = max(10, trials // 3)
+    if exhaustive:
+        sampler = optuna.samplers.GridSampler({k.name: list(k.choices) for k in space.knobs}, seed=seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, trials // 4)))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(storage=make_storage(storage), sampler=sampler, study_name=key.id,
+                                direction="minimize", load_if_exists=True)
+
+    # Remembered outcomes: configs tried before (by this worker, another worker of the study, or
+    # listed as failures in a database record of this key) are not compiled again.
+    memo: dict[str, Outcome] = {}
+    for f in (existing or {}).get("failures", []) if existing is not None and how == "exact" else []:
+        memo[config_id(f["config"])] = Outcome(f.get("status", FAILED), error=f.get("error", "failed before"))
+
+    def remembered(cid: str) -> Optional[Outcome]:
+        if cid in memo:
+            return memo[cid]
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            if config_id(t.user_attrs.get("config", {})) == cid and not t.user_attrs.get("duplicate"):
+                if t.state == TrialState.COMPLETE:
+                    return Outcome(OK, t.value, t.user_attrs.get("spread"), t.user_attrs.get("check_error"))
+                return Outcome(t.user_attrs.get("status", FAILED), error=t.user_attrs.get("error", ""))
+        return None
+
+    if not space.knobs:
+        trials = 1
+    elif not exhaustive and not study.get_trials(deepcopy=False):
+        # Warm start: the default, then the winners of the nearest T buckets of this static key.
+        study.enqueue_trial(default, user_attrs={"source": "default"}, skip_if_exists=True)
+        nearby = sorted((r for s in stores for r in s.records()
+                         if db.record_key(r).static == key.static and db.record_key(r) != key),
+                        key=lambda r: key.distance(db.record_key(r)))
+        for r in nearby[:3]:
+            if not space.violations(r["config"], tgt.arch, dims):
+                study.enqueue_trial(r["config"], user_attrs={"source": f"record {db.record_key(r).id}"},
+                                    skip_if_exists=True)
+
+    def objective(trial: optuna.Trial) -> float:
+        config = {k.name: trial.suggest_categorical(k.name, list(k.choices)) for k in space.knobs}
+        cid = config_id(config)
+        trial.set_user_attr("config", config)
+        reasons = space.violations(config, tgt.arch, dims)
+        outcome = Outcome(ILLEGAL, error="illegal: " + "; ".join(reasons)) if reasons else remembered(cid)
+        if outcome is None:
+            outcome = evaluator.evaluate(config, seed + 1000 + trial.number)
+        else:
+            trial.set_user_attr("duplicate", True)
+        memo[cid] = outcome
+        trial.set_user_attr("status", outcome.status)
+        if outcome.check_error is not None:
+            trial.set_user_attr("check_error", outcome.check_error)
+        if outcome.status != OK:
+            trial.set_user_attr("error", outcome.error)
+            raise _TrialFailed(outcome.error)
+        trial.set_user_attr("spread", outcome.spread)
+        return outcome.time_s
+
+    bar = _Progress(trials, progress)
+    try:
+        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(_TrialFailed,),
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED), _EarlyStop(patience), bar])
+    finally:
+        bar.close()
+
+    rows = _trial_rows(study)
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in (OK, FAILED, WRONG, ILLEGAL)}
+    counts["trials"] = len(rows)
+    counts["duplicates"] = sum(1 for r in rows if r["duplicate"])
+    best: dict[str, tuple[float, dict]] = {}
+    for r in rows:
+        if r["status"] == OK:
+            cid = config_id(r["config"])
+            if cid not in best or r["time_s"] < best[cid][0]:
+                best[cid] = (r["time_s"], r["config"])
+    result = TuneResult(key, None, trials=rows, counts=counts)
+    if not best:
+        result.wall_s = time.perf_counter() - t_start
+        result.message = f"{key.id}: no candidate passed ({counts}); nothing written"
+        log(f"hola tune: {result.message}")
+        return result
+
+    # Final decision: the best few and the default, re-measured interleaved, median wins.
+    ranked = sorted(best.values(), key=lambda tc: tc[0])[:max(1, finalists)]
+    final_configs = [c for _, c in ranked]
+    default_ok = config_id(default) in best or (memo.get(config_id(default)) or Outcome(FAILED)).status == OK
+    if default_ok and config_id(default) not in {config_id(c) for c in final_configs}:
+        final_configs.append(default)
+    timings = evaluator.remeasure(final_configs, rounds)
+    order = sorted(range(len(final_configs)), key=lambda i: timings[i].median)
+    win = order[0]
+    d_index = next((i for i, c in enumerate(final_configs) if config_id(c) == config_id(default)), None)
+    default_time = timings[d_index].median if d_index is not None else None
+    failures = [{"config": r["config"], "status": r["status"], "error": r["error"]}
+                for r in rows if r["status"] != OK and not r["duplicate"]]
+    record = {
+        "key": key.to_json(), "id": key.id,
+        "config": final_configs[win],
+        "time_s": timings[win].median,
+        "spread": timings[win].spread,
+        "default_config": default,
+        "default_time_s": default_time,
+        "speedup_vs_default": (default_time / timings[win].median) if default_time else None,
+        "shape": dataclasses.asdict(shape),
+        "measurement": {"method": "interleaved re-measure of the finalists, median", "rounds": rounds,
+                        "clock": "cuda events" if evaluator.device == "cuda" else
+                        ("monotonic perf_counter_ns" if evaluator.device == "cpu" else evaluator.device),
+                        "samples": len(timings[win].samples)},
+        "finalists": [{"config": final_configs[i], "time_s": timings[i].median, "spread": timings[i].spread}
+                      for i in order],
+        "search": {"sampler": "grid" if exhaustive else "tpe", "seed": seed, "study": key.id,
+                   "storage": _storage_label(storage), **counts},
+        "failures": failures,
+        "ir_hash": ir_hash(kernel),
+        "versions": versions(),
+        "provenance": {"host": socket.gethostname(), "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       "tool": "hola tune", "device": device},
+    }
+    store = user_stores[0]
+    result.wall_s = record["search"]["wall_s"] = time.perf_counter() - t_start
+    store.add([record])
+    result.record, result.written_to = record, store.file_for(key.target, key.kernel)
+    for line in summary(result, timings=[(final_configs[i], timings[i]) for i in order], default=default):
+        log(line)
+    return result
+
+
+def summary(result: TuneResult, timings: list, default: dict) -> list[str]:
+    """The table printed at the end of a tuning run."""
+    c, key = result.counts, result.key
+    shape = result.record["shape"]
+    lines = [f"tuned {key.id}  (shape B={shape['B']},T={shape['T']},H={shape['H']})",
+             f"trials: {c['trials']} ({c[OK]} ok, {c[FAILED]} failed, {c[ILLEGAL]} illegal, {c[WRONG]} rejected as "
+             f"wrong; {c['duplicates']} repeats not re-run), sampler {result.record['search']['sampler']}, "
+             f"wall {result.wall_s:.1f}s",
+             f"{'rank':<5} {'config':<40} {'median ms':>10} {'spread':>7} {'vs default':>10}"]
+    d_time = result.record["default_time_s"]
+    for rank, (config, t) in enumerate(timings, 1):
+        tag = " (default)" if config_id(config) == config_id(default) else ""
+        ratio = f"{d_time / t.median:.2f}x" if d_time else "-"
+        lines.append(f"{rank:<5} {(_fmt_config(config) + tag)[:40]:<40} {t.median * 1e3:>10.3f} {t.spread:>6.1%} {ratio:>10}")
+    for f in result.record["failures"][:10]:
+        lines.append(f"failed: {_fmt_config(f['config'])}: {f['error']}")
+    lines.append(f"best {_fmt_config(result.record['config'])}: {result.record['time_s'] * 1e3:.3f} ms"
+                 + (f", default {d_time * 1e3:.3f} ms, {d_time / result.record['time_s']:.2f}x" if d_time else "")
+                 + f"; record written to {result.written_to}")
+    return lines
