@@ -1,0 +1,18 @@
+"""Schedule knobs of the cache_read kernel: query tile, key tile, warps, stages."""
+
+from __future__ import annotations
+
+from schedules.space import Knob, Space
+
+TILES = (
+    Knob("BQ", (16, 32, 64, 128), "queries per program (within one cache block)"),
+    Knob("BKV", (16, 32, 64, 128), "block tokens per step of the online softmax"),
+)
+WARPS = Knob("num_warps", (1, 2, 4, 8), "warps per program")
+STAGES = Knob("num_stages", (1, 2, 3, 4), "software pipelining depth of the key loop")
+
+TRITON = Space("cache_read", "triton", TILES + (WARPS, STAGES),
+               defaults={"*": {"BQ": 64, "BKV": 32, "num_warps": 4, "num_stages": 1},
+                         "sm_": {"BQ": 64, "BKV": 64, "num_warps": 4, "num_stages": 2}})
+EAGER = Space("cache_read", "eager", TILES, defaults={"*": {"BQ": 64, "BKV": 64}})
+SPACES = {"triton": TRITON, "eager": EAGER}
