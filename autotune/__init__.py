@@ -9,6 +9,6 @@ only by ``autotune.tuner``.
 """
 
 from autotune.db import DatabaseError
-from autotune.lookup import config_for, lookup
+from autotune.query import config_for, lookup
 
 __all__ = ["DatabaseError", "config_for", "lookup"]

@@ -14,7 +14,7 @@ plain dict; the fields this code reads are
 and every other field (spread, default_time_s, versions, alternatives, failures, and anything a
 later version adds) is carried through reads, merges and rewrites untouched.
 
-Writes hold an exclusive ``fcntl.flock`` on ``<file>.lock`` around read-merge-write and replace
+Writes hold an exclusive ``fcntl.flock`` on the file's folder around read-merge-write and replace
 the file atomically (temporary file in the same folder, fsync, ``os.replace``), so concurrent
 writers never lose a record and readers never see half a file. A file that is not a valid
 database raises ``DatabaseError`` naming it, and is never rewritten.
@@ -191,16 +191,17 @@ def _write_atomic(path: Path, doc: dict, records: list[dict]) -> None:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Exclusive inter-process lock for read-merge-write of ``path`` (a sibling .lock file, so the
-    lock survives the atomic replace of the file itself)."""
+    """Exclusive inter-process lock for read-merge-write of ``path``. The lock is taken on the
+    containing folder, not the file: the file is replaced atomically (a lock on its old inode
+    would not exclude the next writer), and no lock files litter folders users commit."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def update_file(path: Path, change: Callable[[list[dict]], list[dict]]) -> list[dict]:

@@ -167,7 +167,7 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
          patience: Optional[int] = None, exhaustive_limit: int = EXHAUSTIVE_LIMIT, check_T: Optional[int] = None,
          compile_timeout: Optional[float] = 120.0, settings: MeasureSettings = MeasureSettings(),
          progress: Optional[bool] = None, evaluator: Optional[Evaluator] = None, target: Optional[str] = None,
-         log: Callable[[str], None] = print) -> TuneResult:
+         space: Optional[schedules.Space] = None, log: Callable[[str], None] = print) -> TuneResult:
     """Tune ``kernel`` on ``backend`` for ``shape`` and ``dtype`` and merge the best record into the
     database (``db_path``, else $HOLA_TUNING_DB, else ~/.cache/hola-dsl/tuning).
 
@@ -179,10 +179,11 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     (default: off for exhaustive search, max(10, trials // 3) for TPE); check_T: length of the
     correctness check (default ``runner.DEFAULT_CHECK_T``); evaluator: what runs candidates
     (default: the real kernel; tests pass a ``replay.ReplayEvaluator``); target: target name
-    override (default: the machine of ``device``). Times in records are seconds per call.
+    override (default: the machine of ``device``); space: schedule space override (default: the
+    registered ``schedules.space(kernel, backend)``). Times in records are seconds per call.
     """
     t_start = time.perf_counter()
-    space = schedules.space(kernel, backend)
+    space = space or schedules.space(kernel, backend)
     if device is None:
         import torch
         from hola_dsl import backends

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from autotune.lookup import config_for
+from autotune.query import config_for
 from hola_dsl import backends, validate
 
 L2NORM_EPS = 1e-6
