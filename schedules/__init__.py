@@ -1,55 +1,67 @@
-"""Schedule spaces per (kernel, backend): one table from backend name to the module that
-declares its spaces, so that adding a backend's knobs is one line here.
+"""Schedule spaces per (kernel, backend), found through one list of modules.
 
-A module listed in ``SPACE_MODULES`` defines ``SPACES: dict[str, Space]`` keyed by kernel name.
-Modules are imported lazily, so a backend whose toolchain is missing only loses its own spaces.
+Each module in ``SPACE_MODULES`` defines ``SPACES``, a dict whose values are ``Space`` objects
+(the keys are the module's own business: schedules/delta_scan.py keys by backend,
+schedules/reference.py by kernel); every Space names its own kernel and backend. A backend adds
+its spaces to the per-kernel modules, or lists a module of its own here (one line).
+Modules are imported lazily, so a space module that cannot import only loses its own spaces.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import Optional
 
 from schedules.space import Constraint, Knob, Space
 
 __all__ = ["Constraint", "Knob", "Space", "SPACE_MODULES", "space", "has_space", "registered"]
 
-# backend name -> module defining SPACES = {kernel: Space}. Adding a backend is one line here.
-SPACE_MODULES: dict[str, str] = {
-    "reference": "schedules.reference",
-}
+# Modules defining SPACES = {...: Space}. Adding a module of spaces is one line here.
+SPACE_MODULES: list[str] = [
+    "schedules.delta_scan",
+    "schedules.cache_select",
+    "schedules.cache_read",
+    "schedules.reference",
+]
+
+_table: Optional[dict[tuple[str, str], Space]] = None
+_import_errors: dict[str, str] = {}
 
 
-def _spaces(backend: str) -> dict[str, Space]:
-    if backend not in SPACE_MODULES:
-        raise KeyError(
-            f"backend: no schedule space registered for {backend!r}; registered backends are {sorted(SPACE_MODULES)}"
-        )
-    return importlib.import_module(SPACE_MODULES[backend]).SPACES
+def _spaces() -> dict[tuple[str, str], Space]:
+    global _table
+    if _table is None:
+        table: dict[tuple[str, str], Space] = {}
+        for name in SPACE_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except ImportError as exc:  # an optional toolchain of that module is missing
+                _import_errors[name] = f"{type(exc).__name__}: {exc}"
+                continue
+            for s in module.SPACES.values():
+                if (s.kernel, s.backend) in table:
+                    raise ValueError(f"{name}: a schedule space for ({s.kernel}, {s.backend}) is already registered")
+                table[(s.kernel, s.backend)] = s
+        _table = table
+    return _table
 
 
 def space(kernel: str, backend: str) -> Space:
     """The schedule space of ``kernel`` on ``backend``; KeyError naming what is registered if none."""
-    spaces = _spaces(backend)
-    if kernel not in spaces:
-        raise KeyError(f"kernel: backend {backend!r} has no schedule space for {kernel!r}; it has {sorted(spaces)}")
-    return spaces[kernel]
+    table = _spaces()
+    if (kernel, backend) not in table:
+        have = sorted(b for k, b in table if k == kernel)
+        extra = f"; modules that failed to import: {_import_errors}" if _import_errors else ""
+        raise KeyError(f"no schedule space for kernel {kernel!r} on backend {backend!r}; "
+                       f"backends with a {kernel!r} space: {have}{extra}")
+    return table[(kernel, backend)]
 
 
 def has_space(kernel: str, backend: str) -> bool:
-    """Whether ``space(kernel, backend)`` would succeed (False also when the module cannot import)."""
-    try:
-        space(kernel, backend)
-    except (KeyError, ImportError):
-        return False
-    return True
+    """Whether ``space(kernel, backend)`` would succeed."""
+    return (kernel, backend) in _spaces()
 
 
 def registered() -> list[tuple[str, str]]:
     """Every (kernel, backend) pair with a space whose module imports here."""
-    out = []
-    for backend in SPACE_MODULES:
-        try:
-            out += [(kernel, backend) for kernel in _spaces(backend)]
-        except ImportError:
-            continue
-    return out
+    return sorted(_spaces())

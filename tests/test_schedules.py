@@ -16,11 +16,20 @@ def test_reference_scan_space_is_registered_with_a_legal_default():
     assert schedules.has_space("cache_read", "reference")
 
 
+def test_every_registered_space_has_a_legal_default_for_cpu_and_gpu_targets():
+    for kernel, backend in schedules.registered():
+        space = schedules.space(kernel, backend)
+        assert (space.kernel, space.backend) == (kernel, backend)
+        for arch in ("cpu", "sm_90"):
+            default = space.default(arch)
+            assert not space.violations(default, arch, {"K": 128, "V": 128, "W": 64, "C": 256}), (kernel, backend, arch)
+
+
 def test_unknown_backend_or_kernel_names_what_is_registered():
-    with pytest.raises(KeyError, match="registered backends are"):
+    with pytest.raises(KeyError, match=r"backends with a 'delta_scan' space: \[.*'reference'"):
         schedules.space("delta_scan", "no-such-backend")
     assert not schedules.has_space("delta_scan", "no-such-backend")
-    with pytest.raises(KeyError, match="no schedule space for 'nope'"):
+    with pytest.raises(KeyError, match="no schedule space for kernel 'nope'"):
         schedules.space("nope", "reference")
 
 
