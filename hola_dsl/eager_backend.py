@@ -19,7 +19,10 @@ def _schedule(kernel: str, config) -> dict:
 
 
 def _delta_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, chunk_size, config):
-    return launch.delta_scan(_run, _schedule("delta_scan", config), q, k, v, g, beta, scale=scale,
+    sched = _schedule("delta_scan", config)
+    if not (config and "chunk_size" in config):
+        sched.pop("chunk_size", None)       # the caller's chunk_size stands unless a config sets one
+    return launch.delta_scan(_run, sched, q, k, v, g, beta, scale=scale,
                              initial_state=initial_state, output_final_state=output_final_state,
                              chunk_size=chunk_size)
 

@@ -1,0 +1,1 @@
+"""Backend lowerings of the tile IR, one module per backend (op name -> lowering)."""

@@ -1,0 +1,74 @@
+"""Backend "triton": the DSL kernels lowered to Triton (GPU, or the CPU interpreter when
+TRITON_INTERPRET=1 is set before the first launch)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Optional
+
+import torch
+
+from hola_dsl import launch
+from hola_dsl.backends import Backend
+
+
+def _unavailable() -> Optional[str]:
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:
+        return f"triton is not installed ({exc})"
+    from hola_dsl import triton_runtime
+    if not triton_runtime.interpreting() and not torch.cuda.is_available():
+        return "no GPU here (set TRITON_INTERPRET=1 to run the generated kernels in Triton's CPU interpreter)"
+    return None
+
+
+def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
+    """The completed Triton schedule of ``kernel`` for ``target`` (config entries win)."""
+    space = importlib.import_module(f"schedules.{kernel}").SPACES["triton"]
+    return space.complete(config, target)
+
+
+def _runner(kernel: str, config: Optional[dict]):
+    from hola_dsl import triton_runtime
+
+    target = triton_runtime.current_target()
+    sched = schedule(kernel, config, target)
+
+    def run(kdef, consts, args) -> None:
+        device = next(x.device for x in args.values() if isinstance(x, torch.Tensor))
+        if device.type == "cpu" and not triton_runtime.interpreting():
+            raise ValueError("backend: 'triton' got cpu tensors; they need TRITON_INTERPRET=1 "
+                             "(Triton's CPU interpreter), else move them to the GPU")
+        launch_sched = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}
+        triton_runtime.launch(launch.specialize(kdef, consts, args), launch_sched, args, target)
+    return run, sched
+
+
+def _delta_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, chunk_size, config):
+    run, sched = _runner("delta_scan", config)
+    if not (config and "chunk_size" in config):
+        sched.pop("chunk_size", None)       # the caller's chunk_size stands unless a config sets one
+    return launch.delta_scan(run, sched, q, k, v, g, beta, scale=scale, initial_state=initial_state,
+                             output_final_state=output_final_state, chunk_size=chunk_size)
+
+
+def _cache_select(scores, *, capacity, block_size, policy, config):
+    run, sched = _runner("cache_select", config)
+    return launch.cache_select(run, sched, scores, capacity=capacity, block_size=block_size, policy=policy)
+
+
+def _cache_read(q, k, v, idx, gamma_q, gamma_k, sink, *, block_size, eps, config):
+    run, sched = _runner("cache_read", config)
+    return launch.cache_read(run, sched, q, k, v, idx, gamma_q, gamma_k, sink, block_size=block_size, eps=eps)
+
+
+BACKEND = Backend(
+    name="triton",
+    description="DSL kernels lowered to Triton (GPU; CPU via TRITON_INTERPRET=1)",
+    delta_scan=_delta_scan,
+    cache_select=_cache_select,
+    cache_read=_cache_read,
+    devices=("cuda", "cpu"),
+    unavailable=_unavailable,
+)

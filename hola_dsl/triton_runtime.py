@@ -1,0 +1,102 @@
+"""Generated Triton sources on disk, loaded and launched.
+
+Sources are written to ``$HOLA_CACHE_DIR/triton`` (default ``~/.cache/hola-dsl/triton``) under a
+name keyed by a hash of the IR, the schedule, the target and the tool versions, so a change to
+any of them makes a new file and an unchanged kernel is never regenerated. Triton's JIT needs
+its functions in a real file (it reads their source), hence files rather than ``exec``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hola_dsl import eager, ir
+from hola_dsl.lower import triton as lower_triton
+
+_MODULES: dict[str, Any] = {}
+
+
+def interpreting() -> bool:
+    """Whether Triton runs in its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("HOLA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hola-dsl")
+    return Path(root) / "triton"
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions that change generated code: triton, torch, and the emitter's own source."""
+    import triton
+    emitter = hashlib.sha256(Path(lower_triton.__file__).read_bytes()).hexdigest()[:12]
+    return {"triton": triton.__version__, "torch": torch.__version__,
+            "emitter": f"{lower_triton.EMITTER_VERSION}+{emitter}"}
+
+
+def current_target() -> str:
+    """"interpreter", or the GPU's arch name ("sm_90", "gfx942")."""
+    if interpreting() or not torch.cuda.is_available():
+        return "interpreter"
+    if torch.version.hip:
+        return torch.cuda.get_device_properties(0).gcnArchName.split(":")[0]
+    major, minor = torch.cuda.get_device_capability()
+    return f"sm_{major}{minor}"
+
+
+def source_key(kernel: ir.Kernel, schedule: dict, target: str) -> str:
+    """Hash of IR text, schedule, target and tool versions (the cache key)."""
+    payload = json.dumps({"ir": ir.format_kernel(kernel, locs=False), "schedule": schedule,
+                          "target": target, "versions": tool_versions()}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def source_path(kernel: ir.Kernel, schedule: dict, target: str) -> Path:
+    """Write the generated source (if not already there) and return its path."""
+    path = cache_dir() / f"{kernel.name}_{source_key(kernel, schedule, target)}.py"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = lower_triton.emit(kernel, schedule, target)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)          # atomic: concurrent writers agree on the content
+    return path
+
+
+def load(kernel: ir.Kernel, schedule: dict, target: str):
+    """The generated module (imported once per process and interpreter mode)."""
+    path = source_path(kernel, schedule, target)
+    key = f"{path}:{interpreting()}"
+    if key not in _MODULES:
+        name = f"hola_generated_{path.stem}_{'interp' if interpreting() else 'jit'}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        _MODULES[key] = module
+    return _MODULES[key]
+
+
+def launch(kernel: ir.Kernel, schedule: dict, args: dict[str, Any], target: str = None) -> None:
+    """Run ``kernel`` with ``args`` ({param: tensor or number}); outputs are written in place."""
+    target = target or current_target()
+    module = load(kernel, schedule, target)
+    fn = getattr(module, lower_triton.kernel_function_name(kernel))
+    sizes = eager.sizes_of(kernel, args)
+    grid = kernel.grid_extents(sizes)
+    if 0 in grid:
+        return
+    call = []
+    for p in kernel.params:
+        call.append(sizes[p.name] if p.kind == "size" else args[p.name])
+    fn[grid](*call, num_warps=module.NUM_WARPS, num_stages=module.NUM_STAGES)
