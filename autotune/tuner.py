@@ -257,11 +257,12 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
         cid = config_id(config)
         trial.set_user_attr("config", config)
         reasons = space.violations(config, tgt.arch, dims)
-        outcome = Outcome(ILLEGAL, error="illegal: " + "; ".join(reasons)) if reasons else remembered(cid)
-        if outcome is None:
-            outcome = evaluator.evaluate(config, seed + 1000 + trial.number)
-        else:
+        if reasons:
+            outcome = Outcome(ILLEGAL, error="illegal: " + "; ".join(reasons))
+        elif (outcome := remembered(cid)) is not None:
             trial.set_user_attr("duplicate", True)
+        else:
+            outcome = evaluator.evaluate(config, seed + 1000 + trial.number)
         memo[cid] = outcome
         trial.set_user_attr("status", outcome.status)
         if outcome.check_error is not None:
@@ -307,8 +308,8 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     win = order[0]
     d_index = next((i for i, c in enumerate(final_configs) if config_id(c) == config_id(default)), None)
     default_time = timings[d_index].median if d_index is not None else None
-    failures = [{"config": r["config"], "status": r["status"], "error": r["error"]}
-                for r in rows if r["status"] != OK and not r["duplicate"]]
+    failures = list({config_id(r["config"]): {"config": r["config"], "status": r["status"], "error": r["error"]}
+                     for r in rows if r["status"] != OK}.values())
     record = {
         "key": key.to_json(), "id": key.id,
         "config": final_configs[win],

@@ -1,0 +1,85 @@
+"""Tuning real kernels end to end: `hola tune` on the reference scan (and the TileLang CPU scan
+when that backend is available), and a backend with deliberately broken configs."""
+
+import time
+
+import pytest
+import torch
+
+from autotune import db, query
+from autotune.evaluate import KernelEvaluator
+from autotune.measure import MeasureSettings
+from autotune.target import cpu_target
+from autotune.tuner import tune
+from hola_dsl import backends
+from hola_dsl.backends import Backend
+from hola_dsl.testing import Shape
+from model import chunked_backend
+from schedules import Knob, Space, has_space
+from tools.cli import main as hola
+
+FAST = MeasureSettings(warmup_calls=1, warmup_s=0.0, target_s=0.05, min_repeats=3, max_repeats=20)
+
+
+def _tune_cli_twice(backend, shape, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "db"
+    argv = ["tune", "--kernel", "delta_scan", "--backend", backend, "--shape", shape, "--db", str(path),
+            "--rounds", "3", "--no-progress", "--plot", str(tmp_path / "history.png")]
+    assert hola(argv) == 0
+    out = capsys.readouterr().out
+    [record] = db.Store(path).records()
+    assert record["key"]["target"] == cpu_target().name and record["key"]["backend"] == backend
+    assert record["default_time_s"] is not None and record["time_s"] <= record["default_time_s"]
+    assert record["search"]["ok"] >= 1 and "record written to" in out and (tmp_path / "history.png").exists()
+    # The second run of the same key reuses the record: no candidate is evaluated again.
+    monkeypatch.setattr(KernelEvaluator, "evaluate", lambda *a: pytest.fail("re-tuned a key the database has"))
+    assert hola(argv[:-2]) == 0
+    assert "reusing the database record" in capsys.readouterr().out
+    assert db.Store(path).records() == [record]
+    # hola_dsl.ops now finds it.
+    monkeypatch.setenv(db.ENV_VAR, str(path))
+    query.clear_cache()
+    s = Shape.parse(shape)
+    assert query.lookup("delta_scan", backend, cpu_target().name, torch.float32, {"K": s.K, "V": s.V}, s.T) == record["config"]
+    return record
+
+
+def test_hola_tune_reference_scan_beats_or_matches_the_default_and_is_reused(tmp_path, monkeypatch, capsys):
+    _tune_cli_twice("reference", "B=1,T=192,H=2,K=16,V=16", tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.skipif(backends.unavailable_reason("tilelang") is not None or not has_space("delta_scan", "tilelang"),
+                    reason="TileLang backend or its delta_scan schedule space is not available here")
+def test_hola_tune_tilelang_cpu_scan(tmp_path, monkeypatch, capsys):
+    _tune_cli_twice("tilelang", "B=1,T=256,H=2,K=32,V=32", tmp_path, monkeypatch, capsys)
+
+
+def _faulty_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, chunk_size, config):
+    mode = config["mode"]
+    if mode == "raise":
+        raise RuntimeError("shared memory exceeded: 300 KiB > 228 KiB")
+    if mode == "hang":
+        time.sleep(2.0)
+    o, m, s = chunked_backend._delta_scan(q, k, v, g, beta, scale=scale, initial_state=initial_state,
+                                          output_final_state=output_final_state, chunk_size=chunk_size,
+                                          config={"chunk_size": config["chunk_size"]})
+    return (o * 1.01 if mode == "wrong" else o), m, s
+
+
+def test_broken_configs_are_recorded_as_failed_and_the_study_goes_on(tmp_path, monkeypatch):
+    faulty = Backend("faulty", "reference scan with broken schedules", _faulty_scan,
+                     chunked_backend.BACKEND.cache_select, chunked_backend.BACKEND.cache_read)
+    monkeypatch.setitem(backends.BACKEND_MODULES, "faulty", "(test)")
+    monkeypatch.setitem(backends._loaded, "faulty", faulty)
+    space = Space("delta_scan", "faulty", (Knob("mode", ("ok", "raise", "wrong", "hang")), Knob("chunk_size", (32, 64))),
+                  {"*": {"mode": "ok", "chunk_size": 64}})
+    result = tune("delta_scan", "faulty", Shape(B=1, T=100, H=1, K=16, V=16), device="cpu", space=space,
+                  db_path=str(tmp_path / "db"), compile_timeout=0.5, settings=FAST, rounds=2, progress=False)
+    assert result.counts["trials"] == 8 and result.counts["ok"] == 2
+    assert result.counts["wrong"] == 2 and result.counts["failed"] == 4
+    errors = {(f["config"]["mode"], f["status"]): f["error"] for f in result.record["failures"]}
+    assert "shared memory exceeded" in errors[("raise", "failed")]
+    assert errors[("hang", "failed")].startswith("timeout")
+    assert "relative error" in errors[("wrong", "wrong")]
+    assert result.record["config"]["mode"] == "ok"
+    assert db.Store(tmp_path / "db").records()[0]["config"]["mode"] == "ok"
