@@ -20,12 +20,12 @@ PRESETS: dict[str, dict] = {
     "small": dict(
         model=dict(d_model=128, n_layers=2, n_heads=2, head_k_dim=64, head_v_dim=64,
                    cache_capacity=16, cache_block=64, chunk_size=64, tokenizer="gpt2-8191", vocab_size=8192),
-        train=dict(steps=600, batch_size=8, seq_len=256, eval_every=100, lr=3e-3, warmup=30),
+        train=dict(steps=300, batch_size=8, seq_len=256, eval_every=100, lr=3e-3, warmup=30),
     ),
     "synthetic": dict(
         model=dict(d_model=64, n_layers=2, n_heads=2, head_k_dim=32, head_v_dim=32,
                    cache_capacity=32, cache_block=64, chunk_size=64, tokenizer="", vocab_size=tasks.VOCAB_SIZE),
-        train=dict(steps=600, batch_size=16, seq_len=256, eval_every=100, lr=3e-3, warmup=30),
+        train=dict(steps=300, batch_size=16, seq_len=256, eval_every=100, lr=3e-3, warmup=30),
     ),
 }
 
