@@ -11,4 +11,7 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     "$PY" -m pip install -q "torch==2.13.0"
 fi
 "$PY" -m pip install -q -e ".[test]"
+# GPT-2's BPE rank table (whisper/assets/gpt2.tiktoken) for model/tokenizer.py; whisper's own
+# dependencies are not needed, only that file.
+"$PY" -m pip install -q --no-deps openai-whisper
 echo "install.sh: hola-dsl installed ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"
