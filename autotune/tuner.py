@@ -16,6 +16,7 @@ import importlib
 import importlib.metadata
 import json
 import math
+import os
 import socket
 import sys
 import time
@@ -76,7 +77,15 @@ def make_storage(url: Optional[str]):
         return JournalStorage(JournalFileBackend(path))
     if "://" not in url:
         raise ValueError(f"--storage: expected an RDB URL (postgresql://..., sqlite:///...) or journal:PATH, got {url!r}")
-    return optuna.storages.RDBStorage(url)
+    # Workers started together on a fresh database race to create Optuna's schema; the loser
+    # sees a duplicate-type or duplicate-table error, and the schema is then there to use.
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception as exc:  # sqlalchemy IntegrityError / ProgrammingError of the race
+            if attempt == 4 or "already exists" not in str(exc):
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _storage_label(url: Optional[str]) -> str:
@@ -252,10 +261,13 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
                 study.enqueue_trial(r["config"], user_attrs={"source": f"record {db.record_key(r).id}"},
                                     skip_if_exists=True)
 
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+
     def objective(trial: optuna.Trial) -> float:
         config = {k.name: trial.suggest_categorical(k.name, list(k.choices)) for k in space.knobs}
         cid = config_id(config)
         trial.set_user_attr("config", config)
+        trial.set_user_attr("worker", worker)
         reasons = space.violations(config, tgt.arch, dims)
         if reasons:
             outcome = Outcome(ILLEGAL, error="illegal: " + "; ".join(reasons))
