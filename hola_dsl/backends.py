@@ -18,6 +18,7 @@ BACKEND_MODULES: dict[str, str] = {
     "reference": "model.chunked_backend",
     "eager": "hola_dsl.eager_backend",
     "triton": "hola_dsl.triton_backend",
+    "tilelang": "hola_dsl.tilelang_backend",
 }
 
 # Preference order for backend="auto", per tensor device type.

@@ -22,6 +22,7 @@ SPACE_MODULES: list[str] = [
     "schedules.cache_select",
     "schedules.cache_read",
     "schedules.reference",
+    "schedules.tilelang",
 ]
 
 _table: Optional[dict[tuple[str, str], Space]] = None

@@ -1,0 +1,193 @@
+"""Cross-architecture build of TileLang CUDA-dialect kernels without a GPU.
+
+TileLang lowers a CUDA-dialect ``PrimFunc`` to CUDA C++ for a named architecture on any machine
+(``enable_device_compile=False``); nvcc then compiles that source to a cubin, and ptxas's verbose
+report gives registers, spills and static shared memory. Dynamic shared memory (where TileLang
+puts its tiles) and the block size come from the lowered device function's attributes. Nothing
+here runs a kernel, so this works where no GPU exists; where nvcc is missing, ``find_nvcc``
+returns None and callers say so and skip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+# The architectures the issue asks for: Ampere, Hopper (with its arch-specific features) and
+# Blackwell datacenter parts.
+CROSS_ARCHS = ("sm_80", "sm_90a", "sm_100a")
+
+_NVCC_CANDIDATES = ("/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc", "/opt/cuda/bin/nvcc")
+
+# Flags TileLang's own CUDA build uses for its templates (C++20, silence template warnings).
+_NVCC_FLAGS = ("-std=c++20", "-O3", "-w", "-Xcudafe", "--diag_suppress=177", "--use_fast_math")
+
+
+def find_nvcc() -> Optional[str]:
+    """Path of an nvcc executable (``$NVCC``, then PATH, then the usual install places), or None."""
+    env = os.environ.get("NVCC")
+    if env and Path(env).is_file():
+        return env
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    return next((p for p in _NVCC_CANDIDATES if Path(p).is_file()), None)
+
+
+def nvcc_version(nvcc: Optional[str] = None) -> Optional[str]:
+    """nvcc's release string ("13.0, V13.0.88"), or None when nvcc is missing."""
+    nvcc = nvcc or find_nvcc()
+    if nvcc is None:
+        return None
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"release ([^\n]+)", out)
+    return m.group(1).strip() if m else out.strip().splitlines()[-1]
+
+
+@dataclass
+class LoweredCuda:
+    """A kernel lowered to CUDA C++ for one ``arch``: the source and its launch facts."""
+
+    arch: str
+    source: str
+    entry: str                      # name of the __global__ function
+    threads: int                    # threads per block
+    dynamic_smem: int               # bytes of dynamic shared memory per block
+    grid: dict = field(default_factory=dict)   # blockIdx.* extents (symbolic ones as text)
+
+
+@dataclass
+class CubinReport:
+    """What nvcc/ptxas say about one kernel built for one architecture (sizes in bytes)."""
+
+    arch: str
+    entry: str
+    registers: int
+    spill_stores: int
+    spill_loads: int
+    stack: int
+    static_smem: int
+    dynamic_smem: int
+    threads: int
+    cubin: Path
+    seconds: float                  # lowering + nvcc wall time
+
+    @property
+    def smem(self) -> int:
+        """Total shared memory per block (static + dynamic)."""
+        return self.static_smem + self.dynamic_smem
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch, "entry": self.entry, "registers": self.registers,
+            "spill_stores": self.spill_stores, "spill_loads": self.spill_loads, "stack": self.stack,
+            "smem": self.smem, "static_smem": self.static_smem, "dynamic_smem": self.dynamic_smem,
+            "threads": self.threads, "cubin": str(self.cubin), "seconds": round(self.seconds, 3),
+        }
+
+
+class NvccError(RuntimeError):
+    """nvcc failed; the message carries the command and the compiler's last lines."""
+
+
+def lower_cuda(func, arch: str) -> LoweredCuda:
+    """Lower a TileLang CUDA-dialect ``func`` (a ``tvm.tirx.PrimFunc``) to CUDA C++ for ``arch``
+    ("sm_80", "sm_90a", ...) without compiling it and without needing a GPU."""
+    import tilelang
+    from tvm.target import Target
+
+    if not re.fullmatch(r"sm_\d+[af]?", arch):
+        raise ValueError(f"arch: expected a CUDA architecture such as 'sm_90a', got {arch!r}")
+    target = Target({"kind": "cuda", "arch": arch})
+    with tilelang.transform.PassContext(opt_level=3), target:
+        artifact = tilelang.lower(func, target=target, enable_device_compile=False)
+    entries = [
+        (gv.name_hint, fn.attrs) for gv, fn in artifact.device_mod.functions.items()
+        if fn.attrs is not None and "thread_extent" in fn.attrs
+    ]
+    if not entries:
+        raise RuntimeError(f"lowering for {arch} produced no device kernel")
+    entry, attrs = entries[0]
+    extent = {str(k): v for k, v in attrs["thread_extent"].items()}
+    threads = 1
+    for axis in ("threadIdx.x", "threadIdx.y", "threadIdx.z"):
+        if axis in extent:
+            threads *= int(extent[axis])
+    grid = {k: (int(v) if hasattr(v, "value") or isinstance(v, int) else str(v))
+            for k, v in extent.items() if k.startswith("blockIdx")}
+    dyn = int(attrs["dyn_shared_memory_buf"]) if "dyn_shared_memory_buf" in attrs else 0
+    return LoweredCuda(arch=arch, source=str(artifact.kernel_source), entry=entry,
+                       threads=threads, dynamic_smem=dyn, grid=grid)
+
+
+_ENTRY = re.compile(r"Compiling entry function '([^']+)' for '([^']+)'")
+_STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_USED = re.compile(r"Used (\d+) registers")
+_SMEM = re.compile(r"(\d+) bytes smem")
+
+
+def parse_ptxas(text: str) -> dict[str, dict[str, int]]:
+    """ptxas ``-v`` output -> {entry name: {registers, spill_stores, spill_loads, stack, smem}}."""
+    out: dict[str, dict[str, int]] = {}
+    current = None
+    for line in text.splitlines():
+        if m := _ENTRY.search(line):
+            current = out.setdefault(m.group(1), dict(registers=0, spill_stores=0, spill_loads=0,
+                                                      stack=0, smem=0))
+            continue
+        if current is None:
+            continue
+        if m := _STACK.search(line):
+            current["stack"], current["spill_stores"], current["spill_loads"] = map(int, m.groups())
+        if m := _USED.search(line):
+            current["registers"] = int(m.group(1))
+            s = _SMEM.search(line)
+            current["smem"] = int(s.group(1)) if s else 0
+    return out
+
+
+def compile_cubin(source: str, arch: str, out_dir: Path, stem: str,
+                  nvcc: Optional[str] = None) -> tuple[Path, dict[str, dict[str, int]]]:
+    """Compile CUDA C++ ``source`` with nvcc to ``out_dir/stem.<arch>.cubin``.
+
+    Returns the cubin path and the parsed ptxas report (see :func:`parse_ptxas`). Raises
+    NvccError when nvcc is missing or fails.
+    """
+    import tilelang.env as tl_env
+
+    nvcc = nvcc or find_nvcc()
+    if nvcc is None:
+        raise NvccError("nvcc not found (set $NVCC or put nvcc on PATH)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cu = out_dir / f"{stem}.{arch}.cu"
+    cubin = out_dir / f"{stem}.{arch}.cubin"
+    cu.write_text(source)
+    cmd = [nvcc, "-cubin", f"-arch={arch}", *_NVCC_FLAGS, "-Xptxas", "-v",
+           "-I", str(tl_env.TILELANG_TEMPLATE_PATH), "-I", str(tl_env.CUTLASS_INCLUDE_DIR),
+           str(cu), "-o", str(cubin)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise NvccError(f"nvcc failed for {arch} (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+    return cubin, parse_ptxas(proc.stderr + proc.stdout)
+
+
+def cross_build(func, arch: str, out_dir: Path, stem: str, nvcc: Optional[str] = None) -> CubinReport:
+    """Lower ``func`` for ``arch`` and compile it to a cubin; registers/spills/smem per block."""
+    t0 = time.perf_counter()
+    lowered = lower_cuda(func, arch)
+    cubin, report = compile_cubin(lowered.source, arch, out_dir, stem, nvcc=nvcc)
+    if lowered.entry not in report:
+        raise NvccError(f"ptxas reported on {sorted(report)}, not on the kernel {lowered.entry!r}")
+    r = report[lowered.entry]
+    return CubinReport(arch=arch, entry=lowered.entry, registers=r["registers"],
+                       spill_stores=r["spill_stores"], spill_loads=r["spill_loads"], stack=r["stack"],
+                       static_smem=r["smem"], dynamic_smem=lowered.dynamic_smem,
+                       threads=lowered.threads, cubin=cubin, seconds=time.perf_counter() - t0)

@@ -1,0 +1,181 @@
+"""Generated TileLang sources on disk, compiled and launched.
+
+Sources are written to ``$HOLA_CACHE_DIR/tilelang`` (default ``~/.cache/hola-dsl/tilelang``),
+named by a hash of the IR, the schedule, the target, the dialect and the tool versions, exactly
+like the Triton sources (``hola_dsl.triton_runtime``): a change to any of them makes a new file.
+TileLang's ``T.prim_func`` reads its function's source, hence real files rather than ``exec``.
+
+CPU launches (``target="c"``) run the flattened grid ``[0, programs)`` split into contiguous
+ranges over ``cpu_threads`` Python threads; the compiled call goes through ctypes, which
+releases the GIL, so the ranges run in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from hola_dsl import eager, ir
+
+_MODULES: dict[str, Any] = {}
+_COMPILED: dict[str, Any] = {}
+_LOCK = threading.Lock()
+# Worker threads hold every tile of a program in local arrays on their stack.
+_THREAD_STACK = 64 << 20
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("HOLA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hola-dsl")
+    return Path(root) / "tilelang"
+
+
+def _lowering(dialect: str):
+    if dialect == "cpu":
+        from hola_dsl.lower import tilelang_cpu as mod
+    elif dialect == "cuda":
+        from hola_dsl.lower import tilelang_cuda as mod
+    else:
+        raise ValueError(f"dialect: expected 'cpu' or 'cuda', got {dialect!r}")
+    return mod
+
+
+def cpu_target() -> str:
+    """The CPU the C dialect is compiled for (-march=native makes the code CPU-specific)."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"cpu:{name}"
+
+
+def tool_versions(dialect: str) -> dict[str, str]:
+    import tilelang
+    return {"tilelang": tilelang.__version__, "torch": torch.__version__,
+            "emitter": _lowering(dialect).EMITTER_VERSION, "dialect": dialect}
+
+
+def source_key(kernel: ir.Kernel, schedule: dict, target: str, dialect: str) -> str:
+    payload = json.dumps({"ir": ir.format_kernel(kernel, locs=False), "schedule": schedule, "target": target,
+                          "versions": tool_versions(dialect)}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def emit(kernel: ir.Kernel, schedule: dict, target: str, dialect: str) -> str:
+    """The generated TileLang source text (not written anywhere)."""
+    return _lowering(dialect).emit(kernel, schedule, target)
+
+
+def source_path(kernel: ir.Kernel, schedule: dict, target: str, dialect: str) -> Path:
+    """Write the generated source (if not already there) and return its path."""
+    path = cache_dir() / f"{kernel.name}_{dialect}_{source_key(kernel, schedule, target, dialect)}.py"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = emit(kernel, schedule, target, dialect)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    return path
+
+
+def load(kernel: ir.Kernel, schedule: dict, target: str, dialect: str):
+    """The generated module (imported once per process)."""
+    path = source_path(kernel, schedule, target, dialect)
+    key = str(path)
+    with _LOCK:
+        if key not in _MODULES:
+            name = f"hola_generated_{path.stem}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+            _MODULES[key] = module
+        return _MODULES[key]
+
+
+def compiled_cpu(kernel: ir.Kernel, schedule: dict):
+    """(generated module, compiled C kernel) for the CPU dialect (compiled once per process;
+    TileLang's own disk cache makes later processes fast)."""
+    import tilelang
+
+    target = cpu_target()
+    module = load(kernel, schedule, target, "cpu")
+    key = module.__file__
+    with _LOCK:
+        if key not in _COMPILED:
+            _COMPILED[key] = tilelang.compile(module.build(), target="c", execution_backend="cython",
+                                              compile_flags=list(module.COMPILE_FLAGS),
+                                              pass_configs=dict(module.PASS_CONFIGS))
+        return module, _COMPILED[key]
+
+
+def _run_threads(fn, ranges: list[tuple[int, int]]) -> None:
+    errors: list[BaseException] = []
+
+    def work(lo: int, hi: int) -> None:
+        try:
+            fn(lo, hi)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+    with _LOCK:
+        old = threading.stack_size(_THREAD_STACK)
+        try:
+            threads = [threading.Thread(target=work, args=r, daemon=True) for r in ranges]
+            for t in threads:
+                t.start()
+        finally:
+            threading.stack_size(old)
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def split(programs: int, parts: int) -> list[tuple[int, int]]:
+    """Contiguous [lo, hi) ranges covering 0..programs in at most ``parts`` near-equal pieces."""
+    parts = max(1, min(parts, programs))
+    step = programs / parts
+    bounds = [round(i * step) for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts) if bounds[i + 1] > bounds[i]]
+
+
+def launch_cpu(kernel: ir.Kernel, schedule: dict, args: dict[str, Any], threads: Optional[int] = None) -> None:
+    """Run ``kernel`` on CPU tensors ``args`` ({param: tensor or number}); outputs in place."""
+    module, compiled = compiled_cpu(kernel, schedule)
+    sizes = eager.sizes_of(kernel, args)
+    grid = kernel.grid_extents(sizes)
+    programs = math.prod(grid)
+    if programs == 0:
+        return
+    call, copies = [], []
+    for name in module.PARAMS:
+        x = args[name]
+        if isinstance(x, torch.Tensor) and not x.is_contiguous():
+            if kernel.param(name).kind == "out" and x.stride() and 0 not in x.stride():
+                raise ValueError(f"{kernel.name}: output {name} must be contiguous")
+            x = x.contiguous()           # e.g. a stride-0 stand-in for an absent optional input
+        call.append(x)
+    call += list(grid)
+    threads = int(threads or schedule.get("cpu_threads", 1))
+    threads = max(1, min(threads, os.cpu_count() or 1))
+    ranges = split(programs, threads)
+    if len(ranges) == 1:
+        compiled(*call, 0, programs)
+    else:
+        _run_threads(lambda lo, hi: compiled(*call, lo, hi), ranges)

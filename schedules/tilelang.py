@@ -1,0 +1,59 @@
+"""Schedule spaces of backend "tilelang": the kernels' tile knobs plus the knobs of each dialect.
+
+CPU dialect (target "cpu"): ``cpu_mr`` x ``cpu_nr`` is the register tile of the dot micro-kernel
+(rows of A broadcast, a multiple of the SIMD width of B's columns streamed); ``cpu_threads`` is
+how many host threads share the flattened grid. The tile knobs (BV, BQ, BKV, BC, chunk_size)
+set how much a program holds at once, i.e. what must fit the caches: on a CPU a program with the
+whole V (BV = V) avoids recomputing the chunk's triangular solve once per V tile.
+CUDA dialect (targets "sm_*"): ``threads`` per block and ``num_stages`` of ``T.Pipelined``.
+Knobs of the other dialect are pinned to their defaults by a constraint, so a search on one
+target never spends trials on knobs that do nothing there.
+"""
+
+from __future__ import annotations
+
+import os
+
+from schedules import cache_read as _read, cache_select as _select, delta_scan as _scan
+from schedules.space import Knob, Space
+
+CPU_MR = Knob("cpu_mr", (1, 2, 4, 8), "rows of the dot micro-kernel's register tile (CPU dialect)")
+CPU_NR = Knob("cpu_nr", (16, 32, 64), "columns of the dot micro-kernel's register tile (CPU dialect)")
+CPU_THREADS = Knob("cpu_threads", (1, 2, 4, 8), "host threads sharing the program grid (CPU dialect)")
+THREADS = Knob("threads", (64, 128, 256), "threads per block (CUDA dialect)")
+STAGES = Knob("num_stages", (1, 2, 3), "T.Pipelined depth of a pipelined loop (CUDA dialect)")
+
+CPU_KNOBS = (CPU_MR, CPU_NR, CPU_THREADS)
+CUDA_KNOBS = (THREADS, STAGES)
+_CPU_DEFAULT = {"cpu_mr": 4, "cpu_nr": 32, "cpu_threads": 2}
+_CUDA_DEFAULT = {"threads": 128, "num_stages": 2}
+
+
+def _one_dialect(config, target, dims):
+    """Knobs of the other dialect stay at their defaults; threads no more than the cores."""
+    cpu = not target.startswith(("sm_", "gfx"))
+    pinned = _CUDA_DEFAULT if cpu else _CPU_DEFAULT
+    for name, value in pinned.items():
+        if config.get(name, value) != value:
+            return f"{name}: does nothing on {target}; keep it at {value}"
+    if cpu and config.get("cpu_threads", 1) > max(1, os.cpu_count() or 1):
+        return f"cpu_threads: {config['cpu_threads']} is more than the {os.cpu_count()} cores here"
+    return None
+
+
+def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict) -> Space:
+    return Space(
+        kernel, "tilelang", tiles + CPU_KNOBS + CUDA_KNOBS,
+        defaults={
+            "*": {**cpu_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT},
+            "sm_": {**cuda_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT},
+        },
+        constraints=(_one_dialect,),
+    )
+
+
+SPACES = {
+    "delta_scan": _space("delta_scan", _scan.TILES, {"BV": 128, "chunk_size": 64}, {"BV": 32, "chunk_size": 64}),
+    "cache_select": _space("cache_select", _select.TILES, {"BC": 64}, {"BC": 64}),
+    "cache_read": _space("cache_read", _read.TILES, {"BQ": 64, "BKV": 64}, {"BQ": 64, "BKV": 64}),
+}
