@@ -10,7 +10,8 @@ TILES = (
 )
 WARPS = Knob("num_warps", (1, 2, 4, 8), "warps per program")
 STAGES = Knob("num_stages", (1, 2, 3, 4), "software pipelining depth of the chunk loop")
-PRECISION = Knob("dot_precision", ("ieee", "tf32"), "float32 dot: exact fp32 or tensor-core tf32")
+PRECISION = Knob("dot_precision", ("ieee", "tf32x3", "tf32"),
+                 "float32 dots: FMA fp32, tensor-core 3xTF32 (near fp32), or plain TF32")
 
 
 def _state_fits(config, target, dims):

@@ -1,0 +1,162 @@
+"""Ahead-of-time Triton builds for GPUs this machine does not have.
+
+Every kernel is traced with its default schedule for the target, emitted, and compiled by
+``triton.compile`` for a ``GPUTarget`` (no GPU needed). Resources come from the compiler's own
+outputs: for CUDA, ``ptxas -v`` on the PTX (registers, spill bytes) and Triton's shared-memory
+figure; for AMD, the kernel metadata in the AMDGCN assembly (VGPRs, SGPRs, spills, LDS).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hola_dsl import launch, lang
+from hola_dsl.kernels import NAMES, get as get_kernel
+from hola_dsl.lower import triton as lower_triton
+
+TARGETS = ("sm_80", "sm_90", "sm_100", "gfx942")
+
+# Static problem the AOT build specialises for: GDN's usual head dims and the default cache.
+DEFAULT_DIMS = {"K": 128, "V": 128, "W": 64, "C": 256, "chunk_size": 64}
+
+
+@dataclass
+class BuildResult:
+    """Resources of one kernel compiled for one target (None where the target does not say)."""
+
+    kernel: str
+    target: str
+    schedule: dict
+    ok: bool
+    registers: Optional[int] = None
+    spills: Optional[int] = None          # bytes of spill stores + loads (CUDA), spill count (AMD)
+    shared: Optional[int] = None          # bytes of shared memory / LDS
+    seconds: float = 0.0
+    error: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def gpu_target(name: str):
+    """triton's GPUTarget for "sm_80" / "sm_90" / "sm_100" / "gfx942"."""
+    from triton.backends.compiler import GPUTarget
+    if name.startswith("sm_"):
+        return GPUTarget("cuda", int(name[3:]), 32)
+    if name.startswith("gfx"):
+        return GPUTarget("hip", name, 64)
+    raise ValueError(f"--targets: unknown target {name!r}; expected sm_NN or gfxNNN, e.g. {list(TARGETS)}")
+
+
+def default_schedule(kernel: str, target: str, config: Optional[dict] = None) -> dict:
+    from hola_dsl.triton_backend import schedule
+    return schedule(kernel, config, target)
+
+
+def specialise(kernel: str, schedule: dict, dims: dict = None, dtype: str = "bfloat16"):
+    """Trace ``kernel`` for the static ``dims`` and ``dtype`` the way the launcher would."""
+    d = dict(DEFAULT_DIMS, **(dims or {}))
+    kdef: lang.KernelDef = get_kernel(kernel)
+    if kernel == "delta_scan":
+        consts = launch.delta_scan_consts(d["K"], d["V"], d["chunk_size"], schedule, has_h0=True, store_final=True)
+        dtypes = dict(q=dtype, k=dtype, v=dtype, g="float32", beta=dtype, h0="float32", o=dtype)
+    elif kernel == "cache_select":
+        consts = launch.cache_select_consts(d["W"], d["C"], "hola", None, schedule)
+        dtypes = dict(scores="float32")
+    else:
+        consts = launch.cache_read_consts(d["K"], d["V"], d["W"], d["C"], 1e-6, schedule)
+        dtypes = dict(q=dtype, k=dtype, v=dtype, gamma_q="float32", gamma_k="float32", sink="float32", o=dtype)
+    return kdef.trace(dtypes, **consts)
+
+
+@contextmanager
+def _compiled_mode():
+    """Import generated modules as real JIT functions even when TRITON_INTERPRET=1 is set."""
+    old = os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        yield
+    finally:
+        if old is not None:
+            os.environ["TRITON_INTERPRET"] = old
+
+
+def _ptxas_resources(ptx: str, arch: int) -> dict:
+    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        out = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name={sm_arch_from_capability(arch)}",
+                              src, "-o", os.path.join(tmp, "k.cubin")], capture_output=True, text=True, check=True)
+    log = out.stderr + out.stdout
+    regs = re.search(r"Used (\d+) registers", log)
+    stores = re.search(r"(\d+) bytes spill stores", log)
+    loads = re.search(r"(\d+) bytes spill loads", log)
+    return {"registers": int(regs.group(1)) if regs else None,
+            "spills": (int(stores.group(1)) if stores else 0) + (int(loads.group(1)) if loads else 0)}
+
+
+def _amdgcn_resources(asm: str) -> dict:
+    def field(name):
+        m = re.search(rf"\.{name}:\s+(\d+)", asm)
+        return int(m.group(1)) if m else None
+    return {"registers": field("vgpr_count"), "spills": (field("vgpr_spill_count") or 0) + (field("sgpr_spill_count") or 0),
+            "extra": {"sgprs": field("sgpr_count"), "lds": field("group_segment_fixed_size")}}
+
+
+def build(kernel: str, target: str, config: Optional[dict] = None, dims: dict = None,
+          dtype: str = "bfloat16") -> BuildResult:
+    """Compile ``kernel`` for ``target`` with its default schedule (``config`` entries win)."""
+    import triton
+    from triton.compiler import ASTSource
+
+    from hola_dsl import triton_runtime
+
+    sched = default_schedule(kernel, target, config)
+    t0 = time.perf_counter()
+    try:
+        kir = specialise(kernel, sched, dims, dtype)
+        launch_sched = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}
+        with _compiled_mode():
+            module = triton_runtime.load(kir, launch_sched, target)
+            fn = getattr(module, lower_triton.kernel_function_name(kir))
+            gt = gpu_target(target)
+            compiled = triton.compile(ASTSource(fn, lower_triton.signature(kir)), target=gt,
+                                      options={"num_warps": module.NUM_WARPS, "num_stages": module.NUM_STAGES})
+        res = BuildResult(kernel, target, sched, True, shared=int(compiled.metadata.shared))
+        if gt.backend == "cuda":
+            r = _ptxas_resources(compiled.asm["ptx"], gt.arch)
+        else:
+            r = _amdgcn_resources(compiled.asm["amdgcn"])
+            if r["extra"].get("lds") is not None:
+                res.shared = r["extra"]["lds"]
+        res.registers, res.spills, res.extra = r["registers"], r["spills"], r.get("extra", {})
+    except Exception as exc:  # a failed build is a row of the table, not a crash
+        if os.environ.get("HOLA_DEBUG"):
+            raise
+        res = BuildResult(kernel, target, sched, False, error=f"{type(exc).__name__}: {str(exc).strip()[:400]}")
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def build_all(targets=TARGETS, kernels=NAMES, **kw) -> list[BuildResult]:
+    """Every kernel on every target."""
+    return [build(k, t, **kw) for k in kernels for t in targets]
+
+
+def format_table(results: list[BuildResult]) -> str:
+    """The resource table `hola build` prints (markdown)."""
+    rows = ["| kernel | target | schedule | registers | spills | shared (bytes) | build (s) | status |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in results:
+        sched = " ".join(f"{k}={v}" for k, v in sorted(r.schedule.items()))
+        fmt = lambda x: "-" if x is None else str(x)
+        status = "ok" if r.ok else f"FAILED: {r.error}"
+        rows.append(f"| {r.kernel} | {r.target} | {sched} | {fmt(r.registers)} | {fmt(r.spills)} | "
+                    f"{fmt(r.shared)} | {r.seconds:.1f} | {status} |")
+    return "\n".join(rows)

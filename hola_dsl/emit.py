@@ -1,0 +1,51 @@
+"""Generated source for a kernel, a backend and a target: what `hola emit` writes.
+
+``EMITTERS`` maps a backend name to a function (kernel IR, schedule, target) -> (file suffix,
+source text); a backend with a lowering adds one line here. "ir" prints the IR itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Optional
+
+from hola_dsl import ir
+
+
+def _ir(kernel: ir.Kernel, schedule: dict, target: str) -> tuple[str, str]:
+    return ".ir", ir.format_kernel(kernel)
+
+
+def _triton(kernel: ir.Kernel, schedule: dict, target: str) -> tuple[str, str]:
+    from hola_dsl.lower import triton as lower_triton
+    return ".py", lower_triton.emit(kernel, schedule, target)
+
+
+EMITTERS: dict[str, Callable[[ir.Kernel, dict, str], tuple[str, str]]] = {
+    "ir": _ir,
+    "triton": _triton,
+}
+
+
+def schedule_for(kernel: str, backend: str, target: str, config: Optional[dict]) -> dict:
+    """The completed schedule of ``kernel`` on ``backend`` (the "triton" space serves "ir")."""
+    spaces = importlib.import_module(f"schedules.{kernel}").SPACES
+    space = spaces.get(backend) or spaces["triton"]
+    sched = space.complete(config, target)
+    bad = space.violations(sched, target, {})
+    if bad:
+        raise ValueError(f"--config: illegal for {kernel}/{space.backend} on {target}: {'; '.join(bad)}")
+    return sched
+
+
+def emit_source(kernel: str, backend: str, target: str, config: Optional[dict] = None,
+                dims: Optional[dict] = None, dtype: str = "bfloat16") -> tuple[str, str, dict]:
+    """(file name, source, schedule) of ``kernel`` lowered for ``backend`` and ``target``."""
+    from hola_dsl import aot
+    if backend not in EMITTERS:
+        raise ValueError(f"--backend: expected one of {list(EMITTERS)}, got {backend!r}")
+    sched = schedule_for(kernel, backend, target, config)
+    kir = aot.specialise(kernel, sched, dims, dtype)
+    launch_sched = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}
+    suffix, text = EMITTERS[backend](kir, launch_sched if backend == "triton" else sched, target)
+    return f"{kernel}_{target}{suffix}", text, sched
