@@ -31,7 +31,7 @@ TASKS = ("mqar", "passkey")
 class MQAR:
     """n_pairs key-value pairs, then every key asked once, spread over the rest of the length."""
 
-    n_pairs: int = 48
+    n_pairs: int = 24
 
     def min_length(self) -> int:
         return 4 * self.n_pairs

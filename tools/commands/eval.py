@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="text to score (default: the corpus the checkpoint was trained on)")
     parser.add_argument("--seq-len", type=int, default=256, help="perplexity window in tokens (default 256)")
     parser.add_argument("--max-tokens", type=int, help="score only the split's first N tokens")
-    parser.add_argument("--lengths", default="256,512,1024,2048,4096",
-                        help="comma-separated task lengths (default 256,512,1024,2048,4096)")
+    parser.add_argument("--lengths", default="128,256,512,1024,2048",
+                        help="comma-separated task lengths (default 128,256,512,1024,2048: 1x to 16x the synthetic training length)")
     parser.add_argument("--samples", type=int, default=64, help="task sequences per length (default 64)")
     parser.add_argument("--plot", help="where to write the accuracy plot (default: <first checkpoint>/<task>.png)")
     parser.add_argument("--json", help="also write the results as JSON here")
