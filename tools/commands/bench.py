@@ -1,0 +1,178 @@
+"""`hola bench`: a HOLA layer's prefill on the CPU, side by side in one process.
+
+The layer's prefill is delta_scan -> cache_select (on the scan's scores m) -> cache_read. Each
+implementation runs the three kernels on the same float32 inputs; repeats are interleaved across
+implementations so that a change in machine load hits all of them alike. Backends are called
+directly (validation skipped for all), so what is timed is the kernels.
+
+Implementations: "reference" (model.chunked, PyTorch), "compile" (the same functions under
+torch.compile) and any DSL backend that runs CPU tensors ("tilelang", "eager").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from hola_dsl import backends
+from hola_dsl.testing import Shape, rel_err, scan_inputs
+
+NAME = "bench"
+HELP = "time a HOLA layer's prefill (scan + select + read) on the CPU: PyTorch reference, torch.compile, TileLang"
+
+DEFAULT_SHAPE = "B=1,T=4096,H=4,K=128,V=128,W=64,C=256"
+KERNELS = ("delta_scan", "cache_select", "cache_read")
+
+
+def scan_flops(B: int, T: int, H: int, K: int, V: int, chunk: int = 64) -> float:
+    """Floating-point operations of the chunked WY scan (2 per multiply-add), per SPEC.md section 1.
+
+    Per chunk of BT tokens: K K^T and Q K^T (2 BT^2 K each), applying Tm to beta V and
+    beta exp(G) K (2 BT^2 (V + K)), the causal (Q K^T) u (2 BT^2 V), and W S, (Q exp G) S,
+    K^T u (2 BT K V each). Elementwise work and the triangular inverse are not counted.
+    """
+    n = math.ceil(T / chunk)
+    per_chunk = 2 * chunk * chunk * (3 * K + 2 * V) + 6 * chunk * K * V
+    return float(B * H * n * per_chunk)
+
+
+def matmul_gflops(n: int = 1024, repeat: int = 5) -> float:
+    """This machine's float32 matmul rate (torch.mm, torch's thread count), GFLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def _inputs(shape: Shape, seed: int) -> dict:
+    x = scan_inputs(shape, seed=seed, initial_state=False)
+    gen = torch.Generator().manual_seed(seed + 1)
+    x["gamma_q"] = 1 + 0.1 * torch.randn(shape.K, generator=gen)
+    x["gamma_k"] = 1 + 0.1 * torch.randn(shape.K, generator=gen)
+    x["sink"] = torch.randn(shape.H, generator=gen)
+    return x
+
+
+def _layer(scan: Callable, select: Callable, read: Callable, shape: Shape) -> dict[str, Callable]:
+    """Three stage callables that pass results along (state kept in a dict)."""
+    state: dict = {}
+    scale = shape.K ** -0.5
+
+    def run_scan(x):
+        state["o"], state["m"], _ = scan(x["q"], x["k"], x["v"], x["g"], x["beta"], scale=scale)
+
+    def run_select(x):
+        state["idx"] = select(state["m"], capacity=shape.W, block_size=shape.C)
+
+    def run_read(x):
+        state["oc"] = read(x["q"], x["k"], x["v"], state["idx"], x["gamma_q"], x["gamma_k"], x["sink"],
+                           block_size=shape.C)
+    return {"delta_scan": run_scan, "cache_select": run_select, "cache_read": run_read, "_state": state}
+
+
+def _reference_impl(shape: Shape, compiled: bool) -> dict[str, Callable]:
+    from model import chunked
+    scan, select, read = chunked.chunked_delta_scan, chunked.blockwise_cache_select, chunked.batched_cache_read
+    if compiled:
+        scan, select, read = (torch.compile(f, dynamic=False) for f in (scan, select, read))
+    return _layer(
+        lambda q, k, v, g, beta, scale: scan(q, k, v, g, beta, scale=scale),
+        lambda m, capacity, block_size: select(m, capacity=capacity, block_size=block_size, policy="hola"),
+        lambda q, k, v, idx, gq, gk, s, block_size: read(q, k, v, idx, gq, gk, s, block_size=block_size, eps=1e-6),
+        shape)
+
+
+def _backend_impl(name: str, shape: Shape) -> dict[str, Callable]:
+    b = backends.get(name)
+    return _layer(
+        lambda q, k, v, g, beta, scale: b.delta_scan(q, k, v, g, beta, scale=scale, initial_state=None,
+                                                     output_final_state=False, chunk_size=64, config=None),
+        lambda m, capacity, block_size: b.cache_select(m, capacity=capacity, block_size=block_size,
+                                                       policy="hola", config=None),
+        lambda q, k, v, idx, gq, gk, s, block_size: b.cache_read(q, k, v, idx, gq, gk, s, block_size=block_size,
+                                                                 eps=1e-6, config=None),
+        shape)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shape", default=DEFAULT_SHAPE, help=f"problem size (default {DEFAULT_SHAPE})")
+    parser.add_argument("--impl", action="append",
+                        help="implementation to time (repeatable): reference, compile, or a CPU backend name "
+                             "such as tilelang; default: reference, compile, tilelang")
+    parser.add_argument("--repeat", type=int, default=7, help="timed runs per implementation (default 7)")
+    parser.add_argument("--seed", type=int, default=0, help="input seed")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    shape = Shape.parse(args.shape)
+    if args.repeat < 1:
+        raise ValueError(f"--repeat: expected a positive count, got {args.repeat}")
+    impls = args.impl or ["reference", "compile", "tilelang"]
+    x = _inputs(shape, args.seed)
+    print(f"hola bench: HOLA layer prefill, float32 on the CPU, {shape}; torch threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    layers, setup = {}, {}
+    for name in impls:
+        t0 = time.perf_counter()
+        if name in ("reference", "compile"):
+            layers[name] = _reference_impl(shape, compiled=(name == "compile"))
+        else:
+            reason = backends.unavailable_reason(name)
+            if reason:
+                print(f"  ({name} skipped: {reason})")
+                continue
+            if "cpu" not in backends.get(name).devices:
+                raise ValueError(f"--impl: backend {name!r} does not run CPU tensors")
+            layers[name] = _backend_impl(name, shape)
+        for k in KERNELS:                                 # warm-up: compiles, caches
+            layers[name][k](x)
+        setup[name] = time.perf_counter() - t0
+    times = {n: {k: [] for k in KERNELS} for n in layers}
+    for _ in range(args.repeat):
+        for name, layer in layers.items():
+            for k in KERNELS:
+                t0 = time.perf_counter()
+                layer[k](x)
+                times[name][k].append(time.perf_counter() - t0)
+    med = {n: {k: statistics.median(v) for k, v in t.items()} for n, t in times.items()}
+    for n in med:
+        med[n]["layer"] = sum(med[n][k] for k in KERNELS)
+    base = "reference" if "reference" in med else next(iter(med))
+    cols = KERNELS + ("layer",)
+    header = f"{'implementation':<15}" + "".join(f"{c:>14}" for c in cols) + f"{'vs ' + base:>16}{'setup':>9}"
+    print(header)
+    print("-" * len(header))
+    for n, m in med.items():
+        print(f"{n:<15}" + "".join(f"{m[c] * 1e3:>12.2f}ms" for c in cols)
+              + f"{med[base]['layer'] / m['layer']:>15.2f}x{setup[n]:>8.1f}s")
+    flops = scan_flops(shape.B, shape.T, shape.H, shape.K, shape.V)
+    peak = matmul_gflops()
+    print(f"\ndelta_scan: {flops / 1e9:.2f} GFLOP (chunked WY form, chunk 64); machine float32 matmul "
+          f"{peak:.1f} GFLOP/s (torch.mm 1024^2, {torch.get_num_threads()} threads)")
+    for n, m in med.items():
+        print(f"  {n:<13} {flops / m['delta_scan'] / 1e9:>7.1f} GFLOP/s ({flops / m['delta_scan'] / 1e9 / peak:.0%} of matmul)")
+    ref_state = layers[base]["_state"]
+    print(f"\nagreement with {base} (relative error): ")
+    for n, layer in layers.items():
+        st = layer["_state"]
+        print(f"  {n:<13} o {rel_err(st['o'], ref_state['o']):.1e}  m {rel_err(st['m'], ref_state['m']):.1e}  "
+              f"idx mismatches {int((st['idx'] != ref_state['idx']).sum())}  o_cache {rel_err(st['oc'], ref_state['oc']):.1e}")
+    print(f"load average at the end {os.getloadavg()[0]:.2f} (other work on this machine inflates every time alike)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"shape": vars(shape) if hasattr(shape, "__dict__") else str(shape), "median_seconds": med,
+                       "setup_seconds": setup, "scan_gflop": flops / 1e9, "matmul_gflops": peak,
+                       "torch_threads": torch.get_num_threads()}, f, indent=2)
+    return 0
