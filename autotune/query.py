@@ -83,3 +83,32 @@ def config_for(kernel: str, backend: str, device: Any, dtype: Any, dims: Mapping
         return None
     from autotune.target import target_of
     return lookup(kernel, backend, target_of(device).name, dtype, dims, T)
+
+
+def lookup_for_arch(kernel: str, backend: str, arch: str, dtypes: Any, dims: Mapping[str, int],
+                    T: Optional[int] = None, db_path: Optional[str] = None) -> Optional[dict]:
+    """A tuned record for an arch rather than a machine (``hola emit --target sm_90`` knows no GPU
+    model): any target with that arch ("sm_90", "gfx942", or "cpu" for every CPU), this machine's
+    own target first, then the nearest T bucket (the longest when T is None). ``dims`` may hold
+    more than the kernel's static dims; the extra ones are ignored. Returns the record or None."""
+    from autotune.key import STATIC_DIMS, dtype_name, t_bucket
+    from autotune.target import Target, cpu_target
+
+    wanted = tuple(sorted((d, int(dims[d])) for d in STATIC_DIMS.get(kernel, ()) if d in dims))
+    here = cpu_target().name if arch == "cpu" else None
+    best, best_rank = None, None
+    for path in db.search_paths(db_path):
+        for record in db.Store(path).records():
+            key = db.record_key(record)
+            if (key.kernel, key.backend, key.dtypes, key.dims) != (kernel, backend, dtype_name(dtypes), wanted):
+                continue
+            try:
+                if Target.parse(key.target).arch != arch or not _legal(record):
+                    continue
+            except ValueError:
+                continue
+            distance = abs(key.bucket.bit_length() - t_bucket(T).bit_length()) if T else -key.bucket
+            rank = (key.target != here, distance)
+            if best_rank is None or rank < best_rank:
+                best, best_rank = record, rank
+    return best

@@ -219,13 +219,18 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     evaluator = evaluator or KernelEvaluator(Runner(kernel, backend, shape, dtype, device, check_T), settings,
                                              compile_timeout)
 
-    exhaustive = space.size() <= exhaustive_limit
+    # Sample only values that occur in some legal config for this target and dims: a knob that
+    # does nothing here (another dialect's, pinned by a constraint) then has one value and costs
+    # no trials. The grid is the product of these values; its illegal points fail for free.
+    choices = {k.name: [v for v in k.choices if any(c[k.name] == v for c in legal)] for k in space.knobs}
+    grid_size = math.prod(len(v) for v in choices.values())
+    exhaustive = grid_size <= exhaustive_limit
     if trials is None:
-        trials = space.size() if exhaustive else DEFAULT_TRIALS
+        trials = grid_size if exhaustive else DEFAULT_TRIALS
     if patience is None and not exhaustive:
         patience = max(10, trials // 3)
     if exhaustive:
-        sampler = optuna.samplers.GridSampler({k.name: list(k.choices) for k in space.knobs}, seed=seed)
+        sampler = optuna.samplers.GridSampler(choices, seed=seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, trials // 4)))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -264,7 +269,7 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def objective(trial: optuna.Trial) -> float:
-        config = {k.name: trial.suggest_categorical(k.name, list(k.choices)) for k in space.knobs}
+        config = {k.name: trial.suggest_categorical(k.name, choices[k.name]) for k in space.knobs}
         cid = config_id(config)
         trial.set_user_attr("config", config)
         trial.set_user_attr("worker", worker)

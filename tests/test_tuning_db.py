@@ -163,3 +163,15 @@ def test_cli_merge_keeps_both_machines_and_the_faster_wins(tmp_path, capsys):
     assert len(db.Store(user).records()) == 2
     assert hola(["db", "--db", str(user), "prune", "--older-than", "1"]) == 0      # all are from 2026-01-01
     assert db.Store(user).records() == []
+
+
+def test_hola_emit_uses_the_tuned_schedule_of_the_arch(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("triton")
+    monkeypatch.setenv(db.ENV_VAR, str(tmp_path / "db"))
+    tuned = {"BV": 64, "chunk_size": 64, "num_warps": 8, "num_stages": 3, "dot_precision": "ieee"}
+    db.Store(tmp_path / "db").add([record(backend="triton", target="nvidia-h100/sm_90", config=tuned)])
+    argv = ["emit", "--kernel", "delta_scan", "--backend", "triton", "--dtype", "float32", "--out", str(tmp_path / "src")]
+    assert hola(argv + ["--target", "sm_90"]) == 0
+    assert '"num_stages": 3' in capsys.readouterr().out
+    assert hola(argv + ["--target", "sm_80"]) == 0                  # no record for sm_80: the default
+    assert '"num_stages": 3' not in capsys.readouterr().out

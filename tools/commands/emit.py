@@ -32,6 +32,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--config: not valid JSON ({exc}): {args.config!r}") from None
     shape = Shape.parse(args.shape)
     dims = {"K": shape.K, "V": shape.V, "W": shape.W, "C": shape.C}
+    if config is None:  # a tuned schedule for this arch from the tuning database, else the default
+        from autotune.query import lookup_for_arch
+        record = lookup_for_arch(args.kernel, args.backend, args.target, args.dtype, dims)
+        config = dict(record["config"]) if record else None
     name, text, sched = emit_source(args.kernel, args.backend, args.target, config, dims, args.dtype)
     if args.out is None:
         print(text, end="")
