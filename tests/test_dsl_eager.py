@@ -1,0 +1,73 @@
+"""The DSL's eager interpreter (backend "eager") against the float64 oracle (SPEC.md section 6).
+
+Shapes follow the foundation issue: T not a multiple of the chunk or the cache block, K != V,
+several heads and batches. Outputs are poisoned (NaN, or -2 for indices) by hola_dsl.launch
+before the kernel runs, and rel_err is inf on NaN, so an unwritten element fails.
+"""
+
+import math
+
+import pytest
+import torch
+
+from hola_dsl import launch, ops
+from hola_dsl.testing import SCAN_CASES, TOLERANCE, Shape, run_check, scan_inputs
+
+SHAPES = [Shape(B=2, T=1, H=2, K=32, V=48, W=8, C=64), Shape(B=2, T=65, H=2, K=32, V=48, W=8, C=64),
+          Shape(B=1, T=300, H=3, K=32, V=48, W=16, C=128)]
+
+
+@pytest.mark.parametrize("case", SCAN_CASES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"T{s.T}")
+def test_delta_scan_matches_oracle(shape, case):
+    r = run_check("delta_scan", "eager", shape, case=case, seed=3)
+    assert r.ok, r.errors
+
+
+def test_delta_scan_v_split_and_odd_dims():
+    """V split over several programs (m finished from partial sums), K and V not powers of two."""
+    shape = Shape(B=1, T=70, H=2, K=24, V=40)
+    r = run_check("delta_scan", "eager", shape, seed=5, chunk_size=32, config={"BV": 16})
+    assert r.ok, r.errors
+
+
+def test_delta_scan_without_state_arguments():
+    x = scan_inputs(Shape(B=1, T=33, H=1), seed=1, initial_state=False)
+    o, m, s = ops.delta_scan(**x, backend="eager")
+    ro, rm, _ = ops.delta_scan(**x, backend="reference")
+    assert s is None
+    assert torch.allclose(o, ro, atol=1e-5) and torch.allclose(m, rm, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["hola", "recency"])
+@pytest.mark.parametrize("shape", SHAPES + [Shape(B=1, T=301, H=2, W=10, C=100)], ids=lambda s: f"T{s.T}C{s.C}")
+def test_cache_select_exact(shape, policy):
+    r = run_check("cache_select", "eager", shape, policy=policy, seed=7)
+    assert r.errors["idx"] == 0
+
+
+def test_cache_select_float64_ties():
+    """Scores that differ only in float64 must not be merged into ties."""
+    s = torch.full((1, 40, 1), 0.5, dtype=torch.float64)
+    s[0, ::3, 0] += 1e-12
+    from model.reference import naive_cache_select
+    idx = ops.cache_select(s, capacity=5, block_size=8, backend="eager")
+    assert torch.equal(idx, naive_cache_select(s, capacity=5, block_size=8))
+
+
+@pytest.mark.parametrize("policy", ["hola", "recency"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"T{s.T}")
+def test_cache_read_matches_oracle(shape, policy):
+    r = run_check("cache_read", "eager", shape, policy=policy, seed=11)
+    assert r.ok, r.errors
+
+
+def test_unwritten_output_fails_the_check():
+    """The poison is real: a runner that writes nothing leaves NaN, which never passes."""
+    x = scan_inputs(Shape(B=1, T=10, H=1), seed=0)
+    o, m, s = launch.delta_scan(lambda kdef, consts, args: None, {"BV": 64}, x["q"], x["k"], x["v"], x["g"],
+                                x["beta"], scale=1.0, initial_state=x["initial_state"],
+                                output_final_state=True, chunk_size=16)
+    assert torch.isnan(o).all() and torch.isnan(s).all()
+    from hola_dsl.testing import rel_err
+    assert rel_err(o, torch.zeros_like(o)) == math.inf
