@@ -354,27 +354,33 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     result.wall_s = record["search"]["wall_s"] = time.perf_counter() - t_start
     store.add([record])
     result.record, result.written_to = record, store.file_for(key.target, key.kernel)
-    for line in summary(result, timings=[(final_configs[i], timings[i]) for i in order], default=default):
+    fixed = {name for name, values in choices.items() if len(values) == 1}
+    for line in summary(result, [(final_configs[i], timings[i]) for i in order], default, fixed):
         log(line)
     return result
 
 
-def summary(result: TuneResult, timings: list, default: dict) -> list[str]:
-    """The table printed at the end of a tuning run."""
+def summary(result: TuneResult, timings: list, default: dict, fixed: set = frozenset()) -> list[str]:
+    """The table printed at the end of a tuning run; knobs in ``fixed`` (one legal value here)
+    are listed once instead of in every row."""
     c, key = result.counts, result.key
+    show = lambda config: _fmt_config({k: v for k, v in config.items() if k not in fixed})
+    width = max([len(show(cfg)) + 10 for cfg, _ in timings] + [30])
     shape = result.record["shape"]
     lines = [f"tuned {key.id}  (shape B={shape['B']},T={shape['T']},H={shape['H']})",
              f"trials: {c['trials']} ({c[OK]} ok, {c[FAILED]} failed, {c[ILLEGAL]} illegal, {c[WRONG]} rejected as "
              f"wrong; {c['duplicates']} repeats not re-run), sampler {result.record['search']['sampler']}, "
              f"wall {result.wall_s:.1f}s",
-             f"{'rank':<5} {'config':<40} {'median ms':>10} {'spread':>7} {'vs default':>10}"]
+             f"{'rank':<5} {'config':<{width}} {'median ms':>10} {'spread':>7} {'vs default':>10}"]
     d_time = result.record["default_time_s"]
     for rank, (config, t) in enumerate(timings, 1):
         tag = " (default)" if config_id(config) == config_id(default) else ""
         ratio = f"{d_time / t.median:.2f}x" if d_time else "-"
-        lines.append(f"{rank:<5} {(_fmt_config(config) + tag)[:40]:<40} {t.median * 1e3:>10.3f} {t.spread:>6.1%} {ratio:>10}")
+        lines.append(f"{rank:<5} {show(config) + tag:<{width}} {t.median * 1e3:>10.3f} {t.spread:>7.1%} {ratio:>10}")
     for f in result.record["failures"][:10]:
-        lines.append(f"failed: {_fmt_config(f['config'])}: {f['error']}")
+        lines.append(f"{f['status']}: {show(f['config'])}: {f['error']}")
+    if fixed:
+        lines.append("same in every row (one legal value here): " + _fmt_config({k: v for k, v in default.items() if k in fixed}))
     lines.append(f"best {_fmt_config(result.record['config'])}: {result.record['time_s'] * 1e3:.3f} ms"
                  + (f", default {d_time * 1e3:.3f} ms, {d_time / result.record['time_s']:.2f}x" if d_time else "")
                  + f"; record written to {result.written_to}")

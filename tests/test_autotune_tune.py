@@ -21,10 +21,10 @@ from tools.cli import main as hola
 FAST = MeasureSettings(warmup_calls=1, warmup_s=0.0, target_s=0.05, min_repeats=3, max_repeats=20)
 
 
-def _tune_cli_twice(backend, shape, tmp_path, monkeypatch, capsys):
+def _tune_cli_twice(backend, shape, tmp_path, monkeypatch, capsys, extra=()):
     path = tmp_path / "db"
     argv = ["tune", "--kernel", "delta_scan", "--backend", backend, "--shape", shape, "--db", str(path),
-            "--rounds", "3", "--no-progress", "--plot", str(tmp_path / "history.png")]
+            "--rounds", "3", "--measure-seconds", "0.1", "--no-progress", *extra, "--plot", str(tmp_path / "history.png")]
     assert hola(argv) == 0
     out = capsys.readouterr().out
     [record] = db.Store(path).records()
@@ -51,7 +51,9 @@ def test_hola_tune_reference_scan_beats_or_matches_the_default_and_is_reused(tmp
 @pytest.mark.skipif(backends.unavailable_reason("tilelang") is not None or not has_space("delta_scan", "tilelang"),
                     reason="TileLang backend or its delta_scan schedule space is not available here")
 def test_hola_tune_tilelang_cpu_scan(tmp_path, monkeypatch, capsys):
-    _tune_cli_twice("tilelang", "B=1,T=256,H=2,K=32,V=32", tmp_path, monkeypatch, capsys)
+    # Each candidate is a C compile of some seconds: a few trials show the flow, not the optimum.
+    record = _tune_cli_twice("tilelang", "B=1,T=256,H=2,K=32,V=32", tmp_path, monkeypatch, capsys, extra=("--trials", "3"))
+    assert record["search"]["sampler"] == "tpe" and record["search"]["trials"] == 3
 
 
 def _faulty_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, chunk_size, config):
