@@ -273,10 +273,11 @@ class Store:
         return kept, dropped
 
 
-def find(key: TuningKey, stores: Sequence[Store], records_of: Optional[Callable[[Store], list[dict]]] = None,
+def find(key: TuningKey, stores: Sequence[Any], records_of: Optional[Callable[[Any], list[dict]]] = None,
          usable: Callable[[dict], bool] = lambda r: True) -> tuple[Optional[dict], str]:
     """The record for ``key``: exact key in the first store that has it, else the nearest T bucket
     of the same static key over all stores (ties: the larger bucket, then store order), else None.
+    ``stores`` are Stores, or anything ``records_of`` reads (the lookup cache passes file paths).
     Returns (record, "exact" | "nearest" | "none")."""
     records_of = records_of or (lambda s: s.records())
     loaded = [[r for r in records_of(s) if usable(r)] for s in stores]

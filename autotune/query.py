@@ -55,14 +55,32 @@ def clear_cache() -> None:
     """Forget every cached file (tests; the mtime check makes this unnecessary otherwise)."""
     with _lock:
         _files.clear()
+        _file_lists.clear()
+        _results.clear()
+
+
+# (db setting, target, kernel) -> the files that can hold such records, in search order.
+_file_lists: dict[tuple, list[Path]] = {}
+# full lookup key -> (stamps of those files, (record, how)): a hit costs one stat per file.
+_results: dict[tuple, tuple[tuple, tuple[Optional[dict], str]]] = {}
 
 
 def lookup_record(kernel: str, backend: str, target: str, dtypes: Any, dims: Mapping[str, int], T: int,
                   db_path: Optional[str] = None) -> tuple[Optional[dict], str]:
     """(record, "exact" | "nearest" | "none") from the search path (``db.search_paths``)."""
     key = TuningKey.make(kernel, backend, target, dtypes, dims, T)
-    stores = [db.Store(p) for p in db.search_paths(db_path)]
-    return db.find(key, stores, records_of=lambda s: _records(s.file_for(target, kernel)))
+    files_key = (db_path if db_path is not None else os.environ.get(db.ENV_VAR, ""), target, kernel)
+    files = _file_lists.get(files_key)
+    if files is None:
+        files = _file_lists[files_key] = [db.Store(p).file_for(target, kernel) for p in db.search_paths(db_path)]
+    stamps = tuple(_stat(f) for f in files)
+    hit = _results.get((files_key, key))
+    if hit is not None and hit[0] == stamps:
+        return hit[1]
+    answer = db.find(key, files, records_of=_records)
+    with _lock:
+        _results[(files_key, key)] = (stamps, answer)
+    return answer
 
 
 def lookup(kernel: str, backend: str, target: str, dtypes: Any, dims: Mapping[str, int], T: int,

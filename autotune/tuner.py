@@ -109,11 +109,16 @@ def versions() -> dict[str, str]:
     return out
 
 
-def ir_hash(kernel: str) -> Optional[str]:
-    """The kernel IR hash if the DSL exposes ``hola_dsl.kernels.ir_hash(name)``, else None."""
+def ir_hash(kernel: str, backend: str, config: dict, dims: dict, dtype: str) -> Optional[str]:
+    """Hash of the DSL kernel's IR as traced for this schedule, dims and dtype (DESIGN.md: records
+    carry it so a record made for an older kernel can be told apart); None for backends that do
+    not go through the DSL (reference) or when tracing is not possible here."""
+    if backend == "reference":
+        return None
     try:
-        return str(importlib.import_module("hola_dsl.kernels").ir_hash(kernel))
-    except Exception:  # the DSL is optional for this record field
+        from hola_dsl import aot
+        return str(aot.specialise(kernel, dict(config), dict(dims), dtype).hash())
+    except Exception:  # informational field: never fail a tuning run over it
         return None
 
 
@@ -345,7 +350,7 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
         "search": {"sampler": "grid" if exhaustive else "tpe", "seed": seed, "study": key.id,
                    "storage": _storage_label(storage), **counts},
         "failures": failures,
-        "ir_hash": ir_hash(kernel),
+        "ir_hash": ir_hash(kernel, backend, final_configs[win], dims, key.dtypes),
         "versions": versions(),
         "provenance": {"host": socket.gethostname(), "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "tool": "hola tune", "device": device},

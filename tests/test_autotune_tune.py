@@ -53,7 +53,7 @@ def test_hola_tune_reference_scan_beats_or_matches_the_default_and_is_reused(tmp
 def test_hola_tune_tilelang_cpu_scan(tmp_path, monkeypatch, capsys):
     # Each candidate is a C compile of some seconds: a few trials show the flow, not the optimum.
     record = _tune_cli_twice("tilelang", "B=1,T=256,H=2,K=32,V=32", tmp_path, monkeypatch, capsys, extra=("--trials", "3"))
-    assert record["search"]["sampler"] == "tpe" and record["search"]["trials"] == 3
+    assert record["search"]["sampler"] == "tpe" and record["search"]["trials"] == 3 and record["ir_hash"]
 
 
 def _faulty_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, chunk_size, config):
