@@ -43,6 +43,7 @@ def _perplexity(args, models) -> dict:
     from model.tokenizer import load
 
     results = {}
+    print(f"hola eval: backend {args.backend}, windows of {args.seq_len} tokens")
     print(f"{'checkpoint':<28} {'variant':<13} {'params':>9} {'split':<10} {'tokens':>8} {'loss':>7} "
           f"{'ppl':>8} {'bits/byte':>9}")
     for path, model in models:
@@ -72,7 +73,8 @@ def _task(args, models) -> dict:
     lengths = [int(x) for x in args.lengths.split(",") if x.strip()]
     results = {}
     fig, ax = plt.subplots(figsize=(6, 4))
-    print(f"hola eval --task {args.task}: token accuracy (sequence accuracy), {args.samples} samples per length")
+    print(f"hola eval --task {args.task}: token accuracy (sequence accuracy), {args.samples} samples per length, "
+          f"backend {args.backend}")
     print(f"{'checkpoint':<28} {'variant':<13} " + " ".join(f"{L:>13}" for L in lengths))
     for path, model in models:
         if model.config.vocab_size != tasks.VOCAB_SIZE:
