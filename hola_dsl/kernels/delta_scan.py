@@ -3,7 +3,7 @@
 Each program walks the chunks of its sequence in order, carrying its [BK, BV] slice of the
 state in float32. Inside a chunk (WY/UT form, G = cumsum(g), Gamma_ij = exp(G_i - G_j)):
     Tm = (I + strict_lower(diag(beta) K K^T * Gamma))^-1     by forward substitution
-    u  = Tm diag(beta) V - Tm diag(beta exp(G)) K S           (= beta * residual, per token)
+    u  = Tm diag(beta) (V - diag(exp(G)) K S)                 (= beta * residual, per token)
     o  = scale * ((Q exp(G)) S + (Q K^T * Gamma, causal) u)
     S <- exp(G_last) S + (K exp(G_last - G))^T u
 Padding past T loads g = 0 and beta = k = v = 0, so it changes neither outputs nor state.
@@ -37,18 +37,17 @@ def delta_scan(
     def S(c, S):
         rows = hl.tile(c * BT, BT)
         kc = k[b, rows, h, keys].to("float32")                       # [BT, BK]
-        qc = q[b, rows, h, keys].to("float32")                       # [BT, BK]
-        vc = v[b, rows, h, cols].to("float32")                       # [BT, BV]
         bc = beta[b, rows, h].to("float32")                          # [BT]
         G = hl.cumsum(g[b, rows, h].to("float32"), 0)                # [BT] log decay since chunk start
         # Mask before exp: above the diagonal G_i - G_j > 0 could overflow.
         gamma = hl.exp(hl.where(causal, G[:, None] - G[None, :], float("-inf")))   # [BT, BT]
         A = hl.where(strict, hl.dot(kc * bc[:, None], kc, trans_b=True) * gamma, 0.0)
         Tm = hl.unit_lower_inverse(A)                                # (I + A)^-1
-        U = hl.dot(Tm, vc * bc[:, None])                             # [BT, BV]
-        W = hl.dot(Tm, kc * (bc * hl.exp(G))[:, None])               # [BT, BK]
-        u = U - hl.dot(W, S)                                         # beta * (v - S'^T k)
+        # u = Tm diag(beta) (V - diag(exp G) K S): never forms the [BT, BK] W = Tm diag(beta exp G) K
+        resid = v[b, rows, h, cols].to("float32") - hl.exp(G)[:, None] * hl.dot(kc, S)
+        u = hl.dot(Tm, resid * bc[:, None])                          # [BT, BV] = beta * e
         msq[iv, b, rows, h] = hl.sum(u * u, 1)
+        qc = q[b, rows, h, keys].to("float32")                       # [BT, BK]
         inner = hl.where(causal, hl.dot(qc, kc, trans_b=True) * gamma, 0.0)
         o[b, rows, h, cols] = (hl.dot(qc * hl.exp(G)[:, None], S) + hl.dot(inner, u)) * scale
         G_last = hl.sum(hl.where(last, G, 0.0), 0)                   # padding has g = 0
