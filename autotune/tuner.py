@@ -190,7 +190,7 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     worker; storage: Optuna storage URL shared by workers (None: in memory); force: tune even
     when the database already has this exact key; finalists: how many of the best configs are
     re-measured interleaved (``rounds`` rounds) with the default; patience: early stopping
-    (default: off for exhaustive search, max(10, trials // 3) for TPE); check_T: length of the
+    (default: off for exhaustive search, max(15, trials // 2) for TPE); check_T: length of the
     correctness check (default ``runner.DEFAULT_CHECK_T``); evaluator: what runs candidates
     (default: the real kernel; tests pass a ``replay.ReplayEvaluator``); target: target name
     override (default: the machine of ``device``); space: schedule space override (default: the
@@ -233,7 +233,7 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     if trials is None:
         trials = grid_size if exhaustive else DEFAULT_TRIALS
     if patience is None and not exhaustive:
-        patience = max(10, trials // 3)
+        patience = max(15, trials // 2)  # TPE starts with ~10 random trials: let it model first
     if exhaustive:
         sampler = optuna.samplers.GridSampler(choices, seed=seed)
     else:
