@@ -55,6 +55,8 @@ def user_paths(db: Optional[str] = None) -> list[Path]:
     """The user's stores, writable one first: ``db`` (a --db flag) if given, else the entries of
     $HOLA_TUNING_DB (separated by os.pathsep), else ``default_root()``."""
     text = db if db is not None else os.environ.get(ENV_VAR, "")
+    if text.strip().lower() == "off":  # "off" disables lookups in ops, not the CLI's database
+        text = ""
     paths = [Path(p).expanduser() for p in text.split(os.pathsep) if p.strip()]
     return paths or [default_root()]
 
