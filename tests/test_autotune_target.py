@@ -1,0 +1,30 @@
+"""Target names: what keys and database folders call a machine."""
+
+import pytest
+
+from autotune.target import Target, cpu_target, normalise_name
+
+
+@pytest.mark.parametrize("raw, name", [
+    ("NVIDIA H100 80GB HBM3", "nvidia-h100"), ("NVIDIA A100-SXM4-80GB", "nvidia-a100"),
+    ("NVIDIA GeForce RTX 4090", "nvidia-rtx-4090"), ("AMD Instinct MI300X", "amd-mi300x"),
+    ("AMD EPYC 9654 96-Core Processor", "amd-epyc-9654"), ("Intel(R) Xeon(R) Platinum 8480+", "intel-xeon-platinum-8480"),
+])
+def test_normalised_device_names(raw, name):
+    assert normalise_name(raw) == name
+
+
+def test_target_parse_and_arch_seen_by_schedule_spaces():
+    gpu = Target.parse("nvidia-h100/sm_90")
+    assert (gpu.kind, gpu.arch, gpu.name) == ("cuda", "sm_90", "nvidia-h100/sm_90")
+    assert Target.parse("amd-mi300x/gfx942").arch == "gfx942"
+    cpu = Target.parse("amd-epyc/x86_64-avx512")
+    assert (cpu.kind, cpu.arch) == ("cpu", "cpu")
+    with pytest.raises(ValueError, match="expected DEVICE/ISA"):
+        Target.parse("sm_90")
+
+
+def test_this_cpu_has_a_path_safe_two_part_name():
+    t = cpu_target()
+    assert t.kind == "cpu" and Target.parse(t.name) == t
+    assert all(c.isalnum() or c in "-_./" for c in t.name)
