@@ -29,6 +29,8 @@ def plot_history(trials: Sequence[dict], path: str | Path, title: str = "") -> P
         top = max((y for _, y in ok), default=1.0)
         ax.scatter([t["number"] for t in bad], [top * 1.1] * len(bad), marker="x", color="C3",
                    label=f"failed / wrong / illegal ({len(bad)})")
+    if ok and max(y for _, y in ok) > 20 * min(y for _, y in ok):
+        ax.set_yscale("log")  # one slow outlier must not flatten the rest
     ax.set_xlabel("trial")
     ax.set_ylabel("ms per call")
     ax.set_title(title, fontsize=8)
