@@ -126,7 +126,10 @@ def build(kernel: str, target: str, config: Optional[dict] = None, dims: dict = 
             module = triton_runtime.load(kir, launch_sched, target)
             fn = getattr(module, lower_triton.kernel_function_name(kir))
             gt = gpu_target(target)
-            compiled = triton.compile(ASTSource(fn, lower_triton.signature(kir)), target=gt,
+            sig = lower_triton.signature(kir)
+            # As the JIT would specialise: torch allocations are 16-byte aligned.
+            attrs = {(i,): [["tt.divisibility", 16]] for i, t in enumerate(sig.values()) if t.startswith("*")}
+            compiled = triton.compile(ASTSource(fn, sig, attrs=attrs), target=gt,
                                       options={"num_warps": module.NUM_WARPS, "num_stages": module.NUM_STAGES})
         res = BuildResult(kernel, target, sched, True, shared=int(compiled.metadata.shared))
         if gt.backend == "cuda":

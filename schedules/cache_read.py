@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schedules.space import Knob, Space
+from schedules.space import DOT_PRECISION, Knob, Space
 
 TILES = (
     Knob("BQ", (16, 32, 64, 128), "queries per program (within one cache block)"),
@@ -11,8 +11,9 @@ TILES = (
 WARPS = Knob("num_warps", (1, 2, 4, 8), "warps per program")
 STAGES = Knob("num_stages", (1, 2, 3, 4), "software pipelining depth of the key loop")
 
-TRITON = Space("cache_read", "triton", TILES + (WARPS, STAGES),
-               defaults={"*": {"BQ": 64, "BKV": 32, "num_warps": 4, "num_stages": 1},
-                         "sm_": {"BQ": 64, "BKV": 64, "num_warps": 4, "num_stages": 2}})
+TRITON = Space("cache_read", "triton", TILES + (WARPS, STAGES, DOT_PRECISION),
+               defaults={"*": {"BQ": 64, "BKV": 32, "num_warps": 4, "num_stages": 1, "dot_precision": "ieee"},
+                         "sm_": {"BQ": 64, "BKV": 64, "num_warps": 4, "num_stages": 2, "dot_precision": "tf32x3"},
+                         "gfx": {"BQ": 64, "BKV": 64, "num_warps": 4, "num_stages": 2, "dot_precision": "tf32x3"}})
 EAGER = Space("cache_read", "eager", TILES, defaults={"*": {"BQ": 64, "BKV": 64}})
 SPACES = {"triton": TRITON, "eager": EAGER}

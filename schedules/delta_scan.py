@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schedules.space import Knob, Space
+from schedules.space import DOT_PRECISION, Knob, Space
 
 TILES = (
     Knob("BV", (16, 32, 64, 128), "value columns per program (the state tile is [K, BV])"),
@@ -10,8 +10,7 @@ TILES = (
 )
 WARPS = Knob("num_warps", (1, 2, 4, 8), "warps per program")
 STAGES = Knob("num_stages", (1, 2, 3, 4), "software pipelining depth of the chunk loop")
-PRECISION = Knob("dot_precision", ("ieee", "tf32x3", "tf32"),
-                 "float32 dots: FMA fp32, tensor-core 3xTF32 (near fp32), or plain TF32")
+PRECISION = DOT_PRECISION
 
 
 def _state_fits(config, target, dims):

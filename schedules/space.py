@@ -91,3 +91,9 @@ class Space:
         for k in self.knobs:
             n *= len(k.choices)
         return n
+
+
+# Shared by the kernels whose Triton lowering has float32 dots.
+DOT_PRECISION = Knob("dot_precision", ("ieee", "tf32x3", "tf32"),
+                     "float32 dots: FMA fp32 (exact; slow, register-hungry on GPUs), 3xTF32 tensor cores "
+                     "(near fp32), or plain TF32")

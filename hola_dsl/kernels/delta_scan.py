@@ -1,7 +1,7 @@
 """Chunked gated delta rule, forward (SPEC.md section 1), one program per (V tile, b, h).
 
-Each program walks the chunks of its sequence in order, carrying its [BK, BV] slice of the
-state in float32. Inside a chunk (WY/UT form, G = cumsum(g), Gamma_ij = exp(G_i - G_j)):
+Each program walks the chunks of its sequence in order, carrying its slice of the state in
+float32 (transposed, [BV, BK]). Inside a chunk (WY/UT form, G = cumsum(g), Gamma_ij = exp(G_i - G_j)):
     Tm = (I + strict_lower(diag(beta) K K^T * Gamma))^-1     by forward substitution
     u  = Tm diag(beta) (V - diag(exp(G)) K S)                 (= beta * residual, per token)
     o  = scale * ((Q exp(G)) S + (Q K^T * Gamma, causal) u)
@@ -31,10 +31,12 @@ def delta_scan(
     strict = i[:, None] > i[None, :]
     last = i == BT - 1
 
-    S0 = h0[b, h, keys, cols].to("float32") if HAS_H0 else hl.zeros((BK, BV))
+    # The state is carried transposed, St = S^T [BV, BK]: the update then transposes the small
+    # u [BT, BV] instead of the [BT, BK] key tile, which keeps registers down on GPUs.
+    St0 = h0[b, h, keys, cols].to("float32").T if HAS_H0 else hl.zeros((BV, BK))
 
-    @hl.loop(0, hl.cdiv(T, BT), carry=S0, pipelined=True)
-    def S(c, S):
+    @hl.loop(0, hl.cdiv(T, BT), carry=St0, pipelined=True)
+    def St(c, St):
         rows = hl.tile(c * BT, BT)
         kc = k[b, rows, h, keys].to("float32")                       # [BT, BK]
         bc = beta[b, rows, h].to("float32")                          # [BT]
@@ -44,14 +46,14 @@ def delta_scan(
         A = hl.where(strict, hl.dot(kc * bc[:, None], kc, trans_b=True) * gamma, 0.0)
         Tm = hl.unit_lower_inverse(A)                                # (I + A)^-1
         # u = Tm diag(beta) (V - diag(exp G) K S): never forms the [BT, BK] W = Tm diag(beta exp G) K
-        resid = v[b, rows, h, cols].to("float32") - hl.exp(G)[:, None] * hl.dot(kc, S)
+        resid = v[b, rows, h, cols].to("float32") - hl.exp(G)[:, None] * hl.dot(kc, St, trans_b=True)
         u = hl.dot(Tm, resid * bc[:, None])                          # [BT, BV] = beta * e
         msq[iv, b, rows, h] = hl.sum(u * u, 1)
         qc = q[b, rows, h, keys].to("float32")                       # [BT, BK]
         inner = hl.where(causal, hl.dot(qc, kc, trans_b=True) * gamma, 0.0)
-        o[b, rows, h, cols] = (hl.dot(qc * hl.exp(G)[:, None], S) + hl.dot(inner, u)) * scale
+        o[b, rows, h, cols] = (hl.dot(qc * hl.exp(G)[:, None], St, trans_b=True) + hl.dot(inner, u)) * scale
         G_last = hl.sum(hl.where(last, G, 0.0), 0)                   # padding has g = 0
-        return hl.exp(G_last) * S + hl.dot(kc * hl.exp(G_last - G)[:, None], u, trans_a=True)
+        return hl.exp(G_last) * St + hl.dot(u, kc * hl.exp(G_last - G)[:, None], trans_a=True)
 
     if STORE_FINAL:
-        ht[b, h, keys, cols] = S
+        ht[b, h, keys, cols] = St.T

@@ -2,7 +2,7 @@
 
 IR hash e4a872ffc8313260; target sm_90; emitter v1.
 constants: BKD=128, BKV=64, BQ=64, BVD=128, C=256, EPS=1e-06, K=128, V=128, W=64, WP=64
-schedule: num_stages=2, num_warps=4
+schedule: dot_precision='tf32x3', num_stages=2, num_warps=4
 Grid and launch: see hola_dsl.triton_runtime. Do not edit: regenerate with `hola emit`.
 """
 
@@ -80,7 +80,7 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o):
     # cache_read.py:40: lc = hl.where((ids >= 0)[None, :], hl.dot(qc, kc, trans_b=True), float("-inf"))
     v83 = (v64 >= 0)
     v84 = v83[None, :]
-    v85 = tl.dot(v61, tl.trans(v78), input_precision="ieee")
+    v85 = tl.dot(v61, tl.trans(v78), input_precision="tf32x3")
     v87 = tl.where(v84, v85, -float("inf"))
     # cache_read.py:41: s = sink[h].to("float32")
     v88 = tl.load(sink + tl.cast(v19, tl.int64))
@@ -97,7 +97,7 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o):
     v96 = tl.sum(v93, axis=1)
     v97 = (v95 + v96)
     # cache_read.py:45: acc0 = hl.dot(p, vc)                                                   # [BQ, BVD]
-    v98 = tl.dot(v93, v81, input_precision="ieee")
+    v98 = tl.dot(v93, v81, input_precision="tf32x3")
     # cache_read.py:47: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=(m0, den0, acc0), pipelined=True)
     v100 = (v21 * 256)
     v102 = (v28 + 64)
@@ -129,7 +129,7 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o):
         v128 = v110[None, :]
         v129 = v30[:, None]
         v130 = (v128 <= v129)
-        v131 = tl.dot(v61, tl.trans(v124), input_precision="ieee")
+        v131 = tl.dot(v61, tl.trans(v124), input_precision="tf32x3")
         v133 = tl.where(v130, v131, -float("inf"))
         # cache_read.py:53: m_new = hl.maximum(m, hl.max(l, 1))
         v134 = tl.max(v133, axis=1)
@@ -147,7 +147,7 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o):
         v143 = (v141 + v142)
         v144 = v137[:, None]
         v145 = (c108 * v144)
-        v146 = tl.dot(v140, v127, input_precision="ieee")
+        v146 = tl.dot(v140, v127, input_precision="tf32x3")
         v147 = (v145 + v146)
         c106, c107, c108 = v135, v143, v147
     # cache_read.py:59: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])

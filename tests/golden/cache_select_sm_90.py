@@ -2,14 +2,14 @@
 
 IR hash 3aa5eeb80cd8da65; target sm_90; emitter v1.
 constants: BC=64, C=256, RECENCY=False, SDT='float32', W=64, WP=64
-schedule: num_warps=4
+schedule: num_warps=8
 Grid and launch: see hola_dsl.triton_runtime. Do not edit: regenerate with `hola emit`.
 """
 
 import triton
 import triton.language as tl
 
-NUM_WARPS = 4
+NUM_WARPS = 8
 NUM_STAGES = 1
 
 @triton.jit
