@@ -46,9 +46,13 @@ def _runner(kernel: str, config: Optional[dict]):
 
 
 def _delta_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, chunk_size, config):
+    from hola_dsl import triton_runtime
     run, sched = _runner("delta_scan", config)
-    if not (config and "chunk_size" in config):
-        sched.pop("chunk_size", None)       # the caller's chunk_size stands unless a config sets one
+    # On a GPU the schedule's chunk size (tuned or the target default) is part of what keeps the
+    # kernel in registers, so it wins; in the interpreter the caller's chunk_size stands unless a
+    # config sets one. Results do not depend on the chunk size beyond rounding.
+    if triton_runtime.current_target() == "interpreter" and not (config and "chunk_size" in config):
+        sched.pop("chunk_size", None)
     return launch.delta_scan(run, sched, q, k, v, g, beta, scale=scale, initial_state=initial_state,
                              output_final_state=output_final_state, chunk_size=chunk_size)
 
