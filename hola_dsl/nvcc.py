@@ -96,16 +96,17 @@ class NvccError(RuntimeError):
     """nvcc failed; the message carries the command and the compiler's last lines."""
 
 
-def lower_cuda(func, arch: str) -> LoweredCuda:
+def lower_cuda(func, arch: str, pass_configs: Optional[dict] = None) -> LoweredCuda:
     """Lower a TileLang CUDA-dialect ``func`` (a ``tvm.tirx.PrimFunc``) to CUDA C++ for ``arch``
-    ("sm_80", "sm_90a", ...) without compiling it and without needing a GPU."""
+    ("sm_80", "sm_90a", ...) without compiling it and without needing a GPU. ``pass_configs``
+    are TileLang pass options (e.g. the generated module's PASS_CONFIGS)."""
     import tilelang
     from tvm.target import Target
 
     if not re.fullmatch(r"sm_\d+[af]?", arch):
         raise ValueError(f"arch: expected a CUDA architecture such as 'sm_90a', got {arch!r}")
     target = Target({"kind": "cuda", "arch": arch})
-    with tilelang.transform.PassContext(opt_level=3), target:
+    with tilelang.transform.PassContext(opt_level=3, config=dict(pass_configs or {})), target:
         artifact = tilelang.lower(func, target=target, enable_device_compile=False)
     entries = [
         (gv.name_hint, fn.attrs) for gv, fn in artifact.device_mod.functions.items()
@@ -179,10 +180,11 @@ def compile_cubin(source: str, arch: str, out_dir: Path, stem: str,
     return cubin, parse_ptxas(proc.stderr + proc.stdout)
 
 
-def cross_build(func, arch: str, out_dir: Path, stem: str, nvcc: Optional[str] = None) -> CubinReport:
+def cross_build(func, arch: str, out_dir: Path, stem: str, nvcc: Optional[str] = None,
+                pass_configs: Optional[dict] = None) -> CubinReport:
     """Lower ``func`` for ``arch`` and compile it to a cubin; registers/spills/smem per block."""
     t0 = time.perf_counter()
-    lowered = lower_cuda(func, arch)
+    lowered = lower_cuda(func, arch, pass_configs)
     cubin, report = compile_cubin(lowered.source, arch, out_dir, stem, nvcc=nvcc)
     if lowered.entry not in report:
         raise NvccError(f"ptxas reported on {sorted(report)}, not on the kernel {lowered.entry!r}")
@@ -191,3 +193,86 @@ def cross_build(func, arch: str, out_dir: Path, stem: str, nvcc: Optional[str] =
                        spill_stores=r["spill_stores"], spill_loads=r["spill_loads"], stack=r["stack"],
                        static_smem=r["smem"], dynamic_smem=lowered.dynamic_smem,
                        threads=lowered.threads, cubin=cubin, seconds=time.perf_counter() - t0)
+
+
+def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[dict] = None,
+          dtype: str = "bfloat16", out_dir: Optional[Path] = None):
+    """Cross-build one DSL kernel's TileLang CUDA dialect for ``arch`` with its default schedule
+    (``config`` entries win): trace, emit (cached source), lower, nvcc. Returns a row of
+    ``hola build``'s table (``hola_dsl.aot.BuildResult``); a failure is a row, not an exception.
+    """
+    from hola_dsl import aot, tilelang_runtime
+    from hola_dsl.tilelang_backend import schedule
+
+    sched = schedule(kernel, config, arch)
+    t0 = time.perf_counter()
+    try:
+        nvcc = find_nvcc()
+        if nvcc is None:
+            raise NvccError("nvcc not found (set $NVCC or put nvcc on PATH); nothing compiled")
+        kir = aot.specialise(kernel, sched, dims, dtype)
+        module = tilelang_runtime.load(kir, sched, arch, "cuda")
+        out = Path(out_dir) if out_dir else tilelang_runtime.cache_dir() / "cubin"
+        stem = Path(module.__file__).stem
+        r = cross_build(module.build(), arch, out, stem, nvcc=nvcc, pass_configs=module.PASS_CONFIGS)
+        res = aot.BuildResult(kernel, arch, sched, True, registers=r.registers,
+                              spills=r.spill_stores + r.spill_loads, shared=r.smem,
+                              extra={"threads": r.threads, "cubin": str(r.cubin), "source": module.__file__})
+    except Exception as exc:  # a failed build is a row of the table, not a crash
+        if os.environ.get("HOLA_DEBUG"):
+            raise
+        res = aot.BuildResult(kernel, arch, sched, False, error=f"{type(exc).__name__}: {str(exc).strip()[-400:]}")
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+# The Triton AOT target each TileLang arch is compared with (Triton names archs without suffix).
+TRITON_TWIN = {"sm_80": "sm_80", "sm_90a": "sm_90", "sm_100a": "sm_100"}
+
+
+def report(kernels, archs=CROSS_ARCHS, config: Optional[dict] = None, json_lines: bool = False,
+           with_triton: bool = True, dims: Optional[dict] = None) -> int:
+    """`hola build --backend tilelang`: cross-build every kernel's CUDA dialect for ``archs`` and
+    print registers, spills and shared memory next to Triton's numbers for the same GPU.
+    Returns the exit code (1 when a build failed; 0 with a note when nvcc is missing)."""
+    import json
+
+    from hola_dsl import aot
+
+    for arch in archs:
+        if not re.fullmatch(r"sm_\d+[af]?", arch):
+            raise ValueError(f"--targets: TileLang builds CUDA archs such as {list(CROSS_ARCHS)}, got {arch!r}")
+    nvcc = find_nvcc()
+    if nvcc is None:
+        print("hola build --backend tilelang: nvcc not found (set $NVCC or put nvcc on PATH); "
+              "skipping the TileLang CUDA builds")
+        return 0
+    rows = []
+    for kernel in kernels:
+        for arch in archs:
+            r = build(kernel, arch, config, dims)
+            r.extra["backend"] = "tilelang"
+            rows.append(r)
+            if json_lines:
+                print(json.dumps(r.__dict__, sort_keys=True, default=str), flush=True)
+            twin = TRITON_TWIN.get(arch)
+            if with_triton and twin:
+                t = aot.build(kernel, twin, None, dims)
+                t.extra["backend"] = "triton"
+                rows.append(t)
+                if json_lines:
+                    print(json.dumps(t.__dict__, sort_keys=True, default=str), flush=True)
+    if not json_lines:
+        print(f"Cross build, TileLang CUDA dialect (nvcc {nvcc_version(nvcc)}) next to Triton AOT; "
+              f"static dims {dict(aot.DEFAULT_DIMS, **(dims or {}))}, bfloat16 inputs; shared = static + dynamic bytes")
+        print("| kernel | backend | target | registers | spills | shared (bytes) | threads | build (s) | status |")
+        print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+        fmt = lambda x: "-" if x is None else str(x)
+        for r in rows:
+            backend = r.extra.get("backend", "?")
+            threads = r.extra.get("threads") or r.schedule.get("threads") or (
+                32 * r.schedule["num_warps"] if "num_warps" in r.schedule else None)
+            status = "ok" if r.ok else f"FAILED: {r.error}"
+            print(f"| {r.kernel} | {backend} | {r.target} | {fmt(r.registers)} | {fmt(r.spills)} | "
+                  f"{fmt(r.shared)} | {fmt(threads)} | {r.seconds:.1f} | {status} |")
+    return 0 if all(r.ok for r in rows if r.extra.get("backend") == "tilelang") else 1

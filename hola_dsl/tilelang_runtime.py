@@ -179,3 +179,33 @@ def launch_cpu(kernel: ir.Kernel, schedule: dict, args: dict[str, Any], threads:
         compiled(*call, 0, programs)
     else:
         _run_threads(lambda lo, hi: compiled(*call, lo, hi), ranges)
+
+
+def compiled_cuda(kernel: ir.Kernel, schedule: dict, arch: str):
+    """(generated module, compiled CUDA kernel) for the CUDA dialect on this process's GPU."""
+    import tilelang
+
+    module = load(kernel, schedule, arch, "cuda")
+    key = module.__file__
+    with _LOCK:
+        if key not in _COMPILED:
+            _COMPILED[key] = tilelang.compile(module.build(), target="cuda",
+                                              pass_configs=dict(module.PASS_CONFIGS))
+        return module, _COMPILED[key]
+
+
+def launch_cuda(kernel: ir.Kernel, schedule: dict, args: dict[str, Any]) -> None:
+    """Run ``kernel`` on CUDA tensors ``args``: one thread block per program of the grid."""
+    device = next(x.device for x in args.values() if isinstance(x, torch.Tensor))
+    major, minor = torch.cuda.get_device_capability(device)
+    module, compiled = compiled_cuda(kernel, schedule, f"sm_{major}{minor}")
+    sizes = eager.sizes_of(kernel, args)
+    grid = kernel.grid_extents(sizes)
+    if 0 in grid:
+        return
+    call = []
+    for name in module.PARAMS:
+        x = args[name]
+        call.append(x.contiguous() if isinstance(x, torch.Tensor) and not x.is_contiguous() else x)
+    with torch.cuda.device(device):
+        compiled(*call, *grid)

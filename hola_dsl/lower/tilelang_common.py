@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 from hola_dsl import ir
 
 # Bump when generated code changes meaning or speed; it is part of the source-cache key.
-EMITTER_VERSION = "1"
+EMITTER_VERSION = "2"
 
 
 class EmitError(ValueError):
@@ -187,6 +187,11 @@ class BaseEmitter:
         self.used_in = loop_reads_home(kernel)
         self.block_id = 0
         self.size_var = {p.name: f"n_{p.name}" for p in kernel.sizes()}
+        self.scratch_pool: dict = {}
+        self.users: dict[ir.Value, list] = {}
+        for op in ir.walk(kernel.body):
+            for a in op.args:
+                self.users.setdefault(a, []).append(op)
 
     # ------------------------------------------------------------ small helpers
     def fresh(self, stem: str) -> str:
@@ -248,6 +253,10 @@ class BaseEmitter:
                 self.line(f"{name} = {r.at([])}")
                 self.reprs[res] = scalar_repr(name, res.type.dtype, r.reads)
             return
+        # Masks stay lazy: recomputing a comparison is cheaper than a bool tile, and CUDA has
+        # no vector bool type for TileLang to store one with.
+        if res.type.dtype == "int1":
+            return
         if cost > 0 and (self.uses.get(res, 0) > 1 or self.used_elsewhere(res)):
             self.materialize(res)
 
@@ -255,12 +264,24 @@ class BaseEmitter:
         """Used in a loop body other than the block defining it (recomputed every trip)."""
         return any(b != self.home.get(v) for b in self.used_in.get(v, ()))
 
-    def materialize(self, v: ir.Value, stem: Optional[str] = None) -> Repr:
-        """Make ``v`` live in a buffer of its own (no-op when it already does)."""
+    def scratch(self, role: str, shape: tuple, dtype: str) -> str:
+        """A buffer shared by every short-lived tile of this ``role``, shape and dtype (an operand
+        copy that dies at its consumer); reusing it keeps the program's footprint small."""
+        key = (role, tuple(shape), dtype)
+        if key not in self.scratch_pool:
+            self.scratch_pool[key] = self.alloc(f"{role}_tmp", shape, dtype)
+        return self.scratch_pool[key]
+
+    def materialize(self, v: ir.Value, stem: Optional[str] = None, role: Optional[str] = None) -> Repr:
+        """Make ``v`` live in a buffer of its own (no-op when it already does). With ``role``,
+        a value used only once goes to the role's scratch buffer instead."""
         r = self.reprs[v]
         if r.buffer is not None and r.shape == v.type.shape:
             return r
-        name = self.alloc(stem or (v.hint or "t"), v.type.shape, v.type.dtype)
+        if role is not None and self.uses.get(v, 0) == 1:
+            name = self.scratch(role, v.type.shape, v.type.dtype)
+        else:
+            name = self.alloc(stem or (v.hint or "t"), v.type.shape, v.type.dtype)
         self.write_tile(name, v.type.shape, r.at)
         self.reprs[v] = buffer_repr(name, v.type.shape, v.type.dtype)
         return self.reprs[v]
@@ -296,13 +317,24 @@ class BaseEmitter:
                 f"T.if_then_else({self.ex_b(c, out, idx)}, {self.ex_b(a, out, idx)}, {self.ex_b(b, out, idx)})")
         else:
             dtype = op.attrs["dtype"]
-            if dtype == args[0].type.dtype:
-                at = lambda idx, a=args[0]: self.ex_b(a, out, idx)
+            if dtype == self.reprs[args[0]].dtype:          # includes a load that converted already
+                self.reprs[op.result] = self.reprs[args[0]]
+                return
             else:
                 at = lambda idx, a=args[0]: f'T.Cast("{buf_dtype(dtype)}", {self.ex_b(a, out, idx)})'
         cost = 1 + sum(self.reprs[a].cost for a in args)
         reads = frozenset().union(*(self.reprs[a].reads for a in args))
         self.set_lazy(op, at, cost, reads)
+
+    def load_dtype(self, op: ir.Op) -> str:
+        """The dtype a load should store: its sole consumer's float dtype when that consumer is
+        a cast (``x[...].to("float32")``), so the tile is converted once, in the load."""
+        res = op.result
+        users = self.users.get(res, [])
+        if (len(users) == 1 and self.uses.get(res, 0) == 1 and users[0].name == "cast"
+                and users[0].attrs["dtype"] in ir.FLOAT_DTYPES and res.type.dtype in ir.FLOAT_DTYPES):
+            return users[0].attrs["dtype"]
+        return res.type.dtype
 
     def op_const(self, op: ir.Op) -> None:
         self.reprs[op.result] = scalar_repr(literal(op.attrs["value"], op.attrs["dtype"]), op.attrs["dtype"])

@@ -133,13 +133,16 @@ class CpuEmitter(BaseEmitter):
 
     def op_load(self, op: ir.Op) -> None:
         res = op.result
-        shape, dtype = res.type.shape, res.type.dtype
+        shape, dtype = res.type.shape, self.load_dtype(op)
         name = self.alloc(res.hint or "ld", shape, dtype)
         other = literal(op.attrs.get("other", 0), dtype)
         user_mask = op.args[-1] if op.attrs.get("has_mask") else None
+        convert = dtype != res.type.dtype
 
         def body(idx, checked):
             elem, conds, _ = self.address(op, idx)
+            if convert:
+                elem = f'T.Cast("{dtype}", {elem})'
             if user_mask is not None:
                 conds = conds + [self.ex_b(user_mask, shape, idx)]
             if checked and conds:
@@ -228,14 +231,14 @@ class CpuEmitter(BaseEmitter):
         M, N = op.result.type.shape
         K = a.type.shape[0] if ta else a.type.shape[1]
         if self.reprs[a].cost > 0:
-            self.materialize(a)
+            self.materialize(a, role="a")
         ra = self.reprs[a]
         rb = self.reprs[b]
         if rb.buffer is not None and not tb and rb.shape == b.type.shape:
             bname = rb.buffer
         else:
             # The micro-kernel streams rows of B; give it a row-major [K, N] copy.
-            bname = self.alloc("b_rows", (K, N), b.type.dtype)
+            bname = self.scratch("b_rows", (K, N), rb.dtype)
             self.write_tile(bname, (K, N), lambda idx: rb.at([idx[1], idx[0]] if tb else idx))
         mr, nr = _largest_divisor(M, self.mr), _largest_divisor(N, self.nr)
         if self.acc_name is None:
@@ -335,14 +338,19 @@ class CpuEmitter(BaseEmitter):
         start, stop, step = (self.ex(a) for a in op.args[:3])
         carried = []
         for arg, init in zip(body.args[1:], op.args[3:]):
-            name = self.alloc(arg.hint or "carry", arg.type.shape, arg.type.dtype)
-            self.write_tile(name, arg.type.shape, lambda idx, v=init: self.ex(v, idx))
+            ri = self.reprs[init]
+            if (ri.buffer is not None and self.uses.get(init, 0) == 1 and ri.shape == arg.type.shape
+                    and ri.buffer not in carried and ri.dtype == arg.type.dtype
+                    and ri.buffer not in self.scratch_pool.values()):
+                name = ri.buffer                  # the loop is the init's only use: carry in place
+            else:
+                name = self.alloc(arg.hint or "carry", arg.type.shape, arg.type.dtype)
+                self.write_tile(name, arg.type.shape, lambda idx, v=init: self.ex(v, idx))
             carried.append(name)
             self.reprs[arg] = buffer_repr(name, arg.type.shape, arg.type.dtype)
         iv = self.fresh("it")
         self.reprs[body.args[0]] = scalar_repr(iv, "int32")
-        rng = f"{start}, {stop}" if self.is_const(op.args[2], 1) else f"{start}, {stop}, {step}"
-        self.line(f"for {iv} in T.serial({rng}):")
+        self.line(self.loop_header(op, iv, start, stop, step))
         self.push()
         self.last_loc = None
         self.block(body)
@@ -369,8 +377,13 @@ class CpuEmitter(BaseEmitter):
         for r, name in zip(op.results, carried):
             self.reprs[r] = buffer_repr(name, r.type.shape, r.type.dtype)
 
+    def loop_header(self, op: ir.Op, iv: str, start: str, stop: str, step: str) -> str:
+        rng = f"{start}, {stop}" if self.is_const(op.args[2], 1) else f"{start}, {stop}, {step}"
+        return f"for {iv} in T.serial({rng}):"
+
     # ------------------------------------------------------------ the module
-    def module(self) -> str:
+    def bind_params(self) -> tuple[list[str], list[str], list[str]]:
+        """(prim_func signature entries, IR param names in call order, dynamic-dim lines)."""
         k = self.kernel
         sig, order = [], []
         dyn = [f'{self.size_var[p.name]} = T.dynamic("{p.name}")' for p in k.sizes()]
@@ -388,6 +401,11 @@ class CpuEmitter(BaseEmitter):
                 sig.append(f"{pname}: T.{p.value.type.dtype}")
                 self.reprs[p.value] = scalar_repr(pname, p.value.type.dtype)
                 order.append(p.name)
+        return sig, order, dyn
+
+    def module(self) -> str:
+        k = self.kernel
+        sig, order, dyn = self.bind_params()
         ng = len(k.grid)
         sig += [f"grid_{d}: T.int32" for d in range(ng)] + ["pid_lo: T.int32", "pid_hi: T.int32"]
         self.line("for pid in T.serial(pid_lo, pid_hi):")
