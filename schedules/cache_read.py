@@ -16,6 +16,7 @@ STAGES = Knob("num_stages", (1, 2, 3, 4), "software pipelining depth of the key 
 TRITON = Space("cache_read", "triton", TILES + (WARPS, STAGES, DOT_PRECISION),
                defaults={"*": {"BQ": 64, "BKV": 32, "num_warps": 4, "num_stages": 1, "dot_precision": "ieee"},
                          "sm_": {"BQ": 64, "BKV": 32, "num_warps": 8, "num_stages": 1, "dot_precision": "tf32"},
+                         "sm_80": {"BQ": 16, "BKV": 32, "num_warps": 4, "num_stages": 1, "dot_precision": "tf32"},
                          "gfx": {"BQ": 64, "BKV": 32, "num_warps": 8, "num_stages": 1, "dot_precision": "tf32"}})
 EAGER = Space("cache_read", "eager", TILES, defaults={"*": {"BQ": 64, "BKV": 64}})
 SPACES = {"triton": TRITON, "eager": EAGER}
