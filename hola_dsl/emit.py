@@ -21,16 +21,24 @@ def _triton(kernel: ir.Kernel, schedule: dict, target: str) -> tuple[str, str]:
     return ".py", lower_triton.emit(kernel, schedule, target)
 
 
+def _tilelang(kernel: ir.Kernel, schedule: dict, target: str) -> tuple[str, str]:
+    from hola_dsl import tilelang_runtime
+    return ".py", tilelang_runtime.emit(kernel, schedule, target, "cuda" if target.startswith("sm_") else "cpu")
+
+
 EMITTERS: dict[str, Callable[[ir.Kernel, dict, str], tuple[str, str]]] = {
     "ir": _ir,
     "triton": _triton,
+    "tilelang": _tilelang,
 }
 
 
 def schedule_for(kernel: str, backend: str, target: str, config: Optional[dict]) -> dict:
     """The completed schedule of ``kernel`` on ``backend`` (the "triton" space serves "ir")."""
+    import schedules
     spaces = importlib.import_module(f"schedules.{kernel}").SPACES
-    space = spaces.get(backend) or spaces["triton"]
+    space = (schedules.space(kernel, backend) if backend not in spaces and schedules.has_space(kernel, backend)
+             else spaces.get(backend) or spaces["triton"])
     sched = space.complete(config, target)
     bad = space.violations(sched, target, {})
     if bad:
