@@ -85,3 +85,12 @@ def test_broken_configs_are_recorded_as_failed_and_the_study_goes_on(tmp_path, m
     assert "relative error" in errors[("wrong", "wrong")]
     assert result.record["config"]["mode"] == "ok"
     assert db.Store(tmp_path / "db").records()[0]["config"]["mode"] == "ok"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_timing_uses_device_events():
+    from autotune.measure import measure
+    a = torch.randn(2048, 2048, device="cuda")
+    small = measure(lambda: a @ a, "cuda", FAST).median
+    big = measure(lambda: (a @ a) @ a, "cuda", FAST).median
+    assert 0 < small < big < 1.0

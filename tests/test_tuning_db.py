@@ -175,3 +175,24 @@ def test_hola_emit_uses_the_tuned_schedule_of_the_arch(tmp_path, monkeypatch, ca
     assert '"num_stages": 3' in capsys.readouterr().out
     assert hola(argv + ["--target", "sm_80"]) == 0                  # no record for sm_80: the default
     assert '"num_stages": 3' not in capsys.readouterr().out
+
+
+def test_a_corrupt_database_stops_ops_with_the_file_named(tmp_path, monkeypatch):
+    from hola_dsl import ops
+    from hola_dsl.testing import Shape, scan_inputs
+
+    bad = tmp_path / "team.json"
+    bad.write_text('{"format": "hola-tuning-db", "records": [')
+    monkeypatch.setenv(db.ENV_VAR, str(bad))
+    with pytest.raises(db.DatabaseError, match="team.json.*truncated or corrupt"):
+        ops.delta_scan(**scan_inputs(Shape(B=1, T=8, H=1, K=8, V=8)), backend="reference")
+    assert bad.read_text() == '{"format": "hola-tuning-db", "records": ['
+
+
+def test_prune_drops_records_the_current_space_rejects(tmp_path):
+    user = tmp_path / "user.json"
+    db.Store(user).add([record(config={"chunk_size": 48}), record(T=64, config={"chunk_size": 32})])
+    assert hola(["db", "--db", str(user), "prune", "--illegal", "--dry-run"]) == 0
+    assert len(db.Store(user).records()) == 2
+    assert hola(["db", "--db", str(user), "prune", "--illegal"]) == 0
+    assert [r["config"] for r in db.Store(user).records()] == [{"chunk_size": 32}]
