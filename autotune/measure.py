@@ -49,6 +49,7 @@ class MeasureSettings:
     target_s: float = 0.5
     min_repeats: int = 5
     max_repeats: int = 200
+    flush_l2_bytes: int = 256 << 20   # GPU: overwritten before each timed call (0: keep the cache warm)
 
 
 def _sync(device: str) -> None:
@@ -56,14 +57,26 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_calls(fn: Callable[[], Any], n: int, device: str) -> list[float]:
-    """Seconds of each of ``n`` calls of ``fn``."""
+_flush_buffers: dict[int, torch.Tensor] = {}
+
+
+def time_calls(fn: Callable[[], Any], n: int, device: str, flush_l2_bytes: int = 0) -> list[float]:
+    """Seconds of each of ``n`` calls of ``fn``. On a GPU, a buffer of ``flush_l2_bytes`` is
+    overwritten before each call (outside the timed events) so that no call finds its inputs
+    left in L2 by the previous one, as a real model step would not."""
     out = []
     if device == "cuda":
+        flush = None
+        if flush_l2_bytes:
+            flush = _flush_buffers.get(flush_l2_bytes)
+            if flush is None:
+                flush = _flush_buffers[flush_l2_bytes] = torch.empty(flush_l2_bytes // 4, dtype=torch.int32, device="cuda")
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
         torch.cuda.synchronize()
         for s, e in zip(starts, ends):
+            if flush is not None:
+                flush.zero_()
             s.record()
             fn()
             e.record()
@@ -96,7 +109,7 @@ def measure(fn: Callable[[], Any], device: str, settings: MeasureSettings = Meas
     """Warm up, then time enough repeats of ``fn`` (see MeasureSettings)."""
     estimate = max(warm_up(fn, device, settings), 1e-7)
     n = int(min(settings.max_repeats, max(settings.min_repeats, settings.target_s / estimate)))
-    return Timing(time_calls(fn, n, device))
+    return Timing(time_calls(fn, n, device, settings.flush_l2_bytes))
 
 
 def interleaved(fns: Sequence[Callable[[], Any]], device: str, rounds: int = 5,
@@ -113,5 +126,5 @@ def interleaved(fns: Sequence[Callable[[], Any]], device: str, rounds: int = 5,
         order = list(range(len(fns)))
         order = order[r % len(order):] + order[:r % len(order)]
         for i in order:
-            timings[i].samples += time_calls(fns[i], per_round[i], device)
+            timings[i].samples += time_calls(fns[i], per_round[i], device, settings.flush_l2_bytes)
     return timings
