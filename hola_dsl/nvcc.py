@@ -247,32 +247,54 @@ def report(kernels, archs=CROSS_ARCHS, config: Optional[dict] = None, json_lines
         print("hola build --backend tilelang: nvcc not found (set $NVCC or put nvcc on PATH); "
               "skipping the TileLang CUDA builds")
         return 0
+    if not json_lines:
+        print(f"Cross build, TileLang CUDA dialect (nvcc {nvcc_version(nvcc)}) next to Triton AOT; "
+              f"static dims {dict(aot.DEFAULT_DIMS, **(dims or {}))}, bfloat16 inputs; shared = static + dynamic bytes")
+        print("| kernel | backend | target | registers | spills | shared (bytes) | threads | build (s) | status |")
+        print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |", flush=True)
+    fmt = lambda x: "-" if x is None else str(x)
+
+    def show(r) -> None:
+        if json_lines:
+            print(json.dumps(r.__dict__, sort_keys=True, default=str), flush=True)
+            return
+        threads = r.extra.get("threads") or (32 * r.schedule["num_warps"] if "num_warps" in r.schedule else None)
+        status = "ok" if r.ok else f"FAILED: {r.error}"
+        print(f"| {r.kernel} | {r.extra.get('backend')} | {r.target} | {fmt(r.registers)} | {fmt(r.spills)} | "
+              f"{fmt(r.shared)} | {fmt(threads)} | {r.seconds:.1f} | {status} |", flush=True)
+
     rows = []
     for kernel in kernels:
         for arch in archs:
             r = build(kernel, arch, config, dims)
             r.extra["backend"] = "tilelang"
             rows.append(r)
-            if json_lines:
-                print(json.dumps(r.__dict__, sort_keys=True, default=str), flush=True)
+            show(r)
             twin = TRITON_TWIN.get(arch)
             if with_triton and twin:
                 t = aot.build(kernel, twin, None, dims)
                 t.extra["backend"] = "triton"
-                rows.append(t)
-                if json_lines:
-                    print(json.dumps(t.__dict__, sort_keys=True, default=str), flush=True)
-    if not json_lines:
-        print(f"Cross build, TileLang CUDA dialect (nvcc {nvcc_version(nvcc)}) next to Triton AOT; "
-              f"static dims {dict(aot.DEFAULT_DIMS, **(dims or {}))}, bfloat16 inputs; shared = static + dynamic bytes")
-        print("| kernel | backend | target | registers | spills | shared (bytes) | threads | build (s) | status |")
-        print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
-        fmt = lambda x: "-" if x is None else str(x)
-        for r in rows:
-            backend = r.extra.get("backend", "?")
-            threads = r.extra.get("threads") or r.schedule.get("threads") or (
-                32 * r.schedule["num_warps"] if "num_warps" in r.schedule else None)
-            status = "ok" if r.ok else f"FAILED: {r.error}"
-            print(f"| {r.kernel} | {backend} | {r.target} | {fmt(r.registers)} | {fmt(r.spills)} | "
-                  f"{fmt(r.shared)} | {fmt(threads)} | {r.seconds:.1f} | {status} |")
+                show(t)
     return 0 if all(r.ok for r in rows if r.extra.get("backend") == "tilelang") else 1
+
+
+# Small static dims for the quick cross-build `hola check` and the tests run (nvcc's template
+# work grows with tile sizes; the lowering does not depend on them).
+CHECK_DIMS = {"K": 32, "V": 32, "W": 16, "C": 64}
+
+
+def check_rows(arch: str = "sm_90a", kernels=("delta_scan", "cache_select", "cache_read")) -> int:
+    """Print one `hola check` row per kernel: its TileLang CUDA dialect built by nvcc for
+    ``arch``. Returns the number of failures (0, with a note, when nvcc is missing)."""
+    nvcc = find_nvcc()
+    if nvcc is None:
+        print("(tilelang nvcc build not checked: nvcc not found)")
+        return 0
+    failed = 0
+    for kernel in kernels:
+        r = build(kernel, arch, dims=CHECK_DIMS)
+        failed += not r.ok
+        what = (f"{r.registers} regs, {r.spills} B spilled, {r.shared} B smem" if r.ok else r.error)
+        print(f"{kernel:<13} {'tilelang':<10} {'nvcc ' + arch:>12} {'PASS' if r.ok else 'FAIL':>6} "
+              f"{r.seconds * 1e3:>8.1f}ms {what}")
+    return failed

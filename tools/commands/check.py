@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", action="append", help="check only this backend (repeatable); default: all available")
     parser.add_argument("--kernel", action="append", choices=backends.KERNELS, help="check only this kernel (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="input seed (default: a fresh one each run)")
+    parser.add_argument("--no-nvcc", action="store_true", help="skip the TileLang CUDA-dialect nvcc build (sm_90a)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
             failed += not ok
             unit = "mismatches" if kernel == "cache_select" else ""
             print(f"{kernel:<13} {name:<10} {worst:>12.3g} {'PASS' if ok else 'FAIL':>6} {seconds * 1e3:>8.1f}ms {unit}{note}")
+    if "tilelang" in names and not args.no_nvcc:
+        from hola_dsl import nvcc
+        failed += nvcc.check_rows("sm_90a", args.kernel or backends.KERNELS)
     for name, reason in skipped.items():
         if reason:
             print(f"(backend {name} not checked: {reason})")
