@@ -181,7 +181,8 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
          patience: Optional[int] = None, exhaustive_limit: int = EXHAUSTIVE_LIMIT, check_T: Optional[int] = None,
          compile_timeout: Optional[float] = 120.0, settings: MeasureSettings = MeasureSettings(),
          progress: Optional[bool] = None, evaluator: Optional[Evaluator] = None, target: Optional[str] = None,
-         space: Optional[schedules.Space] = None, log: Callable[[str], None] = print) -> TuneResult:
+         space: Optional[schedules.Space] = None, isolate: bool = False,
+         log: Callable[[str], None] = print) -> TuneResult:
     """Tune ``kernel`` on ``backend`` for ``shape`` and ``dtype`` and merge the best record into the
     database (``db_path``, else $HOLA_TUNING_DB, else ~/.cache/hola-dsl/tuning).
 
@@ -194,7 +195,9 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     correctness check (default ``runner.DEFAULT_CHECK_T``); evaluator: what runs candidates
     (default: the real kernel; tests pass a ``replay.ReplayEvaluator``); target: target name
     override (default: the machine of ``device``); space: schedule space override (default: the
-    registered ``schedules.space(kernel, backend)``). Times in records are seconds per call.
+    registered ``schedules.space(kernel, backend)``); isolate: evaluate candidates in a worker
+    process that is killed at ``compile_timeout`` and restarted after a crash (the CLI's default;
+    in process, a timed-out compile can only be abandoned). Times in records are seconds per call.
     """
     t_start = time.perf_counter()
     space = space or schedules.space(kernel, backend)
@@ -221,8 +224,25 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     default = space.default(tgt.arch)
     if space.violations(default, tgt.arch, dims):
         default = legal[0]
+    if evaluator is None and isolate:
+        from autotune import isolate as isolation
+        evaluator = isolation.for_kernel(kernel, backend, shape, dtype_name(dtype), device, check_T, settings,
+                                         compile_timeout)
     evaluator = evaluator or KernelEvaluator(Runner(kernel, backend, shape, dtype, device, check_T), settings,
                                              compile_timeout)
+    try:
+        return _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evaluator, existing, how,
+                       stores, user_stores, trials, timeout, storage, seed, finalists, rounds, patience,
+                       exhaustive_limit, progress, log, t_start)
+    finally:
+        if hasattr(evaluator, "close"):
+            evaluator.close()
+
+
+def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evaluator, existing, how, stores,
+            user_stores, trials, timeout, storage, seed, finalists, rounds, patience, exhaustive_limit, progress,
+            log, t_start) -> TuneResult:
+    """The study, the final re-measure and the record (the body of ``tune``)."""
 
     # Sample only values that occur in some legal config for this target and dims: a knob that
     # does nothing here (another dialect's, pinned by a constraint) then has one value and costs
@@ -353,7 +373,7 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
         "ir_hash": ir_hash(kernel, backend, final_configs[win], dims, key.dtypes),
         "versions": versions(),
         "provenance": {"host": socket.gethostname(), "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       "tool": "hola tune", "device": device},
+                       "tool": "hola tune", "device": evaluator.device},
     }
     store = user_stores[0]
     result.wall_s = record["search"]["wall_s"] = time.perf_counter() - t_start

@@ -61,7 +61,7 @@ def _faulty_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, 
     if mode == "raise":
         raise RuntimeError("shared memory exceeded: 300 KiB > 228 KiB")
     if mode == "hang":
-        time.sleep(2.0)
+        time.sleep(10.0)
     o, m, s = chunked_backend._delta_scan(q, k, v, g, beta, scale=scale, initial_state=initial_state,
                                           output_final_state=output_final_state, chunk_size=chunk_size,
                                           config={"chunk_size": config["chunk_size"]})
@@ -76,7 +76,7 @@ def test_broken_configs_are_recorded_as_failed_and_the_study_goes_on(tmp_path, m
     space = Space("delta_scan", "faulty", (Knob("mode", ("ok", "raise", "wrong", "hang")), Knob("chunk_size", (32, 64))),
                   {"*": {"mode": "ok", "chunk_size": 64}})
     result = tune("delta_scan", "faulty", Shape(B=1, T=100, H=1, K=16, V=16), device="cpu", space=space,
-                  db_path=str(tmp_path / "db"), compile_timeout=0.5, settings=FAST, rounds=2, progress=False)
+                  db_path=str(tmp_path / "db"), compile_timeout=3.0, settings=FAST, rounds=2, progress=False)
     assert result.counts["trials"] == 8 and result.counts["ok"] == 2
     assert result.counts["wrong"] == 2 and result.counts["failed"] == 4
     errors = {(f["config"]["mode"], f["status"]): f["error"] for f in result.record["failures"]}
@@ -94,3 +94,38 @@ def test_gpu_timing_uses_device_events():
     small = measure(lambda: a @ a, "cuda", FAST).median
     big = measure(lambda: (a @ a) @ a, "cuda", FAST).median
     assert 0 < small < big < 1.0
+
+
+CRASHY = '''
+import os, signal, time
+from autotune.evaluate import OK, Outcome
+from autotune.measure import Timing
+
+class Crashy:
+    device = "cpu"
+    def evaluate(self, config, seed):
+        if config["mode"] == "segfault":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if config["mode"] == "hang":
+            time.sleep(60)
+        return Outcome(OK, {"fast": 1e-3, "slow": 2e-3}[config["mode"]], 0.0, 0.0)
+    def remeasure(self, configs, rounds):
+        return [Timing([{"fast": 1e-3, "slow": 2e-3}[c["mode"]]] * rounds) for c in configs]
+
+def make():
+    return Crashy()
+'''
+
+
+def test_isolated_worker_survives_crashing_and_hanging_candidates(tmp_path, monkeypatch):
+    from autotune.isolate import IsolatedEvaluator
+    (tmp_path / "crashy_candidates.py").write_text(CRASHY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    space = Space("delta_scan", "crashy", (Knob("mode", ("slow", "segfault", "hang", "fast")),), {"*": {"mode": "slow"}})
+    ev = IsolatedEvaluator("crashy_candidates:make", timeout=3.0)
+    result = tune("delta_scan", "crashy", Shape(B=1, T=64, H=1, K=8, V=8), device="cpu", target="test-box/x86_64",
+                  space=space, evaluator=ev, db_path=str(tmp_path / "db"), progress=False)
+    errors = {f["config"]["mode"]: f["error"] for f in result.record["failures"]}
+    assert errors["segfault"].startswith("crash: the worker process died (exit code -11)")
+    assert errors["hang"].startswith("timeout")
+    assert result.counts["ok"] == 2 and result.record["config"] == {"mode": "fast"} and ev.restarts == 2

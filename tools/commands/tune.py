@@ -32,12 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the interleaved re-measure")
     parser.add_argument("--patience", type=int, default=None, help="early stop after this many trials without a 1%% gain")
     parser.add_argument("--check-T", type=int, default=None, help="sequence length of the correctness check (default 200)")
-    parser.add_argument("--compile-timeout", type=float, default=120.0, help="seconds allowed for a candidate's first call")
+    parser.add_argument("--compile-timeout", type=float, default=120.0,
+                        help="seconds allowed per candidate (compile, check and timing); past it the worker is killed")
     parser.add_argument("--measure-seconds", type=float, default=0.5,
                         help="seconds of timed calls per candidate and for the final re-measure (default 0.5)")
     parser.add_argument("--target", default=None, help="record under this target name instead of this machine's")
     parser.add_argument("--plot", default=None, help="save the tuning history (time per trial, best so far) to this file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-isolate", action="store_true",
+                        help="evaluate candidates in this process (faster start; a crashing candidate ends the "
+                             "search and a hung compile is abandoned, not killed)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
                   timeout=args.timeout, storage=args.storage, db_path=args.db, seed=args.seed, force=args.force,
                   finalists=args.finalists, rounds=args.rounds, patience=args.patience, check_T=args.check_T,
                   compile_timeout=args.compile_timeout, target=args.target, settings=settings,
+                  isolate=not args.no_isolate,
                   progress=False if args.no_progress else None)
     if args.plot:
         if result.trials:
