@@ -19,7 +19,9 @@ dtype. Shape or dtype mistakes raise :class:`DSLError` naming the kernel line.
 from __future__ import annotations
 
 import inspect
+import linecache
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
@@ -84,7 +86,9 @@ def emit(name: str, args: Sequence[ir.Value], attrs: Optional[dict] = None, hint
     except (TypeError, KeyError) as exc:
         raise DSLError(f"{where}\n    {name}: {exc}") from None
     results = [tr.value(t, hint) for t in types]
-    tr.blocks[-1].ops.append(ir.Op(name, list(args), attrs, results, loc))
+    op = ir.Op(name, list(args), attrs, results, loc)
+    op.loc_path = where.split(": ", 1)[0]      # full "path:line", for naming values after the source
+    tr.blocks[-1].ops.append(op)
     return results
 
 
@@ -397,7 +401,10 @@ def loop(start, stop, step=1, *, carry: Union[Tile, Sequence[Tile]] = (), pipeli
         lo, hi, st = (as_tile(x, None) for x in (start, stop, step))
         block = ir.Block()
         index = tr.value(ir.TileType((), "int32"), "i")
-        block.args = [index] + [tr.value(t.value.type, "c") for t in inits]
+        names = list(inspect.signature(body).parameters)   # name the body's values like its parameters
+        names = names + ["c"] * (1 + len(inits) - len(names))
+        index.hint = names[0] + "_"
+        block.args = [index] + [tr.value(t.value.type, name + "_") for t, name in zip(inits, names[1:])]
         tr.blocks.append(block)
         try:
             out = body(Tile(index), *(Tile(a) for a in block.args[1:]))
@@ -414,6 +421,8 @@ def loop(start, stop, step=1, *, carry: Union[Tile, Sequence[Tile]] = (), pipeli
         results = emit("loop", [lo.value, hi.value, st.value] + [i.value for i in inits],
                        {"kind": "pipelined" if pipelined else "serial"})
         tr.blocks[-1].ops[-1].regions.append(block)
+        if len(results) == 1:
+            results[0].hint = body.__name__ + "_"
         wrapped = [Tile(r) for r in results]
         return wrapped[0] if single else tuple(wrapped)
     return decorate
@@ -506,11 +515,38 @@ class KernelDef:
                 shape = tuple(consts[d] if d in consts else Tile(tr.sizes[d]) for d in ann.dims)
                 call_args[name] = TensorRef(v, shape)
             self.fn(**call_args, **consts)
+            _name_after_source(tr.blocks[0])
             if tr.grid is None:
                 raise DSLError(f"{self.source}: kernel {self.name} never called hl.grid(...)")
             return ir.Kernel(self.name, params, dict(consts), tr.grid, tr.blocks[0], self.source)
         finally:
             _STACK.pop()
+
+
+_ASSIGN = re.compile(r"^\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*=[^=]")
+
+
+def _name_after_source(block: ir.Block) -> None:
+    """Give the values a source line assigns (``kc = k[...]``, ``iv, b, h = hl.grid(...)``) that
+    line's variable names as hints, so the IR and generated code read like the kernel. The last
+    ops of the line are the assigned ones."""
+    ops = block.ops
+    for n, op in enumerate(ops):
+        for region in op.regions:
+            _name_after_source(region)
+        if not op.loc or (n + 1 < len(ops) and ops[n + 1].loc == op.loc):
+            continue
+        path, _, line = getattr(op, "loc_path", "").rpartition(":")
+        m = _ASSIGN.match(linecache.getline(path, int(line))) if line.isdigit() else None
+        if not m:
+            continue
+        names = [x.strip() for x in m.group(1).split(",")]
+        first = n + 1 - len(names)              # (the builtin max is shadowed by hl.max here)
+        tail = ops[first:n + 1] if first >= 0 else []
+        if len(tail) == len(names) and all(o.loc == op.loc and len(o.results) == 1 for o in tail):
+            for o, name in zip(tail, names):
+                if name != "_":
+                    o.results[0].hint = name + "_"
 
 
 def kernel(fn: Callable) -> KernelDef:
