@@ -20,7 +20,13 @@ NAME = "db"
 HELP = "show, export, import, merge and prune tuning databases"
 
 
+def _db_flag(p: argparse.ArgumentParser) -> None:
+    # Also after the action (`hola db show --db X`); SUPPRESS keeps a --db given before it.
+    p.add_argument("--db", default=argparse.SUPPRESS, help="the user's database (as `hola db --db`)")
+
+
 def _filters(p: argparse.ArgumentParser) -> None:
+    _db_flag(p)
     p.add_argument("--kernel", help="only records of this kernel")
     p.add_argument("--backend", help="only records of this backend")
     p.add_argument("--target", help="only records of this target, e.g. nvidia-h100/sm_90")
@@ -37,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("out")
     _filters(p)
     p = sub.add_parser("import", help="merge database files or folders into the user's database")
+    _db_flag(p)
     p.add_argument("sources", nargs="+")
     p = sub.add_parser("merge", help="merge databases into OUT; the faster record of a key wins, both provenances kept")
     p.add_argument("out")
