@@ -50,7 +50,8 @@ def _unused(shape, dtype, device) -> torch.Tensor:
 
 def delta_scan_consts(K: int, V: int, chunk_size: int, cfg: dict, *, has_h0: bool, store_final: bool) -> dict:
     """Compile-time constants of the delta_scan kernel for head dims K, V and a schedule."""
-    return dict(K=K, V=V, BT=int(cfg.get("chunk_size", chunk_size)), BK=pow2(K),
+    # tl.dot needs tiles of 16 or more; the chunk size changes no result beyond rounding.
+    return dict(K=K, V=V, BT=pow2(int(cfg.get("chunk_size", chunk_size))), BK=pow2(K),
                 BV=min(int(cfg["BV"]), pow2(V)), HAS_H0=has_h0, STORE_FINAL=store_final)
 
 
