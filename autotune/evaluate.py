@@ -4,8 +4,6 @@ bad config is a recorded failure and the search goes on."""
 
 from __future__ import annotations
 
-import time
-import traceback
 from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence
 

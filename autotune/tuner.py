@@ -12,9 +12,7 @@ re-measured interleaved and the median decides; the winner is merged into the da
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import importlib.metadata
-import json
 import math
 import os
 import socket

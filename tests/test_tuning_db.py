@@ -3,7 +3,6 @@ the lookup wired into hola_dsl.ops."""
 
 import json
 import multiprocessing
-import os
 
 import pytest
 import torch

@@ -62,9 +62,7 @@ def _match(record: dict, args: argparse.Namespace) -> bool:
 
 
 def _show(args: argparse.Namespace) -> int:
-    paths = db.search_paths(args.db, shipped=not args.no_shipped)
-    rows = 0
-    for path in paths:
+    for path in db.search_paths(args.db, shipped=not args.no_shipped):
         records = [r for r in db.Store(path).records() if _match(r, args)]
         print(f"{path}: {len(records)} record(s)")
         for r in records:
@@ -74,7 +72,6 @@ def _show(args: argparse.Namespace) -> int:
             print(f"  {r.get('id') or db.record_key(r).id}\n    config {config}  {r['time_s'] * 1e3:.4g} ms  "
                   f"vs default {speed}  on {prov.get('host', '?')} at {prov.get('measured_at', '?')}"
                   f"  (+{len(r.get('alternatives', []))} other measurements)")
-            rows += 1
     return 0
 
 
