@@ -43,6 +43,11 @@ def _poisoned(shape, dtype, device) -> torch.Tensor:
     return torch.full(shape, fill, dtype=dtype, device=device)
 
 
+def _dense(*xs):
+    """Kernels address tensors as contiguous row-major: make views dense (free when they are)."""
+    return [x.contiguous() for x in xs]
+
+
 def _unused(shape, dtype, device) -> torch.Tensor:
     """A stand-in for an absent optional tensor: right shape, one element of storage."""
     return torch.zeros(1, dtype=dtype, device=device).expand(*shape)
@@ -60,6 +65,7 @@ def delta_scan(run: Runner, cfg: dict, q, k, v, g, beta, *, scale: float, initia
     """SPEC.md section 1 on a DSL backend. Shapes as in ``hola_dsl.ops.delta_scan``; ``cfg`` is a
     completed schedule (``chunk_size`` in it overrides the argument only when the user gave it)."""
     from hola_dsl.kernels.delta_scan import delta_scan as kdef
+    q, k, v, g, beta = _dense(q, k, v, g, beta)
     B, T, H, K = q.shape
     V = v.shape[-1]
     consts = delta_scan_consts(K, V, chunk_size, cfg, has_h0=initial_state is not None,
@@ -69,7 +75,7 @@ def delta_scan(run: Runner, cfg: dict, q, k, v, g, beta, *, scale: float, initia
     o = _poisoned((B, T, H, V), v.dtype, dev)
     msq = _poisoned((nv, B, T, H), torch.float32, dev)
     ht = _poisoned((B, H, K, V), torch.float32, dev) if output_final_state else _unused((B, H, K, V), torch.float32, dev)
-    h0 = initial_state if initial_state is not None else _unused((B, H, K, V), torch.float32, dev)
+    h0 = initial_state.contiguous() if initial_state is not None else _unused((B, H, K, V), torch.float32, dev)
     run(kdef, consts, dict(q=q, k=k, v=v, g=g, beta=beta, h0=h0, o=o, msq=msq, ht=ht, scale=float(scale)))
     m = (msq[0] if nv == 1 else msq.sum(0)).sqrt()
     return o, m, (ht if output_final_state else None)
@@ -86,6 +92,7 @@ def cache_select(run: Runner, cfg: dict, scores: torch.Tensor, *, capacity: int,
                  policy: str) -> torch.Tensor:
     """SPEC.md section 2 on a DSL backend: idx [B, H, NB, capacity] int64, -1 padded."""
     from hola_dsl.kernels.cache_select import cache_select as kdef
+    (scores,) = _dense(scores)
     B, T, H = scores.shape
     nb = math.ceil(T / block_size)
     idx = _poisoned((B, H, nb, capacity), torch.int64, scores.device)
@@ -104,6 +111,7 @@ def cache_read(run: Runner, cfg: dict, q, k, v, idx, gamma_q, gamma_k, sink, *, 
                eps: float) -> torch.Tensor:
     """SPEC.md section 3 on a DSL backend: o_cache [B, T, H, V] in v's dtype."""
     from hola_dsl.kernels.cache_read import cache_read as kdef
+    q, k, v, idx, gamma_q, gamma_k, sink = _dense(q, k, v, idx, gamma_q, gamma_k, sink)
     B, T, H, K = q.shape
     V = v.shape[-1]
     o = _poisoned((B, T, H, V), v.dtype, q.device)
