@@ -13,7 +13,6 @@ import re
 import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -75,17 +74,6 @@ def specialise(kernel: str, schedule: dict, dims: dict = None, dtype: str = "bfl
     return kdef.trace(dtypes, **consts)
 
 
-@contextmanager
-def _compiled_mode():
-    """Import generated modules as real JIT functions even when TRITON_INTERPRET=1 is set."""
-    old = os.environ.pop("TRITON_INTERPRET", None)
-    try:
-        yield
-    finally:
-        if old is not None:
-            os.environ["TRITON_INTERPRET"] = old
-
-
 def _ptxas_resources(ptx: str, arch: int) -> dict:
     from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,28 +98,43 @@ def _amdgcn_resources(asm: str) -> dict:
             "extra": {"sgprs": field("sgpr_count"), "lds": field("group_segment_fixed_size")}}
 
 
+def _build_in_subprocess(kernel: str, target: str, config, dims, dtype) -> BuildResult:
+    """Triton's interpreter patches triton.language in-process and compiling afterwards fails;
+    a fresh interpreter-free process builds cleanly."""
+    import json
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = ("import json, sys; from hola_dsl import aot; a = json.loads(sys.argv[1]); "
+            "print(json.dumps(aot.build(**a).__dict__))")
+    payload = json.dumps(dict(kernel=kernel, target=target, config=config, dims=dims, dtype=dtype))
+    out = subprocess.run([sys.executable, "-c", code, payload], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        return BuildResult(kernel, target, {}, False, error=f"build subprocess failed: {out.stderr.strip()[-400:]}")
+    return BuildResult(**json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def build(kernel: str, target: str, config: Optional[dict] = None, dims: dict = None,
           dtype: str = "bfloat16") -> BuildResult:
     """Compile ``kernel`` for ``target`` with its default schedule (``config`` entries win)."""
+    from hola_dsl import triton_runtime
+    if triton_runtime.interpreter_used():
+        return _build_in_subprocess(kernel, target, config, dims, dtype)
     import triton
     from triton.compiler import ASTSource
-
-    from hola_dsl import triton_runtime
 
     sched = default_schedule(kernel, target, config)
     t0 = time.perf_counter()
     try:
         kir = specialise(kernel, sched, dims, dtype)
         launch_sched = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}
-        with _compiled_mode():
-            module = triton_runtime.load(kir, launch_sched, target)
-            fn = getattr(module, lower_triton.kernel_function_name(kir))
-            gt = gpu_target(target)
-            sig = lower_triton.signature(kir)
-            # As the JIT would specialise: torch allocations are 16-byte aligned.
-            attrs = {(i,): [["tt.divisibility", 16]] for i, t in enumerate(sig.values()) if t.startswith("*")}
-            compiled = triton.compile(ASTSource(fn, sig, attrs=attrs), target=gt,
-                                      options={"num_warps": module.NUM_WARPS, "num_stages": module.NUM_STAGES})
+        module = triton_runtime.load(kir, launch_sched, target)
+        fn = getattr(module, lower_triton.kernel_function_name(kir))
+        gt = gpu_target(target)
+        sig = lower_triton.signature(kir)
+        # As the JIT would specialise: torch allocations are 16-byte aligned.
+        attrs = {(i,): [["tt.divisibility", 16]] for i, t in enumerate(sig.values()) if t.startswith("*")}
+        compiled = triton.compile(ASTSource(fn, sig, attrs=attrs), target=gt,
+                                  options={"num_warps": module.NUM_WARPS, "num_stages": module.NUM_STAGES})
         res = BuildResult(kernel, target, sched, True, shared=int(compiled.metadata.shared))
         if gt.backend == "cuda":
             r = _ptxas_resources(compiled.asm["ptx"], gt.arch)

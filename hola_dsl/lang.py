@@ -334,9 +334,10 @@ class tile:
 class TensorRef:
     """A tensor parameter inside a kernel: ``x[i, tile(s, n), :]`` loads, assignment stores."""
 
-    def __init__(self, value: ir.Value, shape: tuple):
+    def __init__(self, value: ir.Value, shape: tuple, name: str = "t"):
         self.value = value
         self.shape = shape          # ints for constant dims, Tiles for runtime sizes
+        self.name = name
 
     @property
     def dtype(self) -> str:
@@ -345,7 +346,7 @@ class TensorRef:
     def _index(self, index) -> tuple[list[ir.Value], list[tuple]]:
         index = index if isinstance(index, tuple) else (index,)
         if len(index) != len(self.shape):
-            raise _error(f"tensor {self.value.name.rstrip('0123456789')} has {len(self.shape)} dims "
+            raise _error(f"tensor {self.name} has {len(self.shape)} dims "
                          f"{self.value.type.dims}, got {len(index)} indices")
         vals, kinds = [], []
         for d, item in zip(self.shape, index):
@@ -369,7 +370,7 @@ class TensorRef:
         vals, kinds = self._index(index)
         attrs = {"index": tuple(kinds), "other": other, "has_mask": mask is not None}
         args = [self.value] + vals + ([mask.value] if mask is not None else [])
-        return Tile(emit("load", args, attrs)[0])
+        return Tile(emit("load", args, attrs, hint=f"{self.name}_")[0])
 
     def store(self, index, value, *, mask: Optional[Tile] = None) -> None:
         vals, kinds = self._index(index)
@@ -513,7 +514,7 @@ class KernelDef:
                 v = tr.value(ir.TensorType(ann.dims, dtype), name)
                 params.append(ir.Param(name, ann.kind, v))
                 shape = tuple(consts[d] if d in consts else Tile(tr.sizes[d]) for d in ann.dims)
-                call_args[name] = TensorRef(v, shape)
+                call_args[name] = TensorRef(v, shape, name)
             self.fn(**call_args, **consts)
             _name_after_source(tr.blocks[0])
             if tr.grid is None:

@@ -30,6 +30,11 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def interpreter_used() -> bool:
+    """Whether this process has run (or is set to run) Triton's interpreter."""
+    return interpreting() or any(key.endswith(":True") for key in _MODULES)
+
+
 def cache_dir() -> Path:
     root = os.environ.get("HOLA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hola-dsl")
     return Path(root) / "triton"

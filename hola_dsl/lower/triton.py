@@ -196,19 +196,30 @@ def _py_literal(value, dtype: str) -> str:
     return _literal(value, "float32" if dtype in ir.FLOAT_DTYPES else "int1" if dtype == "int1" else "int32")
 
 
-def _load(em: Emitter, op: ir.Op, args):
+def _pointers(em: Emitter, op: ir.Op, base: str) -> tuple[str, Optional[str]]:
+    """Write ``<base>_ptrs`` (and ``<base>_mask``) lines for a load/store; return their names."""
     n = len(op.attrs["index"])
     ptr, mask = em.address(op, op.args[0], op.args[1:1 + n])
+    em.line(f"{base}_ptrs = {ptr}")
     if mask is None:
-        return f"tl.load({ptr})"
-    return f"tl.load({ptr}, mask={mask}, other={_py_literal(op.attrs.get('other', 0), op.result.type.dtype)})"
+        return f"{base}_ptrs", None
+    em.line(f"{base}_mask = {mask}")
+    return f"{base}_ptrs", f"{base}_mask"
+
+
+def _load(em: Emitter, op: ir.Op, args):
+    ptrs, mask = _pointers(em, op, em.name(op.result))
+    if mask is None:
+        return f"tl.load({ptrs})"
+    return f"tl.load({ptrs}, mask={mask}, other={_py_literal(op.attrs.get('other', 0), op.result.type.dtype)})"
 
 
 def _store(em: Emitter, op: ir.Op, args):
     n = len(op.attrs["index"])
-    ptr, mask = em.address(op, op.args[0], op.args[1:1 + n])
-    value = em.expr(op.args[1 + n])
-    return f"tl.store({ptr}, {value}, mask={mask})" if mask else f"tl.store({ptr}, {value})"
+    value = op.args[1 + n]
+    ptrs, mask = _pointers(em, op, f"{em.names[op.args[0]]}_{value.id}")
+    value = em.expr(value)
+    return f"tl.store({ptrs}, {value}, mask={mask})" if mask else f"tl.store({ptrs}, {value})"
 
 
 def _dot(em: Emitter, op: ir.Op, args):

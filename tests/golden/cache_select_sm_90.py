@@ -29,7 +29,8 @@ def cache_select_kernel(B, T, H, NB, scores, idx):
     for n_16 in range(0, v13, 1):
         # cache_select.py:38: idx[b, h, n, hl.tile(0, WP)] = cp                    # Cache_n, best first
         v20 = cp_18.to(tl.int64)
-        tl.store(idx + tl.cast(b_7, tl.int64) * H * NB * 64 + tl.cast(h_8, tl.int64) * NB * 64 + tl.cast(n_16, tl.int64) * 64 + tl.arange(0, 64), v20)
+        idx_20_ptrs = idx + tl.cast(b_7, tl.int64) * H * NB * 64 + tl.cast(h_8, tl.int64) * NB * 64 + tl.cast(n_16, tl.int64) * 64 + tl.arange(0, 64)
+        tl.store(idx_20_ptrs, v20)
         # cache_select.py:39: start = n * C
         start_22 = (n_16 * 256)
         # cache_select.py:41: @hl.loop(0, hl.cdiv(C, BC), carry=(cs, cp))
@@ -49,7 +50,9 @@ def cache_select_kernel(B, T, H, NB, scores, idx):
             # cache_select.py:49: s = scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT)
             v39 = (j_26 * 64)
             v40 = (start_22 + v39)
-            s_41 = tl.load(scores + tl.cast(b_7, tl.int64) * T * H + (v40 + tl.arange(0, 64)).to(tl.int64) * H + tl.cast(h_8, tl.int64), mask=((v40 + tl.arange(0, 64)) < T) & ok_37, other=0.0)
+            s_41_ptrs = scores + tl.cast(b_7, tl.int64) * T * H + (v40 + tl.arange(0, 64)).to(tl.int64) * H + tl.cast(h_8, tl.int64)
+            s_41_mask = ((v40 + tl.arange(0, 64)) < T) & ok_37
+            s_41 = tl.load(s_41_ptrs, mask=s_41_mask, other=0.0)
             # cache_select.py:50: bs, bp = hl.where(ok, s, float("-inf")), hl.where(ok, pos, -1)
             v43 = tl.where(ok_37, s_41, -float("inf"))
             bp_45 = tl.where(ok_37, pos_33, -1)
