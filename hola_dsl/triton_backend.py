@@ -29,11 +29,15 @@ def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
     return space.complete(config, target)
 
 
-def _runner(kernel: str, config: Optional[dict]):
+def _runner(kernel: str, config: Optional[dict], dtype: torch.dtype = torch.bfloat16):
     from hola_dsl import triton_runtime
 
     target = triton_runtime.current_target()
     sched = schedule(kernel, config, target)
+    # TF32 dots meet the bf16/fp16 tolerance, not float32's 1e-5 (SPEC.md section 6): float32
+    # inputs get 3xTF32 unless a config asks for a precision.
+    if dtype == torch.float32 and sched.get("dot_precision") == "tf32" and not (config and "dot_precision" in config):
+        sched["dot_precision"] = "tf32x3"
 
     def run(kdef, consts, args) -> None:
         device = next(x.device for x in args.values() if isinstance(x, torch.Tensor))
@@ -47,7 +51,7 @@ def _runner(kernel: str, config: Optional[dict]):
 
 def _delta_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, chunk_size, config):
     from hola_dsl import triton_runtime
-    run, sched = _runner("delta_scan", config)
+    run, sched = _runner("delta_scan", config, q.dtype)
     # On a GPU the schedule's chunk size (tuned or the target default) is part of what keeps the
     # kernel in registers, so it wins; in the interpreter the caller's chunk_size stands unless a
     # config sets one. Results do not depend on the chunk size beyond rounding.
@@ -63,7 +67,7 @@ def _cache_select(scores, *, capacity, block_size, policy, config):
 
 
 def _cache_read(q, k, v, idx, gamma_q, gamma_k, sink, *, block_size, eps, config):
-    run, sched = _runner("cache_read", config)
+    run, sched = _runner("cache_read", config, q.dtype)
     return launch.cache_read(run, sched, q, k, v, idx, gamma_q, gamma_k, sink, block_size=block_size, eps=eps)
 
 

@@ -1,4 +1,5 @@
-"""The GPU defaults use TF32 dots; with bfloat16 inputs they must stay within SPEC.md's 5e-3.
+"""The GPU defaults use TF32 dots; with bfloat16 inputs they must stay within SPEC.md's 5e-3,
+and float32 inputs (which get 3xTF32) within 1e-5.
 
 The eager interpreter's dot is swapped for one that rounds its operands to TF32 (10 mantissa
 bits, round to nearest), which is what a tensor-core TF32 dot does to them before multiplying.
@@ -26,6 +27,38 @@ def tf32_dots(monkeypatch):
     # The emulation is not a no-op: a TF32 dot differs from the exact one.
     a = torch.randn(16, 16)
     assert not torch.equal(registry.OPS["dot"].eager([a, a], {"trans_a": False, "trans_b": False}, None)[0], a @ a)
+
+
+@pytest.fixture
+def tf32x3_dots(monkeypatch):
+    """3xTF32: hi*hi + hi*lo + lo*hi with hi = tf32(x), lo = tf32(x - hi)."""
+    exact = registry.OPS["dot"]
+
+    def eager(args, attrs, ctx):
+        a, b = args[0].float(), args[1].float()
+        ah, bh = _tf32(a), _tf32(b)
+        al, bl = _tf32(a - ah), _tf32(b - bh)
+        dot = lambda x, y: exact.eager([x, y], attrs, ctx)[0]
+        out = dot(ah, bl) + dot(al, bh) + dot(ah, bh)
+        return (out + args[2] if len(args) == 3 else out,)
+    monkeypatch.setitem(registry.OPS, "dot", registry.OpDef("dot", exact.infer, eager, exact.doc))
+
+
+def test_float32_inputs_get_tf32x3_on_gpus(monkeypatch):
+    """The GPU default (tf32) is upgraded for float32 inputs, unless a config names a precision."""
+    from hola_dsl import triton_backend, triton_runtime
+    monkeypatch.setattr(triton_runtime, "current_target", lambda: "sm_90")
+    assert triton_backend._runner("delta_scan", None, torch.bfloat16)[1]["dot_precision"] == "tf32"
+    assert triton_backend._runner("delta_scan", None, torch.float32)[1]["dot_precision"] == "tf32x3"
+    assert triton_backend._runner("cache_read", {"dot_precision": "tf32"}, torch.float32)[1]["dot_precision"] == "tf32"
+
+
+def test_float32_with_tf32x3_within_float32_tolerance(tf32x3_dots):
+    r = run_check("delta_scan", "eager", Shape(B=1, T=40, H=1, K=128, V=128), torch.float32, case="repeated",
+                  seed=4, config={"chunk_size": 16, "BV": 16})
+    assert r.ok, r.errors
+    r = run_check("cache_read", "eager", Shape(B=1, T=80, H=1, K=128, V=128, W=16, C=32), torch.float32, seed=4)
+    assert r.ok, r.errors
 
 
 @pytest.mark.parametrize("case", ["random", "repeated"])
