@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 from hola_dsl import ir
 
 # Bump when generated code changes meaning or speed; it is part of the source-cache key.
-EMITTER_VERSION = "2"
+EMITTER_VERSION = "4"
 
 
 class EmitError(ValueError):
