@@ -93,15 +93,15 @@ def _reference_impl(shape: Shape, compiled: bool) -> dict[str, Callable]:
         shape)
 
 
-def _backend_impl(name: str, shape: Shape) -> dict[str, Callable]:
+def _backend_impl(name: str, shape: Shape, config=None) -> dict[str, Callable]:
     b = backends.get(name)
     return _layer(
         lambda q, k, v, g, beta, scale: b.delta_scan(q, k, v, g, beta, scale=scale, initial_state=None,
-                                                     output_final_state=False, chunk_size=64, config=None),
+                                                     output_final_state=False, chunk_size=64, config=config),
         lambda m, capacity, block_size: b.cache_select(m, capacity=capacity, block_size=block_size,
-                                                       policy="hola", config=None),
+                                                       policy="hola", config=config),
         lambda q, k, v, idx, gq, gk, s, block_size: b.cache_read(q, k, v, idx, gq, gk, s, block_size=block_size,
-                                                                 eps=1e-6, config=None),
+                                                                 eps=1e-6, config=config),
         shape)
 
 
@@ -112,6 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "such as tilelang; default: reference, compile, tilelang")
     parser.add_argument("--repeat", type=int, default=7, help="timed runs per implementation (default 7)")
     parser.add_argument("--seed", type=int, default=0, help="input seed")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for every implementation (torch's intra-op threads and TileLang's "
+                             "cpu_threads); default: torch's setting and the tuned/default schedule")
     parser.add_argument("--json", help="also write the results to this JSON file")
 
 
@@ -120,6 +123,12 @@ def run(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise ValueError(f"--repeat: expected a positive count, got {args.repeat}")
     impls = args.impl or ["reference", "compile", "tilelang"]
+    config = None
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads: expected a positive count, got {args.threads}")
+        torch.set_num_threads(args.threads)
+        config = {"cpu_threads": args.threads}
     x = _inputs(shape, args.seed)
     print(f"hola bench: HOLA layer prefill, float32 on the CPU, {shape}; torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.2f}")
@@ -135,28 +144,33 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if "cpu" not in backends.get(name).devices:
                 raise ValueError(f"--impl: backend {name!r} does not run CPU tensors")
-            layers[name] = _backend_impl(name, shape)
+            layers[name] = _backend_impl(name, shape, config if name == "tilelang" else None)
         for k in KERNELS:                                 # warm-up: compiles, caches
             layers[name][k](x)
         setup[name] = time.perf_counter() - t0
     times = {n: {k: [] for k in KERNELS} for n in layers}
+    cpu = {n: [] for n in layers}          # process CPU seconds per layer (all threads)
     for _ in range(args.repeat):
         for name, layer in layers.items():
+            c0 = time.process_time()
             for k in KERNELS:
                 t0 = time.perf_counter()
                 layer[k](x)
                 times[name][k].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     med = {n: {k: statistics.median(v) for k, v in t.items()} for n, t in times.items()}
     for n in med:
         med[n]["layer"] = sum(med[n][k] for k in KERNELS)
     base = "reference" if "reference" in med else next(iter(med))
     cols = KERNELS + ("layer",)
-    header = f"{'implementation':<15}" + "".join(f"{c:>14}" for c in cols) + f"{'vs ' + base:>16}{'setup':>9}"
+    header = (f"{'implementation':<15}" + "".join(f"{c:>14}" for c in cols) + f"{'vs ' + base:>16}"
+              f"{'cpu-time':>12}{'setup':>9}")
     print(header)
     print("-" * len(header))
     for n, m in med.items():
         print(f"{n:<15}" + "".join(f"{m[c] * 1e3:>12.2f}ms" for c in cols)
-              + f"{med[base]['layer'] / m['layer']:>15.2f}x{setup[n]:>8.1f}s")
+              + f"{med[base]['layer'] / m['layer']:>15.2f}x{statistics.median(cpu[n]) * 1e3:>10.1f}ms"
+              f"{setup[n]:>8.1f}s")
     flops = scan_flops(shape.B, shape.T, shape.H, shape.K, shape.V)
     peak = matmul_gflops()
     print(f"\ndelta_scan: {flops / 1e9:.2f} GFLOP (chunked WY form, chunk 64); machine float32 matmul "
@@ -169,10 +183,13 @@ def run(args: argparse.Namespace) -> int:
         st = layer["_state"]
         print(f"  {n:<13} o {rel_err(st['o'], ref_state['o']):.1e}  m {rel_err(st['m'], ref_state['m']):.1e}  "
               f"idx mismatches {int((st['idx'] != ref_state['idx']).sum())}  o_cache {rel_err(st['oc'], ref_state['oc']):.1e}")
-    print(f"load average at the end {os.getloadavg()[0]:.2f} (other work on this machine inflates every time alike)")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}; wall times are medians of interleaved runs, "
+          f"cpu-time is the process's CPU seconds per layer (all threads), which other work on the machine "
+          f"inflates less")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"shape": vars(shape) if hasattr(shape, "__dict__") else str(shape), "median_seconds": med,
-                       "setup_seconds": setup, "scan_gflop": flops / 1e9, "matmul_gflops": peak,
+                       "setup_seconds": setup, "cpu_seconds_per_layer": {n: statistics.median(c) for n, c in cpu.items()},
+                       "threads": args.threads, "scan_gflop": flops / 1e9, "matmul_gflops": peak,
                        "torch_threads": torch.get_num_threads()}, f, indent=2)
     return 0
