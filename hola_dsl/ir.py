@@ -181,6 +181,29 @@ def eval_scalar(v: Value, env: dict, defs: dict) -> int:
     raise ValueError(f"grid extent {v.name} uses op {op.name} ({op.loc}); only size arithmetic is allowed")
 
 
+_HOST_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "floordiv": "//", "mod": "%"}
+
+
+def scalar_text(v: Value, kernel: "Kernel") -> str:
+    """A host-evaluable scalar (a grid extent) as an expression, e.g. ``cdiv(T, 64) * 2``."""
+    sizes = {p.value: p.name for p in kernel.sizes()}
+    defs = {r: op for op in kernel.body.ops for r in op.results}
+
+    def text(x: Value) -> str:
+        if x in sizes:
+            return sizes[x]
+        op = defs.get(x)
+        if op is None:
+            return f"%{x.name}"
+        if op.name == "const":
+            return repr(op.attrs["value"])
+        a, b = (text(y) for y in op.args)
+        if op.name in _HOST_SYMBOL:
+            return f"({a} {_HOST_SYMBOL[op.name]} {b})"
+        return f"{op.name}({a}, {b})"
+    return text(v)
+
+
 def _attrs_text(attrs: dict) -> str:
     return ", ".join(f"{k}={attrs[k]!r}" for k in sorted(attrs))
 

@@ -302,7 +302,9 @@ def emit(kernel: ir.Kernel, schedule: dict, target: str) -> str:
         f"IR hash {kernel.hash()}; target {target}; emitter v{EMITTER_VERSION}.",
         f"constants: {consts}",
         f"schedule: {sched}",
-        "Grid and launch: see hola_dsl.triton_runtime. Do not edit: regenerate with `hola emit`.",
+        f"grid: ({', '.join(ir.scalar_text(g, kernel) for g in kernel.grid)}); "
+        f"arguments: {', '.join(p.name for p in kernel.params)} (hola_dsl.triton_runtime launches it).",
+        "Do not edit: regenerate with `hola emit`.",
         '"""',
         "",
         "import triton",

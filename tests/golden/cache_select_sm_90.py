@@ -3,7 +3,8 @@
 IR hash 5b9f726a015f8eac; target sm_90; emitter v1.
 constants: BC=64, C=256, RECENCY=False, SDT='float32', W=64, WP=64
 schedule: num_warps=8
-Grid and launch: see hola_dsl.triton_runtime. Do not edit: regenerate with `hola emit`.
+grid: (B, H); arguments: B, T, H, NB, scores, idx (hola_dsl.triton_runtime launches it).
+Do not edit: regenerate with `hola emit`.
 """
 
 import triton
