@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 from hola_dsl import ir
 
 # Bump when generated code changes meaning or speed; it is part of the source-cache key.
-EMITTER_VERSION = "4"
+EMITTER_VERSION = "5"
 
 
 class EmitError(ValueError):
@@ -95,6 +95,13 @@ BINARY: dict[str, Callable[[str, str], str]] = {
 }
 # Ops whose expression costs nothing worth caching (index arithmetic, views, constants).
 _FREE = {"expand_dims", "broadcast_to", "trans", "iota", "full", "const"}
+
+
+def _numel(shape: tuple) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 @dataclass
@@ -306,6 +313,13 @@ class BaseEmitter:
     def elementwise(self, op: ir.Op) -> None:
         out = op.result.type.shape
         args = op.args
+        numel = _numel(out)
+        for a in args:
+            # A computed operand broadcast into a bigger tile would be recomputed per element
+            # (an rsqrt per row becomes one per element): compute it once at its own size.
+            r = self.reprs[a]
+            if r.cost > 0 and r.dtype != "int1" and 0 < _numel(r.shape) < numel:
+                self.materialize(a)
         if op.name in UNARY:
             fn = UNARY[op.name]
             at = lambda idx, a=args[0]: fn(self.ex_b(a, out, idx))
