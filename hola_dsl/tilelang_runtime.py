@@ -109,11 +109,22 @@ def load(kernel: ir.Kernel, schedule: dict, target: str, dialect: str):
         return _MODULES[key]
 
 
+# Knobs the host applies at launch; they do not change the generated code, so they are kept
+# out of its cache key (a thread-count sweep must not recompile).
+LAUNCH_KNOBS = ("cpu_threads",)
+
+
+def code_schedule(schedule: dict) -> dict:
+    """The part of a schedule that shapes the generated source."""
+    return {k: v for k, v in schedule.items() if k not in LAUNCH_KNOBS}
+
+
 def compiled_cpu(kernel: ir.Kernel, schedule: dict):
     """(generated module, compiled C kernel) for the CPU dialect (compiled once per process;
     TileLang's own disk cache makes later processes fast)."""
     import tilelang
 
+    schedule = code_schedule(schedule)
     target = cpu_target()
     module = load(kernel, schedule, target, "cpu")
     key = module.__file__
