@@ -78,10 +78,10 @@ class Entries:
 
     def take(self, index: torch.Tensor) -> "Entries":
         """Entries at ``index`` [B, H, m] along dim 2."""
-        def g(x):
+        def gather(x):
             i = index if x.dim() == 3 else index[..., None].expand(-1, -1, -1, x.shape[-1])
             return x.gather(2, i)
-        return Entries(*(g(x) for x in self.fields()))
+        return Entries(*(gather(x) for x in self.fields()))
 
     def fields(self):
         return (self.k, self.v, self.score, self.pos, self.g, self.beta)
@@ -94,8 +94,7 @@ class Entries:
 def top_entries(entries: Entries, capacity: int, policy: str) -> Entries:
     """The ``capacity`` best entries, best first: SPEC.md section 2's order (higher score, then
     later position; policy "recency" scores by position). Empty slots sort last."""
-    key_pos = entries.pos
-    by_pos = torch.sort(key_pos, dim=-1, descending=True, stable=True).indices
+    by_pos = torch.sort(entries.pos, dim=-1, descending=True, stable=True).indices
     if policy == "recency":
         order = by_pos
     else:
@@ -234,8 +233,8 @@ class HOLAMixer(nn.Module):
         B, T, H, K = q.shape
         C = c.cache_block
         points = self._absorb_points(T)
-        if want_state:  # the memory continues from the next token's block
-            points = points + [max(0, (T // C) * C - c.cache_capacity)] if T % C == 0 else points
+        if want_state and T % C == 0:  # the next token opens a new block: absorb up to its a_n too
+            points.append(max(0, T - c.cache_capacity))
         S = torch.zeros(B, H, K, c.head_v_dim, device=q.device, dtype=torch.float32)
         outs, done = [], 0
         for n, a in enumerate(points):
