@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 from hola_dsl import ir
 
 # Bump when generated code changes meaning or speed; it is part of the source-cache key.
-EMITTER_VERSION = "5"
+EMITTER_VERSION = "8"
 
 
 class EmitError(ValueError):
@@ -321,7 +321,7 @@ class BaseEmitter:
             if r.cost > 0 and r.dtype != "int1" and 0 < _numel(r.shape) < numel:
                 self.materialize(a)
         if op.name in UNARY:
-            fn = UNARY[op.name]
+            fn = self.unary_template(op)
             at = lambda idx, a=args[0]: fn(self.ex_b(a, out, idx))
         elif op.name in BINARY:
             fn = BINARY[op.name]
@@ -339,6 +339,10 @@ class BaseEmitter:
         cost = 1 + sum(self.reprs[a].cost for a in args)
         reads = frozenset().union(*(self.reprs[a].reads for a in args))
         self.set_lazy(op, at, cost, reads)
+
+    def unary_template(self, op: ir.Op) -> Callable[[str], str]:
+        """The expression template of a unary elementwise op (a dialect may use its own)."""
+        return UNARY[op.name]
 
     def load_dtype(self, op: ir.Op) -> str:
         """The dtype a load should store: its sole consumer's float dtype when that consumer is

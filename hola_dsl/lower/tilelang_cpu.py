@@ -34,6 +34,35 @@ COMPILE_FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math"
 # global access would block vectorisation.
 PASS_CONFIGS = {"tl.disable_safe_memory_legalize": True}
 
+# exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 in two FMA steps (Cody-Waite; FMAs
+# keep -fassociative-math from merging them), exp(r) by Cephes' degree-6 polynomial: within
+# 1e-7 relative of exp over float32's normal range (measured: 7.5e-8). Results below 2^-126
+# (x < -87) flush to 0, -inf gives 0, x > 88 gives inf, NaN stays NaN. Branch-free, so gcc
+# vectorises the loops that call it.
+_EXPF = r"""
+extern "C" inline __attribute__((always_inline)) float hola_expf(float x) {
+  float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  float n = __builtin_floorf(xc * 1.44269504088896341f + 0.5f);
+  float r = __builtin_fmaf(n, -0.693359375f, xc);
+  r = __builtin_fmaf(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  float y = p * r * r + r + 1.0f;
+  int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  __builtin_memcpy(&scale, &bits, sizeof scale);
+  y = x < -87.0f ? 0.0f : y * scale;
+  y = x > 88.0f ? __builtin_inff() : y;
+  return x != x ? x : y;
+}""".strip("\n")
+
+# Partial results per row of a max/min reduction (one AVX-512 register of float32).
+_LANES = 16
+
 _RESERVED = {"T", "tilelang", "build", "pid", "pid_lo", "pid_hi"}
 
 
@@ -67,6 +96,7 @@ class CpuEmitter(BaseEmitter):
         self.helpers: dict[str, str] = {}
         self.mr = int(self.schedule.get("cpu_mr", 4))
         self.nr = int(self.schedule.get("cpu_nr", 32))
+        self.grid_pos: str = ""               # set by module(): the program's grid position
 
     # ------------------------------------------------------------ buffers
     def alloc_text(self, name: str, shape: tuple, dtype: str) -> str:
@@ -92,7 +122,10 @@ class CpuEmitter(BaseEmitter):
 
     # ------------------------------------------------------------ params, grid, scalars
     def op_program_id(self, op: ir.Op) -> None:
-        self.reprs[op.result] = scalar_repr(f"p{op.attrs['axis']}", "int32")
+        axis = op.attrs["axis"]
+        # CUDA dialect (a subclass) binds p0, p1, ... to the block indices instead.
+        pos = f"{self.grid_pos}[{axis}]" if self.grid_pos else f"p{axis}"
+        self.reprs[op.result] = scalar_repr(pos, "int32")
 
     def op_const(self, op: ir.Op) -> None:
         super().op_const(op)
@@ -242,8 +275,15 @@ class CpuEmitter(BaseEmitter):
             # kernels multiply by K^T and by the state's transpose twice per chunk).
             if b not in self.trans_memo:
                 self.trans_memo[b] = self.alloc(f"{b.hint or 'b'}_rows", (K, N), rb.dtype)
-                self.write_tile(self.trans_memo[b], (K, N), lambda idx: rb.at([idx[1], idx[0]]))
+                self.transpose_into(self.trans_memo[b], rb, (N, K))
             bname = self.trans_memo[b]
+        elif tb and rb.dtype == "float32":
+            # A computed operand (e.g. RMS-normalised keys): compute it row-major first, where
+            # its loops run along contiguous rows, then transpose the plain buffer in blocks.
+            # Computing it straight into the transposed layout reads with a stride of a row.
+            src = self.materialize(b, role="bt")
+            bname = self.scratch("b_rows", (K, N), rb.dtype)
+            self.transpose_into(bname, src, (N, K))
         else:
             # The micro-kernel streams rows of B; give it a row-major [K, N] copy.
             bname = self.scratch("b_rows", (K, N), rb.dtype)
@@ -286,6 +326,37 @@ class CpuEmitter(BaseEmitter):
         self.pop()
         self.reprs[op.result] = buffer_repr(out, (M, N), "float32")
 
+    def transpose_into(self, dst: str, src, shape: tuple) -> None:
+        """``dst[j, i] = src[i, j]`` for a ``shape`` = (R, C) source; float32 buffers go through a
+        blocked C helper (a column-order sweep of a row-major tile thrashes L1 when rows are
+        a power-of-two apart), anything else through a plain loop nest."""
+        R, C = shape
+        if src.buffer is None or src.shape != shape or src.dtype != "float32":
+            self.write_tile(dst, (C, R), lambda idx: src.at([idx[1], idx[0]]))
+            return
+        name = f"hola_transpose_{R}x{C}"
+        if name not in self.helpers:
+            bs = 16
+            self.helpers[name] = "\n".join([
+                f'extern "C" __attribute__((noinline)) int32_t {name}(float* S, float* D) {{',
+                f"  for (int i0 = 0; i0 < {R}; i0 += {bs}) for (int j0 = 0; j0 < {C}; j0 += {bs})",
+                f"    for (int j = j0; j < (j0 + {bs} < {C} ? j0 + {bs} : {C}); j++)",
+                f"      for (int i = i0; i < (i0 + {bs} < {R} ? i0 + {bs} : {R}); i++)",
+                f"        D[j * {R} + i] = S[i * {C} + j];",
+                "  return 0;",
+                "}",
+            ])
+        self.line(f'T.evaluate(T.call_extern("int32", "{name}", T.address_of({src.buffer}[0, 0]), '
+                  f"T.address_of({dst}[0, 0])))")
+
+    def unary_template(self, op: ir.Op):
+        """float32 exp goes through ``hola_expf``: libm's expf is an opaque call that keeps
+        every softmax loop scalar; this one inlines and vectorises."""
+        if self.DIALECT == "cpu" and op.name == "exp" and op.result.type.dtype == "float32":
+            self.helpers.setdefault("hola_expf", _EXPF)
+            return lambda a: f'T.call_extern("float32", "hola_expf", {a})'
+        return super().unary_template(op)
+
     def dot_helper(self, M: int, N: int, K: int, mr: int, nr: int, ta: bool, accumulate: bool) -> str:
         """Name of a C micro-kernel C[M, N] (+)= A @ B for float32 row-major tiles (A is [K, M]
         when ``ta``), written once into the prelude. Counted loops over constant bounds and an
@@ -317,6 +388,27 @@ class CpuEmitter(BaseEmitter):
         dtype = op.result.type.dtype
         name = self.alloc(op.result.hint or kind, out_shape, dtype)
         self.write_tile(name, out_shape, lambda idx: identity_of(kind, dtype))
+        lanes = _LANES
+        if (kind in ("max", "min") and dtype in ir.FLOAT_DTYPES and len(shape) == 2 and axis == 1
+                and shape[1] % lanes == 0 and shape[1] > lanes):
+            # gcc will not vectorise a float max/min reduction (NaNs order-dependent), but an
+            # elementwise max of LANES partial results along the row is plain SIMD; the
+            # partials are folded once per row.
+            part = self.scratch("lanes", (lanes,), dtype)
+            i, j0, l = self.fresh("i"), self.fresh("j0"), self.fresh("l")
+            self.line(f"for {i} in T.serial({shape[0]}):")
+            self.push()
+            self.line(f"for {l} in T.serial({lanes}):")
+            self.line(f"    {part}[{l}] = {identity_of(kind, dtype)}")
+            self.line(f"for {j0} in T.serial({shape[1] // lanes}):")
+            self.line(f"    for {l} in T.serial({lanes}):")
+            val = self.ex(x, [i, f"{j0} * {lanes} + {l}"])
+            self.line(f"        {part}[{l}] = T.{kind}({part}[{l}], {val})")
+            self.line(f"for {l} in T.serial({lanes}):")
+            self.line(f"    {name}[{i}] = T.{kind}({name}[{i}], {part}[{l}])")
+            self.pop()
+            self.reprs[op.result] = buffer_repr(name, out_shape, dtype)
+            return
         idx = self.loops(shape)
         o = [i for d, i in enumerate(idx) if d != axis]
         ref = f"{name}[{', '.join(o)}]" if o else f"{name}[0]"
@@ -454,12 +546,16 @@ class CpuEmitter(BaseEmitter):
         sig, order, dyn = self.bind_params()
         ng = len(k.grid)
         sig += [f"grid_{d}: T.int32" for d in range(ng)] + ["pid_lo: T.int32", "pid_hi: T.int32"]
+        # The program's grid position lives in a local array, not in let-bound expressions:
+        # TileLang inlines those at every use, and a division by a runtime grid extent inside a
+        # masked load cannot be hoisted out of the branch (it may trap), so it ran per element.
+        self.grid_pos = self.alloc("grid_pos", (ng,), "int32")
         self.line("for pid in T.serial(pid_lo, pid_hi):")
         self.push()
         for d in range(ng):
             inner = " * ".join(f"grid_{e}" for e in range(d + 1, ng))
             q = f"T.truncdiv(pid, {inner})" if inner else "pid"
-            self.line(f"p{d} = T.truncmod({q}, grid_{d})" if d else f"p0 = {q}")
+            self.line(f"{self.grid_pos}[{d}] = T.truncmod({q}, grid_{d})" if d else f"{self.grid_pos}[0] = {q}")
         self.block(k.body)
         body_lines = self.lines
         fname = kernel_function_name(k)
@@ -476,7 +572,8 @@ class CpuEmitter(BaseEmitter):
             f"COMPILE_FLAGS = {list(COMPILE_FLAGS)!r}",
             f"PASS_CONFIGS = {PASS_CONFIGS!r}",
             "",
-            "# C micro-kernels the dots call (register-blocked, one per dot shape).",
+            "# C helpers the kernel calls: dot micro-kernels (register-blocked, one per dot shape),",
+            "# blocked transposes, a vectorisable expf.",
             'PRELUDE = r"""',
             *[h for h in self.helpers.values()],
             '"""',
