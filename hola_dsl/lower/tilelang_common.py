@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 from hola_dsl import ir
 
 # Bump when generated code changes meaning or speed; it is part of the source-cache key.
-EMITTER_VERSION = "8"
+EMITTER_VERSION = "10"
 
 
 class EmitError(ValueError):
@@ -324,7 +324,7 @@ class BaseEmitter:
             fn = self.unary_template(op)
             at = lambda idx, a=args[0]: fn(self.ex_b(a, out, idx))
         elif op.name in BINARY:
-            fn = BINARY[op.name]
+            fn = self.binary_template(op)
             at = lambda idx, a=args[0], b=args[1]: fn(self.ex_b(a, out, idx), self.ex_b(b, out, idx))
         elif op.name == "where":
             at = lambda idx, c=args[0], a=args[1], b=args[2]: (
@@ -343,6 +343,10 @@ class BaseEmitter:
     def unary_template(self, op: ir.Op) -> Callable[[str], str]:
         """The expression template of a unary elementwise op (a dialect may use its own)."""
         return UNARY[op.name]
+
+    def binary_template(self, op: ir.Op) -> Callable[[str, str], str]:
+        """The expression template of a binary elementwise op (a dialect may use its own)."""
+        return BINARY[op.name]
 
     def load_dtype(self, op: ir.Op) -> str:
         """The dtype a load should store: its sole consumer's float dtype when that consumer is

@@ -17,6 +17,7 @@ them into SIMD code:
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from hola_dsl import ir
@@ -220,10 +221,11 @@ class CpuEmitter(BaseEmitter):
         shape = value.type.shape
         user_mask = op.args[-1] if op.attrs.get("has_mask") else None
 
-        def emit_store(idx, checked):
+        def emit_store(idx, checked, skip=()):
             elem, conds, _ = self.address(op, idx)
             if user_mask is not None:
                 conds = conds + [self.ex_b(user_mask, shape, idx)]
+            conds = [c for c in conds if c not in skip]
             stmt = f"{elem} = {self.ex(value, idx)}"
             if checked and conds:
                 self.line(f"if {_and(conds)}:")
@@ -239,6 +241,27 @@ class CpuEmitter(BaseEmitter):
         def nest(checked):
             if shape == ():
                 emit_store([], checked)
+                return
+            if checked and len(shape) >= 2 and self.DIALECT == "cpu":
+                # Conditions that do not involve the innermost index (row masks, row bounds)
+                # are tested once per row: a branch per element keeps the row loop scalar.
+                outer = self.loops(shape[:-1])
+                inner = self.fresh("i")
+                idx = outer + [inner]
+                elem, conds, _ = self.address(op, idx)
+                if user_mask is not None:
+                    conds = conds + [self.ex_b(user_mask, shape, idx)]
+                row = [c for c in conds if not re.search(rf"\b{inner}\b", c)]
+                if row:
+                    self.line(f"if {_and(row)}:")
+                    self.push()
+                self.line(f"for {inner} in T.serial({shape[-1]}):")
+                self.push()
+                emit_store(idx, checked, skip=row)
+                self.pop()
+                if row:
+                    self.pop()
+                self.pop()
                 return
             idx = self.loops(shape)
             emit_store(idx, checked)
@@ -356,6 +379,15 @@ class CpuEmitter(BaseEmitter):
             self.helpers.setdefault("hola_expf", _EXPF)
             return lambda a: f'T.call_extern("float32", "hola_expf", {a})'
         return super().unary_template(op)
+
+    def binary_template(self, op: ir.Op):
+        """Masks combine with bitwise ``&``/``|``: TileLang's And/Or are C's short-circuit
+        ``&&``/``||``, a branch per element that keeps comparison loops (the selection's
+        ranks) scalar; both operands are side-effect-free bools, so the result is the same."""
+        if self.DIALECT == "cpu" and op.name in ("and", "or") and all(a.type.dtype == "int1" for a in op.args):
+            fn = "T.bitwise_and" if op.name == "and" else "T.bitwise_or"
+            return lambda a, b: f"{fn}({a}, {b})"
+        return super().binary_template(op)
 
     def dot_helper(self, M: int, N: int, K: int, mr: int, nr: int, ta: bool, accumulate: bool) -> str:
         """Name of a C micro-kernel C[M, N] (+)= A @ B for float32 row-major tiles (A is [K, M]
