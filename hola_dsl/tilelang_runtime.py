@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import math
 import os
 import platform
@@ -124,6 +125,9 @@ def compiled_cpu(kernel: ir.Kernel, schedule: dict):
     TileLang's own disk cache makes later processes fast)."""
     import tilelang
 
+    # TileLang logs two INFO lines per compile; during a tuning run they bury the progress bar.
+    if not os.environ.get("HOLA_VERBOSE"):
+        logging.getLogger("tilelang").setLevel(logging.WARNING)
     schedule = code_schedule(schedule)
     target = cpu_target()
     module = load(kernel, schedule, target, "cpu")
