@@ -13,21 +13,18 @@ releases the GIL, so the ranges run in parallel.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import math
 import os
 import platform
-import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from hola_dsl import eager, ir
+from hola_dsl import eager, ir, source_cache
 
 _MODULES: dict[str, Any] = {}
 _COMPILED: dict[str, Any] = {}
@@ -37,8 +34,7 @@ _THREAD_STACK = 64 << 20
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("HOLA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hola-dsl")
-    return Path(root) / "tilelang"
+    return source_cache.cache_dir("tilelang")
 
 
 def _lowering(dialect: str):
@@ -85,14 +81,7 @@ def emit(kernel: ir.Kernel, schedule: dict, target: str, dialect: str) -> str:
 def source_path(kernel: ir.Kernel, schedule: dict, target: str, dialect: str) -> Path:
     """Write the generated source (if not already there) and return its path."""
     path = cache_dir() / f"{kernel.name}_{dialect}_{source_key(kernel, schedule, target, dialect)}.py"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = emit(kernel, schedule, target, dialect)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    return path
+    return source_cache.write_once(path, lambda: emit(kernel, schedule, target, dialect))
 
 
 def load(kernel: ir.Kernel, schedule: dict, target: str, dialect: str):
@@ -101,12 +90,7 @@ def load(kernel: ir.Kernel, schedule: dict, target: str, dialect: str):
     key = str(path)
     with _LOCK:
         if key not in _MODULES:
-            name = f"hola_generated_{path.stem}"
-            spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-            _MODULES[key] = module
+            _MODULES[key] = source_cache.import_file(path, f"hola_generated_{path.stem}")
         return _MODULES[key]
 
 
@@ -178,7 +162,7 @@ def launch_cpu(kernel: ir.Kernel, schedule: dict, args: dict[str, Any], threads:
     programs = math.prod(grid)
     if programs == 0:
         return
-    call, copies = [], []
+    call = []
     for name in module.PARAMS:
         x = args[name]
         if isinstance(x, torch.Tensor) and not x.is_contiguous():

@@ -9,17 +9,14 @@ its functions in a real file (it reads their source), hence files rather than ``
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hola_dsl import eager, ir
+from hola_dsl import eager, ir, source_cache
 from hola_dsl.lower import triton as lower_triton
 
 _MODULES: dict[str, Any] = {}
@@ -36,8 +33,7 @@ def interpreter_used() -> bool:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("HOLA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hola-dsl")
-    return Path(root) / "triton"
+    return source_cache.cache_dir("triton")
 
 
 def tool_versions() -> dict[str, str]:
@@ -68,14 +64,7 @@ def source_key(kernel: ir.Kernel, schedule: dict, target: str) -> str:
 def source_path(kernel: ir.Kernel, schedule: dict, target: str) -> Path:
     """Write the generated source (if not already there) and return its path."""
     path = cache_dir() / f"{kernel.name}_{source_key(kernel, schedule, target)}.py"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = lower_triton.emit(kernel, schedule, target)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)          # atomic: concurrent writers agree on the content
-    return path
+    return source_cache.write_once(path, lambda: lower_triton.emit(kernel, schedule, target))
 
 
 def load(kernel: ir.Kernel, schedule: dict, target: str):
@@ -83,12 +72,8 @@ def load(kernel: ir.Kernel, schedule: dict, target: str):
     path = source_path(kernel, schedule, target)
     key = f"{path}:{interpreting()}"
     if key not in _MODULES:
-        name = f"hola_generated_{path.stem}_{'interp' if interpreting() else 'jit'}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        _MODULES[key] = module
+        mode = "interp" if interpreting() else "jit"
+        _MODULES[key] = source_cache.import_file(path, f"hola_generated_{path.stem}_{mode}")
     return _MODULES[key]
 
 

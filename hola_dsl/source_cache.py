@@ -1,0 +1,42 @@
+"""The on-disk cache of generated kernel sources, shared by every DSL backend's runtime:
+write a source once (atomically, so concurrent processes agree on the content) and import it
+as a module."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+
+def cache_dir(backend: str) -> Path:
+    """Where ``backend``'s generated sources live: $HOLA_CACHE_DIR/<backend>, else
+    ~/.cache/hola-dsl/<backend>."""
+    root = os.environ.get("HOLA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hola-dsl")
+    return Path(root) / backend
+
+
+def write_once(path: Path, make_text: Callable[[], str]) -> Path:
+    """Write ``make_text()`` to ``path`` unless it exists already; return ``path``."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = make_text()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    return path
+
+
+def import_file(path: Path, module_name: str) -> ModuleType:
+    """Import the Python source at ``path`` as module ``module_name`` (registered in sys.modules,
+    which some tools, Triton's JIT among them, need to find a function's source)."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
