@@ -14,12 +14,12 @@ whether writing one carried buffer would change another carried value's expressi
 
 from __future__ import annotations
 
-import linecache
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from hola_dsl import ir
+from hola_dsl.lower import source_comment
 
 # Bump when generated code changes meaning or speed; it is part of the source-cache key.
 EMITTER_VERSION = "10"
@@ -221,9 +221,7 @@ class BaseEmitter:
         if not op.loc or op.loc == self.last_loc:
             return
         self.last_loc = op.loc
-        line_no = int(op.loc.rsplit(":", 1)[1])
-        text = linecache.getline(self.kernel.source, line_no).strip() if self.kernel.source else ""
-        self.line(f"# {op.loc}: {text}" if text else f"# {op.loc}")
+        self.line(source_comment(self.kernel.source, op.loc))
 
     def dim_expr(self, d: str) -> str:
         return str(self.kernel.consts[d]) if d in self.kernel.consts else self.size_var[d]

@@ -12,11 +12,11 @@ loops) and ``dot_precision`` ("ieee" or "tf32") for float32 dots.
 
 from __future__ import annotations
 
-import linecache
 import math
 from typing import Callable, Optional
 
 from hola_dsl import ir
+from hola_dsl.lower import source_comment
 
 EMITTER_VERSION = "1"
 
@@ -95,9 +95,7 @@ class Emitter:
         if not op.loc or op.loc == self.last_loc:
             return
         self.last_loc = op.loc
-        line_no = int(op.loc.rsplit(":", 1)[1])
-        text = linecache.getline(self.kernel.source, line_no).strip() if self.kernel.source else ""
-        self.line(f"# {op.loc}: {text}" if text else f"# {op.loc}")
+        self.line(source_comment(self.kernel.source, op.loc))
 
     def fail(self, op: ir.Op, msg: str) -> EmitError:
         return EmitError(f"{op.loc}: cannot lower {op.name} to Triton: {msg}")
