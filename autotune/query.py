@@ -100,7 +100,8 @@ def config_for(kernel: str, backend: str, device: Any, dtype: Any, dims: Mapping
     if os.environ.get(db.ENV_VAR, "").strip().lower() == "off":
         return None
     from autotune.target import target_of
-    return lookup(kernel, backend, target_of(device).name, dtype, dims, T)
+    # An empty sequence (T = 0) runs nothing; it takes the records of the shortest bucket.
+    return lookup(kernel, backend, target_of(device).name, dtype, dims, max(int(T), 1))
 
 
 def lookup_for_arch(kernel: str, backend: str, arch: str, dtypes: Any, dims: Mapping[str, int],

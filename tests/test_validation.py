@@ -65,3 +65,38 @@ def test_block_must_be_multiple_of_chunk():
 def test_value_checks_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("HOLA_CHECK_VALUES", "0")
     _scan(g=torch.full((1, 8, 2), 0.1))  # accepted: the caller took responsibility
+
+
+def _one_bad(shape, index, value, dtype=torch.float32):
+    x = torch.rand(shape, dtype=dtype)
+    x[index] = value
+    return x
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("q", float("inf"), "q: contains NaN or inf"),
+    ("k", float("-inf"), "k: contains NaN or inf"),
+    ("v", float("nan"), "v: contains NaN or inf"),
+    ("g", float("nan"), "g: contains NaN or inf"),
+    ("g", float("-inf"), "g: contains NaN or inf"),
+    ("beta", float("nan"), "beta: contains NaN or inf"),
+    ("beta", 1.0001, "beta: expected values <= 1"),
+])
+def test_one_bad_element_anywhere_is_caught(name, value, message):
+    """A single NaN/inf/out-of-range element, first, last or in the middle, fails the check."""
+    x = scan_inputs(Shape(B=1, T=8, H=2, K=4, V=6), seed=0)
+    for index in [(0,) * x[name].dim(), tuple(s - 1 for s in x[name].shape), (0, 3, 1)]:
+        bad = x[name].clone()
+        bad[index] = value
+        with pytest.raises(ValueError, match=message):
+            ops.delta_scan(**{**x, name: bad}, backend="reference")
+
+
+def test_value_checks_on_half_precision_and_scores():
+    bad = _one_bad((1, 8, 2), (0, 5, 1), float("nan"), torch.bfloat16)
+    with pytest.raises(ValueError, match="scores: contains NaN or inf"):
+        ops.cache_select(bad, backend="reference")
+    ops.cache_select(torch.rand(1, 8, 2, dtype=torch.bfloat16).float(), capacity=2, block_size=4,
+                     backend="reference")
+    empty = torch.zeros(1, 0, 2)
+    assert ops.cache_select(empty, backend="reference").shape == (1, 2, 0, 64)
