@@ -5,9 +5,10 @@ named by a hash of the IR, the schedule, the target, the dialect and the tool ve
 like the Triton sources (``hola_dsl.triton_runtime``): a change to any of them makes a new file.
 TileLang's ``T.prim_func`` reads its function's source, hence real files rather than ``exec``.
 
-CPU launches (``target="c"``) run the flattened grid ``[0, programs)`` split into contiguous
-ranges over ``cpu_threads`` Python threads; the compiled call goes through ctypes, which
-releases the GIL, so the ranges run in parallel.
+CPU launches (``target="c"``) run the flattened grid ``[0, programs)`` on ``cpu_threads``
+threads: by default as an OpenMP parallel region on torch's own libgomp team
+(``hola_dsl.cpu_parallel``, which says why), else split into contiguous ranges over Python
+threads (the compiled call releases the GIL). ``HOLA_CPU_POOL=python`` forces the latter.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import logging
 import math
 import os
+import functools
 import platform
 import threading
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any, Optional
 
 import torch
 
-from hola_dsl import eager, ir, source_cache
+from hola_dsl import cpu_parallel, eager, ir, source_cache
 
 _MODULES: dict[str, Any] = {}
 _COMPILED: dict[str, Any] = {}
@@ -47,6 +49,7 @@ def _lowering(dialect: str):
     return mod
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_target() -> str:
     """The CPU the C dialect is compiled for (-march=native makes the code CPU-specific)."""
     name = platform.processor() or platform.machine()
@@ -104,6 +107,11 @@ def code_schedule(schedule: dict) -> dict:
     return {k: v for k, v in schedule.items() if k not in LAUNCH_KNOBS}
 
 
+# (id of the IR kernel, schedule) -> (kernel, module, compiled, launcher or None): a launch
+# costs a dict lookup, not a hash of the IR's text.
+_LAUNCH_CACHE: dict[tuple, tuple] = {}
+
+
 def compiled_cpu(kernel: ir.Kernel, schedule: dict):
     """(generated module, compiled C kernel) for the CPU dialect (compiled once per process;
     TileLang's own disk cache makes later processes fast)."""
@@ -122,6 +130,27 @@ def compiled_cpu(kernel: ir.Kernel, schedule: dict):
                                               compile_flags=list(module.COMPILE_FLAGS),
                                               pass_configs=dict(module.PASS_CONFIGS))
         return module, _COMPILED[key]
+
+
+def _prepared_cpu(kernel: ir.Kernel, schedule: dict) -> tuple:
+    """(module, compiled, OpenMP launcher or None) for a kernel and schedule, cached."""
+    key = (id(kernel), json.dumps(code_schedule(schedule), sort_keys=True, default=str))
+    hit = _LAUNCH_CACHE.get(key)
+    if hit is not None and hit[0] is kernel:
+        return hit[1:]
+    module, compiled = compiled_cpu(kernel, schedule)
+    launcher = cpu_parallel.launcher(compiled)
+    with _LOCK:
+        _LAUNCH_CACHE[key] = (kernel, module, compiled, launcher)
+    return module, compiled, launcher
+
+
+def cpu_pool() -> str:
+    """How multi-thread CPU launches run: "omp" (default) or "python" (``HOLA_CPU_POOL``)."""
+    pool = os.environ.get("HOLA_CPU_POOL", "omp").strip().lower() or "omp"
+    if pool not in ("omp", "python"):
+        raise ValueError(f"HOLA_CPU_POOL: expected 'omp' or 'python', got {pool!r}")
+    return pool
 
 
 def _run_threads(fn, ranges: list[tuple[int, int]]) -> None:
@@ -154,30 +183,40 @@ def split(programs: int, parts: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(parts) if bounds[i + 1] > bounds[i]]
 
 
-def launch_cpu(kernel: ir.Kernel, schedule: dict, args: dict[str, Any], threads: Optional[int] = None) -> None:
-    """Run ``kernel`` on CPU tensors ``args`` ({param: tensor or number}); outputs in place."""
-    module, compiled = compiled_cpu(kernel, schedule)
+def launch_cpu(kernel: ir.Kernel, schedule: dict, args: dict[str, Any], threads: Optional[int] = None,
+               pool: Optional[str] = None) -> str:
+    """Run ``kernel`` on CPU tensors ``args`` ({param: tensor or number}); outputs in place.
+
+    ``threads`` defaults to the schedule's ``cpu_threads``; ``pool`` ("omp" or "python") to
+    :func:`cpu_pool`. Returns how it ran: "serial", "omp" or "python"."""
+    module, compiled, launcher = _prepared_cpu(kernel, schedule)
     sizes = eager.sizes_of(kernel, args)
     grid = kernel.grid_extents(sizes)
     programs = math.prod(grid)
     if programs == 0:
-        return
-    call = []
+        return "serial"
+    tensors = {}
     for name in module.PARAMS:
         x = args[name]
         if isinstance(x, torch.Tensor) and not x.is_contiguous():
             if kernel.param(name).kind == "out" and x.stride() and 0 not in x.stride():
                 raise ValueError(f"{kernel.name}: output {name} must be contiguous")
             x = x.contiguous()           # e.g. a stride-0 stand-in for an absent optional input
-        call.append(x)
-    call += list(grid)
+        tensors[name] = x
+    call = [tensors[name] for name in module.PARAMS] + list(grid)
     threads = int(threads or schedule.get("cpu_threads", 1))
-    threads = max(1, min(threads, os.cpu_count() or 1))
-    ranges = split(programs, threads)
-    if len(ranges) == 1:
+    threads = max(1, min(threads, os.cpu_count() or 1, programs))
+    if threads == 1:
         compiled(*call, 0, programs)
-    else:
-        _run_threads(lambda lo, hi: compiled(*call, lo, hi), ranges)
+        return "serial"
+    if (pool or cpu_pool()) == "omp" and launcher is not None and launcher.fits(threads):
+        values = {**sizes, **tensors, **{f"grid_{i}": n for i, n in enumerate(grid)}}
+        # Several chunks per thread: the dynamic schedule evens out programs of unequal cost
+        # (causal cache-read tiles) without a dispatch per tiny program.
+        launcher.run(values, programs, threads, chunk=max(1, programs // (threads * 8)))
+        return "omp"
+    _run_threads(lambda lo, hi: compiled(*call, lo, hi), split(programs, threads))
+    return "python"
 
 
 def compiled_cuda(kernel: ir.Kernel, schedule: dict, arch: str):

@@ -1,0 +1,120 @@
+"""CPU launches on an OpenMP team (hola_dsl.cpu_parallel): the same bits as a serial run for
+every kernel, on torch's own libgomp, and a clean fallback to host threads."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from hola_dsl import backends, cpu_parallel, ops, tilelang_runtime
+from hola_dsl.testing import Shape, read_inputs, scan_inputs
+
+pytestmark = pytest.mark.skipif(backends.unavailable_reason("tilelang") is not None,
+                                reason=f"tilelang backend unavailable: {backends.unavailable_reason('tilelang')}")
+
+SHAPE = Shape(B=2, T=300, H=3, K=32, V=48, W=16, C=64)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hola-cache"))
+
+
+@pytest.fixture
+def modes(monkeypatch):
+    """Records how each launch ran ("serial", "omp", "python")."""
+    seen: list[str] = []
+    real = tilelang_runtime.launch_cpu
+
+    def spy(*args, **kwargs):
+        mode = real(*args, **kwargs)
+        seen.append(mode)
+        return mode
+    monkeypatch.setattr(tilelang_runtime, "launch_cpu", spy)
+    return seen
+
+
+def _all_kernels(threads: int) -> list[torch.Tensor]:
+    x = scan_inputs(SHAPE, seed=4)
+    cfg = {"cpu_threads": threads, "BV": 16}
+    o, m, s = ops.delta_scan(**x, output_final_state=True, chunk_size=16, backend="tilelang", config=cfg)
+    idx = ops.cache_select(m, capacity=SHAPE.W, block_size=SHAPE.C, backend="tilelang",
+                           config={"cpu_threads": threads})
+    r = read_inputs(SHAPE, seed=5)
+    oc = ops.cache_read(**{**r, "idx": idx}, block_size=SHAPE.C, backend="tilelang",
+                        config={"cpu_threads": threads, "BQ": 16, "BKV": 16})
+    return [o, m, s, idx, oc]
+
+
+def _need_omp():
+    if shutil.which("gcc") is None and shutil.which("cc") is None:
+        pytest.skip("no C compiler for the OpenMP shim")
+
+
+@pytest.mark.parametrize("pool", ["omp", "python"])
+def test_two_threads_give_the_serial_bits(pool, modes, monkeypatch):
+    """Programs are independent: any split of the grid over threads changes no bit."""
+    _need_omp()
+    monkeypatch.setenv("HOLA_CPU_POOL", pool)
+    one = _all_kernels(1)
+    assert set(modes) == {"serial"}
+    modes.clear()
+    two = _all_kernels(2)
+    assert modes == [pool] * 3
+    for a, b in zip(one, two):
+        assert not a.isnan().any() if a.is_floating_point() else (a >= -1).all()
+        assert torch.equal(a, b)
+
+
+def test_omp_team_is_torchs_own(modes):
+    """The shim's libgomp is the one torch runs its ops on (one pool, no spinning rivals)."""
+    _need_omp()
+    if "OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("this torch does not run its ops on OpenMP")
+    _all_kernels(2)
+    shared = cpu_parallel.shares_torch_pool()
+    if shared is None:
+        pytest.skip("torch's libgomp is not a separate library here")
+    assert shared is True
+
+
+def test_small_stacks_fall_back_to_host_threads(modes, monkeypatch):
+    """A team whose threads lack the stack a program needs is not used."""
+    _need_omp()
+    monkeypatch.setattr(cpu_parallel.Launcher, "fits", lambda self, threads: False)
+    ref = _all_kernels(1)
+    modes.clear()
+    assert all(torch.equal(a, b) for a, b in zip(ref, _all_kernels(2)))
+    assert modes == ["python"] * 3
+
+
+def test_bad_pool_setting_is_named(monkeypatch):
+    monkeypatch.setenv("HOLA_CPU_POOL", "tbb")
+    with pytest.raises(ValueError, match="HOLA_CPU_POOL: expected 'omp' or 'python', got 'tbb'"):
+        _all_kernels(2)
+
+
+def test_call_signature_and_stack_estimate():
+    source = """
+float hola_expf(float x) { return x; }
+int32_t k_kernel(float* a, int32_t pid_hi, int32_t pid_lo) {
+  float tile_0[4096];
+  int32_t ids_1[64];
+  return 0;
+}
+#ifdef __cplusplus
+extern "C"
+#endif
+int32_t call(float* a, int64_t* idx, float scale, int32_t grid_0, int32_t pid_lo, int32_t pid_hi, int32_t T) {
+  return k_kernel(a, pid_hi, pid_lo);
+}
+"""
+    params = cpu_parallel.call_signature(source)
+    assert [(p.ctype, p.name) for p in params] == [
+        ("float*", "a"), ("int64_t*", "idx"), ("float", "scale"), ("int32_t", "grid_0"),
+        ("int32_t", "pid_lo"), ("int32_t", "pid_hi"), ("int32_t", "T")]
+    assert cpu_parallel.stack_bytes(source) == cpu_parallel._STACK_MARGIN + 4096 * 4 + 64 * 4
+    assert cpu_parallel.call_signature("int32_t other(float* a) {") is None
+    assert cpu_parallel.call_signature("int32_t call(struct s* a) {") is None
