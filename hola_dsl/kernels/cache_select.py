@@ -1,11 +1,20 @@
 """Block-wise top-w cache selection (SPEC.md section 2), one program per (b, h).
 
-The program walks the cache blocks in order carrying the cache (scores and positions, best
-first, -1 = empty). At the start of block n the cache is Cache_n and is written to idx row n;
-then the block's tokens are merged in, BC at a time: Cache <- top-w(Cache U tokens). Top-w is
-a deterministic rank select: the rank of a candidate is the number of candidates that beat it
-(a higher score, or an equal score and a later position), and the candidate of rank r goes
-to slot r when r < W. Merging piecewise is exact because top-w(A U B U C) = top-w(top-w(A U B) U C).
+The program walks the cache blocks in order carrying the cache as positions (best first, -1 =
+empty). At the start of block n the cache is Cache_n and is written to idx row n; then the
+block's tokens are merged in, BC at a time: Cache <- top-w(Cache U tokens). Merging piecewise is
+exact because top-w(A U B U C) = top-w(top-w(A U B) U C).
+
+Top-w is a deterministic rank select: the rank of a candidate is the number of candidates that
+beat it (a higher score, or an equal score and a later position), and the candidate of rank r
+goes to slot r when r < W. Two invariants make most of the ranking cheap:
+* the cache is sorted best first, so cached entry i has rank i among the cache;
+* every cached position precedes every token of the merged piece, so a token beats a cached
+  entry exactly when its score is >= the entry's (ties go to the later position).
+Only the piece's tokens are ranked against each other with the full rule. The carry holds
+positions alone; the cached scores are gathered back from ``scores`` (policy hola) or are the
+positions themselves (policy recency), so the slot scatter moves one int per candidate.
+Scores are finite (checked by ``ops``), so -inf marks an empty slot or a padded token.
 """
 
 from hola_dsl import lang as hl
@@ -17,10 +26,15 @@ def _beaten_by(s_i, p_i, s_j, p_j):
     return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
 
 
-def _to_slots(slot, rank, s, p, W):
-    """Scatter candidates to slot = rank (rank < W); slots nobody ranks into stay empty."""
-    hit = (slot[:, None] == rank[None, :]) & (p >= 0)[None, :] & (slot < W)[:, None]
-    return hl.max(hl.where(hit, s[None, :], float("-inf")), 1), hl.max(hl.where(hit, p[None, :], -1), 1)
+def _count_over_rows(mask):
+    """[rows] number of true entries in each row of a 2-D mask."""
+    return hl.sum(mask.to("int32"), 1)
+
+
+def _to_slots(slot, rank, p, W):
+    """Positions by slot: candidate p (>= 0) of rank r < W goes to slot r; other slots get -1."""
+    r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+    return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
 
 
 @hl.kernel
@@ -31,15 +45,19 @@ def cache_select(
     T = hl.dim("T")
     b, h = hl.grid(hl.dim("B"), hl.dim("H"))
     slot = hl.iota(WP)
-    empty = (hl.full((WP,), float("-inf"), SDT), hl.full((WP,), -1, "int32"))
 
-    @hl.loop(0, hl.cdiv(T, C), carry=empty)
-    def cache(n, cs, cp):
+    @hl.loop(0, hl.cdiv(T, C), carry=hl.full((WP,), -1, "int32"))
+    def cache(n, cp):
         idx[b, h, n, hl.tile(0, WP)] = cp                    # Cache_n, best first
         start = n * C
 
-        @hl.loop(0, hl.cdiv(C, BC), carry=(cs, cp))
-        def merged(j, cs, cp):
+        @hl.loop(0, hl.cdiv(C, BC), carry=cp)
+        def merged(j, cp):
+            kept = cp >= 0
+            if RECENCY:
+                cs = hl.where(kept, cp.to(SDT), float("-inf"))
+            else:
+                cs = hl.where(kept, scores.load((b, cp, h), mask=kept).to(SDT), float("-inf"))
             offs = j * BC + hl.iota(BC)
             pos = start + offs
             ok = (offs < C) & (pos < T)
@@ -48,9 +66,7 @@ def cache_select(
             else:
                 s = scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT)
             bs, bp = hl.where(ok, s, float("-inf")), hl.where(ok, pos, -1)
-            rank_c = _beaten_by(cs, cp, cs, cp) + _beaten_by(cs, cp, bs, bp)
-            rank_b = _beaten_by(bs, bp, cs, cp) + _beaten_by(bs, bp, bs, bp)
-            s1, p1 = _to_slots(slot, rank_c, cs, cp, W)
-            s2, p2 = _to_slots(slot, rank_b, bs, bp, W)
-            return hl.maximum(s1, s2), hl.maximum(p1, p2)
+            rank_c = slot + _count_over_rows(bs[None, :] >= cs[:, None])
+            rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+            return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
         return merged
