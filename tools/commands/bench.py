@@ -105,6 +105,17 @@ def _backend_impl(name: str, shape: Shape, config=None) -> dict[str, Callable]:
         shape)
 
 
+def _pool_line() -> str:
+    """How the TileLang CPU kernels shared out their programs in this process."""
+    from hola_dsl import cpu_parallel, tilelang_runtime
+    if tilelang_runtime.cpu_pool() == "python":
+        return "host threads (HOLA_CPU_POOL=python)"
+    shared = cpu_parallel.shares_torch_pool()
+    if shared is None:
+        return "OpenMP team (or host threads where no shim was built; single-thread launches use neither)"
+    return "OpenMP team, " + ("torch's own" if shared else "a libgomp other than torch's")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", default=DEFAULT_SHAPE, help=f"problem size (default {DEFAULT_SHAPE})")
     parser.add_argument("--impl", action="append",
@@ -183,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
         st = layer["_state"]
         print(f"  {n:<13} o {rel_err(st['o'], ref_state['o']):.1e}  m {rel_err(st['m'], ref_state['m']):.1e}  "
               f"idx mismatches {int((st['idx'] != ref_state['idx']).sum())}  o_cache {rel_err(st['oc'], ref_state['oc']):.1e}")
+    if "tilelang" in layers:
+        print(f"\nTileLang CPU grid: {_pool_line()}")
     print(f"load average at the end {os.getloadavg()[0]:.2f}; wall times are medians of interleaved runs, "
           f"cpu-time is the process's CPU seconds per layer (all threads), which other work on the machine "
           f"inflates less")
