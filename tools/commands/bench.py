@@ -3,7 +3,9 @@
 The layer's prefill is delta_scan -> cache_select (on the scan's scores m) -> cache_read. Each
 implementation runs the three kernels on the same float32 inputs; repeats are interleaved across
 implementations so that a change in machine load hits all of them alike. Backends are called
-directly (validation skipped for all), so what is timed is the kernels.
+directly (validation skipped for all), so what is timed is the kernels. A DSL backend runs the
+schedule ``hola_dsl.ops`` would pick (the tuning database's record for this shape and machine,
+else the default), with ``--threads`` overriding its ``cpu_threads``.
 
 Implementations: "reference" (model.chunked, PyTorch), "compile" (the same functions under
 torch.compile) and any DSL backend that runs CPU tensors ("tilelang", "eager").
@@ -17,7 +19,7 @@ import math
 import os
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -93,15 +95,45 @@ def _reference_impl(shape: Shape, compiled: bool) -> dict[str, Callable]:
         shape)
 
 
-def _backend_impl(name: str, shape: Shape, config=None) -> dict[str, Callable]:
+def _ratio(r: float) -> str:
+    return f"{r:.2f}" if r >= 0.1 else f"{r:.2g}"
+
+
+def _has_knob(kernel: str, backend: str, knob: str) -> bool:
+    import schedules
+    try:
+        return knob in [k.name for k in schedules.space(kernel, backend).knobs]
+    except (KeyError, ImportError):
+        return False
+
+
+def schedules_for(name: str, shape: Shape, threads: Optional[int]) -> dict[str, tuple[dict, str]]:
+    """{kernel: (config, where it came from)}: what ``hola_dsl.ops`` would use for this shape on
+    this CPU (a tuned record, else {} for the default), with ``cpu_threads`` set if asked."""
+    from autotune.query import config_for
+    dims = {"delta_scan": {"K": shape.K, "V": shape.V}, "cache_select": {"W": shape.W, "C": shape.C},
+            "cache_read": {"K": shape.K, "V": shape.V, "W": shape.W, "C": shape.C}}
+    out = {}
+    for kernel in KERNELS:
+        tuned = config_for(kernel, name, torch.device("cpu"), torch.float32, dims[kernel], shape.T)
+        config = dict(tuned or {})
+        if threads is not None and _has_knob(kernel, name, "cpu_threads"):
+            config["cpu_threads"] = threads
+        out[kernel] = (config, "tuned" if tuned else "default")
+    return out
+
+
+def _backend_impl(name: str, shape: Shape, threads: Optional[int]) -> dict[str, Callable]:
     b = backends.get(name)
+    cfg = {k: c for k, (c, _) in schedules_for(name, shape, threads).items()}
     return _layer(
         lambda q, k, v, g, beta, scale: b.delta_scan(q, k, v, g, beta, scale=scale, initial_state=None,
-                                                     output_final_state=False, chunk_size=64, config=config),
+                                                     output_final_state=False, chunk_size=64,
+                                                     config=cfg["delta_scan"] or None),
         lambda m, capacity, block_size: b.cache_select(m, capacity=capacity, block_size=block_size,
-                                                       policy="hola", config=config),
+                                                       policy="hola", config=cfg["cache_select"] or None),
         lambda q, k, v, idx, gq, gk, s, block_size: b.cache_read(q, k, v, idx, gq, gk, s, block_size=block_size,
-                                                                 eps=1e-6, config=config),
+                                                                 eps=1e-6, config=cfg["cache_read"] or None),
         shape)
 
 
@@ -134,12 +166,10 @@ def run(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise ValueError(f"--repeat: expected a positive count, got {args.repeat}")
     impls = args.impl or ["reference", "compile", "tilelang"]
-    config = None
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads: expected a positive count, got {args.threads}")
         torch.set_num_threads(args.threads)
-        config = {"cpu_threads": args.threads}
     x = _inputs(shape, args.seed)
     print(f"hola bench: HOLA layer prefill, float32 on the CPU, {shape}; torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.2f}")
@@ -155,7 +185,11 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if "cpu" not in backends.get(name).devices:
                 raise ValueError(f"--impl: backend {name!r} does not run CPU tensors")
-            layers[name] = _backend_impl(name, shape, config if name == "tilelang" else None)
+            layers[name] = _backend_impl(name, shape, args.threads)
+            for kernel, (cfg, where) in schedules_for(name, shape, args.threads).items():
+                print(f"  {name} {kernel}: {where} schedule {json.dumps(cfg)}" if where == "tuned" else
+                      f"  {name} {kernel}: backend default schedule"
+                      + (f", cpu_threads {cfg['cpu_threads']}" if "cpu_threads" in cfg else ""))
         for k in KERNELS:                                 # warm-up: compiles, caches
             layers[name][k](x)
         setup[name] = time.perf_counter() - t0
@@ -180,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     print("-" * len(header))
     for n, m in med.items():
         print(f"{n:<15}" + "".join(f"{m[c] * 1e3:>12.2f}ms" for c in cols)
-              + f"{med[base]['layer'] / m['layer']:>15.2f}x{statistics.median(cpu[n]) * 1e3:>10.1f}ms"
+              + f"{_ratio(med[base]['layer'] / m['layer']):>15}x{statistics.median(cpu[n]) * 1e3:>10.1f}ms"
               f"{setup[n]:>8.1f}s")
     flops = scan_flops(shape.B, shape.T, shape.H, shape.K, shape.V)
     peak = matmul_gflops()
