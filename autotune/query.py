@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -45,7 +46,14 @@ def _records(path: Path) -> list[dict]:
         cached = _files.get(path)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-    records = [r for r in db.read_file(path)[1] if _legal(r)] if stamp is not None else []
+    try:
+        records = [r for r in db.read_file(path)[1] if _legal(r)] if stamp is not None else []
+    except db.DatabaseError as exc:
+        # A kernel call must not die on a shared file someone broke: say so once per version of
+        # the file and go on with the other files and the defaults (`hola db` still refuses it).
+        warnings.warn(f"{exc}; ignoring this tuning file (other files and the defaults still apply)",
+                      RuntimeWarning, stacklevel=2)
+        records = []
     with _lock:
         _files[path] = (stamp, records)
     return records
