@@ -10,10 +10,13 @@ returns None and callers say so and skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +63,7 @@ class LoweredCuda:
     threads: int                    # threads per block
     dynamic_smem: int               # bytes of dynamic shared memory per block
     grid: dict = field(default_factory=dict)   # blockIdx.* extents (symbolic ones as text)
+    warnings: list = field(default_factory=list)   # TileLang/TVM warning lines logged while lowering
 
 
 @dataclass
@@ -96,6 +100,34 @@ class NvccError(RuntimeError):
     """nvcc failed; the message carries the command and the compiler's last lines."""
 
 
+@contextlib.contextmanager
+def native_stderr(sink: list):
+    """Capture what native code writes to file descriptor 2 while the block runs (TVM's C++
+    logging, which Python's sys.stderr never sees), append it to ``sink`` as one string, and
+    write it on to the original stderr so it is still shown."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield sink
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+            sink.append(text)
+            if text:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+
+
+def _warning_lines(text: str) -> list[str]:
+    """The warning lines of a TVM/TileLang log ("[hh:mm:ss] file:line: Warning: ...")."""
+    return [ln.strip() for ln in text.splitlines() if "Warning" in ln]
+
+
 def lower_cuda(func, arch: str, pass_configs: Optional[dict] = None) -> LoweredCuda:
     """Lower a TileLang CUDA-dialect ``func`` (a ``tvm.tirx.PrimFunc``) to CUDA C++ for ``arch``
     ("sm_80", "sm_90a", ...) without compiling it and without needing a GPU. ``pass_configs``
@@ -106,7 +138,8 @@ def lower_cuda(func, arch: str, pass_configs: Optional[dict] = None) -> LoweredC
     if not re.fullmatch(r"sm_\d+[af]?", arch):
         raise ValueError(f"arch: expected a CUDA architecture such as 'sm_90a', got {arch!r}")
     target = Target({"kind": "cuda", "arch": arch})
-    with tilelang.transform.PassContext(opt_level=3, config=dict(pass_configs or {})), target:
+    log: list = []
+    with native_stderr(log), tilelang.transform.PassContext(opt_level=3, config=dict(pass_configs or {})), target:
         artifact = tilelang.lower(func, target=target, enable_device_compile=False)
     entries = [
         (gv.name_hint, fn.attrs) for gv, fn in artifact.device_mod.functions.items()
@@ -124,7 +157,136 @@ def lower_cuda(func, arch: str, pass_configs: Optional[dict] = None) -> LoweredC
             for k, v in extent.items() if k.startswith("blockIdx")}
     dyn = int(attrs["dyn_shared_memory_buf"]) if "dyn_shared_memory_buf" in attrs else 0
     return LoweredCuda(arch=arch, source=str(artifact.kernel_source), entry=entry,
-                       threads=threads, dynamic_smem=dyn, grid=grid)
+                       threads=threads, dynamic_smem=dyn, grid=grid, warnings=_warning_lines("".join(log)))
+
+
+# ---------------------------------------------------------------- barrier placement, statically
+_NOT_CODE = re.compile(r"/\*.*?\*/|//[^\n]*|^[ \t]*#[^\n]*", re.S | re.M)   # comments, preprocessor lines
+_BARRIER = re.compile(r"__syncthreads\s*\(\s*\)|__sync_thread_partial\s*\(\s*\d+\s*,\s*(\d+)\s*\)")
+_CONTROL = re.compile(r"(else\s+if|if|else|for|while|switch)\b")
+# The guard TileLang puts around a loop with fewer iterations than threads: the first N threads.
+_FIRST_N = re.compile(r"^\(*\s*\(int\)\s*threadIdx\.x\s*\)\s*<\s*(\d+)\s*\)*$")
+
+
+@dataclass
+class _Scope:
+    """One open brace of the source: the control statement that opened it."""
+
+    kind: str           # "if", "else if", "else", "for", "while", "switch" or "" (a plain block)
+    cond: str           # its parenthesised condition ("" for else and plain blocks)
+    line: int
+    per_thread: bool    # whether the threads of a block may go different ways here
+
+    def __str__(self) -> str:
+        return f"`{self.kind} {self.cond}`".replace(" `", "`").strip() + f" (line {self.line})"
+
+
+def _control(header: str, line: int, closed_chain: list) -> _Scope:
+    """The scope a ``header {`` opens; ``closed_chain`` holds the if/else-if conditions just
+    closed at this depth (an ``else`` goes the way those conditions send it)."""
+    m = _CONTROL.match(header)
+    if not m:
+        return _Scope("", "", line, False)
+    kind = " ".join(m.group(1).split())
+    cond = header[m.end():].strip() if kind != "else" else ""
+    per_thread = "threadIdx" in cond
+    if kind.startswith("else"):
+        per_thread = per_thread or any("threadIdx" in c for c in closed_chain)
+    return _Scope(kind, cond, line, per_thread)
+
+
+def barrier_problems(source: str, threads: Optional[int] = None) -> list[str]:
+    """Barriers in generated CUDA ``source`` that not every thread meant to wait reaches.
+
+    ``__syncthreads()`` must sit in control flow every thread of the block takes the same way:
+    never inside an ``if``/``else``/loop whose condition reads ``threadIdx`` (the threads that
+    skip it hang the block or, hoisted, the barrier separates nothing). TileLang's named partial
+    barrier ``tl::__sync_thread_partial(id, n)`` is right inside ``if (threadIdx.x < n)`` with the
+    same ``n`` (exactly the threads taking the branch) and no other thread-dependent condition;
+    outside any, its ``n`` must be the block size ``threads`` (when given). Works on the braces
+    of the source, comments and preprocessor lines blanked; one message per problem.
+    """
+    text = _NOT_CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), source)
+    problems: list[str] = []
+    scopes: list[_Scope] = []
+    chains: dict[int, list[str]] = {}          # depth -> if/else-if conditions of the chain just closed
+    start = parens = 0
+    line = 1
+    pos = 0
+    while pos < len(text):
+        ch = text[pos]
+        if ch == "\n":
+            line += 1
+        elif ch == "(":
+            parens += 1
+        elif ch == ")":
+            parens -= 1
+        elif ch == "_" and (m := _BARRIER.match(text, pos)) and not (pos and (text[pos - 1].isalnum() or text[pos - 1] == "_")):
+            around = [sc for sc in scopes if sc.per_thread]
+            prefix = " ".join(text[start:pos].split())
+            unbraced = _control(prefix, line, chains.get(len(scopes), [])) if prefix else None
+            if unbraced is not None and unbraced.per_thread:
+                around.append(unbraced)
+            where = ", ".join(map(str, around))
+            if m.group(1) is None:
+                if around:
+                    problems.append(f"line {line}: __syncthreads() inside thread-dependent control flow: {where}")
+            else:
+                count = int(m.group(1))
+                firsts = [sc.kind == "if" and (f := _FIRST_N.match(sc.cond)) and int(f.group(1)) == count for sc in around]
+                if around and not all(firsts):
+                    problems.append(f"line {line}: __sync_thread_partial(.., {count}) inside control flow other "
+                                    f"than `if (threadIdx.x < {count})`: {where}")
+                elif not around and threads is not None and count != threads:
+                    problems.append(f"line {line}: __sync_thread_partial(.., {count}) outside any thread branch "
+                                    f"of a {threads}-thread block")
+            pos = m.end()
+            continue
+        elif parens == 0 and ch in ";{}":
+            depth = len(scopes)
+            if ch == "{":
+                sc = _control(" ".join(text[start:pos].split()), line, chains.get(depth, []))
+                scopes.append(sc)
+                if sc.kind == "if":
+                    chains[depth] = [sc.cond]
+                elif sc.kind == "else if":
+                    chains[depth] = chains.get(depth, []) + [sc.cond]
+                else:
+                    chains[depth] = []
+            elif ch == "}":
+                if scopes:
+                    scopes.pop()
+                chains.pop(depth, None)       # the chains inside the closed block are over
+            else:
+                chains[depth] = []            # a statement ends any if/else chain at this depth
+            start = pos + 1
+        pos += 1
+    return problems
+
+
+_SHARED_DECL = re.compile(r"(\w+)\s*=\s*\(\(void\*\)\(\(char\*\)buf_dyn_shmem\b|__shared__[^;]*?\b(\w+)\s*\[")
+_ONE_THREAD = re.compile(r"\bif\s*\(\(*\s*\(int\)\s*threadIdx\.x\s*\)\s*(?:<\s*1|==\s*0)\s*\)*\s*\{")
+
+
+def single_thread_shared_writes(source: str) -> list[str]:
+    """Sections of generated CUDA ``source`` where one thread (``if (threadIdx.x < 1)`` or
+    ``== 0``) writes a shared-memory buffer, which the other threads then read: every such
+    write needs a barrier after it outside the branch, and barriers the branch needs inside
+    cannot be placed (TileLang hoists them out and warns of a race). One message per section."""
+    text = _NOT_CODE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), source)
+    shared = {a or b for a, b in _SHARED_DECL.findall(text)}
+    problems = []
+    for m in _ONE_THREAD.finditer(text):
+        depth, end = 1, m.end()
+        while depth and end < len(text):
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            end += 1
+        body = text[m.end():end]
+        written = sorted(n for n in shared if re.search(rf"\b{re.escape(n)}\)?\s*\[[^;]*?\]\s*=(?!=)", body))
+        if written:
+            line = text.count("\n", 0, m.start()) + 1
+            problems.append(f"line {line}: one thread writes shared {', '.join(written)} for the others")
+    return problems
 
 
 _ENTRY = re.compile(r"Compiling entry function '([^']+)' for '([^']+)'")

@@ -258,12 +258,16 @@ class BaseEmitter:
                 self.line(f"{name} = {r.at([])}")
                 self.reprs[res] = scalar_repr(name, res.type.dtype, r.reads)
             return
-        # Masks stay lazy: recomputing a comparison is cheaper than a bool tile, and CUDA has
-        # no vector bool type for TileLang to store one with.
-        if res.type.dtype == "int1":
+        if self.stays_lazy(r):
             return
         if cost > 0 and (self.uses.get(res, 0) > 1 or self.used_elsewhere(res)):
             self.materialize(res)
+
+    def stays_lazy(self, r: Repr) -> bool:
+        """Whether a tile is always recomputed where it is used, never written to a buffer.
+        Masks are: recomputing a comparison is cheaper than a bool tile, and CUDA has no vector
+        bool type for TileLang to store one with."""
+        return r.dtype == "int1"
 
     def used_elsewhere(self, v: ir.Value) -> bool:
         """Used in a loop body other than the block defining it (recomputed every trip)."""
@@ -316,7 +320,7 @@ class BaseEmitter:
             # A computed operand broadcast into a bigger tile would be recomputed per element
             # (an rsqrt per row becomes one per element): compute it once at its own size.
             r = self.reprs[a]
-            if r.cost > 0 and r.dtype != "int1" and 0 < _numel(r.shape) < numel:
+            if r.cost > 0 and not self.stays_lazy(r) and 0 < _numel(r.shape) < numel:
                 self.materialize(a)
         if op.name in UNARY:
             fn = self.unary_template(op)

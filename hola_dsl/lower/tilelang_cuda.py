@@ -8,8 +8,13 @@ stores with an unmasked fast path, loop-carried buffers), with GPU storage and p
   the elements; TileLang inserts the barriers between dependent loops);
 * ``dot`` is ``T.gemm`` of two shared tiles into a float32 register fragment (tensor cores
   where the arch has them), copied back to shared memory;
-* reductions and prefix sums give each thread whole rows (a serial loop inside ``T.Parallel``);
-  the triangular inverse gives each thread whole columns, which are independent;
+* reductions and prefix sums give each thread whole rows (a serial loop inside ``T.Parallel``,
+  the running value in a register); the triangular inverse gives each thread whole columns,
+  which are independent;
+* scalars live in a register of every thread (``T.alloc_local``) and every thread computes
+  them: a scalar that one thread writes to shared memory for the others needs barriers
+  inside a single-thread branch, which TileLang cannot place (its ThreadSync pass hoisted
+  them out and warned of a race);
 * a loop the kernel marks pipelined becomes ``T.Pipelined`` with ``num_stages`` stages.
 
 Schedule knobs: ``threads`` (per block) and ``num_stages``.
@@ -20,15 +25,24 @@ from __future__ import annotations
 from typing import Sequence
 
 from hola_dsl import ir
-from hola_dsl.lower.tilelang_common import EMITTER_VERSION, EmitError, buffer_repr, identity_of, literal
+from hola_dsl.lower import tilelang_common
+from hola_dsl.lower.tilelang_common import EmitError, Repr, buf_dtype, buffer_repr, identity_of, literal
 from hola_dsl.lower.tilelang_cpu import CpuEmitter
 
 __all__ = ["emit", "EMITTER_VERSION", "EmitError", "PASS_CONFIGS", "kernel_function_name"]
 
 
+# The CUDA dialect's own changes bump the suffix; the shared part follows the common emitter.
+EMITTER_VERSION = f"{tilelang_common.EMITTER_VERSION}.cuda1"
+
 # Tiles live in shared memory; TileLang's default merge barely reuses it across a loop body,
 # the aggressive merge (liveness per statement) halves a delta_scan program's footprint.
 PASS_CONFIGS = {"tl.enable_aggressive_shared_memory_merge": True}
+
+
+# Integer index expressions of at most this many ops are recomputed where used (stays_lazy);
+# longer ones (a masked position, say) are computed once into shared memory.
+LAZY_INDEX_OPS = 3
 
 
 def kernel_function_name(kernel: ir.Kernel) -> str:
@@ -58,21 +72,22 @@ class CudaEmitter(CpuEmitter):
         self.push()
         return idx
 
-    def write_tile(self, name: str, shape: tuple, at, reads_from=None) -> None:
-        if shape == ():
-            z = self.fresh("z")
-            self.line(f"for {z} in T.Parallel(1):")
-            self.line(f"    {name}[0] = {at([])}")
-            return
-        super().write_tile(name, shape, at)
+    def alloc(self, stem: str, shape: tuple, dtype: str) -> str:
+        """Tiles go to shared memory; a scalar to a register of every thread (``alloc_local``),
+        which every thread computes for itself (see the class notes on scalars)."""
+        if shape != ():
+            return super().alloc(stem, shape, dtype)
+        name = self.fresh(stem)
+        self.allocs.append(f'{name} = T.alloc_local((1,), "{buf_dtype(dtype)}")')
+        return name
 
-    def _nest(self, shape: tuple, stmt) -> None:
-        if shape == ():
-            z = self.fresh("z")
-            self.line(f"for {z} in T.Parallel(1):")
-            self.line(f"    {stmt([])}")
-            return
-        super()._nest(shape, stmt)
+    def stays_lazy(self, r: Repr) -> bool:
+        """Short integer index arithmetic that reads no buffer (``t0 + iota``, ``pid % NQ * BQ``)
+        is recomputed where used: a few integer ops per element against a shared-memory round
+        trip and a barrier; and a masked store whose row condition reads a shared tile is not
+        vectorised by TileLang (it fell back to a serial loop over the vector lanes)."""
+        return super().stays_lazy(r) or (r.dtype in ("int32", "int64") and not r.reads
+                                         and r.cost <= LAZY_INDEX_OPS)
 
     # ------------------------------------------------------------ compute
     def _shared_operand(self, v: ir.Value, role: str) -> str:
@@ -97,20 +112,29 @@ class CudaEmitter(CpuEmitter):
         self.line(f"T.copy({frag}, {out})")
         self.reprs[op.result] = buffer_repr(out, (M, N), "float32")
 
-    def _rows(self, shape: tuple, axis: int):
-        """Open a T.Parallel over every dim but ``axis`` (one element for a 1-D tile); returns
-        the index list with a placeholder at ``axis``."""
-        others = [n for d, n in enumerate(shape) if d != axis]
-        if others:
-            names = self.loops(others)
-        else:
-            z = self.fresh("z")
-            self.line(f"for {z} in T.Parallel(1):")
-            self.push()
-            names = []
-        idx = list(names)
-        idx.insert(axis, None)
-        return names, idx
+    def _register(self, dtype: str) -> str:
+        """A per-thread register for running sums, shared by every reduction of ``dtype``.
+
+        Accumulating in shared memory (``out[i] = out[i] + ...`` inside ``T.Parallel``) makes
+        TileLang put a barrier between the initial write and the loop's reads (it cannot tell
+        they are the same thread's), inside the branch that picks the working threads; a
+        register needs none, and the shared tile is written once at the end."""
+        return self.scratch("acc", (), dtype)
+
+    def _born_before(self, name: str, shape: tuple, dtype: str) -> None:
+        """Write ``name`` once before the loop that computes it reads other tiles.
+
+        Under the aggressive shared-memory merge a tile first written in a statement may share
+        memory with a tile last read in that same statement. When that statement is a loop over
+        rows that reads other rows (a reduction, a prefix sum, the inverse), a thread's write
+        then clobbers what another thread still reads, and with fewer than 32 rows TileLang
+        cannot put a barrier between them (it warned: "Hoisting sync out of an if ... the race
+        remains"). Written earlier, the output is live while the inputs are, so the two never
+        share memory."""
+        self.write_tile(name, shape, lambda idx: literal(0, dtype))
+
+    def _fold(self, reg: str, kind: str, val: str) -> str:
+        return f"{reg}[0] = {reg}[0] + {val}" if kind == "sum" else f"{reg}[0] = T.{kind}({reg}[0], {val})"
 
     def _reduce(self, op: ir.Op, kind: str) -> None:
         x = op.args[0]
@@ -119,14 +143,26 @@ class CudaEmitter(CpuEmitter):
         out_shape = op.result.type.shape
         dtype = op.result.type.dtype
         name = self.alloc(op.result.hint or kind, out_shape, dtype)
-        names, idx = self._rows(shape, axis)
-        ref = f"{name}[{', '.join(names)}]" if names else f"{name}[0]"
         r = self.fresh("r")
-        idx[axis] = r
-        self.line(f"{ref} = {identity_of(kind, dtype)}")
+        if out_shape == ():
+            # A 1-D tile to a scalar: every thread folds the whole tile into its own register
+            # (its reads are shared-memory broadcasts) instead of one thread computing a
+            # shared scalar for the others.
+            self.line(f"{name}[0] = {identity_of(kind, dtype)}")
+            self.line(f"for {r} in T.serial({shape[0]}):")
+            self.line(f"    {self._fold(name, kind, self.ex(x, [r]))}")
+            self.reprs[op.result] = buffer_repr(name, out_shape, dtype)
+            return
+        # Each thread takes whole rows (every dim but ``axis``) and folds them in a register.
+        reg = self._register(dtype)
+        self._born_before(name, out_shape, dtype)
+        names = self.loops([n for d, n in enumerate(shape) if d != axis])
+        idx = list(names)
+        idx.insert(axis, r)
+        self.line(f"{reg}[0] = {identity_of(kind, dtype)}")
         self.line(f"for {r} in T.serial({shape[axis]}):")
-        val = self.ex(x, idx)
-        self.line(f"    {ref} = {ref} + {val}" if kind == "sum" else f"    {ref} = T.{kind}({ref}, {val})")
+        self.line(f"    {self._fold(reg, kind, self.ex(x, idx))}")
+        self.line(f"{name}[{', '.join(names)}] = {reg}[0]")
         self.pop()
         self.reprs[op.result] = buffer_repr(name, out_shape, dtype)
 
@@ -136,14 +172,33 @@ class CudaEmitter(CpuEmitter):
         shape = x.type.shape
         dtype = x.type.dtype
         name = self.alloc(op.result.hint or "cumsum", shape, dtype)
-        self.write_tile(name, shape, lambda idx: self.ex(x, idx))
-        names, idx = self._rows(shape, axis)
+        reg = self._register(dtype)
+        self._born_before(name, shape, dtype)
         r = self.fresh("r")
-        idx[axis] = r
-        prev = list(idx)
-        prev[axis] = f"{r} - 1"
-        self.line(f"for {r} in T.serial(1, {shape[axis]}):")
-        self.line(f"    {name}[{', '.join(idx)}] = {name}[{', '.join(idx)}] + {name}[{', '.join(prev)}]")
+        zero = literal(0, dtype)
+        if len(shape) == 1:
+            # Element i sums x[0..i] itself, in the order a running sum would (the r > i terms
+            # add exact zeros): n threads at O(n) each instead of one thread's serial scan
+            # while the rest of the block waits.
+            src = self.reprs[x]
+            if src.cost > 0:
+                src = self.materialize(x)
+            i = self.fresh("i")
+            self.line(f"for {i} in T.Parallel({shape[0]}):")
+            self.line(f"    {reg}[0] = {zero}")
+            self.line(f"    for {r} in T.serial({shape[0]}):")
+            self.line(f"        {reg}[0] = {reg}[0] + T.if_then_else({r} <= {i}, {src.at([r])}, {zero})")
+            self.line(f"    {name}[{i}] = {reg}[0]")
+            self.reprs[op.result] = buffer_repr(name, shape, dtype)
+            return
+        # Each thread runs along whole rows, the running sum in a register.
+        names = self.loops([n for d, n in enumerate(shape) if d != axis])
+        idx = list(names)
+        idx.insert(axis, r)
+        self.line(f"{reg}[0] = {zero}")
+        self.line(f"for {r} in T.serial({shape[axis]}):")
+        self.line(f"    {reg}[0] = {reg}[0] + {self.ex(x, idx)}")
+        self.line(f"    {name}[{', '.join(idx)}] = {reg}[0]")
         self.pop()
         self.reprs[op.result] = buffer_repr(name, shape, dtype)
 
@@ -153,26 +208,32 @@ class CudaEmitter(CpuEmitter):
         if self.reprs[a].cost > 0:
             self.materialize(a)
         dtype = op.result.type.dtype
-        x = self.alloc(op.result.hint or "inv", (n, n), dtype)
+        cols = self.alloc("inv_cols", (n, n), dtype)
+        self._born_before(cols, (n, n), dtype)
+        reg = self._register(dtype)
         j, i, m = self.fresh("j"), self.fresh("i"), self.fresh("m")
         one, zero = literal(1, dtype), literal(0, dtype)
-        # Column j of X solves (I + L) x = e_j on its own: one thread per column, rows in order.
+        # Column j of X solves (I + L) x = e_j on its own: one thread per column, rows in order,
+        # each element summed in a register. The columns go to a tile of their own, with a
+        # plain row-major layout in which TileLang sees that a thread reads back only its own
+        # column; computed straight into the (swizzled) dot operand, the reads of earlier rows
+        # looked like other threads' data and got a barrier per term (n^2 / 2 per chunk).
         self.line(f"for {j} in T.Parallel({n}):")
         self.push()
         self.line(f"for {i} in T.serial({n}):")
-        self.line(f"    {x}[{i}, {j}] = T.if_then_else({i} == {j}, {one}, {zero})")
+        self.line(f"    {reg}[0] = T.if_then_else({i} == {j}, {one}, {zero})")
         self.line(f"    for {m} in T.serial({i}):")
-        self.line(f"        {x}[{i}, {j}] = {x}[{i}, {j}] - {self.ex(a, [i, m])} * {x}[{m}, {j}]")
+        self.line(f"        {reg}[0] = {reg}[0] - {self.ex(a, [i, m])} * {cols}[{m}, {j}]")
+        self.line(f"    {cols}[{i}, {j}] = {reg}[0]")
         self.pop()
+        x = self.alloc(op.result.hint or "inv", (n, n), dtype)
+        self.write_tile(x, (n, n), lambda idx: f"{cols}[{idx[0]}, {idx[1]}]")
         self.reprs[op.result] = buffer_repr(x, (n, n), dtype)
 
     def loop_header(self, op: ir.Op, iv: str, start: str, stop: str, step: str) -> str:
         if op.attrs.get("kind") == "pipelined" and self.is_const(op.args[2], 1) and self.stages > 1:
             return f"for {iv} in T.Pipelined({start}, {stop}, num_stages={self.stages}):"
         return super().loop_header(op, iv, start, stop, step)
-
-    def op_program_id(self, op: ir.Op) -> None:
-        super().op_program_id(op)
 
     # ------------------------------------------------------------ the module
     def module(self) -> str:

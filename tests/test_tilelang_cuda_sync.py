@@ -1,0 +1,161 @@
+"""The TileLang CUDA dialect lowers race-free: no ThreadSync hoisting (a barrier TileLang could
+not place), no serial fallback of a vectorised loop, no __syncthreads() in thread-dependent
+control flow and no single-thread section writing shared memory for the others.
+
+The lowering needs TileLang only (no nvcc, no GPU); the static checks on CUDA source are tested
+on crafted sources, so they are known to fail when they should."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from hola_dsl import backends, nvcc
+
+needs_tilelang = pytest.mark.skipif(backends.unavailable_reason("tilelang") is not None,
+                                    reason=f"tilelang unavailable: {backends.unavailable_reason('tilelang')}")
+
+# What TileLang logs when it gives up on placing a barrier, or on vectorising a loop.
+RACE_WARNING = "[ThreadSync] Hoisting sync"
+SERIAL_WARNING = "lowered as a serial loop"
+
+
+# ---------------------------------------------------------------- the static checks, on crafted code
+SYNC_IN_THREAD_IF = """
+extern "C" __global__ void __launch_bounds__(128, 1) k(float* __restrict__ x) {
+  extern __shared__ __align__(1024) uchar buf_dyn_shmem[];
+  void* s = ((void*)((char*)buf_dyn_shmem + 0));
+  if (((int)threadIdx.x) < 1) {
+    ((float*)s)[0] = x[0]; /* a brace in a comment: { */
+    __syncthreads();
+  }
+  __syncthreads();
+  x[1] = ((float*)s)[0];
+}
+"""
+
+SYNC_IN_ELSE_AND_UNBRACED = """
+__global__ void k(float* x) {
+  if (((int)threadIdx.x) < 64) {
+    x[0] = 1.f;
+  } else {
+    #pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      __syncthreads();
+    }
+  }
+  if (((int)threadIdx.x) == 3) __syncthreads();
+}
+"""
+
+PARTIAL_BARRIERS = """
+__global__ void k(float* x) {
+  if (((int)threadIdx.x) < 64) { tl::__sync_thread_partial(3, 64); tl::mma_sync(x); }
+  if (((int)threadIdx.x) < 64) { tl::__sync_thread_partial(3, 32); }
+  for (int i = 0; i < ((int)threadIdx.x); ++i) { tl::__sync_thread_partial(3, 64); }
+  tl::__sync_thread_partial(4, 64);
+}
+"""
+
+UNIFORM = """
+__global__ void k(float* x, int T) {
+  if (((int)blockIdx.x) < T) {   // the same way for every thread of a block
+    __syncthreads();
+  } else {
+    for (int i = 0; i < T; ++i) { __syncthreads(); }
+  }
+  if (((int)threadIdx.x) < 64) { x[threadIdx.x] = 0.f; }
+  __syncthreads();
+  tl::__sync_thread_partial(3, 128);
+}
+"""
+
+
+def test_barrier_check_finds_syncthreads_in_a_thread_branch():
+    got = nvcc.barrier_problems(SYNC_IN_THREAD_IF, threads=128)
+    assert len(got) == 1 and got[0].startswith("line 7: __syncthreads()") and "threadIdx.x) < 1" in got[0]
+
+
+def test_barrier_check_follows_else_and_unbraced_ifs():
+    got = nvcc.barrier_problems(SYNC_IN_ELSE_AND_UNBRACED)
+    assert [p.split(":")[0] for p in got] == ["line 8", "line 11"]
+    assert "`else`" in got[0] and "== 3" in got[1]
+
+
+def test_partial_barrier_must_match_its_branch():
+    got = nvcc.barrier_problems(PARTIAL_BARRIERS, threads=128)
+    assert [p.split(":")[0] for p in got] == ["line 4", "line 5", "line 6"]
+    assert "(.., 32)" in got[0] and "for (" in got[1] and "128-thread block" in got[2]
+
+
+def test_barrier_check_accepts_block_uniform_control_flow():
+    assert nvcc.barrier_problems(UNIFORM, threads=128) == []
+
+
+def test_single_thread_shared_writes():
+    got = nvcc.single_thread_shared_writes(SYNC_IN_THREAD_IF)
+    assert got == ["line 5: one thread writes shared s for the others"]
+    assert nvcc.single_thread_shared_writes(UNIFORM) == []
+
+
+def test_native_stderr_is_captured_and_passed_on(capfd):
+    log: list = []
+    with nvcc.native_stderr(log):
+        os.write(2, b"[00:00:00] x.cc:1: Warning: from native code\n")
+    assert log == ["[00:00:00] x.cc:1: Warning: from native code\n"]
+    assert "from native code" in capfd.readouterr().err        # still shown
+
+
+# ---------------------------------------------------------------- TileLang itself (no nvcc needed)
+def _one_thread_scalar():
+    """The pattern the CUDA dialect used to emit for a scalar: one thread folds a tile into a
+    shared scalar, another single-thread loop reads it back."""
+    import tilelang.language as T
+
+    @T.prim_func
+    def one_thread_scalar(x: T.Tensor((64,), "float32"), y: T.Tensor((64,), "float32")):
+        with T.Kernel(1, threads=128) as _bx:
+            g = T.alloc_shared((64,), "float32")
+            s = T.alloc_shared((1,), "float32")
+            t = T.alloc_shared((1,), "float32")
+            for i in T.Parallel(64):
+                g[i] = x[i]
+            for _z in T.Parallel(1):
+                s[0] = T.float32(0)
+                for r in T.serial(64):
+                    s[0] = s[0] + g[r]
+            for _z in T.Parallel(1):
+                t[0] = T.exp(s[0])
+            for i in T.Parallel(64):
+                y[i] = g[i] * t[0]
+    return one_thread_scalar
+
+
+@needs_tilelang
+def test_checks_catch_the_old_single_thread_scalar():
+    lowered = nvcc.lower_cuda(_one_thread_scalar(), "sm_90a")
+    assert any(RACE_WARNING in w for w in lowered.warnings), lowered.warnings
+    assert nvcc.single_thread_shared_writes(lowered.source)
+
+
+# Default schedules, at the small dims `hola check` builds (W = 16: loops over fewer rows than
+# a warp, where TileLang has no partial barrier to place) and at the AOT build's dims.
+CASES = [(kernel, dims) for dims in (nvcc.CHECK_DIMS, None) for kernel in backends.KERNELS]
+
+
+@needs_tilelang
+@pytest.mark.parametrize("kernel,dims", CASES, ids=lambda c: c if isinstance(c, str) else ("small" if c else "aot"))
+def test_cuda_dialect_lowers_without_races(kernel, dims, tmp_path, monkeypatch):
+    from hola_dsl import aot, tilelang_runtime
+    from hola_dsl.tilelang_backend import schedule
+
+    monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
+    sched = schedule(kernel, None, "sm_90a")
+    module = tilelang_runtime.load(aot.specialise(kernel, sched, dims), sched, "sm_90a", "cuda")
+    lowered = nvcc.lower_cuda(module.build(), "sm_90a", module.PASS_CONFIGS)
+    assert not [w for w in lowered.warnings if RACE_WARNING in w or SERIAL_WARNING in w], lowered.warnings
+    assert nvcc.barrier_problems(lowered.source, threads=lowered.threads) == []
+    assert nvcc.single_thread_shared_writes(lowered.source) == []
+    source = open(module.__file__).read()
+    assert "T.Parallel(1)" not in source               # no single-thread sections emitted at all
