@@ -134,7 +134,8 @@ def build(kernel: str, target: str, config: Optional[dict] = None, dims: dict = 
         # As the JIT would specialise: torch allocations are 16-byte aligned.
         attrs = {(i,): [["tt.divisibility", 16]] for i, t in enumerate(sig.values()) if t.startswith("*")}
         compiled = triton.compile(ASTSource(fn, sig, attrs=attrs), target=gt,
-                                  options={"num_warps": module.NUM_WARPS, "num_stages": module.NUM_STAGES})
+                                  options={"num_warps": module.NUM_WARPS, "num_stages": module.NUM_STAGES,
+                                           "enable_fp_fusion": triton_runtime.FP_FUSION})
         res = BuildResult(kernel, target, sched, True, shared=int(compiled.metadata.shared))
         if gt.backend == "cuda":
             r = _ptxas_resources(compiled.asm["ptx"], gt.arch)
