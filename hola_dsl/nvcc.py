@@ -65,6 +65,17 @@ class LoweredCuda:
     grid: dict = field(default_factory=dict)   # blockIdx.* extents (symbolic ones as text)
     warnings: list = field(default_factory=list)   # TileLang/TVM warning lines logged while lowering
 
+    def sync_problems(self) -> list[str]:
+        """Signs of a race or a lost optimisation in this lowering: TileLang's warnings that it
+        could not place a barrier or vectorise a loop, barriers in thread-dependent control flow,
+        single-thread sections writing shared memory. Empty when clean."""
+        return ([w[w.find("Warning"):] for w in self.warnings if any(s in w for s in LOWERING_ALARMS)]
+                + barrier_problems(self.source, self.threads) + single_thread_shared_writes(self.source))
+
+
+# TileLang warnings that mean the generated kernel races or lost a vectorisation.
+LOWERING_ALARMS = ("[ThreadSync]", "lowered as a serial loop")
+
 
 @dataclass
 class CubinReport:
@@ -81,6 +92,7 @@ class CubinReport:
     threads: int
     cubin: Path
     seconds: float                  # lowering + nvcc wall time
+    sync_problems: list = field(default_factory=list)   # see LoweredCuda.sync_problems
 
     @property
     def smem(self) -> int:
@@ -93,6 +105,7 @@ class CubinReport:
             "spill_stores": self.spill_stores, "spill_loads": self.spill_loads, "stack": self.stack,
             "smem": self.smem, "static_smem": self.static_smem, "dynamic_smem": self.dynamic_smem,
             "threads": self.threads, "cubin": str(self.cubin), "seconds": round(self.seconds, 3),
+            "sync_problems": list(self.sync_problems),
         }
 
 
@@ -354,7 +367,8 @@ def cross_build(func, arch: str, out_dir: Path, stem: str, nvcc: Optional[str] =
     return CubinReport(arch=arch, entry=lowered.entry, registers=r["registers"],
                        spill_stores=r["spill_stores"], spill_loads=r["spill_loads"], stack=r["stack"],
                        static_smem=r["smem"], dynamic_smem=lowered.dynamic_smem,
-                       threads=lowered.threads, cubin=cubin, seconds=time.perf_counter() - t0)
+                       threads=lowered.threads, cubin=cubin, seconds=time.perf_counter() - t0,
+                       sync_problems=lowered.sync_problems())
 
 
 def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[dict] = None,
@@ -379,7 +393,8 @@ def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[
         r = cross_build(module.build(), arch, out, stem, nvcc=nvcc, pass_configs=module.PASS_CONFIGS)
         res = aot.BuildResult(kernel, arch, sched, True, registers=r.registers,
                               spills=r.spill_stores + r.spill_loads, shared=r.smem,
-                              extra={"threads": r.threads, "cubin": str(r.cubin), "source": module.__file__})
+                              extra={"threads": r.threads, "cubin": str(r.cubin), "source": module.__file__,
+                                     "sync_problems": r.sync_problems})
     except Exception as exc:  # a failed build is a row of the table, not a crash
         if os.environ.get("HOLA_DEBUG"):
             raise
@@ -396,7 +411,8 @@ def report(kernels, archs=CROSS_ARCHS, config: Optional[dict] = None, json_lines
            with_triton: bool = True, dims: Optional[dict] = None) -> int:
     """`hola build --backend tilelang`: cross-build every kernel's CUDA dialect for ``archs`` and
     print registers, spills and shared memory next to Triton's numbers for the same GPU.
-    Returns the exit code (1 when a build failed; 0 with a note when nvcc is missing)."""
+    Returns the exit code (1 when a build failed or has sync problems, see
+    ``LoweredCuda.sync_problems``; 0 with a note when nvcc is missing)."""
     import json
 
     from hola_dsl import aot
@@ -422,6 +438,8 @@ def report(kernels, archs=CROSS_ARCHS, config: Optional[dict] = None, json_lines
             return
         threads = r.extra.get("threads") or (32 * r.schedule["num_warps"] if "num_warps" in r.schedule else None)
         status = "ok" if r.ok else f"FAILED: {r.error}"
+        if r.ok and r.extra.get("sync_problems"):
+            status = f"SYNC: {_sync_summary(r.extra['sync_problems'])}"
         print(f"| {r.kernel} | {r.extra.get('backend')} | {r.target} | {fmt(r.registers)} | {fmt(r.spills)} | "
               f"{fmt(r.shared)} | {fmt(threads)} | {r.seconds:.1f} | {status} |", flush=True)
 
@@ -437,7 +455,13 @@ def report(kernels, archs=CROSS_ARCHS, config: Optional[dict] = None, json_lines
                 t = aot.build(kernel, twin, None, dims)
                 t.extra["backend"] = "triton"
                 show(t)
-    return 0 if all(r.ok for r in rows if r.extra.get("backend") == "tilelang") else 1
+    return 0 if all(r.ok and not r.extra.get("sync_problems") for r in rows if r.extra.get("backend") == "tilelang") else 1
+
+
+def _sync_summary(problems: list) -> str:
+    """The first sync problem of a build, and how many more there are."""
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{problems[0][:200]}{more}"
 
 
 # Small static dims for the quick cross-build `hola check` and the tests run (nvcc's template
@@ -447,7 +471,8 @@ CHECK_DIMS = {"K": 32, "V": 32, "W": 16, "C": 64}
 
 def check_rows(arch: str = "sm_90a", kernels=("delta_scan", "cache_select", "cache_read")) -> int:
     """Print one `hola check` row per kernel: its TileLang CUDA dialect built by nvcc for
-    ``arch``. Returns the number of failures (0, with a note, when nvcc is missing)."""
+    ``arch``. Returns the number of failures, sync problems included (0, with a note, when nvcc
+    is missing)."""
     nvcc = find_nvcc()
     if nvcc is None:
         print("(tilelang nvcc build not checked: nvcc not found)")
@@ -455,8 +480,12 @@ def check_rows(arch: str = "sm_90a", kernels=("delta_scan", "cache_select", "cac
     failed = 0
     for kernel in kernels:
         r = build(kernel, arch, dims=CHECK_DIMS)
-        failed += not r.ok
+        sync = r.extra.get("sync_problems") or []
+        ok = r.ok and not sync
+        failed += not ok
         what = (f"{r.registers} regs, {r.spills} B spilled, {r.shared} B smem" if r.ok else r.error)
-        print(f"{kernel:<13} {'tilelang':<10} {'nvcc ' + arch:>12} {'PASS' if r.ok else 'FAIL':>6} "
+        if sync:
+            what = f"sync: {_sync_summary(sync)}"
+        print(f"{kernel:<13} {'tilelang':<10} {'nvcc ' + arch:>12} {'PASS' if ok else 'FAIL':>6} "
               f"{r.seconds * 1e3:>8.1f}ms {what}")
     return failed

@@ -99,6 +99,17 @@ def test_single_thread_shared_writes():
     assert nvcc.single_thread_shared_writes(UNIFORM) == []
 
 
+def test_sync_problems_gathers_warnings_and_static_checks():
+    warning = ("[00:00:00] : Warning: [ThreadSync] Hoisting sync out of an if whose condition is not safe "
+               "for an in-if sync. Condition: tx < 1")
+    lowered = nvcc.LoweredCuda("sm_90a", SYNC_IN_THREAD_IF, "k", 128, 0,
+                               warnings=[warning, "[00:00:00] : Warning: something harmless"])
+    got = lowered.sync_problems()
+    assert len(got) == 3 and got[0].startswith("Warning: [ThreadSync]")
+    assert got[1].startswith("line 7: __syncthreads()") and got[2].startswith("line 5: one thread writes")
+    assert nvcc.LoweredCuda("sm_90a", UNIFORM, "k", 128, 0, warnings=["Warning: harmless"]).sync_problems() == []
+
+
 def test_native_stderr_is_captured_and_passed_on(capfd):
     log: list = []
     with nvcc.native_stderr(log):
@@ -157,5 +168,6 @@ def test_cuda_dialect_lowers_without_races(kernel, dims, tmp_path, monkeypatch):
     assert not [w for w in lowered.warnings if RACE_WARNING in w or SERIAL_WARNING in w], lowered.warnings
     assert nvcc.barrier_problems(lowered.source, threads=lowered.threads) == []
     assert nvcc.single_thread_shared_writes(lowered.source) == []
+    assert lowered.sync_problems() == []
     source = open(module.__file__).read()
     assert "T.Parallel(1)" not in source               # no single-thread sections emitted at all
