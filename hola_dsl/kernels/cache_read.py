@@ -2,17 +2,24 @@
 
 A query tile holds BQ positions of one cache block n (t in [nC, nC + C)). Its visible set is the
 sink (logit sink_h, value 0), the cached entries idx[b, h, n] (gathered by position) and the
-block's tokens up to t (causal). Logits use RMSNorm-gamma copies of q and k scaled by 1/sqrt(K);
-the softmax runs online (running max m, denominator den, accumulator acc), starting from the
-sink and the cache, then BKV block tokens at a time.
+block's tokens up to t (causal). The softmax runs online (running max m, denominator den,
+accumulator acc), starting from the sink and the cache, then BKV block tokens at a time.
+
+Two rewrites of the logit l_tj = (rmsnorm(q_t) gamma_q) . (rmsnorm(k_j) gamma_k) / sqrt(K) keep
+the per-key work small (a block's keys are read by every query tile after them):
+* gamma_k and 1/sqrt(K) are folded into the queries once, so a key tile needs only its per-row
+  1/rms (a scale of its logits), never a normalised copy of itself;
+* logits are laid out keys x queries ([keys, BQ]): the queries' operand of the key dot is the
+  same in every step, so a backend that wants it transposed transposes it once per program, and
+  the softmax's reductions run down the key axis.
 """
 
 from hola_dsl import lang as hl
 
 
-def _rmsnorm(x, gamma, K: int, eps: float):
-    """x / sqrt(mean(x^2) + eps) * gamma over the last axis (mean over the true K, not padding)."""
-    return x * hl.rsqrt(hl.sum(x * x, 1)[:, None] / K + eps) * gamma[None, :]
+def _inv_rms(x, K: int, eps: float):
+    """[rows] 1 / sqrt(mean(x^2) + eps) over the last axis (mean over the true K, not padding)."""
+    return hl.rsqrt(hl.sum(x * x, 1) / K + eps)
 
 
 @hl.kernel
@@ -30,30 +37,32 @@ def cache_read(
     tq = t0 + hl.iota(BQ)                                 # query positions
     rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
     kd, vd = hl.tile(0, BKD), hl.tile(0, BVD)
-    gk = gamma_k[kd].to("float32")
     qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
-    qc = _rmsnorm(qt, gamma_q[kd].to("float32"), K, EPS) * (K ** -0.5)       # [BQ, BKD]
+    gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
+    qg = qt * _inv_rms(qt, K, EPS)[:, None] * gammas[None, :]                 # [BQ, BKD]
 
     ids = idx.load((b, h, n, hl.tile(0, WP)), other=-1).to("int32")       # [WP], -1 = empty
-    kc = _rmsnorm(k[b, ids, h, kd].to("float32"), gk, K, EPS)              # [WP, BKD]
+    kc = k[b, ids, h, kd].to("float32")                                    # [WP, BKD]
     vc = v[b, ids, h, vd].to("float32")                                    # [WP, BVD]
-    lc = hl.where((ids >= 0)[None, :], hl.dot(qc, kc, trans_b=True), float("-inf"))
+    lc = hl.where((ids >= 0)[:, None], hl.dot(kc, qg, trans_b=True) * _inv_rms(kc, K, EPS)[:, None],
+                  float("-inf"))                                           # [WP, BQ]
     s = sink[h].to("float32")
-    m0 = hl.maximum(hl.max(lc, 1), s)                                      # [BQ]
-    p = hl.exp(lc - m0[:, None])
-    den0 = hl.exp(s - m0) + hl.sum(p, 1)
-    acc0 = hl.dot(p, vc)                                                   # [BQ, BVD]
+    m0 = hl.maximum(hl.max(lc, 0), s)                                      # [BQ]
+    p = hl.exp(lc - m0[None, :])
+    den0 = hl.exp(s - m0) + hl.sum(p, 0)
+    acc0 = hl.dot(p, vc, trans_a=True)                                     # [BQ, BVD]
 
     @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=(m0, den0, acc0), pipelined=True)
     def softmax(j, m, den, acc):
         tk = j + hl.iota(BKV)
-        kt = _rmsnorm(k[b, hl.tile(j, BKV), h, kd].to("float32"), gk, K, EPS)
+        kt = k[b, hl.tile(j, BKV), h, kd].to("float32")                    # [BKV, BKD]
         vt = v[b, hl.tile(j, BKV), h, vd].to("float32")
-        l = hl.where(tk[None, :] <= tq[:, None], hl.dot(qc, kt, trans_b=True), float("-inf"))
-        m_new = hl.maximum(m, hl.max(l, 1))
+        l = hl.where(tk[:, None] <= tq[None, :], hl.dot(kt, qg, trans_b=True) * _inv_rms(kt, K, EPS)[:, None],
+                     float("-inf"))                                        # [BKV, BQ]
+        m_new = hl.maximum(m, hl.max(l, 0))
         alpha = hl.exp(m - m_new)
-        p = hl.exp(l - m_new[:, None])
-        return m_new, den * alpha + hl.sum(p, 1), acc * alpha[:, None] + hl.dot(p, vt)
+        p = hl.exp(l - m_new[None, :])
+        return m_new, den * alpha + hl.sum(p, 0), acc * alpha[:, None] + hl.dot(p, vt, trans_a=True)
 
     _, den, acc = softmax
     o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
