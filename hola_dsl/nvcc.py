@@ -69,12 +69,21 @@ class LoweredCuda:
         """Signs of a race or a lost optimisation in this lowering: TileLang's warnings that it
         could not place a barrier or vectorise a loop, barriers in thread-dependent control flow,
         single-thread sections writing shared memory. Empty when clean."""
-        return ([w[w.find("Warning"):] for w in self.warnings if any(s in w for s in LOWERING_ALARMS)]
+        return ([_alarm(w) for w in self.warnings if any(s in w for s in LOWERING_ALARMS)]
                 + barrier_problems(self.source, self.threads) + single_thread_shared_writes(self.source))
 
 
 # TileLang warnings that mean the generated kernel races or lost a vectorisation.
 LOWERING_ALARMS = ("[ThreadSync]", "lowered as a serial loop")
+
+
+def _alarm(warning: str) -> str:
+    """A TileLang warning shortened to what a table row can hold (the hoisting warning's
+    condition is its useful part)."""
+    text = warning[warning.find("Warning"):]
+    if "[ThreadSync]" in text and "Condition:" in text:
+        return f"TileLang ThreadSync could not place a barrier inside `if ({text.rsplit('Condition:', 1)[1].strip()})`"
+    return text
 
 
 @dataclass

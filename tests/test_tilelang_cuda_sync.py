@@ -105,7 +105,7 @@ def test_sync_problems_gathers_warnings_and_static_checks():
     lowered = nvcc.LoweredCuda("sm_90a", SYNC_IN_THREAD_IF, "k", 128, 0,
                                warnings=[warning, "[00:00:00] : Warning: something harmless"])
     got = lowered.sync_problems()
-    assert len(got) == 3 and got[0].startswith("Warning: [ThreadSync]")
+    assert len(got) == 3 and got[0] == "TileLang ThreadSync could not place a barrier inside `if (tx < 1)`"
     assert got[1].startswith("line 7: __syncthreads()") and got[2].startswith("line 5: one thread writes")
     assert nvcc.LoweredCuda("sm_90a", UNIFORM, "k", 128, 0, warnings=["Warning: harmless"]).sync_problems() == []
 
