@@ -62,7 +62,7 @@ def cache_read(
         m_new = hl.maximum(m, hl.max(l, 0))
         alpha = hl.exp(m - m_new)
         p = hl.exp(l - m_new[None, :])
-        return m_new, den * alpha + hl.sum(p, 0), acc * alpha[:, None] + hl.dot(p, vt, trans_a=True)
+        return m_new, den * alpha + hl.sum(p, 0), hl.dot(p, vt, acc * alpha[:, None], trans_a=True)
 
     _, den, acc = softmax
     o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])

@@ -18,14 +18,18 @@ them into SIMD code:
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Optional, Sequence
 
 from hola_dsl import ir
+from hola_dsl.lower import tilelang_common
 from hola_dsl.lower.tilelang_common import (
-    EMITTER_VERSION, BaseEmitter, EmitError, buf_dtype, buffer_repr, identity_of, literal, scalar_repr,
+    BaseEmitter, EmitError, buf_dtype, buffer_repr, identity_of, literal, scalar_repr,
 )
 
 __all__ = ["emit", "EMITTER_VERSION", "EmitError", "COMPILE_FLAGS", "PASS_CONFIGS", "kernel_function_name"]
+
+# The CPU dialect's own changes bump the suffix; the shared part follows the common emitter.
+EMITTER_VERSION = f"{tilelang_common.EMITTER_VERSION}.cpu1"
 
 # -O3 -march=native is what makes the C fast (15x over the default); reassociation lets gcc
 # vectorise row reductions. No -ffinite-math-only: the kernels rely on -inf (masked logits).
@@ -98,6 +102,9 @@ class CpuEmitter(BaseEmitter):
         self.mr = int(self.schedule.get("cpu_mr", 4))
         self.nr = int(self.schedule.get("cpu_nr", 32))
         self.grid_pos: str = ""               # set by module(): the program's grid position
+        # Inside a loop body: the value each carry is yielded from -> (carried buffer, body arg).
+        self.carry_homes: dict[ir.Value, tuple[str, ir.Value]] = {}
+        self.producer = {r: op for op in ir.walk(kernel.body) for r in op.results}
 
     # ------------------------------------------------------------ buffers
     def alloc_text(self, name: str, shape: tuple, dtype: str) -> str:
@@ -195,6 +202,10 @@ class CpuEmitter(BaseEmitter):
         if not conds and user_mask is None:
             self._nest(shape, lambda idx: write(idx, False))
             return
+        if len(shape) >= 2 and self.DIALECT == "cpu":
+            checked = lambda: self._rows_checked(op, shape, name, user_mask)
+        else:
+            checked = lambda: self._nest(shape, lambda idx: write(idx, True))
         if tile_ok and user_mask is None:
             self.line(f"if {_and(tile_ok)}:")
             self.push()
@@ -202,10 +213,40 @@ class CpuEmitter(BaseEmitter):
             self.pop()
             self.line("else:")
             self.push()
-            self._nest(shape, lambda idx: write(idx, True))
+            checked()
             self.pop()
             return
-        self._nest(shape, lambda idx: write(idx, True))
+        checked()
+
+    def _rows_checked(self, op: ir.Op, shape: tuple, name: str, user_mask) -> None:
+        """A masked load whose conditions on the outer indices (a row mask, a row's bound, a
+        gathered row's index) are tested once per row: per element they keep the row loop
+        scalar, and a gathered row becomes per-element gather instructions instead of one
+        contiguous copy."""
+        outer = self.loops(shape[:-1])
+        inner = self.fresh("i")
+        idx = outer + [inner]
+        elem, conds, _ = self.address(op, idx)
+        if user_mask is not None:
+            conds = conds + [self.ex_b(user_mask, shape, idx)]
+        row = [c for c in conds if not re.search(rf"\b{inner}\b", c)]
+        rest = [c for c in conds if c not in row]
+        if op.result.type.dtype != self.load_dtype(op):
+            elem = f'T.Cast("{self.load_dtype(op)}", {elem})'
+        other = literal(op.attrs.get("other", 0), self.load_dtype(op))
+        value = f"T.if_then_else({_and(rest)}, {elem}, {other})" if rest else elem
+        dst = f"{name}[{', '.join(idx)}]"
+        if row:
+            self.line(f"if {_and(row)}:")
+            self.line(f"    for {inner} in T.serial({shape[-1]}):")
+            self.line(f"        {dst} = {value}")
+            self.line("else:")
+            self.line(f"    for {inner} in T.serial({shape[-1]}):")
+            self.line(f"        {dst} = {other}")
+        else:
+            self.line(f"for {inner} in T.serial({shape[-1]}):")
+            self.line(f"    {dst} = {value}")
+        self.pop()
 
     def _nest(self, shape: tuple, stmt) -> None:
         if shape == ():
@@ -312,7 +353,7 @@ class CpuEmitter(BaseEmitter):
             bname = self.scratch("b_rows", (K, N), rb.dtype)
             self.write_tile(bname, (K, N), lambda idx: rb.at([idx[1], idx[0]] if tb else idx))
         mr, nr = _largest_divisor(M, self.mr), _largest_divisor(N, self.nr)
-        out = self.alloc(op.result.hint or "dot", (M, N), "float32")
+        out = self.accumulates_in_place(op, acc) or self.alloc(op.result.hint or "dot", (M, N), "float32")
         if ra.buffer is None or ra.shape != a.type.shape:
             ra = self.materialize(a, role="a")
         if ra.dtype == "float32" and rb.dtype == "float32":
@@ -348,6 +389,30 @@ class CpuEmitter(BaseEmitter):
         self.line(f"    {out}[{row}, {col}] = {accn}[{ii}, {jj}]")
         self.pop()
         self.reprs[op.result] = buffer_repr(out, (M, N), "float32")
+
+    def accumulates_in_place(self, op: ir.Op, acc) -> Optional[str]:
+        """The loop-carried buffer a dot may write its result into, or None.
+
+        An online softmax's ``acc = dot(p, v, acc * alpha)`` yields the dot as the carry's next
+        value, and the old value's one use is the accumulator's elementwise expression. Writing
+        the product into the carried buffer itself saves a tile for the result and the copy
+        back into the carry at the end of every trip. Safe when the old value has no other
+        reader (one use, feeding the accumulator only) and the accumulator reads the buffer
+        only at the element it writes."""
+        home = self.carry_homes.get(op.result)
+        if acc is None or home is None or self.DIALECT != "cpu":
+            return None
+        name, arg = home
+        if self.uses.get(arg, 0) != 1 or self.reprs[arg].buffer != name:
+            return None
+        if acc is not arg:
+            made_by = self.producer.get(acc)
+            if self.uses.get(acc, 0) != 1 or made_by is None or arg not in made_by.args:
+                return None
+        probe = self.ex(acc, ["_I", "_J"])
+        if any(ref != "_I, _J" for ref in re.findall(rf"\b{name}\[([^\]]*)\]", probe)):
+            return None
+        return name
 
     def transpose_into(self, dst: str, src, shape: tuple) -> None:
         """``dst[j, i] = src[i, j]`` for a ``shape`` = (R, C) source; float32 buffers go through a
@@ -522,7 +587,10 @@ class CpuEmitter(BaseEmitter):
         self.push()
         self.last_loc = None
         outer_memo = dict(self.trans_memo)
+        outer_homes = self.carry_homes
+        self.carry_homes = {**outer_homes, **{y: (name, arg) for name, arg, y in zip(carried, body.args[1:], body.yields)}}
         self.block(body)
+        self.carry_homes = outer_homes
         written = set(carried)
         hazards, direct = [], []
         for name, arg, y in zip(carried, body.args[1:], body.yields):
