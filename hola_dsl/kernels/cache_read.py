@@ -22,6 +22,13 @@ def _inv_rms(x, K: int, eps: float):
     return hl.rsqrt(hl.sum(x * x, 1) / K + eps)
 
 
+def _mask(visible):
+    """0 where ``visible``, -inf elsewhere: added to logits (which are finite), it masks them
+    without a data-dependent choice between two computed values (a plain select of constants
+    vectorises on a CPU where a guarded read of the logits does not)."""
+    return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+
+
 @hl.kernel
 def cache_read(
     q: hl.In("B", "T", "H", "K"), k: hl.In("B", "T", "H", "K"), v: hl.In("B", "T", "H", "V"),
@@ -44,8 +51,7 @@ def cache_read(
     ids = idx.load((b, h, n, hl.tile(0, WP)), other=-1).to("int32")       # [WP], -1 = empty
     kc = k[b, ids, h, kd].to("float32")                                    # [WP, BKD]
     vc = v[b, ids, h, vd].to("float32")                                    # [WP, BVD]
-    lc = hl.where((ids >= 0)[:, None], hl.dot(kc, qg, trans_b=True) * _inv_rms(kc, K, EPS)[:, None],
-                  float("-inf"))                                           # [WP, BQ]
+    lc = hl.dot(kc, qg, trans_b=True) * _inv_rms(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
     s = sink[h].to("float32")
     m0 = hl.maximum(hl.max(lc, 0), s)                                      # [BQ]
     p = hl.exp(lc - m0[None, :])
@@ -57,8 +63,7 @@ def cache_read(
         tk = j + hl.iota(BKV)
         kt = k[b, hl.tile(j, BKV), h, kd].to("float32")                    # [BKV, BKD]
         vt = v[b, hl.tile(j, BKV), h, vd].to("float32")
-        l = hl.where(tk[:, None] <= tq[None, :], hl.dot(kt, qg, trans_b=True) * _inv_rms(kt, K, EPS)[:, None],
-                     float("-inf"))                                        # [BKV, BQ]
+        l = hl.dot(kt, qg, trans_b=True) * _inv_rms(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
         m_new = hl.maximum(m, hl.max(l, 0))
         alpha = hl.exp(m - m_new)
         p = hl.exp(l - m_new[None, :])
