@@ -29,7 +29,7 @@ from hola_dsl.lower.tilelang_common import (
 __all__ = ["emit", "EMITTER_VERSION", "EmitError", "COMPILE_FLAGS", "PASS_CONFIGS", "kernel_function_name"]
 
 # The CPU dialect's own changes bump the suffix; the shared part follows the common emitter.
-EMITTER_VERSION = f"{tilelang_common.EMITTER_VERSION}.cpu1"
+EMITTER_VERSION = f"{tilelang_common.EMITTER_VERSION}.cpu3"
 
 # -O3 -march=native is what makes the C fast (15x over the default); reassociation lets gcc
 # vectorise row reductions. No -ffinite-math-only: the kernels rely on -inf (masked logits).
