@@ -132,3 +132,16 @@ def test_cache_select_recency_is_the_window():
         window = [j for j in range(start - 1, max(start - 13, -1), -1)]
         row = got[0, 0, n].tolist()
         assert row == window + [-1] * (12 - len(window)), (n, row)
+
+
+def test_cache_select_minus_inf_scores_with_value_checks_off(monkeypatch):
+    """-inf is also the padding's score: a cached -inf entry must not be outranked by padding
+    (C = 40 is not a multiple of BC = 16, so every block's last merge is part padding)."""
+    monkeypatch.setenv("HOLA_CHECK_VALUES", "0")
+    s = torch.full((1, 130, 2), float("-inf"))
+    s[0, 5, 0], s[0, 50, 0] = 1.0, 0.5
+    s[0, 70:, 1] = torch.rand(60, generator=torch.Generator().manual_seed(1))
+    want = naive_cache_select(s, capacity=10, block_size=40)
+    for backend in ("eager", "tilelang"):
+        got = ops.cache_select(s, capacity=10, block_size=40, backend=backend, config={"BC": 16})
+        assert torch.equal(got, want), backend

@@ -14,7 +14,8 @@ goes to slot r when r < W. Two invariants make most of the ranking cheap:
 Only the piece's tokens are ranked against each other with the full rule. The carry holds
 positions alone; the cached scores are gathered back from ``scores`` (policy hola) or are the
 positions themselves (policy recency), so the slot scatter moves one int per candidate.
-Scores are finite (checked by ``ops``), so -inf marks an empty slot or a padded token.
+-inf marks an empty slot or a padded token; the padding is masked where a score of -inf
+(possible only with value checks off) could tie with it.
 """
 
 from hola_dsl import lang as hl
@@ -66,7 +67,7 @@ def cache_select(
             else:
                 s = scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT)
             bs, bp = hl.where(ok, s, float("-inf")), hl.where(ok, pos, -1)
-            rank_c = slot + _count_over_rows(bs[None, :] >= cs[:, None])
+            rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
             rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
             return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
         return merged
