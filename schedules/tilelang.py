@@ -48,7 +48,7 @@ def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict) -> Spac
     return Space(
         kernel, "tilelang", tiles + CPU_KNOBS + CUDA_KNOBS,
         defaults={
-            "*": {**cpu_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT},
+            "*": {**_CPU_DEFAULT, **cpu_tiles, **_CUDA_DEFAULT},
             "sm_": {**cuda_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT},
         },
         constraints=(_one_dialect,),
@@ -57,7 +57,10 @@ def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict) -> Spac
 
 SPACES = {
     "delta_scan": _space("delta_scan", _scan.TILES, {"BV": 128, "chunk_size": 64}, {"BV": 32, "chunk_size": 64}),
-    "cache_select": _space("cache_select", _select.TILES, {"BC": 64}, {"BC": 64}),
+    # CPU: one thread. The grid is B*H programs of ~0.08 ms (bench shape): a second thread saves
+    # 0.14 ms on an idle machine, but when the other core is busy a two-thread launch waits for
+    # a scheduler slice (measured 5-8 ms against 0.3 ms).
+    "cache_select": _space("cache_select", _select.TILES, {"BC": 64, "cpu_threads": 1}, {"BC": 64}),
     # CUDA: BQ = BKV = 64 needs 198 KB of shared memory per block (over an A100's 164 KB);
     # 32 x 32 needs 132 KB. CPU: 64 x 64 re-measured on the keys-major kernel (AMD EPYC, bench
     # shape, one thread): 25.8 ms against 25.9 (BKV 32), 26.0 (32 x 32), 28.7 (BQ 128).
