@@ -5,8 +5,9 @@ named by a hash of the IR, the schedule, the target, the dialect and the tool ve
 like the Triton sources (``hola_dsl.triton_runtime``): a change to any of them makes a new file.
 TileLang's ``T.prim_func`` reads its function's source, hence real files rather than ``exec``.
 
-CPU launches (``target="c"``) run the flattened grid ``[0, programs)`` on ``cpu_threads``
-threads: by default as an OpenMP parallel region on torch's own libgomp team
+CPU launches (``target="c"``) run the flattened grid ``[0, programs)`` on torch's intra-op
+thread count (or a config's ``cpu_threads``): by default as an OpenMP parallel region on
+torch's own libgomp team
 (``hola_dsl.cpu_parallel``, which says why), else split into contiguous ranges over Python
 threads (the compiled call releases the GIL). ``HOLA_CPU_POOL=python`` forces the latter.
 """
@@ -18,6 +19,7 @@ import json
 import logging
 import math
 import os
+import collections
 import functools
 import platform
 import threading
@@ -97,14 +99,11 @@ def load(kernel: ir.Kernel, schedule: dict, target: str, dialect: str):
         return _MODULES[key]
 
 
-# Knobs the host applies at launch; they do not change the generated code, so they are kept
-# out of its cache key (a thread-count sweep must not recompile).
-LAUNCH_KNOBS = ("cpu_threads",)
-
-
 def code_schedule(schedule: dict) -> dict:
-    """The part of a schedule that shapes the generated source."""
-    return {k: v for k, v in schedule.items() if k not in LAUNCH_KNOBS}
+    """The part of a schedule that shapes the generated source: launch settings (a thread count,
+    ``schedules.tilelang.LAUNCH``) are left out, so a thread sweep does not recompile."""
+    from schedules.tilelang import LAUNCH
+    return {k: v for k, v in schedule.items() if k not in LAUNCH}
 
 
 # (id of the IR kernel, schedule) -> (kernel, module, compiled, launcher or None): a launch
@@ -143,6 +142,10 @@ def _prepared_cpu(kernel: ir.Kernel, schedule: dict) -> tuple:
     with _LOCK:
         _LAUNCH_CACHE[key] = (kernel, module, compiled, launcher)
     return module, compiled, launcher
+
+
+# How CPU launches ran in this process ("serial", "omp", "python"): diagnostics for `hola bench`.
+LAUNCH_MODES: collections.Counter = collections.Counter()
 
 
 def cpu_pool() -> str:
@@ -187,8 +190,8 @@ def launch_cpu(kernel: ir.Kernel, schedule: dict, args: dict[str, Any], threads:
                pool: Optional[str] = None) -> str:
     """Run ``kernel`` on CPU tensors ``args`` ({param: tensor or number}); outputs in place.
 
-    ``threads`` defaults to the schedule's ``cpu_threads``; ``pool`` ("omp" or "python") to
-    :func:`cpu_pool`. Returns how it ran: "serial", "omp" or "python"."""
+    ``threads`` defaults to the config's ``cpu_threads``, else ``torch.get_num_threads()``;
+    ``pool`` ("omp" or "python") to :func:`cpu_pool`. Returns how it ran: "serial", "omp" or "python"."""
     module, compiled, launcher = _prepared_cpu(kernel, schedule)
     sizes = eager.sizes_of(kernel, args)
     grid = kernel.grid_extents(sizes)
@@ -204,19 +207,25 @@ def launch_cpu(kernel: ir.Kernel, schedule: dict, args: dict[str, Any], threads:
             x = x.contiguous()           # e.g. a stride-0 stand-in for an absent optional input
         tensors[name] = x
     call = [tensors[name] for name in module.PARAMS] + list(grid)
-    threads = int(threads or schedule.get("cpu_threads", 1))
+    requested = schedule.get("cpu_threads")
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
+        raise ValueError(f"cpu_threads: expected a positive int (threads sharing the grid), got {requested!r}")
+    threads = int(threads or requested or torch.get_num_threads())
     threads = max(1, min(threads, os.cpu_count() or 1, programs))
     if threads == 1:
         compiled(*call, 0, programs)
-        return "serial"
-    if (pool or cpu_pool()) == "omp" and launcher is not None and launcher.fits(threads):
+        mode = "serial"
+    elif (pool or cpu_pool()) == "omp" and launcher is not None and launcher.fits(threads):
         values = {**sizes, **tensors, **{f"grid_{i}": n for i, n in enumerate(grid)}}
         # Several chunks per thread: the dynamic schedule evens out programs of unequal cost
         # (causal cache-read tiles) without a dispatch per tiny program.
         launcher.run(values, programs, threads, chunk=max(1, programs // (threads * 8)))
-        return "omp"
-    _run_threads(lambda lo, hi: compiled(*call, lo, hi), split(programs, threads))
-    return "python"
+        mode = "omp"
+    else:
+        _run_threads(lambda lo, hi: compiled(*call, lo, hi), split(programs, threads))
+        mode = "python"
+    LAUNCH_MODES[mode] += 1
+    return mode
 
 
 def compiled_cuda(kernel: ir.Kernel, schedule: dict, arch: str):

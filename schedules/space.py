@@ -33,7 +33,9 @@ class Space:
     """All knobs of (kernel, backend), with constraints and per-target defaults.
 
     ``defaults`` maps a target name, or a target family prefix such as "sm_" or "gfx", or "*"
-    to a config; the most specific match wins.
+    to a config; the most specific match wins. ``launch`` names settings a config may carry that
+    are not knobs: the host applies them at launch, they change no generated code and are
+    never tuned (a CPU thread count belongs to the machine, not to the shape).
     """
 
     kernel: str
@@ -41,6 +43,7 @@ class Space:
     knobs: tuple[Knob, ...]
     defaults: Mapping[str, Mapping[str, Any]]
     constraints: tuple[Constraint, ...] = field(default=())
+    launch: tuple[str, ...] = field(default=())
 
     def knob(self, name: str) -> Knob:
         for k in self.knobs:
@@ -60,7 +63,7 @@ class Space:
     def violations(self, config: Mapping[str, Any], target: str, dims: Mapping[str, int]) -> list[str]:
         """Why ``config`` is illegal for ``target`` and ``dims`` (empty when legal)."""
         errors = [f"{name}: not a knob of {self.kernel}/{self.backend}" for name in config if
-                  name not in {k.name for k in self.knobs}]
+                  name not in {k.name for k in self.knobs} and name not in self.launch]
         for knob in self.knobs:
             if knob.name not in config:
                 errors.append(f"{knob.name}: missing")

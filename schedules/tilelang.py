@@ -1,8 +1,11 @@
 """Schedule spaces of backend "tilelang": the kernels' tile knobs plus the knobs of each dialect.
 
 CPU dialect (target "cpu"): ``cpu_mr`` x ``cpu_nr`` is the register tile of the dot micro-kernel
-(rows of A broadcast, a multiple of the SIMD width of B's columns streamed); ``cpu_threads`` is
-how many host threads share the flattened grid. The tile knobs (BV, BQ, BKV, BC, chunk_size)
+(rows of A broadcast, a multiple of the SIMD width of B's columns streamed). How many threads
+share the program grid is not a schedule knob: like any torch op, a launch uses torch's
+intra-op thread count (``torch.get_num_threads()``), or a config's ``cpu_threads`` launch
+setting (``LAUNCH``). A tuned record therefore carries no thread
+count that would pin a 64-core machine to the 2 threads it was tuned with. The tile knobs (BV, BQ, BKV, BC, chunk_size)
 set how much a program holds at once, i.e. what must fit the caches: on a CPU a program with the
 whole V (BV = V) avoids recomputing the chunk's triangular solve once per V tile.
 CUDA dialect (targets "sm_*"): ``threads`` per block and ``num_stages`` of ``T.Pipelined``.
@@ -12,35 +15,32 @@ target never spends trials on knobs that do nothing there.
 
 from __future__ import annotations
 
-import os
-
 from schedules import cache_read as _read, cache_select as _select, delta_scan as _scan
 from schedules.space import Knob, Space
 
 CPU_MR = Knob("cpu_mr", (1, 2, 4, 8), "rows of the dot micro-kernel's register tile (CPU dialect)")
 CPU_NR = Knob("cpu_nr", (16, 32, 64), "columns of the dot micro-kernel's register tile (CPU dialect)")
-CPU_THREADS = Knob("cpu_threads", (1, 2, 4, 8), "host threads sharing the program grid (CPU dialect)")
 THREADS = Knob("threads", (64, 128, 256), "threads per block (CUDA dialect)")
 STAGES = Knob("num_stages", (1, 2, 3), "T.Pipelined depth of a pipelined loop (CUDA dialect)")
 
-CPU_KNOBS = (CPU_MR, CPU_NR, CPU_THREADS)
+CPU_KNOBS = (CPU_MR, CPU_NR)
+# Launch settings a config may carry next to the knobs (see the module docstring).
+LAUNCH = ("cpu_threads",)
 CUDA_KNOBS = (THREADS, STAGES)
 # 8 x 16: eight broadcast rows against one 16-float (AVX-512) column vector, eight accumulator
 # registers; measured on an AMD EPYC (Zen 4) at the bench shape it beat 4 x 32 by 20% on the
 # scan (48 -> 38 ms) and the cache read (39 -> 31 ms), one thread.
-_CPU_DEFAULT = {"cpu_mr": 8, "cpu_nr": 16, "cpu_threads": 2}
+_CPU_DEFAULT = {"cpu_mr": 8, "cpu_nr": 16}
 _CUDA_DEFAULT = {"threads": 128, "num_stages": 2}
 
 
 def _one_dialect(config, target, dims):
-    """Knobs of the other dialect stay at their defaults; threads no more than the cores."""
+    """Knobs of the other dialect stay at their defaults."""
     cpu = not target.startswith(("sm_", "gfx"))
     pinned = _CUDA_DEFAULT if cpu else _CPU_DEFAULT
     for name, value in pinned.items():
         if config.get(name, value) != value:
             return f"{name}: does nothing on {target}; keep it at {value}"
-    if cpu and config.get("cpu_threads", 1) > max(1, os.cpu_count() or 1):
-        return f"cpu_threads: {config['cpu_threads']} is more than the {os.cpu_count()} cores here"
     return None
 
 
@@ -48,19 +48,17 @@ def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict) -> Spac
     return Space(
         kernel, "tilelang", tiles + CPU_KNOBS + CUDA_KNOBS,
         defaults={
-            "*": {**_CPU_DEFAULT, **cpu_tiles, **_CUDA_DEFAULT},
+            "*": {**cpu_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT},
             "sm_": {**cuda_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT},
         },
         constraints=(_one_dialect,),
+        launch=LAUNCH,
     )
 
 
 SPACES = {
     "delta_scan": _space("delta_scan", _scan.TILES, {"BV": 128, "chunk_size": 64}, {"BV": 32, "chunk_size": 64}),
-    # CPU: one thread. The grid is B*H programs of ~0.08 ms (bench shape): a second thread saves
-    # 0.14 ms on an idle machine, but when the other core is busy a two-thread launch waits for
-    # a scheduler slice (measured 5-8 ms against 0.3 ms).
-    "cache_select": _space("cache_select", _select.TILES, {"BC": 64, "cpu_threads": 1}, {"BC": 64}),
+    "cache_select": _space("cache_select", _select.TILES, {"BC": 64}, {"BC": 64}),
     # CUDA: BQ = BKV = 64 needs 198 KB of shared memory per block (over an A100's 164 KB);
     # 32 x 32 needs 132 KB. CPU: 64 x 64 re-measured on the keys-major kernel (AMD EPYC, bench
     # shape, one thread): 25.8 ms against 25.9 (BKV 32), 26.0 (32 x 32), 28.7 (BQ 128).

@@ -118,3 +118,32 @@ int32_t call(float* a, int64_t* idx, float scale, int32_t grid_0, int32_t pid_lo
     assert cpu_parallel.stack_bytes(source) == cpu_parallel._STACK_MARGIN + 4096 * 4 + 64 * 4
     assert cpu_parallel.call_signature("int32_t other(float* a) {") is None
     assert cpu_parallel.call_signature("int32_t call(struct s* a) {") is None
+
+
+def test_thread_count_follows_torch_unless_a_config_sets_it(modes):
+    """Like any torch op, a launch uses torch's intra-op threads; ``cpu_threads`` overrides."""
+    _need_omp()
+    x = scan_inputs(SHAPE, seed=1)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        ops.delta_scan(**x, backend="tilelang", config={"BV": 16})
+        ops.delta_scan(**x, backend="tilelang", config={"BV": 16, "cpu_threads": 2})
+        torch.set_num_threads(2)
+        ops.delta_scan(**x, backend="tilelang", config={"BV": 16})
+        ops.delta_scan(**x, backend="tilelang", config={"BV": 16, "cpu_threads": 1})
+    finally:
+        torch.set_num_threads(before)
+    assert modes == ["serial", "omp", "omp", "serial"]
+    with pytest.raises(ValueError, match="cpu_threads: expected a positive int .*, got 0"):
+        ops.delta_scan(**x, backend="tilelang", config={"cpu_threads": 0})
+
+
+def test_thread_count_is_a_launch_setting_not_a_tuned_knob():
+    import schedules
+    space = schedules.space("delta_scan", "tilelang")
+    config = space.complete({"cpu_threads": 2}, "cpu")
+    assert space.violations(config, "cpu", {"K": 32, "V": 48}) == []
+    assert all("cpu_threads" not in c for c in space.legal("cpu", {"K": 32, "V": 48}))
+    assert "cpu_threads" not in space.default("cpu")
+    assert space.violations({**config, "cpu_thread": 2}, "cpu", {})[0].startswith("cpu_thread: not a knob")

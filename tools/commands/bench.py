@@ -5,7 +5,8 @@ implementation runs the three kernels on the same float32 inputs; repeats are in
 implementations so that a change in machine load hits all of them alike. Backends are called
 directly (validation skipped for all), so what is timed is the kernels. A DSL backend runs the
 schedule ``hola_dsl.ops`` would pick (the tuning database's record for this shape and machine,
-else the default), with ``--threads`` overriding its ``cpu_threads``.
+else the default). ``--threads`` sets torch's intra-op threads, which the TileLang CPU grid
+follows too.
 
 Implementations: "reference" (model.chunked, PyTorch), "compile" (the same functions under
 torch.compile) and any DSL backend that runs CPU tensors ("tilelang", "eager").
@@ -19,7 +20,7 @@ import math
 import os
 import statistics
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
@@ -99,33 +100,22 @@ def _ratio(r: float) -> str:
     return f"{r:.2f}" if r >= 0.1 else f"{r:.2g}"
 
 
-def _has_knob(kernel: str, backend: str, knob: str) -> bool:
-    import schedules
-    try:
-        return knob in [k.name for k in schedules.space(kernel, backend).knobs]
-    except (KeyError, ImportError):
-        return False
-
-
-def schedules_for(name: str, shape: Shape, threads: Optional[int]) -> dict[str, tuple[dict, str]]:
+def schedules_for(name: str, shape: Shape) -> dict[str, tuple[dict, str]]:
     """{kernel: (config, where it came from)}: what ``hola_dsl.ops`` would use for this shape on
-    this CPU (a tuned record, else {} for the default), with ``cpu_threads`` set if asked."""
+    this CPU (a tuned record, else {} for the backend's default)."""
     from autotune.query import config_for
     dims = {"delta_scan": {"K": shape.K, "V": shape.V}, "cache_select": {"W": shape.W, "C": shape.C},
             "cache_read": {"K": shape.K, "V": shape.V, "W": shape.W, "C": shape.C}}
     out = {}
     for kernel in KERNELS:
         tuned = config_for(kernel, name, torch.device("cpu"), torch.float32, dims[kernel], shape.T)
-        config = dict(tuned or {})
-        if threads is not None and _has_knob(kernel, name, "cpu_threads"):
-            config["cpu_threads"] = threads
-        out[kernel] = (config, "tuned" if tuned else "default")
+        out[kernel] = (dict(tuned or {}), "tuned" if tuned else "default")
     return out
 
 
-def _backend_impl(name: str, shape: Shape, threads: Optional[int]) -> dict[str, Callable]:
+def _backend_impl(name: str, shape: Shape) -> dict[str, Callable]:
     b = backends.get(name)
-    cfg = {k: c for k, (c, _) in schedules_for(name, shape, threads).items()}
+    cfg = {k: c for k, (c, _) in schedules_for(name, shape).items()}
     return _layer(
         lambda q, k, v, g, beta, scale: b.delta_scan(q, k, v, g, beta, scale=scale, initial_state=None,
                                                      output_final_state=False, chunk_size=64,
@@ -138,14 +128,18 @@ def _backend_impl(name: str, shape: Shape, threads: Optional[int]) -> dict[str, 
 
 
 def _pool_line() -> str:
-    """How the TileLang CPU kernels shared out their programs in this process."""
+    """How the TileLang CPU launches of the timed runs shared out their programs."""
     from hola_dsl import cpu_parallel, tilelang_runtime
-    if tilelang_runtime.cpu_pool() == "python":
-        return "host threads (HOLA_CPU_POOL=python)"
-    shared = cpu_parallel.shares_torch_pool()
-    if shared is None:
-        return "OpenMP team (or host threads where no shim was built; single-thread launches use neither)"
-    return "OpenMP team, " + ("torch's own" if shared else "a libgomp other than torch's")
+    modes = tilelang_runtime.LAUNCH_MODES
+    words = {"serial": "one thread", "omp": "an OpenMP team", "python": "host threads"}
+    parts = [f"{modes[m]} on {words[m]}" for m in ("omp", "python", "serial") if modes[m]]
+    line = ", ".join(parts) or "no launches"
+    if modes["omp"]:
+        shared = cpu_parallel.shares_torch_pool()
+        line += {True: " (torch's own)", False: " (a libgomp other than torch's)"}.get(shared, "")
+    if modes["python"] and tilelang_runtime.cpu_pool() == "python":
+        line += "; HOLA_CPU_POOL=python"
+    return line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -156,8 +150,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=7, help="timed runs per implementation (default 7)")
     parser.add_argument("--seed", type=int, default=0, help="input seed")
     parser.add_argument("--threads", type=int, default=None,
-                        help="threads for every implementation (torch's intra-op threads and TileLang's "
-                             "cpu_threads); default: torch's setting and the tuned/default schedule")
+                        help="torch's intra-op threads, used by every implementation (the TileLang CPU grid "
+                             "follows torch's count); default: torch's setting")
     parser.add_argument("--json", help="also write the results to this JSON file")
 
 
@@ -186,16 +180,19 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if "cpu" not in backends.get(name).devices:
                 raise ValueError(f"--impl: backend {name!r} does not run CPU tensors")
-            layers[name] = _backend_impl(name, shape, args.threads)
-            chunks[name] = int(schedules_for(name, shape, args.threads)["delta_scan"][0].get("chunk_size", 64))
-            for kernel, (cfg, where) in schedules_for(name, shape, args.threads).items():
-                print(f"  {name} {kernel}: {where} schedule {json.dumps(cfg)}" if where == "tuned" else
-                      f"  {name} {kernel}: backend default schedule"
-                      + (f", cpu_threads {cfg['cpu_threads']}" if "cpu_threads" in cfg else ""))
+            layers[name] = _backend_impl(name, shape)
+            chosen = schedules_for(name, shape)
+            chunks[name] = int(chosen["delta_scan"][0].get("chunk_size", 64))
+            for kernel, (cfg, where) in chosen.items():
+                print(f"  {name} {kernel}: " + (f"tuned schedule {json.dumps(cfg)}" if where == "tuned"
+                                               else "backend default schedule"))
         for k in KERNELS:                                 # warm-up: compiles, caches
             layers[name][k](x)
         setup[name] = time.perf_counter() - t0
     times = {n: {k: [] for k in KERNELS} for n in layers}
+    if "tilelang" in layers:
+        from hola_dsl import tilelang_runtime
+        tilelang_runtime.LAUNCH_MODES.clear()             # count the timed launches only
     cpu = {n: [] for n in layers}          # process CPU seconds per layer (all threads)
     for _ in range(args.repeat):
         for name, layer in layers.items():
@@ -232,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {n:<13} o {rel_err(st['o'], ref_state['o']):.1e}  m {rel_err(st['m'], ref_state['m']):.1e}  "
               f"idx mismatches {int((st['idx'] != ref_state['idx']).sum())}  o_cache {rel_err(st['oc'], ref_state['oc']):.1e}")
     if "tilelang" in layers:
-        print(f"\nTileLang CPU grid: {_pool_line()}")
+        print(f"\nTileLang CPU launches: {_pool_line()}")
     print(f"load average at the end {os.getloadavg()[0]:.2f}; wall times are medians of interleaved runs, "
           f"cpu-time is the process's CPU seconds per layer (all threads), which other work on the machine "
           f"inflates less")
@@ -240,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump({"shape": vars(shape) if hasattr(shape, "__dict__") else str(shape), "median_seconds": med,
                        "setup_seconds": setup, "cpu_seconds_per_layer": {n: statistics.median(c) for n, c in cpu.items()},
-                       "threads": args.threads, "scan_gflop": flops / 1e9, "matmul_gflops": peak,
+                       "threads": args.threads, "scan_gflop": {n: scan_flops(shape.B, shape.T, shape.H, shape.K, shape.V, chunk=c) / 1e9
+                                      for n, c in chunks.items()}, "matmul_gflops": peak,
                        "torch_threads": torch.get_num_threads()}, f, indent=2)
     return 0
