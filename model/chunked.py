@@ -69,7 +69,8 @@ def chunked_delta_scan(
     U, W = uw.split([V, K], dim=-1)
     qk = (qc @ kc.transpose(-1, -2)) * gamma
     q_dec = qc * G.exp()[..., None]
-    g_last = G[..., -1]                                               # [B, H, N]
+    # exp of the float64 sum: the chunk-to-chunk decay of the state compounds over the sequence
+    decay_last = G64[..., -1].exp().float()                          # [B, H, N]
     k_dec = kc * torch.exp((G64[..., -1:] - G64).float())[..., None]
 
     S = torch.zeros(B, H, K, V, dtype=torch.float32, device=q.device)
@@ -80,7 +81,7 @@ def chunked_delta_scan(
         u = U[:, :, i] - W[:, :, i] @ S                               # = beta * e for the chunk
         outs.append(q_dec[:, :, i] @ S + qk[:, :, i] @ u)
         us.append(u)
-        S = g_last[:, :, i, None, None].exp() * S + k_dec[:, :, i].transpose(-1, -2) @ u
+        S = decay_last[:, :, i, None, None] * S + k_dec[:, :, i].transpose(-1, -2) @ u
     o = torch.stack(outs, 2).reshape(B, H, n * bt, V)[:, :, :T].transpose(1, 2)
     m = torch.linalg.vector_norm(torch.stack(us, 2), dim=-1).reshape(B, H, n * bt)[:, :, :T].transpose(1, 2)
     return o.to(v.dtype), m.contiguous(), (S if output_final_state else None)
