@@ -11,6 +11,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import torch
+
 KERNELS = ("delta_scan", "cache_select", "cache_read")
 
 # name -> module defining BACKEND. Adding a backend is one line here.
@@ -35,7 +37,9 @@ class Backend:
     ``delta_scan``, ``cache_select`` and ``cache_read`` receive validated, normalised arguments
     (see ``hola_dsl.ops``): q/k already L2-normalised when asked, ``scale`` a float, ``config``
     a schedule dict or None. ``unavailable`` returns None when the backend can run here, else
-    a one-line reason. ``devices`` lists the torch device types it accepts.
+    a one-line reason. ``devices`` lists the torch device types it accepts. ``differentiable``:
+    whether autograd flows through its scan and cache read (the kernels without a backward
+    refuse inputs that require grad rather than silently cutting the graph).
     """
 
     name: str
@@ -45,6 +49,7 @@ class Backend:
     cache_read: Callable
     devices: tuple[str, ...] = ("cpu",)
     unavailable: Callable[[], Optional[str]] = field(default=lambda: None)
+    differentiable: bool = False
 
 
 _loaded: dict[str, Backend] = {}
@@ -90,15 +95,20 @@ def available(device_type: Optional[str] = None) -> list[Backend]:
     return out
 
 
-def resolve(name: str, device_type: str) -> Backend:
-    """The backend to use for ``name`` (which may be "auto") on tensors of ``device_type``."""
+def resolve(name: str, device_type: str, grad_of: Optional[str] = None) -> Backend:
+    """The backend to use for ``name`` (which may be "auto") on tensors of ``device_type``.
+
+    ``grad_of`` names an input that requires grad (None when no gradient is needed): "auto"
+    then only picks a differentiable backend, and a named backend without a backward is an
+    error rather than outputs silently cut off from the graph."""
     if name == "auto":
         for candidate in AUTO_ORDER.get(device_type, ("reference",)):
             if candidate in BACKEND_MODULES and unavailable_reason(candidate) is None:
                 backend = get(candidate)
-                if device_type in backend.devices:
+                if device_type in backend.devices and (grad_of is None or backend.differentiable):
                     return backend
-        raise ValueError(f"backend: no backend available for {device_type} tensors")
+        raise ValueError(f"backend: no backend available for {device_type} tensors"
+                         + (f" that computes gradients ({grad_of} requires grad)" if grad_of else ""))
     backend = get(name)
     reason = backend.unavailable()
     if reason is not None:
@@ -107,4 +117,17 @@ def resolve(name: str, device_type: str) -> Backend:
         raise ValueError(
             f"backend: {name!r} runs on {list(backend.devices)} tensors, got {device_type} tensors"
         )
+    if grad_of is not None and not backend.differentiable:
+        grads = [b for b in names() if unavailable_reason(b) is None and get(b).differentiable]
+        raise ValueError(
+            f"backend: {name!r} computes no gradients, but {grad_of} requires grad; train with a "
+            f"differentiable backend ({', '.join(grads)}), or call it under torch.no_grad()"
+        )
     return backend
+
+
+def needs_grad(**tensors: Optional[torch.Tensor]) -> Optional[str]:
+    """The name of the first input that requires grad while autograd is recording, else None."""
+    if not torch.is_grad_enabled():
+        return None
+    return next((n for n, x in tensors.items() if x is not None and x.requires_grad), None)

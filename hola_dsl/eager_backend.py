@@ -44,4 +44,5 @@ BACKEND = Backend(
     cache_select=_cache_select,
     cache_read=_cache_read,
     devices=("cpu", "cuda"),
+    differentiable=True,
 )

@@ -68,7 +68,8 @@ def delta_scan(
         raise ValueError(f"scale: expected a finite float or None, got {scale!r}")
     if use_qk_l2norm:
         q, k = l2norm(q), l2norm(k)
-    impl = backends.resolve(backend, device.type)
+    impl = backends.resolve(backend, device.type, backends.needs_grad(
+        q=q, k=k, v=v, g=g, beta=beta, initial_state=initial_state))
     if config is None:  # tuned schedule for this shape and machine, else the backend's default
         config = config_for("delta_scan", impl.name, device, q.dtype, {"K": dims["K"], "V": dims["V"]}, dims["T"])
     return impl.delta_scan(
@@ -149,7 +150,8 @@ def cache_read(
     validate.cache_index(idx, dims["T"], block_size)
     for name, x in (("q", q), ("k", k), ("v", v), ("gamma_q", gamma_q), ("gamma_k", gamma_k), ("sink", sink)):
         validate.finite(name, x)
-    impl = backends.resolve(backend, device.type)
+    impl = backends.resolve(backend, device.type, backends.needs_grad(
+        q=q, k=k, v=v, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink))
     if config is None:
         config = config_for("cache_read", impl.name, device, q.dtype,
                             {"K": dims["K"], "V": dims["V"], "W": dims["W"], "C": block_size}, dims["T"])

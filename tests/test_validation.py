@@ -100,3 +100,38 @@ def test_value_checks_on_half_precision_and_scores():
                      backend="reference")
     empty = torch.zeros(1, 0, 2)
     assert ops.cache_select(empty, backend="reference").shape == (1, 2, 0, 64)
+
+
+def _kernel_only_backend():
+    from hola_dsl import backends
+    for name in ("tilelang", "triton"):
+        if backends.unavailable_reason(name) is None and "cpu" in backends.get(name).devices:
+            return name
+    pytest.skip("no backend without a backward runs CPU tensors here")
+
+
+def test_backends_without_backward_refuse_inputs_that_need_grad():
+    """Outputs silently cut off from the graph would train nothing; say so instead."""
+    name = _kernel_only_backend()
+    x = scan_inputs(Shape(B=1, T=8, H=2, K=16, V=16), seed=0)
+    x["v"].requires_grad_(True)
+    with pytest.raises(ValueError, match=f"backend: '{name}' computes no gradients, but v requires grad; "
+                                         r"train with a differentiable backend \(reference, eager"):
+        ops.delta_scan(**x, backend=name)
+    o, _, _ = ops.delta_scan(**x, backend="auto")               # auto picks a differentiable one
+    assert o.requires_grad
+    with torch.no_grad():
+        o, _, _ = ops.delta_scan(**x, backend=name)
+    assert not o.requires_grad and not o.isnan().any()
+    r = read_inputs(Shape(B=1, T=8, H=2, K=16, V=16, W=2, C=4), seed=0)
+    r["gamma_q"].requires_grad_(True)
+    with pytest.raises(ValueError, match="computes no gradients, but gamma_q requires grad"):
+        ops.cache_read(**r, block_size=4, backend=name)
+
+
+def test_auto_skips_backends_without_backward_when_grad_is_needed(monkeypatch):
+    from hola_dsl import backends
+    monkeypatch.setitem(backends.AUTO_ORDER, "cpu", ("tilelang", "eager", "reference"))
+    if backends.unavailable_reason("tilelang") is None:
+        assert backends.resolve("auto", "cpu").name == "tilelang"
+    assert backends.resolve("auto", "cpu", grad_of="q").name == "eager"
