@@ -113,9 +113,10 @@ def schedules_for(name: str, shape: Shape) -> dict[str, tuple[dict, str]]:
     return out
 
 
-def _backend_impl(name: str, shape: Shape) -> dict[str, Callable]:
+def _backend_impl(name: str, shape: Shape, chosen: dict[str, tuple[dict, str]]) -> dict[str, Callable]:
+    """The three stages on DSL backend ``name`` with the schedules ``chosen`` (``schedules_for``)."""
     b = backends.get(name)
-    cfg = {k: c for k, (c, _) in schedules_for(name, shape).items()}
+    cfg = {k: c for k, (c, _) in chosen.items()}
     return _layer(
         lambda q, k, v, g, beta, scale: b.delta_scan(q, k, v, g, beta, scale=scale, initial_state=None,
                                                      output_final_state=False, chunk_size=64,
@@ -180,8 +181,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if "cpu" not in backends.get(name).devices:
                 raise ValueError(f"--impl: backend {name!r} does not run CPU tensors")
-            layers[name] = _backend_impl(name, shape)
             chosen = schedules_for(name, shape)
+            layers[name] = _backend_impl(name, shape, chosen)
             chunks[name] = int(chosen["delta_scan"][0].get("chunk_size", 64))
             for kernel, (cfg, where) in chosen.items():
                 print(f"  {name} {kernel}: " + (f"tuned schedule {json.dumps(cfg)}" if where == "tuned"
