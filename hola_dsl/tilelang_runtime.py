@@ -7,20 +7,20 @@ TileLang's ``T.prim_func`` reads its function's source, hence real files rather 
 
 CPU launches (``target="c"``) run the flattened grid ``[0, programs)`` on torch's intra-op
 thread count (or a config's ``cpu_threads``): by default as an OpenMP parallel region on
-torch's own libgomp team
-(``hola_dsl.cpu_parallel``, which says why), else split into contiguous ranges over Python
-threads (the compiled call releases the GIL). ``HOLA_CPU_POOL=python`` forces the latter.
+torch's own libgomp team (``hola_dsl.cpu_parallel``, which says why), else split into
+contiguous ranges over Python threads (the compiled call releases the GIL).
+``HOLA_CPU_POOL=python`` forces the latter.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import hashlib
 import json
 import logging
 import math
 import os
-import collections
-import functools
 import platform
 import threading
 from pathlib import Path
