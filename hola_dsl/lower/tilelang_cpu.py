@@ -218,19 +218,24 @@ class CpuEmitter(BaseEmitter):
             return
         checked()
 
+    def _row_loops(self, op: ir.Op, shape: tuple, user_mask) -> tuple[list, str, list, list]:
+        """Open loops over all but the last dim of ``shape`` and name the innermost index; return
+        (index names, element address, the access's conditions that do not involve the innermost
+        index, the ones that do). Loads and stores test the first kind once per row."""
+        idx = self.loops(shape[:-1]) + [self.fresh("i")]
+        elem, conds, _ = self.address(op, idx)
+        if user_mask is not None:
+            conds = conds + [self.ex_b(user_mask, shape, idx)]
+        row = [c for c in conds if not re.search(rf"\b{idx[-1]}\b", c)]
+        return idx, elem, row, [c for c in conds if c not in row]
+
     def _rows_checked(self, op: ir.Op, shape: tuple, name: str, user_mask) -> None:
         """A masked load whose conditions on the outer indices (a row mask, a row's bound, a
         gathered row's index) are tested once per row: per element they keep the row loop
         scalar, and a gathered row becomes per-element gather instructions instead of one
         contiguous copy."""
-        outer = self.loops(shape[:-1])
-        inner = self.fresh("i")
-        idx = outer + [inner]
-        elem, conds, _ = self.address(op, idx)
-        if user_mask is not None:
-            conds = conds + [self.ex_b(user_mask, shape, idx)]
-        row = [c for c in conds if not re.search(rf"\b{inner}\b", c)]
-        rest = [c for c in conds if c not in row]
+        idx, elem, row, rest = self._row_loops(op, shape, user_mask)
+        inner = idx[-1]
         if op.result.type.dtype != self.load_dtype(op):
             elem = f'T.Cast("{self.load_dtype(op)}", {elem})'
         other = literal(op.attrs.get("other", 0), self.load_dtype(op))
@@ -286,13 +291,8 @@ class CpuEmitter(BaseEmitter):
             if checked and len(shape) >= 2 and self.DIALECT == "cpu":
                 # Conditions that do not involve the innermost index (row masks, row bounds)
                 # are tested once per row: a branch per element keeps the row loop scalar.
-                outer = self.loops(shape[:-1])
-                inner = self.fresh("i")
-                idx = outer + [inner]
-                elem, conds, _ = self.address(op, idx)
-                if user_mask is not None:
-                    conds = conds + [self.ex_b(user_mask, shape, idx)]
-                row = [c for c in conds if not re.search(rf"\b{inner}\b", c)]
+                idx, _, row, _ = self._row_loops(op, shape, user_mask)
+                inner = idx[-1]
                 if row:
                     self.line(f"if {_and(row)}:")
                     self.push()
