@@ -68,21 +68,25 @@ def _extremes(x: torch.Tensor) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _finite_extremes(name: str, x: torch.Tensor) -> tuple[float, float]:
+    """(min, max) of ``x``, after rejecting NaN/inf in it."""
+    lo, hi = _extremes(x)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+    return lo, hi
+
+
 def finite(name: str, x: torch.Tensor) -> None:
     """Reject NaN/inf in ``x`` (when value checks are on)."""
     if values_checked() and x.numel():
-        lo, hi = _extremes(x)
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+        _finite_extremes(name, x)
 
 
 def in_range(name: str, x: torch.Tensor, lo: Optional[float], hi: Optional[float]) -> None:
     """Reject NaN/inf and values of ``x`` outside [lo, hi] (when value checks are on)."""
     if not values_checked() or not x.numel():
         return
-    x_lo, x_hi = _extremes(x)
-    if not (math.isfinite(x_lo) and math.isfinite(x_hi)):
-        raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+    x_lo, x_hi = _finite_extremes(name, x)
     if lo is not None and x_lo < lo:
         raise ValueError(f"{name}: expected values >= {lo}, got min {x_lo:.4g}")
     if hi is not None and x_hi > hi:
