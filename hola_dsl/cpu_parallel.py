@@ -46,6 +46,8 @@ _BYTES = {"float": 4, "double": 8, "int32_t": 4, "int64_t": 8, "int8_t": 1, "uin
           "signed char": 1}
 # Room for what the locals do not show: call frames, spills, the libc and OpenMP frames.
 _STACK_MARGIN = 256 << 10
+# The parameters of ``call`` that bound the program range; the shim supplies them.
+_RANGE = ("pid_lo", "pid_hi")
 _LOCK = threading.Lock()
 _SHIMS: dict[str, Optional["_Shim"]] = {}
 
@@ -82,7 +84,7 @@ def stack_bytes(kernel_source: str) -> int:
 
 
 def _shim_source(params: list[Param]) -> str:
-    outer = [p for p in params if p.name not in ("pid_lo", "pid_hi")]
+    outer = [p for p in params if p.name not in _RANGE]
     decl = ", ".join(f"{p.ctype} {p.name}" for p in params)
     outer_decl = ", ".join(f"{p.ctype} {p.name}" for p in outer)
     args = ", ".join("lo" if p.name == "pid_lo" else "hi" if p.name == "pid_hi" else p.name for p in params)
@@ -140,7 +142,7 @@ class _Shim:
     def __init__(self, lib: ctypes.CDLL, params: list[Param]):
         self.lib = lib
         self.params = params
-        outer = [_C_TYPES[p.ctype] for p in params if p.name not in ("pid_lo", "pid_hi")]
+        outer = [_C_TYPES[p.ctype] for p in params if p.name not in _RANGE]
         lib.hola_run.argtypes = [ctypes.c_void_p, *outer, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32]
         lib.hola_run.restype = ctypes.c_int32
         lib.hola_min_stack.argtypes = [ctypes.c_int32]
@@ -204,7 +206,7 @@ class Launcher:
         pid_lo/pid_hi) to an int, a float, or a tensor (passed as its data pointer)."""
         args = []
         for p in self.shim.params:
-            if p.name in ("pid_lo", "pid_hi"):
+            if p.name in _RANGE:
                 continue
             x = values[p.name]
             args.append(x.data_ptr() if p.ctype.endswith("*") else x)
@@ -223,7 +225,7 @@ def launcher(compiled: Any) -> Optional[Launcher]:
     except Exception:  # a TileLang version without the C source at hand
         return None
     params = call_signature(source or "")
-    if lib is None or params is None or not {"pid_lo", "pid_hi"} <= {p.name for p in params}:
+    if lib is None or params is None or not set(_RANGE) <= {p.name for p in params}:
         return None
     try:
         fn = ctypes.cast(lib.call, ctypes.c_void_p).value
