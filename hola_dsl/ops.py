@@ -13,14 +13,15 @@ import torch
 
 from autotune.query import config_for
 from hola_dsl import backends, validate
+from model import norms
 
 L2NORM_EPS = 1e-6
 
 
 def l2norm(x: torch.Tensor, eps: float = L2NORM_EPS) -> torch.Tensor:
-    """x / sqrt(sum(x^2) + eps) over the last dim, computed in float32, returned in x's dtype."""
-    xf = x.float()
-    return (xf * torch.rsqrt((xf * xf).sum(-1, keepdim=True) + eps)).to(x.dtype)
+    """x / sqrt(sum(x^2) + eps) over the last dim, computed in float32 without overflow or
+    underflow for any float32 entries (scaled before squaring), returned in x's dtype."""
+    return norms.normalize(x.float(), eps, mean=False).to(x.dtype)
 
 
 def delta_scan(

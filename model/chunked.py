@@ -13,6 +13,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from model.norms import normalize, vector_norm
+
 
 def _to_chunks(x: torch.Tensor, pad: int, n: int, bt: int) -> torch.Tensor:
     """[B, T, H, *rest] -> float32 [B, H, N, BT, *rest], zero-padded at the end of T."""
@@ -83,7 +85,7 @@ def chunked_delta_scan(
         us.append(u)
         S = decay_last[:, :, i, None, None] * S + k_dec[:, :, i].transpose(-1, -2) @ u
     o = torch.stack(outs, 2).reshape(B, H, n * bt, V)[:, :, :T].transpose(1, 2)
-    m = torch.linalg.vector_norm(torch.stack(us, 2), dim=-1).reshape(B, H, n * bt)[:, :, :T].transpose(1, 2)
+    m = vector_norm(torch.stack(us, 2)).reshape(B, H, n * bt)[:, :, :T].transpose(1, 2)
     return o.to(v.dtype), m.contiguous(), (S if output_final_state else None)
 
 
@@ -121,10 +123,6 @@ def blockwise_cache_select(
     return idx
 
 
-def _rmsnorm(x: torch.Tensor, eps: float) -> torch.Tensor:
-    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps)
-
-
 def batched_cache_read(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -147,8 +145,8 @@ def batched_cache_read(
     C = block_size
     nb, w = idx.shape[2], idx.shape[3]
     pad = nb * C - T
-    qn = _rmsnorm(q.float(), eps) * gamma_q.float()
-    kn = _rmsnorm(k.float(), eps) * gamma_k.float()
+    qn = normalize(q.float(), eps, mean=True) * gamma_q.float()
+    kn = normalize(k.float(), eps, mean=True) * gamma_k.float()
     qb, kb, vb = (_to_chunks(x, pad, nb, C) for x in (qn, kn, v))    # [B, H, NB, C, D]
 
     take = idx.clamp(min=0).reshape(B, H, nb * w, 1)
