@@ -14,6 +14,19 @@ NUM_WARPS = 8
 NUM_STAGES = 1
 
 @triton.jit
+def _to_bf16_rtne(x):
+    """float32 -> bfloat16 rounded to nearest, ties to even, on every runtime: GPUs round a plain
+    .to(tl.bfloat16), but Triton 3.9's CPU interpreter drops the low 16 bits (with or without
+    fp_downcast_rounding="rtne"). Adding 0x7FFF plus the lowest kept bit rounds the dropped
+    bits into the kept ones; what is left converts exactly. NaN is passed through as it is (the
+    addition could carry a NaN's payload into the sign)."""
+    bits = tl.cast(x, tl.uint32, bitcast=True)
+    bits = bits + 0x7FFF + ((bits >> 16) & 1)
+    rounded = tl.cast(bits & 0xFFFF0000, tl.float32, bitcast=True)
+    return tl.cast(tl.where(x != x, x, rounded), tl.bfloat16)
+
+
+@triton.jit
 def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o):
     # cache_read.py:62: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
     v14 = tl.cdiv(T, 256)
@@ -220,7 +233,7 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o):
     v195 = den_137[:, None]
     v196 = (acc_138 / v195)
     v197 = rows_ok_40[:, None]
-    v199 = v196.to(tl.bfloat16)
+    v199 = _to_bf16_rtne(v196)
     o_199_ptrs = o + tl.cast(b_18, tl.int64) * T * H * 128 + (t0_28 + tl.arange(0, 64))[:, None].to(tl.int64) * H * 128 + tl.cast(h_19, tl.int64) * 128 + tl.arange(0, 128)[None, :]
     o_199_mask = ((t0_28 + tl.arange(0, 64)) < T)[:, None] & v197
     tl.store(o_199_ptrs, v199, mask=o_199_mask)
