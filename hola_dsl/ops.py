@@ -100,7 +100,7 @@ def cache_select(
     validate.positive_int("block_size", block_size)
     validate.policy(policy)
     if policy == "hola":
-        validate.finite("scores", scores)
+        validate.no_nan("scores", scores)
     impl = backends.resolve(backend, scores.device.type)
     if config is None:
         config = config_for("cache_select", impl.name, scores.device, scores.dtype,

@@ -82,6 +82,12 @@ def finite(name: str, x: torch.Tensor) -> None:
         _finite_extremes(name, x)
 
 
+def no_nan(name: str, x: torch.Tensor) -> None:
+    """Reject NaN in ``x`` (when value checks are on); infinities are numbers here."""
+    if values_checked() and x.numel() and math.isnan(_extremes(x)[0]):
+        raise ValueError(f"{name}: contains NaN; expected numbers (-inf and inf are allowed)")
+
+
 def in_range(name: str, x: torch.Tensor, lo: Optional[float], hi: Optional[float]) -> None:
     """Reject NaN/inf and values of ``x`` outside [lo, hi] (when value checks are on)."""
     if not values_checked() or not x.numel():

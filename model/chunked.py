@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from model.norms import normalize, vector_norm
+from model.reference import ranked_scores
 
 
 def _to_chunks(x: torch.Tensor, pad: int, n: int, bt: int) -> torch.Tensor:
@@ -95,8 +96,9 @@ def blockwise_cache_select(
     """Cache_n for every block n, built by merging block n-1 into Cache_{n-1}.
 
     The top-w of a union equals the top-w of (top-w of one part) U (the other part), so each
-    step sorts at most capacity + block_size candidates. scores: [B, T, H]. Returns idx
-    [B, H, NB, capacity] int64, rows best first (score desc, then position desc), -1 padded.
+    step sorts at most capacity + block_size candidates. scores: [B, T, H]; a NaN score counts
+    as -inf. Returns idx [B, H, NB, capacity] int64, rows best first (score desc, then position
+    desc), -1 padded.
     """
     B, T, H = scores.shape
     nb = math.ceil(T / block_size)
@@ -107,7 +109,7 @@ def blockwise_cache_select(
             pos = torch.arange(end - 1, max(end - capacity, 0) - 1, -1, device=scores.device)
             idx[:, :, i, : pos.numel()] = pos
         return idx
-    s = scores.detach().transpose(1, 2)                               # [B, H, T]
+    s = ranked_scores(scores.detach()).transpose(1, 2)                # [B, H, T]
     cur_s = s[:, :, :0]
     cur_p = torch.empty(B, H, 0, dtype=torch.int64, device=scores.device)
     for i in range(1, nb):
