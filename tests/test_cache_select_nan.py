@@ -70,3 +70,13 @@ def test_infinite_scores_are_numbers_while_value_checks_are_on(backend):
     got = ops.cache_select(s, capacity=8, block_size=32, backend=backend,
                            config={"BC": 16} if backend in DSL else None)
     assert torch.equal(got, naive_cache_select(s, capacity=8, block_size=32))
+
+
+def test_decoder_merge_follows_the_same_rule():
+    """The decoder's merge of its pending block (model.mixer.top_entries) ranks like the prefill."""
+    from model.mixer import Entries, top_entries
+    scores = torch.tensor([NAN, 2.0, -INF, NAN, 1.0]).view(1, 1, 5)
+    e = Entries.empty(1, 1, 5, 2, 2, "cpu", torch.float32)
+    e = Entries(e.k, e.v, scores, torch.arange(5).view(1, 1, 5), e.g, e.beta)
+    best = top_entries(e.cat(Entries.empty(1, 1, 2, 2, 2, "cpu", torch.float32)), 6, "hola")
+    assert best.pos[0, 0].tolist() == [1, 4, 3, 2, 0, -1]
