@@ -69,6 +69,8 @@ def delta_scan(
         raise ValueError(f"scale: expected a finite float or None, got {scale!r}")
     if use_qk_l2norm:
         q, k = l2norm(q), l2norm(k)
+    else:
+        validate.stable_keys(k, beta)
     impl = backends.resolve(backend, device.type, backends.needs_grad(
         q=q, k=k, v=v, g=g, beta=beta, initial_state=initial_state))
     if config is None:  # tuned schedule for this shape and machine, else the backend's default
