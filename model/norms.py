@@ -2,10 +2,11 @@
 
 A square of a float32 entry overflows above about 1.8e19 and loses digits below about 1e-19
 (its square is then subnormal), so every norm here divides a row by a scale first, as hypot
-does: the row's largest magnitude, so every scaled entry is at most 1 and the largest is 1.
-The DSL kernels do the same in tile form (``hola_dsl/kernels``); the chunked reference, the
-``use_qk_l2norm`` path (``hola_dsl.ops.l2norm``) and the DSL backends' host step use these.
-The results are independent of the scale, so it carries no gradient.
+does: here the row's largest magnitude, so every scaled entry is at most 1 and the largest is
+1. The DSL kernels do the same in tile form (``hola_dsl/kernels``) with the row's mean
+magnitude as the scale (a row sum vectorises on a CPU where a row max does not). The chunked
+reference, the ``use_qk_l2norm`` path (``hola_dsl.ops.l2norm``) and the DSL backends' host
+step use these. The results do not depend on the scale, so it carries no gradient.
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@ their squares and entries of 1e-20 do not underflow them, on every backend."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -82,4 +80,3 @@ def test_m_of_an_all_zero_update_is_zero():
         _, m, _ = ops.delta_scan(**x, chunk_size=16, backend=backend,
                                  config={"BV": 16} if backend in DSL else None)
         assert m.eq(0).all(), backend
-        assert not math.isnan(float(m.sum()))
