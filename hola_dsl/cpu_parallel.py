@@ -215,16 +215,29 @@ class Launcher:
             raise RuntimeError(f"TileLang C kernel returned error code {err}")
 
 
+def _host_source(compiled: Any) -> Optional[str]:
+    """The C source of a compiled TileLang kernel with its host-side ``call``, or None."""
+    try:
+        return compiled.get_kernel_source(kernel_only=False) or None
+    except Exception:  # a TileLang version without the C source at hand
+        return None
+
+
+def program_stack(compiled: Any) -> Optional[int]:
+    """Estimated stack bytes one program of a compiled C kernel needs (None: source unknown)."""
+    source = _host_source(compiled)
+    return None if source is None else stack_bytes(source)
+
+
 def launcher(compiled: Any) -> Optional[Launcher]:
     """A :class:`Launcher` for a ``tilelang.compile(..., target="c")`` kernel, or None when its
     library does not expose the expected ``call`` or no OpenMP shim can be built here."""
     adapter = getattr(compiled, "adapter", None)
     lib = getattr(adapter, "lib", None)
-    try:
-        source = compiled.get_kernel_source(kernel_only=False)   # with the host-side ``call``
-    except Exception:  # a TileLang version without the C source at hand
+    source = _host_source(compiled)
+    if source is None:
         return None
-    params = call_signature(source or "")
+    params = call_signature(source)
     if lib is None or params is None or not set(_RANGE) <= {p.name for p in params}:
         return None
     try:

@@ -3,7 +3,7 @@
 For each public op this module turns validated arguments plus a completed schedule into the
 kernel's compile-time constants and argument tensors, allocates outputs (poisoned with NaN, or
 -2 for indices, so an unwritten element fails a check), asks a backend ``Runner`` to run the
-kernel, and finishes the result (e.g. m = sqrt of the per-V-tile partial sums).
+kernel, and finishes the result (e.g. m from the per-V-tile scaled partial norms).
 
 A Runner is ``run(kdef, consts, args)``: ``kdef`` a :class:`hola_dsl.lang.KernelDef`, ``consts``
 its compile-time constants, ``args`` {param name: tensor or float}. :func:`specialize` gives the
@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from hola_dsl import ir, lang, registry
+from model.norms import combine_norms
 
 Runner = Callable[[lang.KernelDef, dict, dict], None]
 
@@ -73,12 +74,13 @@ def delta_scan(run: Runner, cfg: dict, q, k, v, g, beta, *, scale: float, initia
     nv = -(-V // consts["BV"])
     dev = q.device
     o = _poisoned((B, T, H, V), v.dtype, dev)
-    msq = _poisoned((nv, B, T, H), torch.float32, dev)
+    uscale = _poisoned((nv, B, T, H), torch.float32, dev)
+    usq = _poisoned((nv, B, T, H), torch.float32, dev)
     ht = _poisoned((B, H, K, V), torch.float32, dev) if output_final_state else _unused((B, H, K, V), torch.float32, dev)
     h0 = initial_state.contiguous() if initial_state is not None else _unused((B, H, K, V), torch.float32, dev)
-    run(kdef, consts, dict(q=q, k=k, v=v, g=g, beta=beta, h0=h0, o=o, msq=msq, ht=ht, scale=float(scale)))
-    m = (msq[0] if nv == 1 else msq.sum(0)).sqrt()
-    return o, m, (ht if output_final_state else None)
+    run(kdef, consts, dict(q=q, k=k, v=v, g=g, beta=beta, h0=h0, o=o, uscale=uscale, usq=usq, ht=ht,
+                           scale=float(scale)))
+    return o, combine_norms(uscale, usq), (ht if output_final_state else None)
 
 
 def cache_select_consts(W: int, block_size: int, policy: str, score_dtype: torch.dtype, cfg: dict) -> dict:

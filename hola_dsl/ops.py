@@ -13,14 +13,15 @@ import torch
 
 from autotune.query import config_for
 from hola_dsl import backends, validate
+from model import norms
 
 L2NORM_EPS = 1e-6
 
 
 def l2norm(x: torch.Tensor, eps: float = L2NORM_EPS) -> torch.Tensor:
-    """x / sqrt(sum(x^2) + eps) over the last dim, computed in float32, returned in x's dtype."""
-    xf = x.float()
-    return (xf * torch.rsqrt((xf * xf).sum(-1, keepdim=True) + eps)).to(x.dtype)
+    """x / sqrt(sum(x^2) + eps) over the last dim, computed in float32 without overflow or
+    underflow for any float32 entries (scaled before squaring), returned in x's dtype."""
+    return norms.normalize(x.float(), eps, mean=False).to(x.dtype)
 
 
 def delta_scan(
@@ -68,6 +69,8 @@ def delta_scan(
         raise ValueError(f"scale: expected a finite float or None, got {scale!r}")
     if use_qk_l2norm:
         q, k = l2norm(q), l2norm(k)
+    else:
+        validate.stable_keys(k, beta)
     impl = backends.resolve(backend, device.type, backends.needs_grad(
         q=q, k=k, v=v, g=g, beta=beta, initial_state=initial_state))
     if config is None:  # tuned schedule for this shape and machine, else the backend's default
@@ -99,7 +102,7 @@ def cache_select(
     validate.positive_int("block_size", block_size)
     validate.policy(policy)
     if policy == "hola":
-        validate.finite("scores", scores)
+        validate.no_nan("scores", scores)
     impl = backends.resolve(backend, scores.device.type)
     if config is None:
         config = config_for("cache_select", impl.name, scores.device, scores.dtype,

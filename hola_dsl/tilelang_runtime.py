@@ -33,8 +33,17 @@ from hola_dsl import cpu_parallel, eager, ir, source_cache
 _MODULES: dict[str, Any] = {}
 _COMPILED: dict[str, Any] = {}
 _LOCK = threading.Lock()
-# Worker threads hold every tile of a program in local arrays on their stack.
+# Programs hold every tile in local arrays on their thread's stack. Host threads get at least
+# this much; a program needing more gets a thread sized to it.
 _THREAD_STACK = 64 << 20
+# A serial launch runs on the calling thread only when its program needs at most this: the
+# caller's stack is typically 8 MiB (the main thread's rlimit, glibc's default for others) and
+# the Python frames below us need their share. Bigger programs (a scan at chunk 1024 holds
+# about 28 MB of tiles) run on one host thread with the stack they need.
+_CALLER_STACK = 2 << 20
+# Tiles beyond this per program are refused with an error rather than a thread whose stack
+# mapping may fail or thrash (a scan chunk of 8192 would want over 1.5 GB).
+MAX_PROGRAM_STACK = 1 << 30
 
 
 def cache_dir() -> Path:
@@ -106,8 +115,8 @@ def code_schedule(schedule: dict) -> dict:
     return {k: v for k, v in schedule.items() if k not in LAUNCH}
 
 
-# (id of the IR kernel, schedule) -> (kernel, module, compiled, launcher or None): a launch
-# costs a dict lookup, not a hash of the IR's text.
+# (id of the IR kernel, schedule) -> (kernel, module, compiled, launcher or None, stack bytes a
+# program needs or None): a launch costs a dict lookup, not a hash of the IR's text.
 _LAUNCH_CACHE: dict[tuple, tuple] = {}
 
 
@@ -132,16 +141,31 @@ def compiled_cpu(kernel: ir.Kernel, schedule: dict):
 
 
 def _prepared_cpu(kernel: ir.Kernel, schedule: dict) -> tuple:
-    """(module, compiled, OpenMP launcher or None) for a kernel and schedule, cached."""
+    """(module, compiled, OpenMP launcher or None, a program's stack bytes or None) for a kernel
+    and schedule, cached."""
     key = (id(kernel), json.dumps(code_schedule(schedule), sort_keys=True, default=str))
     hit = _LAUNCH_CACHE.get(key)
     if hit is not None and hit[0] is kernel:
         return hit[1:]
     module, compiled = compiled_cpu(kernel, schedule)
     launcher = cpu_parallel.launcher(compiled)
+    need = cpu_parallel.program_stack(compiled)
     with _LOCK:
-        _LAUNCH_CACHE[key] = (kernel, module, compiled, launcher)
-    return module, compiled, launcher
+        _LAUNCH_CACHE[key] = (kernel, module, compiled, launcher, need)
+    return module, compiled, launcher, need
+
+
+def thread_stack(kernel: ir.Kernel, schedule: dict, need: Optional[int]) -> int:
+    """The stack (bytes) a host thread running programs of ``need`` stack bytes gets; a
+    ValueError naming the kernel and its schedule when no thread should hold that much."""
+    if need is None:
+        return _THREAD_STACK
+    if need > MAX_PROGRAM_STACK:
+        raise ValueError(
+            f"{kernel.name}: a program of schedule {code_schedule(schedule)} keeps {need / 2**20:.0f} MiB "
+            f"of tiles on its stack (the TileLang C dialect holds every tile in local arrays); at most "
+            f"{MAX_PROGRAM_STACK / 2**20:.0f} MiB is allowed: choose smaller tiles (chunk_size, BV, BQ, BKV, BC)")
+    return max(_THREAD_STACK, -(-need // (1 << 20)) << 20)
 
 
 # How CPU launches ran in this process ("serial", "omp", "python"): diagnostics for `hola bench`.
@@ -156,7 +180,8 @@ def cpu_pool() -> str:
     return pool
 
 
-def _run_threads(fn, ranges: list[tuple[int, int]]) -> None:
+def _run_threads(fn, ranges: list[tuple[int, int]], stack: int = _THREAD_STACK) -> None:
+    """``fn(lo, hi)`` for each range, each on a host thread with ``stack`` bytes of stack."""
     errors: list[BaseException] = []
 
     def work(lo: int, hi: int) -> None:
@@ -165,7 +190,7 @@ def _run_threads(fn, ranges: list[tuple[int, int]]) -> None:
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)
     with _LOCK:
-        old = threading.stack_size(_THREAD_STACK)
+        old = threading.stack_size(stack)
         try:
             threads = [threading.Thread(target=work, args=r, daemon=True) for r in ranges]
             for t in threads:
@@ -192,7 +217,8 @@ def launch_cpu(kernel: ir.Kernel, schedule: dict, args: dict[str, Any], threads:
 
     ``threads`` defaults to the config's ``cpu_threads``, else ``torch.get_num_threads()``;
     ``pool`` ("omp" or "python") to :func:`cpu_pool`. Returns how it ran: "serial", "omp" or "python"."""
-    module, compiled, launcher = _prepared_cpu(kernel, schedule)
+    module, compiled, launcher, need = _prepared_cpu(kernel, schedule)
+    stack = thread_stack(kernel, schedule, need)
     sizes = eager.sizes_of(kernel, args)
     grid = kernel.grid_extents(sizes)
     programs = math.prod(grid)
@@ -213,7 +239,10 @@ def launch_cpu(kernel: ir.Kernel, schedule: dict, args: dict[str, Any], threads:
     threads = int(threads or requested or torch.get_num_threads())
     threads = max(1, min(threads, os.cpu_count() or 1, programs))
     if threads == 1:
-        compiled(*call, 0, programs)
+        if need is not None and need <= _CALLER_STACK:
+            compiled(*call, 0, programs)
+        else:
+            _run_threads(lambda lo, hi: compiled(*call, lo, hi), [(0, programs)], stack)
         mode = "serial"
     elif (pool or cpu_pool()) == "omp" and launcher is not None and launcher.fits(threads):
         values = {**sizes, **tensors, **{f"grid_{i}": n for i, n in enumerate(grid)}}
@@ -222,7 +251,7 @@ def launch_cpu(kernel: ir.Kernel, schedule: dict, args: dict[str, Any], threads:
         launcher.run(values, programs, threads, chunk=max(1, programs // (threads * 8)))
         mode = "omp"
     else:
-        _run_threads(lambda lo, hi: compiled(*call, lo, hi), split(programs, threads))
+        _run_threads(lambda lo, hi: compiled(*call, lo, hi), split(programs, threads), stack)
         mode = "python"
     LAUNCH_MODES[mode] += 1
     return mode

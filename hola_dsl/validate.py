@@ -1,6 +1,7 @@
 """Input checks shared by every backend: each error names the argument, what was given and
-what was expected. Value checks (g <= 0, beta in [0, 1], finite inputs) cost one min/max pass per
-tensor and a host sync; set HOLA_CHECK_VALUES=0 to skip them in production loops."""
+what was expected. Value checks (g <= 0, beta in [0, 1], finite inputs, keys the delta rule keeps
+stable) cost one min/max or norm pass per tensor and a host sync; set HOLA_CHECK_VALUES=0 to
+skip them in production loops."""
 
 from __future__ import annotations
 
@@ -82,6 +83,12 @@ def finite(name: str, x: torch.Tensor) -> None:
         _finite_extremes(name, x)
 
 
+def no_nan(name: str, x: torch.Tensor) -> None:
+    """Reject NaN in ``x`` (when value checks are on); infinities are numbers here."""
+    if values_checked() and x.numel() and math.isnan(_extremes(x)[0]):
+        raise ValueError(f"{name}: contains NaN; expected numbers (-inf and inf are allowed)")
+
+
 def in_range(name: str, x: torch.Tensor, lo: Optional[float], hi: Optional[float]) -> None:
     """Reject NaN/inf and values of ``x`` outside [lo, hi] (when value checks are on)."""
     if not values_checked() or not x.numel():
@@ -91,6 +98,27 @@ def in_range(name: str, x: torch.Tensor, lo: Optional[float], hi: Optional[float
         raise ValueError(f"{name}: expected values >= {lo}, got min {x_lo:.4g}")
     if hi is not None and x_hi > hi:
         raise ValueError(f"{name}: expected values <= {hi}, got max {x_hi:.4g}")
+
+
+# The delta rule scales the state along k by 1 - beta ||k||^2 at each write: a contraction
+# while beta ||k||^2 <= 2 (unit keys give 1 - beta in [0, 1]), growth beyond it.
+STABLE_WRITE_GAIN = 2.0
+
+
+def stable_keys(k: torch.Tensor, beta: torch.Tensor) -> None:
+    """Reject keys the delta rule would amplify: beta * ||k||^2 > 2 at some token (when value
+    checks are on). k: [B, T, H, K]; beta: [B, T, H]. One norm pass over k and a host sync."""
+    if not values_checked() or not k.numel():
+        return
+    gain = beta.detach().float() * torch.linalg.vector_norm(k.detach(), dim=-1, dtype=torch.float32).square()
+    worst = float(gain.max())
+    if worst <= STABLE_WRITE_GAIN:
+        return
+    b, t, h = (int(i) for i in (gain > STABLE_WRITE_GAIN).nonzero()[0])
+    raise ValueError(
+        f"k: beta * ||k||^2 reaches {worst:.4g} (over {STABLE_WRITE_GAIN:g} first at [b, t, h] = [{b}, {t}, {h}]); the delta rule "
+        f"diverges unless beta * ||k||^2 <= {STABLE_WRITE_GAIN:g} at every token, i.e. keys of about unit "
+        f"L2 norm: pass use_qk_l2norm=True (or normalise q and k with hola_dsl.ops.l2norm)")
 
 
 def positive_int(name: str, value, *, power_of_two: bool = False) -> int:

@@ -13,6 +13,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from model.norms import normalize, vector_norm
+from model.reference import ranked_scores
+
 
 def _to_chunks(x: torch.Tensor, pad: int, n: int, bt: int) -> torch.Tensor:
     """[B, T, H, *rest] -> float32 [B, H, N, BT, *rest], zero-padded at the end of T."""
@@ -83,7 +86,7 @@ def chunked_delta_scan(
         us.append(u)
         S = decay_last[:, :, i, None, None] * S + k_dec[:, :, i].transpose(-1, -2) @ u
     o = torch.stack(outs, 2).reshape(B, H, n * bt, V)[:, :, :T].transpose(1, 2)
-    m = torch.linalg.vector_norm(torch.stack(us, 2), dim=-1).reshape(B, H, n * bt)[:, :, :T].transpose(1, 2)
+    m = vector_norm(torch.stack(us, 2)).reshape(B, H, n * bt)[:, :, :T].transpose(1, 2)
     return o.to(v.dtype), m.contiguous(), (S if output_final_state else None)
 
 
@@ -93,8 +96,9 @@ def blockwise_cache_select(
     """Cache_n for every block n, built by merging block n-1 into Cache_{n-1}.
 
     The top-w of a union equals the top-w of (top-w of one part) U (the other part), so each
-    step sorts at most capacity + block_size candidates. scores: [B, T, H]. Returns idx
-    [B, H, NB, capacity] int64, rows best first (score desc, then position desc), -1 padded.
+    step sorts at most capacity + block_size candidates. scores: [B, T, H]; a NaN score counts
+    as -inf. Returns idx [B, H, NB, capacity] int64, rows best first (score desc, then position
+    desc), -1 padded.
     """
     B, T, H = scores.shape
     nb = math.ceil(T / block_size)
@@ -105,7 +109,7 @@ def blockwise_cache_select(
             pos = torch.arange(end - 1, max(end - capacity, 0) - 1, -1, device=scores.device)
             idx[:, :, i, : pos.numel()] = pos
         return idx
-    s = scores.detach().transpose(1, 2)                               # [B, H, T]
+    s = ranked_scores(scores.detach()).transpose(1, 2)                # [B, H, T]
     cur_s = s[:, :, :0]
     cur_p = torch.empty(B, H, 0, dtype=torch.int64, device=scores.device)
     for i in range(1, nb):
@@ -119,10 +123,6 @@ def blockwise_cache_select(
         cur_s, cur_p = cand_s.gather(-1, order), cand_p.gather(-1, order)
         idx[:, :, i, : cur_p.shape[-1]] = cur_p
     return idx
-
-
-def _rmsnorm(x: torch.Tensor, eps: float) -> torch.Tensor:
-    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps)
 
 
 def batched_cache_read(
@@ -147,8 +147,8 @@ def batched_cache_read(
     C = block_size
     nb, w = idx.shape[2], idx.shape[3]
     pad = nb * C - T
-    qn = _rmsnorm(q.float(), eps) * gamma_q.float()
-    kn = _rmsnorm(k.float(), eps) * gamma_k.float()
+    qn = normalize(q.float(), eps, mean=True) * gamma_q.float()
+    kn = normalize(k.float(), eps, mean=True) * gamma_k.float()
     qb, kb, vb = (_to_chunks(x, pad, nb, C) for x in (qn, kn, v))    # [B, H, NB, C, D]
 
     take = idx.clamp(min=0).reshape(B, H, nb * w, 1)

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model.config import HOLAConfig
+from model.reference import ranked_scores
 
 CACHE_EPS = 1e-6  # SPEC.md section 3: the cache read's RMSNorm epsilon
 
@@ -93,12 +94,13 @@ class Entries:
 
 def top_entries(entries: Entries, capacity: int, policy: str) -> Entries:
     """The ``capacity`` best entries, best first: SPEC.md section 2's order (higher score, then
-    later position; policy "recency" scores by position). Empty slots sort last."""
+    later position; policy "recency" scores by position; NaN counts as -inf). Empty slots sort
+    last."""
     by_pos = torch.sort(entries.pos, dim=-1, descending=True, stable=True).indices
     if policy == "recency":
         order = by_pos
     else:
-        s = entries.score.gather(-1, by_pos)
+        s = ranked_scores(entries.score).gather(-1, by_pos)
         order = by_pos.gather(-1, torch.sort(s, dim=-1, descending=True, stable=True).indices)
     n = min(capacity, entries.size)
     best = entries.take(order[..., :n])

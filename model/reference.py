@@ -58,18 +58,26 @@ def naive_delta_scan(
     return o, m, (S if output_final_state else None)
 
 
+def ranked_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Scores as cache selection ranks them (SPEC.md section 2): a NaN score (possible only with
+    value checks off) counts as -inf, the lowest score. The token stays a candidate, so it beats
+    an empty slot and ties with -inf tokens (the later position wins)."""
+    return torch.where(scores.isnan(), torch.full_like(scores, -math.inf), scores)
+
+
 def naive_cache_select(
     scores: torch.Tensor, *, capacity: int = 64, block_size: int = 256, policy: str = "hola"
 ) -> torch.Tensor:
     """Cache_n for every block n: the ``capacity`` best positions j < n * block_size.
 
     scores: [B, T, H]. Best means higher score, then later position (policy "recency" scores
-    position j by j). Returns idx [B, H, NB, capacity] int64, each row best first, -1 padded.
+    position j by j; NaN counts as -inf, see :func:`ranked_scores`). Returns idx
+    [B, H, NB, capacity] int64, each row best first, -1 padded.
     """
     B, T, H = scores.shape
     nb = math.ceil(T / block_size)
     idx = torch.full((B, H, nb, capacity), -1, dtype=torch.int64)
-    s = scores.detach().to(torch.float64).cpu()
+    s = ranked_scores(scores.detach().to(torch.float64).cpu())
     for b in range(B):
         for h in range(H):
             row = s[b, :, h].tolist()

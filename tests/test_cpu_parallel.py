@@ -147,3 +147,47 @@ def test_thread_count_is_a_launch_setting_not_a_tuned_knob():
     assert all("cpu_threads" not in c for c in space.legal("cpu", {"K": 32, "V": 48}))
     assert "cpu_threads" not in space.default("cpu")
     assert space.violations({**config, "cpu_thread": 2}, "cpu", {})[0].startswith("cpu_thread: not a knob")
+
+
+# A scan at chunk 1024 holds several 1024 x 1024 float32 tiles (about 28 MB) per program,
+# more than a main thread's usual 8 MB stack. Run in a child process: a crash must fail the
+# test, not end the test session.
+_BIG_CHUNK_SCAN = r"""
+import sys, torch
+from hola_dsl import ops
+from hola_dsl.testing import Shape, rel_err, scan_inputs
+from model import reference
+x = scan_inputs(Shape(B=1, T=1100, H=1, K=16, V=16), seed=2)
+if sys.argv[1] == "torch":
+    torch.set_num_threads(1)
+    cfg = {"BV": 16}
+else:
+    cfg = {"BV": 16, "cpu_threads": int(sys.argv[1])}
+o, m, s = ops.delta_scan(**x, output_final_state=True, chunk_size=1024, backend="tilelang", config=cfg)
+ro, rm, rs = reference.naive_delta_scan(**x, output_final_state=True)
+print(max(rel_err(o, ro), rel_err(m, rm), rel_err(s, rs)))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", ["1", "torch"])
+def test_chunk_1024_on_one_thread_runs(threads, tmp_path):
+    """A serial launch whose tiles exceed the calling thread's stack runs (on a thread with the
+    stack it needs) instead of crashing the process."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "HOLA_TUNING_DB": "off", "HOLA_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", _BIG_CHUNK_SCAN, threads], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}"
+    assert float(run.stdout.split()[-1]) <= 1e-5
+
+
+def test_tiles_beyond_the_stack_limit_are_refused_by_name(monkeypatch):
+    """A schedule whose program would need more stack than any thread should get is an error
+    that names the kernel and the knobs to shrink, not a crash."""
+    monkeypatch.setattr(tilelang_runtime, "MAX_PROGRAM_STACK", 64 << 10)
+    x = scan_inputs(SHAPE, seed=4)
+    with pytest.raises(ValueError, match=r"delta_scan: a program of schedule .* MiB .*chunk_size"):
+        ops.delta_scan(**x, chunk_size=16, backend="tilelang", config={"BV": 16, "cpu_threads": 1})

@@ -81,3 +81,36 @@ def test_non_contiguous_inputs():
     ro, rm, rs = reference.naive_delta_scan(**x, output_final_state=True)
     from hola_dsl.testing import rel_err
     assert max(rel_err(o, ro), rel_err(m, rm), rel_err(s, rs)) <= 1e-5
+
+
+def _low_precision_outputs(dtype):
+    """(scan output, cache read output) of the triton backend on inputs already representable in
+    ``dtype``: once with those inputs in ``dtype`` (outputs stored in ``dtype``) and once
+    upcast to float32 (the same float32 arithmetic inside, stored as float32)."""
+    import torch
+
+    from hola_dsl import ops
+    from hola_dsl.testing import read_inputs, scan_inputs
+    shape = Shape(B=1, T=40, H=2, K=32, V=48, W=8, C=16)
+    x = {n: (t.to(dtype) if n in "qkv" else t) for n, t in scan_inputs(shape, seed=31).items()}
+    r = {n: (t.to(dtype) if n in "qkv" else t) for n, t in read_inputs(shape, seed=32).items()}
+    up = lambda d: {n: (t.float() if n in "qkv" else t) for n, t in d.items()}
+    cfg = {"dot_precision": "ieee"}
+    low = (ops.delta_scan(**x, chunk_size=16, backend="triton", config=cfg)[0],
+           ops.cache_read(**r, block_size=shape.C, backend="triton", config=cfg))
+    f32 = (ops.delta_scan(**up(x), chunk_size=16, backend="triton", config=cfg)[0],
+           ops.cache_read(**up(r), block_size=shape.C, backend="triton", config=cfg))
+    return low, f32
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_stores_round_to_nearest(dtype):
+    """SPEC.md section 6: low-precision outputs are the float32 results rounded to nearest (ties
+    to even), as torch's .to() rounds, not truncated."""
+    import torch
+    dtype = getattr(torch, dtype)
+    low, f32 = _low_precision_outputs(dtype)
+    for out, ref in zip(low, f32):
+        assert out.dtype == dtype
+        want = ref.to(dtype)
+        assert torch.equal(out, want), f"{int((out != want).sum())} of {out.numel()} elements differ"

@@ -94,7 +94,7 @@ def test_one_bad_element_anywhere_is_caught(name, value, message):
 
 def test_value_checks_on_half_precision_and_scores():
     bad = _one_bad((1, 8, 2), (0, 5, 1), float("nan"), torch.bfloat16)
-    with pytest.raises(ValueError, match="scores: contains NaN or inf"):
+    with pytest.raises(ValueError, match="scores: contains NaN"):
         ops.cache_select(bad, backend="reference")
     ops.cache_select(torch.rand(1, 8, 2, dtype=torch.bfloat16).float(), capacity=2, block_size=4,
                      backend="reference")
@@ -135,3 +135,33 @@ def test_auto_skips_backends_without_backward_when_grad_is_needed(monkeypatch):
     if backends.unavailable_reason("tilelang") is None:
         assert backends.resolve("auto", "cpu").name == "tilelang"
     assert backends.resolve("auto", "cpu", grad_of="q").name == "eager"
+
+
+def _far_keys(factor: float):
+    x = scan_inputs(Shape(B=1, T=300, H=2, K=32, V=48), seed=0)
+    x["k"] = x["k"] * factor
+    return x
+
+
+def test_keys_far_from_unit_norm_are_an_error_naming_k():
+    """SPEC.md section 1: keys far from unit norm make the recurrence diverge (here o and m turn
+    inf); that is an error, never a silent inf. The delta rule is stable while
+    beta * ||k||^2 <= 2."""
+    with pytest.raises(ValueError, match=r"k: beta \* \|\|k\|\|\^2 reaches .* use_qk_l2norm=True"):
+        ops.delta_scan(**_far_keys(10.0), backend="reference")
+
+
+def test_keys_within_the_stable_range_or_normalised_inside_are_accepted():
+    x = _far_keys(1.3)
+    x["beta"] = x["beta"].clamp(max=1.0)           # beta * ||k||^2 <= 1.69
+    ops.delta_scan(**x, backend="reference")
+    o, m, _ = ops.delta_scan(**_far_keys(10.0), use_qk_l2norm=True, backend="reference")
+    assert o.isfinite().all() and m.isfinite().all()
+    x = _far_keys(10.0)
+    x["beta"] = x["beta"] * 0.01                   # weak writes keep large keys stable
+    ops.delta_scan(**x, backend="reference")
+
+
+def test_key_check_is_a_value_check(monkeypatch):
+    monkeypatch.setenv("HOLA_CHECK_VALUES", "0")
+    ops.delta_scan(**_far_keys(10.0), backend="reference")     # the caller took responsibility

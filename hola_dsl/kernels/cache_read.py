@@ -17,9 +17,30 @@ the per-key work small (a block's keys are read by every query tile after them):
 from hola_dsl import lang as hl
 
 
-def _inv_rms(x, K: int, eps: float):
-    """[rows] 1 / sqrt(mean(x^2) + eps) over the last axis (mean over the true K, not padding)."""
-    return hl.rsqrt(hl.sum(x * x, 1) / K + eps)
+def _rms_parts(x, K: int, eps: float):
+    """(xs [rows, cols], i [rows], r [rows]) with rmsnorm(x) = xs * r[:, None] = x * i[:, None] *
+    r[:, None] over the last axis (mean over the true K, not padding), for any float32 x.
+    Squares are taken of xs = x / s, as in hypot: s = max(mean |x|, sqrt(eps)), i = 1 / s,
+    r = 1 / sqrt(mean(xs^2) + eps / s^2).
+    Every scaled entry is at most K and eps / s^2 at most 1, so nothing overflows (a plain square
+    does above 1.8e19); the largest scaled entry is at least 1, so nothing that matters
+    underflows. The mean, not the max, of |x|: a row sum vectorises where a row max does not."""
+    s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
+    i = 1.0 / s
+    xs = x * i[:, None]
+    e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
+    return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
+
+
+# A power of two, so scaling by it is exact; 2^16 covers sqrt(K) |gamma| up to 65536.
+QUERY_SCALE = 2.0 ** -16
+
+
+def _logit_factor(x, K: int, eps: float):
+    """[rows] what a key row's dot with the (2^-16-scaled) queries is multiplied by: its
+    1 / rms times 2^16, in an order that keeps every factor a normal float32."""
+    _, i, r = _rms_parts(x, K, eps)
+    return i * (1.0 / QUERY_SCALE) * r
 
 
 def _mask(visible):
@@ -46,12 +67,16 @@ def cache_read(
     kd, vd = hl.tile(0, BKD), hl.tile(0, BVD)
     qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
     gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
-    qg = qt * _inv_rms(qt, K, EPS)[:, None] * gammas[None, :]                 # [BQ, BKD]
+    qs, _, rq = _rms_parts(qt, K, EPS)
+    # The queries carry 2^-16 (exact) so that a key dot cannot overflow for keys up to float32's
+    # largest (|k . qg| <= ||k|| |gamma|); each key row's logit factor carries 2^16 back. The
+    # scaled queries qs, not qt times a per-row factor: 1/s times 2^-16 can be subnormal.
+    qg = qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :]               # [BQ, BKD]
 
     ids = idx.load((b, h, n, hl.tile(0, WP)), other=-1).to("int32")       # [WP], -1 = empty
     kc = k[b, ids, h, kd].to("float32")                                    # [WP, BKD]
     vc = v[b, ids, h, vd].to("float32")                                    # [WP, BVD]
-    lc = hl.dot(kc, qg, trans_b=True) * _inv_rms(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
+    lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
     s = sink[h].to("float32")
     m0 = hl.maximum(hl.max(lc, 0), s)                                      # [BQ]
     p = hl.exp(lc - m0[None, :])
@@ -63,7 +88,7 @@ def cache_read(
         tk = j + hl.iota(BKV)
         kt = k[b, hl.tile(j, BKV), h, kd].to("float32")                    # [BKV, BKD]
         vt = v[b, hl.tile(j, BKV), h, vd].to("float32")
-        l = hl.dot(kt, qg, trans_b=True) * _inv_rms(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
+        l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
         m_new = hl.maximum(m, hl.max(l, 0))
         alpha = hl.exp(m - m_new)
         p = hl.exp(l - m_new[None, :])

@@ -14,8 +14,10 @@ goes to slot r when r < W. Two invariants make most of the ranking cheap:
 Only the piece's tokens are ranked against each other with the full rule. The carry holds
 positions alone; the cached scores are gathered back from ``scores`` (policy hola) or are the
 positions themselves (policy recency), so the slot scatter moves one int per candidate.
--inf marks an empty slot or a padded token; the padding is masked where a score of -inf
-(possible only with value checks off) could tie with it.
+-inf marks an empty slot or a padded token; the padding is masked where a score of -inf could
+tie with it. A NaN score (possible only with value checks off) counts as -inf (SPEC.md section
+2): every comparison with NaN is false, so left as it is a NaN token would be dropped here and
+ranked first by a sort.
 """
 
 from hola_dsl import lang as hl
@@ -25,6 +27,12 @@ def _beaten_by(s_i, p_i, s_j, p_j):
     """[len_i] count of j that beat i: s_j > s_i, or s_j == s_i and p_j > p_i."""
     si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
     return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
+
+
+def _score(x):
+    """Scores as ranked: NaN counts as -inf, the lowest score. NaN is the only value not
+    >= -inf (an x != x test is folded to false by TileLang's simplifier)."""
+    return hl.where(x >= float("-inf"), x, float("-inf"))
 
 
 def _count_over_rows(mask):
@@ -58,14 +66,14 @@ def cache_select(
             if RECENCY:
                 cs = hl.where(kept, cp.to(SDT), float("-inf"))
             else:
-                cs = hl.where(kept, scores.load((b, cp, h), mask=kept).to(SDT), float("-inf"))
+                cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
             offs = j * BC + hl.iota(BC)
             pos = start + offs
             ok = (offs < C) & (pos < T)
             if RECENCY:
                 s = pos.to(SDT)
             else:
-                s = scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT)
+                s = _score(scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT))
             bs, bp = hl.where(ok, s, float("-inf")), hl.where(ok, pos, -1)
             rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
             rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)

@@ -22,7 +22,7 @@ from hola_dsl import ir
 from hola_dsl.lower import source_comment
 
 # Bump when generated code changes meaning or speed; it is part of the source-cache key.
-EMITTER_VERSION = "10"
+EMITTER_VERSION = "11"
 
 
 class EmitError(ValueError):
@@ -93,6 +93,9 @@ BINARY: dict[str, Callable[[str, str], str]] = {
     "and": lambda a, b: f"T.And({a}, {b})",
     "or": lambda a, b: f"T.Or({a}, {b})",
 }
+# A value used twice by one elementwise op (``x * x``) is inlined twice when its expression has
+# at most this many ops, rather than written to a buffer.
+SQUARE_INLINE_COST = 2
 # Ops whose expression costs nothing worth caching (index arithmetic, views, constants).
 _FREE = {"expand_dims", "broadcast_to", "trans", "iota", "full", "const"}
 
@@ -260,8 +263,18 @@ class BaseEmitter:
             return
         if self.stays_lazy(r):
             return
-        if cost > 0 and (self.uses.get(res, 0) > 1 or self.used_elsewhere(res)):
+        if cost > 0 and ((self.uses.get(res, 0) > 1 and not self.squared_only(res, cost))
+                         or self.used_elsewhere(res)):
             self.materialize(res)
+
+    def squared_only(self, v: ir.Value, cost: int) -> bool:
+        """Whether ``v`` is a cheap expression whose every use is one elementwise op (``x * x``
+        of a scaled row): recomputing it there costs less than a store and a load per element."""
+        users = {id(op): op for op in self.users.get(v, [])}
+        if cost > SQUARE_INLINE_COST or len(users) != 1:
+            return False
+        op = next(iter(users.values()))
+        return op.name in BINARY and not op.regions
 
     def stays_lazy(self, r: Repr) -> bool:
         """Whether a tile is always recomputed where it is used, never written to a buffer.

@@ -65,6 +65,9 @@ extern "C" inline __attribute__((always_inline)) float hola_expf(float x) {
   return x != x ? x : y;
 }""".strip("\n")
 
+# gcc's float abs builtins, per element type (inlined as one vector and-not).
+_FABS = {"float32": "__builtin_fabsf", "float64": "__builtin_fabs"}
+
 # Partial results per row of a max/min reduction (one AVX-512 register of float32).
 _LANES = 16
 
@@ -439,10 +442,14 @@ class CpuEmitter(BaseEmitter):
 
     def unary_template(self, op: ir.Op):
         """float32 exp goes through ``hola_expf``: libm's expf is an opaque call that keeps
-        every softmax loop scalar; this one inlines and vectorises."""
-        if self.DIALECT == "cpu" and op.name == "exp" and op.result.type.dtype == "float32":
+        every softmax loop scalar; this one inlines and vectorises. A float abs is gcc's
+        builtin (TileLang's C codegen has no lowering for ``T.abs`` of a float)."""
+        dtype = op.result.type.dtype
+        if self.DIALECT == "cpu" and op.name == "exp" and dtype == "float32":
             self.helpers.setdefault("hola_expf", _EXPF)
             return lambda a: f'T.call_extern("float32", "hola_expf", {a})'
+        if self.DIALECT == "cpu" and op.name == "abs" and dtype in _FABS:
+            return lambda a: f'T.call_extern("{dtype}", "{_FABS[dtype]}", {a})'
         return super().unary_template(op)
 
     def binary_template(self, op: ir.Op):

@@ -29,7 +29,8 @@ SIGNATURE_DTYPE = {
     "int1": "i1", "int32": "i32", "int64": "i64",
 }
 
-PRELUDE = '''
+# Helper functions a kernel may call, by name; emit() writes the ones it uses before the kernel.
+PRELUDE = {"_unit_lower_inverse": '''
 @triton.jit
 def _unit_lower_inverse(a, N: tl.constexpr):
     """(I + strict_lower(a))^-1 by forward substitution, one row at a time (exact on repeated
@@ -42,7 +43,19 @@ def _unit_lower_inverse(a, N: tl.constexpr):
         row = row + tl.sum(row[:, None] * y, 0) * (i < r)  # - L_r - sum_j L_rj Y_j
         y = tl.where(sel, row[None, :], y)
     return y + (i[:, None] == i[None, :]).to(a.dtype)
-'''
+''', "_to_bf16_rtne": '''
+@triton.jit
+def _to_bf16_rtne(x):
+    """float32 -> bfloat16 rounded to nearest, ties to even, on every runtime: GPUs round a plain
+    .to(tl.bfloat16), but Triton 3.9's CPU interpreter drops the low 16 bits (with or without
+    fp_downcast_rounding="rtne"). Adding 0x7FFF plus the lowest kept bit rounds the dropped
+    bits into the kept ones; what is left converts exactly. NaN is passed through as it is (the
+    addition could carry a NaN's payload into the sign)."""
+    bits = tl.cast(x, tl.uint32, bitcast=True)
+    bits = bits + 0x7FFF + ((bits >> 16) & 1)
+    rounded = tl.cast(bits & 0xFFFF0000, tl.float32, bitcast=True)
+    return tl.cast(tl.where(x != x, x, rounded), tl.bfloat16)
+'''}
 
 
 class EmitError(ValueError):
@@ -76,6 +89,7 @@ class Emitter:
         self.indent = "    "
         self.last_loc = None
         self.size_names = {p.name for p in kernel.sizes()}
+        self.helpers: set[str] = set()             # names in PRELUDE the kernel calls
         for p in kernel.params:
             self.names[p.value] = p.name
 
@@ -102,6 +116,11 @@ class Emitter:
 
     def dim_expr(self, d: str) -> str:
         return str(self.kernel.consts[d]) if d in self.kernel.consts else d
+
+    def helper(self, name: str) -> str:
+        """``name`` of a PRELUDE function, noted so that emit() writes its definition."""
+        self.helpers.add(name)
+        return name
 
     # -------------------------------------------------------- blocks
     def block(self, block: ir.Block) -> None:
@@ -233,6 +252,15 @@ def _dot(em: Emitter, op: ir.Op, args):
     return f"tl.dot({a}, {b}{extra})"
 
 
+def _cast(em: Emitter, op: ir.Op, args):
+    dst, src = op.attrs["dtype"], op.args[0].type.dtype
+    if dst == "bfloat16" and src in ("float32", "float64"):
+        x = args[0] if src == "float32" else f"tl.cast({args[0]}, tl.float32)"
+        return f"{em.helper('_to_bf16_rtne')}({x})"
+    # Other float downcasts round to nearest on GPUs and in the interpreter (numpy's astype).
+    return f"tl.cast({args[0]}, {TL_DTYPE[dst]})" if op.args[0].type.rank == 0 else f"{args[0]}.to({TL_DTYPE[dst]})"
+
+
 def _expand_dims(em: Emitter, op: ir.Op, args):
     rank = op.args[0].type.rank
     if rank == 0:
@@ -269,15 +297,14 @@ LOWER: dict[str, Callable[[Emitter, ir.Op, list], Optional[str]]] = {
     "lt": _binary("<"), "le": _binary("<="), "gt": _binary(">"), "ge": _binary(">="),
     "eq": _binary("=="), "ne": _binary("!="), "and": _binary("&"), "or": _binary("|"),
     "where": _call("tl.where"),
-    "cast": lambda em, op, args: (f"tl.cast({args[0]}, {TL_DTYPE[op.attrs['dtype']]})" if op.args[0].type.rank == 0
-                                  else f"{args[0]}.to({TL_DTYPE[op.attrs['dtype']]})"),
+    "cast": _cast,
     "expand_dims": _expand_dims,
     "broadcast_to": lambda em, op, args: f"tl.broadcast_to({args[0]}, {tuple(op.attrs['shape'])})",
     "trans": _call("tl.trans"),
     "dot": _dot,
     "sum": _reduce("tl.sum"), "max": _reduce("tl.max"), "min": _reduce("tl.min"),
     "cumsum": _reduce("tl.cumsum"),
-    "unit_lower_inverse": lambda em, op, args: f"_unit_lower_inverse({args[0]}, {op.args[0].type.shape[0]})",
+    "unit_lower_inverse": lambda em, op, args: f"{em.helper('_unit_lower_inverse')}({args[0]}, {op.args[0].type.shape[0]})",
     "load": _load,
     "store": _store,
 }
@@ -311,9 +338,9 @@ def emit(kernel: ir.Kernel, schedule: dict, target: str) -> str:
         f"NUM_WARPS = {int(schedule.get('num_warps', 4))}",
         f"NUM_STAGES = {int(schedule.get('num_stages', 1))}",
     ]
-    needs_inverse = ir.find_op(kernel, "unit_lower_inverse") is not None
+    prelude = [line for name in sorted(em.helpers) for line in PRELUDE[name].split("\n")]
     body = ["", "@triton.jit", f"def {kernel_function_name(kernel)}({params}):"] + em.lines
-    return "\n".join(header + (PRELUDE.split("\n") if needs_inverse else []) + body) + "\n"
+    return "\n".join(header + prelude + body) + "\n"
 
 
 def signature(kernel: ir.Kernel) -> dict[str, str]:
