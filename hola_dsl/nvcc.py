@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-# The architectures the issue asks for: Ampere, Hopper (with its arch-specific features) and
-# Blackwell datacenter parts.
-CROSS_ARCHS = ("sm_80", "sm_90a", "sm_100a")
+from hola_dsl import targets
 
 _NVCC_CANDIDATES = ("/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc", "/opt/cuda/bin/nvcc")
 
@@ -157,8 +155,7 @@ def lower_cuda(func, arch: str, pass_configs: Optional[dict] = None) -> LoweredC
     import tilelang
     from tvm.target import Target
 
-    if not re.fullmatch(r"sm_\d+[af]?", arch):
-        raise ValueError(f"arch: expected a CUDA architecture such as 'sm_90a', got {arch!r}")
+    targets.check("tilelang", arch, "arch", gpu_only=True)
     target = Target({"kind": "cuda", "arch": arch})
     log: list = []
     with native_stderr(log), tilelang.transform.PassContext(opt_level=3, config=dict(pass_configs or {})), target:
@@ -412,62 +409,7 @@ def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[
     return res
 
 
-# The Triton AOT target each TileLang arch is compared with (Triton names archs without suffix).
-TRITON_TWIN = {"sm_80": "sm_80", "sm_90a": "sm_90", "sm_100a": "sm_100"}
-
-
-def report(kernels, archs=CROSS_ARCHS, config: Optional[dict] = None, json_lines: bool = False,
-           with_triton: bool = True, dims: Optional[dict] = None) -> int:
-    """`hola build --backend tilelang`: cross-build every kernel's CUDA dialect for ``archs`` and
-    print registers, spills and shared memory next to Triton's numbers for the same GPU.
-    Returns the exit code (1 when a build failed or has sync problems, see
-    ``LoweredCuda.sync_problems``; 0 with a note when nvcc is missing)."""
-    import json
-
-    from hola_dsl import aot
-
-    for arch in archs:
-        if not re.fullmatch(r"sm_\d+[af]?", arch):
-            raise ValueError(f"--targets: TileLang builds CUDA archs such as {list(CROSS_ARCHS)}, got {arch!r}")
-    nvcc = find_nvcc()
-    if nvcc is None:
-        print("hola build --backend tilelang: nvcc not found (set $NVCC or put nvcc on PATH); "
-              "skipping the TileLang CUDA builds")
-        return 0
-    if not json_lines:
-        print(f"Cross build, TileLang CUDA dialect (nvcc {nvcc_version(nvcc)}) next to Triton AOT; "
-              f"static dims {dict(aot.DEFAULT_DIMS, **(dims or {}))}, bfloat16 inputs; shared = static + dynamic bytes")
-        print("| kernel | backend | target | registers | spills | shared (bytes) | threads | build (s) | status |")
-        print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |", flush=True)
-    fmt = lambda x: "-" if x is None else str(x)
-
-    def show(r) -> None:
-        if json_lines:
-            print(json.dumps(r.__dict__, sort_keys=True, default=str), flush=True)
-            return
-        threads = r.extra.get("threads") or (32 * r.schedule["num_warps"] if "num_warps" in r.schedule else None)
-        status = "ok" if r.ok else f"FAILED: {r.error}"
-        if r.ok and r.extra.get("sync_problems"):
-            status = f"SYNC: {_sync_summary(r.extra['sync_problems'])}"
-        print(f"| {r.kernel} | {r.extra.get('backend')} | {r.target} | {fmt(r.registers)} | {fmt(r.spills)} | "
-              f"{fmt(r.shared)} | {fmt(threads)} | {r.seconds:.1f} | {status} |", flush=True)
-
-    rows = []
-    for kernel in kernels:
-        for arch in archs:
-            r = build(kernel, arch, config, dims)
-            r.extra["backend"] = "tilelang"
-            rows.append(r)
-            show(r)
-            twin = TRITON_TWIN.get(arch)
-            if with_triton and twin:
-                t = aot.build(kernel, twin, None, dims)
-                t.extra["backend"] = "triton"
-                show(t)
-    return 0 if all(r.ok and not r.extra.get("sync_problems") for r in rows if r.extra.get("backend") == "tilelang") else 1
-
-
-def _sync_summary(problems: list) -> str:
+def sync_summary(problems: list) -> str:
     """The first sync problem of a build, and how many more there are."""
     more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"{problems[0][:200]}{more}"
@@ -478,7 +420,7 @@ def _sync_summary(problems: list) -> str:
 CHECK_DIMS = {"K": 32, "V": 32, "W": 16, "C": 64}
 
 
-def check_rows(arch: str = "sm_90a", kernels=("delta_scan", "cache_select", "cache_read")) -> int:
+def check_rows(arch: str = targets.CHECK_NVCC_ARCH, kernels=("delta_scan", "cache_select", "cache_read")) -> int:
     """Print one `hola check` row per kernel: its TileLang CUDA dialect built by nvcc for
     ``arch``. Returns the number of failures, sync problems included (0, with a note, when nvcc
     is missing)."""
@@ -494,7 +436,7 @@ def check_rows(arch: str = "sm_90a", kernels=("delta_scan", "cache_select", "cac
         failed += not ok
         what = (f"{r.registers} regs, {r.spills} B spilled, {r.shared} B smem" if r.ok else r.error)
         if sync:
-            what = f"sync: {_sync_summary(sync)}"
+            what = f"sync: {sync_summary(sync)}"
         print(f"{kernel:<13} {'tilelang':<10} {'nvcc ' + arch:>12} {'PASS' if ok else 'FAIL':>6} "
               f"{r.seconds * 1e3:>8.1f}ms {what}")
     return failed
