@@ -11,6 +11,10 @@ returns None and callers say so and skip.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hola_dsl import targets
+from hola_dsl import source_cache, targets
 
 _NVCC_CANDIDATES = ("/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc", "/opt/cuda/bin/nvcc")
 
@@ -41,6 +45,7 @@ def find_nvcc() -> Optional[str]:
     return next((p for p in _NVCC_CANDIDATES if Path(p).is_file()), None)
 
 
+@functools.lru_cache(maxsize=None)
 def nvcc_version(nvcc: Optional[str] = None) -> Optional[str]:
     """nvcc's release string ("13.0, V13.0.88"), or None when nvcc is missing."""
     nvcc = nvcc or find_nvcc()
@@ -377,12 +382,66 @@ def cross_build(func, arch: str, out_dir: Path, stem: str, nvcc: Optional[str] =
                        sync_problems=lowered.sync_problems())
 
 
+def build_key(source: str, arch: str, pass_configs: Optional[dict], nvcc: str) -> str:
+    """Hash of everything a cross build's result depends on: the generated TileLang source, the
+    arch and pass options, TileLang's version (the lowering and its templates), nvcc's version
+    and flags."""
+    import tilelang
+
+    payload = json.dumps({"source": source, "arch": arch, "pass_configs": pass_configs or {},
+                          "tilelang": tilelang.__version__, "nvcc": nvcc_version(nvcc), "flags": _NVCC_FLAGS},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _cached_report(entry: Path) -> Optional[CubinReport]:
+    """The CubinReport stored in cache folder ``entry``, or None when there is none (or its cubin
+    is gone)."""
+    try:
+        fields = json.loads((entry / "report.json").read_text())
+        fields["cubin"] = entry / fields["cubin"]
+        report = CubinReport(**fields)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return report if report.cubin.is_file() else None
+
+
+def cached_cross_build(module, arch: str, nvcc: str) -> tuple[CubinReport, bool]:
+    """``cross_build`` of a generated TileLang CUDA module (``tilelang_runtime.load``), reused
+    from ``$HOLA_CACHE_DIR/nvcc/<build_key>`` when nothing it depends on changed: lowering and
+    nvcc take seconds per kernel and `hola check` repeats them on unchanged sources. Returns the
+    report and whether it came from the cache. A new entry is built in a private folder and
+    renamed into place, so concurrent builds never see half of one."""
+    key = build_key(Path(module.__file__).read_text(), arch, module.PASS_CONFIGS, nvcc)
+    entry = source_cache.cache_dir("nvcc") / key
+    cached = _cached_report(entry)
+    if cached is not None:
+        return cached, True
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f"{key}.tmp-"))
+    try:
+        report = cross_build(module.build(), arch, tmp, Path(module.__file__).stem, nvcc=nvcc,
+                             pass_configs=module.PASS_CONFIGS)
+        fields = dict(dataclasses.asdict(report), cubin=report.cubin.name)
+        (tmp / "report.json").write_text(json.dumps(fields, indent=1, default=str))
+        if entry.exists():
+            shutil.rmtree(entry, ignore_errors=True)   # a stale entry whose cubin was removed
+        os.replace(tmp, entry)
+    except OSError:
+        if _cached_report(entry) is None:           # not just a concurrent builder winning the rename
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _cached_report(entry), False
+
+
 def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[dict] = None,
           dtype: str = "bfloat16", out_dir: Optional[Path] = None):
     """Cross-build one DSL kernel's TileLang CUDA dialect for ``arch`` with its default schedule
-    (``config`` entries win): trace, emit (cached source), lower, nvcc. Returns a row of
-    ``hola build``'s table (``hola_dsl.aot.BuildResult``); a failure is a row, not an exception.
-    """
+    (``config`` entries win): trace, emit (cached source), lower, nvcc (both cached, see
+    ``cached_cross_build``). Returns a row of ``hola build``'s table (``hola_dsl.aot.BuildResult``,
+    ``extra["cached"]`` when reused); a failure is a row, not an exception. The cubin stays in
+    the cache unless ``out_dir`` asks for a copy."""
     from hola_dsl import aot, tilelang_runtime
     from hola_dsl.tilelang_backend import schedule
 
@@ -394,13 +453,15 @@ def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[
             raise NvccError("nvcc not found (set $NVCC or put nvcc on PATH); nothing compiled")
         kir = aot.specialise(kernel, sched, dims, dtype)
         module = tilelang_runtime.load(kir, sched, arch, "cuda")
-        out = Path(out_dir) if out_dir else tilelang_runtime.cache_dir() / "cubin"
-        stem = Path(module.__file__).stem
-        r = cross_build(module.build(), arch, out, stem, nvcc=nvcc, pass_configs=module.PASS_CONFIGS)
+        r, cached = cached_cross_build(module, arch, nvcc)
+        cubin = r.cubin
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            cubin = Path(shutil.copy2(r.cubin, Path(out_dir) / r.cubin.name))
         res = aot.BuildResult(kernel, arch, sched, True, registers=r.registers,
                               spills=r.spill_stores + r.spill_loads, shared=r.smem,
-                              extra={"threads": r.threads, "cubin": str(r.cubin), "source": module.__file__,
-                                     "sync_problems": r.sync_problems})
+                              extra={"threads": r.threads, "cubin": str(cubin), "source": module.__file__,
+                                     "sync_problems": r.sync_problems, "cached": cached})
     except Exception as exc:  # a failed build is a row of the table, not a crash
         if os.environ.get("HOLA_DEBUG"):
             raise
@@ -435,6 +496,7 @@ def check_rows(arch: str = targets.CHECK_NVCC_ARCH, kernels=("delta_scan", "cach
         ok = r.ok and not sync
         failed += not ok
         what = (f"{r.registers} regs, {r.spills} B spilled, {r.shared} B smem" if r.ok else r.error)
+        what += " (cached)" if r.extra.get("cached") else ""
         if sync:
             what = f"sync: {sync_summary(sync)}"
         print(f"{kernel:<13} {'tilelang':<10} {'nvcc ' + arch:>12} {'PASS' if ok else 'FAIL':>6} "

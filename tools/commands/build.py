@@ -66,7 +66,7 @@ def _row(r) -> str:
     fmt = lambda x: "-" if x is None else str(x)
     warp = 64 if r.target.startswith("gfx") else 32
     threads = r.extra.get("threads") or (warp * r.schedule["num_warps"] if "num_warps" in r.schedule else None)
-    status = "ok" if r.ok else f"FAILED: {r.error}"
+    status = ("ok (cached)" if r.extra.get("cached") else "ok") if r.ok else f"FAILED: {r.error}"
     if r.ok and r.extra.get("sync_problems"):
         status = f"SYNC: {nvcc.sync_summary(r.extra['sync_problems'])}"
     schedule = " ".join(f"{k}={v}" for k, v in sorted(r.schedule.items()))
