@@ -36,6 +36,10 @@ KERNELS = ("delta_scan", "cache_select", "cache_read")
 # Implementations that are PyTorch code rather than a DSL backend.
 TORCH_IMPLS = ("reference", "compile")
 DEFAULT_IMPLS = ("reference", "compile", "tilelang")
+# What the first call of an implementation does besides running, said before the wait
+# (the others start in well under a second).
+WARM_UP = {"compile": "torch.compile traces and compiles it (tens of seconds)",
+           "tilelang": "first call (TileLang compiles the C source unless cached)"}
 
 
 def scan_flops(B: int, T: int, H: int, K: int, V: int, chunk: int = 64) -> float:
@@ -181,7 +185,8 @@ def implementations(requested: Optional[list[str]]) -> tuple[list[str], dict[str
 
 
 def _set_up(name: str, shape: Shape, x: dict) -> tuple[dict, int]:
-    """The layer of implementation ``name``, warmed up (compiled, cached), and its scan chunk."""
+    """The layer of implementation ``name``, warmed up (compiled, cached), and its scan chunk.
+    Says what it is doing first: torch.compile and TileLang's C compiler take a minute or more."""
     if name in TORCH_IMPLS:
         layer, chunk = _reference_impl(shape, compiled=(name == "compile")), 64
     else:
@@ -191,7 +196,12 @@ def _set_up(name: str, shape: Shape, x: dict) -> tuple[dict, int]:
             print(f"  {name} {kernel}: " + (f"tuned schedule {json.dumps(cfg)}" if where == "tuned"
                                            else "backend default schedule"))
     for k in KERNELS:                                 # warm-up: compiles, caches
+        t0 = time.perf_counter()
+        if name in WARM_UP:
+            print(f"  {name} {k}: {WARM_UP[name]} ...", end="", flush=True)
         layer[k](x)
+        if name in WARM_UP:
+            print(f" {time.perf_counter() - t0:.1f}s", flush=True)
     return layer, chunk
 
 
