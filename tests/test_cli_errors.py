@@ -160,3 +160,11 @@ def test_help_texts_read_without_importing_match_the_modules():
     for name in COMMANDS:
         module = importlib.import_module(f"tools.commands.{name}")
         assert command_summary(name) == (module.NAME, module.HELP)
+
+
+def test_a_cache_dir_that_is_a_file_is_named(capsys, monkeypatch, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    monkeypatch.setenv("HOLA_CACHE_DIR", str(a_file))
+    one_line_error(capsys, ["diff", "--kernel", "cache_select", "--backend", "tilelang", "--shape", TINY],
+                   "HOLA_CACHE_DIR", str(a_file))
