@@ -53,7 +53,8 @@ def nvcc_version(nvcc: Optional[str] = None) -> Optional[str]:
         return None
     out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
     m = re.search(r"release ([^\n]+)", out)
-    return m.group(1).strip() if m else out.strip().splitlines()[-1]
+    lines = out.strip().splitlines()
+    return m.group(1).strip() if m else (lines[-1] if lines else "unknown version")
 
 
 @dataclass
