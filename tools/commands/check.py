@@ -57,7 +57,7 @@ def device_for(name: str) -> tuple[Optional[str], Optional[str]]:
 def plan(requested: Optional[list[str]]) -> tuple[dict[str, str], dict[str, str]]:
     """({backend: device type} to check, {backend: why not} skipped). Named backends that are
     unknown or cannot run here are errors naming --backend."""
-    run, skipped = {}, {}
+    checked, skipped = {}, {}
     for name in requested or backends.names():
         if name not in backends.names():
             raise ValueError(f"--backend: unknown backend {name!r}; expected one of {backends.names()}")
@@ -67,8 +67,8 @@ def plan(requested: Optional[list[str]]) -> tuple[dict[str, str], dict[str, str]
         if device is None:
             skipped[name] = reason
         else:
-            run[name] = device
-    return run, skipped
+            checked[name] = device
+    return checked, skipped
 
 
 def run(args: argparse.Namespace) -> int:
