@@ -16,11 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from hola_dsl import launch, lang
-from hola_dsl.kernels import NAMES, get as get_kernel
+from hola_dsl import launch, lang, targets
+from hola_dsl.kernels import get as get_kernel
 from hola_dsl.lower import triton as lower_triton
-
-TARGETS = ("sm_80", "sm_90", "sm_100", "gfx942")
 
 # Static problem the AOT build specialises for: GDN's usual head dims and the default cache.
 # (The scan's chunk comes from the schedule, which has one for every target.)
@@ -44,13 +42,12 @@ class BuildResult:
 
 
 def gpu_target(name: str):
-    """triton's GPUTarget for "sm_80" / "sm_90" / "sm_100" / "gfx942"."""
+    """triton's GPUTarget for one of Triton's GPU targets ("sm_90", "gfx942", ...)."""
     from triton.backends.compiler import GPUTarget
+    targets.check("triton", name, gpu_only=True)
     if name.startswith("sm_"):
         return GPUTarget("cuda", int(name[3:]), 32)
-    if name.startswith("gfx"):
-        return GPUTarget("hip", name, 64)
-    raise ValueError(f"--targets: unknown target {name!r}; expected sm_NN or gfxNNN, e.g. {list(TARGETS)}")
+    return GPUTarget("hip", name, 64)
 
 
 def default_schedule(kernel: str, target: str, config: Optional[dict] = None) -> dict:
@@ -150,19 +147,3 @@ def build(kernel: str, target: str, config: Optional[dict] = None, dims: dict = 
     return res
 
 
-def build_all(targets=TARGETS, kernels=NAMES, **kw) -> list[BuildResult]:
-    """Every kernel on every target."""
-    return [build(k, t, **kw) for k in kernels for t in targets]
-
-
-def format_table(results: list[BuildResult]) -> str:
-    """The resource table `hola build` prints (markdown)."""
-    rows = ["| kernel | target | schedule | registers | spills | shared (bytes) | build (s) | status |",
-            "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
-    for r in results:
-        sched = " ".join(f"{k}={v}" for k, v in sorted(r.schedule.items()))
-        fmt = lambda x: "-" if x is None else str(x)
-        status = "ok" if r.ok else f"FAILED: {r.error}"
-        rows.append(f"| {r.kernel} | {r.target} | {sched} | {fmt(r.registers)} | {fmt(r.spills)} | "
-                    f"{fmt(r.shared)} | {r.seconds:.1f} | {status} |")
-    return "\n".join(rows)

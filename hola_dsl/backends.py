@@ -37,7 +37,9 @@ class Backend:
     ``delta_scan``, ``cache_select`` and ``cache_read`` receive validated, normalised arguments
     (see ``hola_dsl.ops``): q/k already L2-normalised when asked, ``scale`` a float, ``config``
     a schedule dict or None. ``unavailable`` returns None when the backend can run here, else
-    a one-line reason. ``devices`` lists the torch device types it accepts. ``differentiable``:
+    a one-line reason. ``devices`` lists the torch device types it accepts; ``unavailable_on``
+    (device type -> None or a reason) says when one of them cannot run here although the
+    backend can (Triton takes CPU tensors only in its interpreter). ``differentiable``:
     whether autograd flows through its scan and cache read (the kernels without a backward
     refuse inputs that require grad rather than silently cutting the graph).
     """
@@ -50,6 +52,7 @@ class Backend:
     devices: tuple[str, ...] = ("cpu",)
     unavailable: Callable[[], Optional[str]] = field(default=lambda: None)
     differentiable: bool = False
+    unavailable_on: Callable[[str], Optional[str]] = field(default=lambda device_type: None)
 
 
 _loaded: dict[str, Backend] = {}
@@ -84,15 +87,23 @@ def unavailable_reason(name: str) -> Optional[str]:
     return backend.unavailable()
 
 
+def runs_on(name: str, device_type: str) -> Optional[str]:
+    """None when backend ``name`` runs tensors of ``device_type`` on this machine, else why not."""
+    reason = unavailable_reason(name)
+    if reason is not None:
+        return reason
+    backend = get(name)
+    if device_type not in backend.devices:
+        return f"it runs on {list(backend.devices)} tensors, not {device_type}"
+    if device_type == "cuda" and not torch.cuda.is_available():
+        return "no GPU here"
+    return backend.unavailable_on(device_type)
+
+
 def available(device_type: Optional[str] = None) -> list[Backend]:
     """Backends that can run here (and, if given, on tensors of ``device_type``)."""
-    out = []
-    for name in names():
-        if unavailable_reason(name) is None:
-            backend = get(name)
-            if device_type is None or device_type in backend.devices:
-                out.append(backend)
-    return out
+    return [get(n) for n in names()
+            if (unavailable_reason(n) if device_type is None else runs_on(n, device_type)) is None]
 
 
 def resolve(name: str, device_type: str, grad_of: Optional[str] = None) -> Backend:
@@ -117,6 +128,9 @@ def resolve(name: str, device_type: str, grad_of: Optional[str] = None) -> Backe
         raise ValueError(
             f"backend: {name!r} runs on {list(backend.devices)} tensors, got {device_type} tensors"
         )
+    reason = backend.unavailable_on(device_type)
+    if reason is not None:
+        raise ValueError(f"backend: {name!r} cannot run {device_type} tensors here: {reason}")
     if grad_of is not None and not backend.differentiable:
         grads = [b for b in names() if unavailable_reason(b) is None and get(b).differentiable]
         raise ValueError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable, Optional
 
-from hola_dsl import ir
+from hola_dsl import ir, targets
 
 
 def _ir(kernel: ir.Kernel, schedule: dict, target: str) -> tuple[str, str]:
@@ -23,7 +23,7 @@ def _triton(kernel: ir.Kernel, schedule: dict, target: str) -> tuple[str, str]:
 
 def _tilelang(kernel: ir.Kernel, schedule: dict, target: str) -> tuple[str, str]:
     from hola_dsl import tilelang_runtime
-    return ".py", tilelang_runtime.emit(kernel, schedule, target, "cuda" if target.startswith("sm_") else "cpu")
+    return ".py", tilelang_runtime.emit(kernel, schedule, target, "cpu" if target in targets.HOST_TARGETS else "cuda")
 
 
 EMITTERS: dict[str, Callable[[ir.Kernel, dict, str], tuple[str, str]]] = {
@@ -48,10 +48,12 @@ def schedule_for(kernel: str, backend: str, target: str, config: Optional[dict])
 
 def emit_source(kernel: str, backend: str, target: str, config: Optional[dict] = None,
                 dims: Optional[dict] = None, dtype: str = "bfloat16") -> tuple[str, str, dict]:
-    """(file name, source, schedule) of ``kernel`` lowered for ``backend`` and ``target``."""
+    """(file name, source, schedule) of ``kernel`` lowered for ``backend`` and ``target`` (one of
+    ``hola_dsl.targets.targets(backend)``)."""
     from hola_dsl import aot
     if backend not in EMITTERS:
         raise ValueError(f"--backend: expected one of {list(EMITTERS)}, got {backend!r}")
+    targets.check(backend, target)
     sched = schedule_for(kernel, backend, target, config)
     kir = aot.specialise(kernel, sched, dims, dtype)
     launch_sched = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}

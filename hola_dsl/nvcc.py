@@ -11,6 +11,10 @@ returns None and callers say so and skip.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -22,9 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-# The architectures the issue asks for: Ampere, Hopper (with its arch-specific features) and
-# Blackwell datacenter parts.
-CROSS_ARCHS = ("sm_80", "sm_90a", "sm_100a")
+from hola_dsl import source_cache, targets
 
 _NVCC_CANDIDATES = ("/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc", "/opt/cuda/bin/nvcc")
 
@@ -43,6 +45,7 @@ def find_nvcc() -> Optional[str]:
     return next((p for p in _NVCC_CANDIDATES if Path(p).is_file()), None)
 
 
+@functools.lru_cache(maxsize=None)
 def nvcc_version(nvcc: Optional[str] = None) -> Optional[str]:
     """nvcc's release string ("13.0, V13.0.88"), or None when nvcc is missing."""
     nvcc = nvcc or find_nvcc()
@@ -50,7 +53,8 @@ def nvcc_version(nvcc: Optional[str] = None) -> Optional[str]:
         return None
     out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
     m = re.search(r"release ([^\n]+)", out)
-    return m.group(1).strip() if m else out.strip().splitlines()[-1]
+    lines = out.strip().splitlines()
+    return m.group(1).strip() if m else (lines[-1] if lines else "unknown version")
 
 
 @dataclass
@@ -157,8 +161,7 @@ def lower_cuda(func, arch: str, pass_configs: Optional[dict] = None) -> LoweredC
     import tilelang
     from tvm.target import Target
 
-    if not re.fullmatch(r"sm_\d+[af]?", arch):
-        raise ValueError(f"arch: expected a CUDA architecture such as 'sm_90a', got {arch!r}")
+    targets.check("tilelang", arch, "arch", gpu_only=True)
     target = Target({"kind": "cuda", "arch": arch})
     log: list = []
     with native_stderr(log), tilelang.transform.PassContext(opt_level=3, config=dict(pass_configs or {})), target:
@@ -380,12 +383,66 @@ def cross_build(func, arch: str, out_dir: Path, stem: str, nvcc: Optional[str] =
                        sync_problems=lowered.sync_problems())
 
 
+def build_key(source: str, arch: str, pass_configs: Optional[dict], nvcc: str) -> str:
+    """Hash of everything a cross build's result depends on: the generated TileLang source, the
+    arch and pass options, TileLang's version (the lowering and its templates), nvcc's version
+    and flags."""
+    import tilelang
+
+    payload = json.dumps({"source": source, "arch": arch, "pass_configs": pass_configs or {},
+                          "tilelang": tilelang.__version__, "nvcc": nvcc_version(nvcc), "flags": _NVCC_FLAGS},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _cached_report(entry: Path) -> Optional[CubinReport]:
+    """The CubinReport stored in cache folder ``entry``, or None when there is none (or its cubin
+    is gone)."""
+    try:
+        fields = json.loads((entry / "report.json").read_text())
+        fields["cubin"] = entry / fields["cubin"]
+        report = CubinReport(**fields)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return report if report.cubin.is_file() else None
+
+
+def cached_cross_build(module, arch: str, nvcc: str) -> tuple[CubinReport, bool]:
+    """``cross_build`` of a generated TileLang CUDA module (``tilelang_runtime.load``), reused
+    from ``$HOLA_CACHE_DIR/nvcc/<build_key>`` when nothing it depends on changed: lowering and
+    nvcc take seconds per kernel and `hola check` repeats them on unchanged sources. Returns the
+    report and whether it came from the cache. A new entry is built in a private folder and
+    renamed into place, so concurrent builds never see half of one."""
+    key = build_key(Path(module.__file__).read_text(), arch, module.PASS_CONFIGS, nvcc)
+    entry = source_cache.cache_dir("nvcc") / key
+    cached = _cached_report(entry)
+    if cached is not None:
+        return cached, True
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f"{key}.tmp-"))
+    try:
+        report = cross_build(module.build(), arch, tmp, Path(module.__file__).stem, nvcc=nvcc,
+                             pass_configs=module.PASS_CONFIGS)
+        fields = dict(dataclasses.asdict(report), cubin=report.cubin.name)
+        (tmp / "report.json").write_text(json.dumps(fields, indent=1, default=str))
+        if entry.exists():
+            shutil.rmtree(entry, ignore_errors=True)   # a stale entry whose cubin was removed
+        os.replace(tmp, entry)
+    except OSError:
+        if _cached_report(entry) is None:           # not just a concurrent builder winning the rename
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _cached_report(entry), False
+
+
 def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[dict] = None,
           dtype: str = "bfloat16", out_dir: Optional[Path] = None):
     """Cross-build one DSL kernel's TileLang CUDA dialect for ``arch`` with its default schedule
-    (``config`` entries win): trace, emit (cached source), lower, nvcc. Returns a row of
-    ``hola build``'s table (``hola_dsl.aot.BuildResult``); a failure is a row, not an exception.
-    """
+    (``config`` entries win): trace, emit (cached source), lower, nvcc (both cached, see
+    ``cached_cross_build``). Returns a row of ``hola build``'s table (``hola_dsl.aot.BuildResult``,
+    ``extra["cached"]`` when reused); a failure is a row, not an exception. The cubin stays in
+    the cache unless ``out_dir`` asks for a copy."""
     from hola_dsl import aot, tilelang_runtime
     from hola_dsl.tilelang_backend import schedule
 
@@ -397,13 +454,15 @@ def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[
             raise NvccError("nvcc not found (set $NVCC or put nvcc on PATH); nothing compiled")
         kir = aot.specialise(kernel, sched, dims, dtype)
         module = tilelang_runtime.load(kir, sched, arch, "cuda")
-        out = Path(out_dir) if out_dir else tilelang_runtime.cache_dir() / "cubin"
-        stem = Path(module.__file__).stem
-        r = cross_build(module.build(), arch, out, stem, nvcc=nvcc, pass_configs=module.PASS_CONFIGS)
+        r, cached = cached_cross_build(module, arch, nvcc)
+        cubin = r.cubin
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            cubin = Path(shutil.copy2(r.cubin, Path(out_dir) / r.cubin.name))
         res = aot.BuildResult(kernel, arch, sched, True, registers=r.registers,
                               spills=r.spill_stores + r.spill_loads, shared=r.smem,
-                              extra={"threads": r.threads, "cubin": str(r.cubin), "source": module.__file__,
-                                     "sync_problems": r.sync_problems})
+                              extra={"threads": r.threads, "cubin": str(cubin), "source": module.__file__,
+                                     "sync_problems": r.sync_problems, "cached": cached})
     except Exception as exc:  # a failed build is a row of the table, not a crash
         if os.environ.get("HOLA_DEBUG"):
             raise
@@ -412,62 +471,7 @@ def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[
     return res
 
 
-# The Triton AOT target each TileLang arch is compared with (Triton names archs without suffix).
-TRITON_TWIN = {"sm_80": "sm_80", "sm_90a": "sm_90", "sm_100a": "sm_100"}
-
-
-def report(kernels, archs=CROSS_ARCHS, config: Optional[dict] = None, json_lines: bool = False,
-           with_triton: bool = True, dims: Optional[dict] = None) -> int:
-    """`hola build --backend tilelang`: cross-build every kernel's CUDA dialect for ``archs`` and
-    print registers, spills and shared memory next to Triton's numbers for the same GPU.
-    Returns the exit code (1 when a build failed or has sync problems, see
-    ``LoweredCuda.sync_problems``; 0 with a note when nvcc is missing)."""
-    import json
-
-    from hola_dsl import aot
-
-    for arch in archs:
-        if not re.fullmatch(r"sm_\d+[af]?", arch):
-            raise ValueError(f"--targets: TileLang builds CUDA archs such as {list(CROSS_ARCHS)}, got {arch!r}")
-    nvcc = find_nvcc()
-    if nvcc is None:
-        print("hola build --backend tilelang: nvcc not found (set $NVCC or put nvcc on PATH); "
-              "skipping the TileLang CUDA builds")
-        return 0
-    if not json_lines:
-        print(f"Cross build, TileLang CUDA dialect (nvcc {nvcc_version(nvcc)}) next to Triton AOT; "
-              f"static dims {dict(aot.DEFAULT_DIMS, **(dims or {}))}, bfloat16 inputs; shared = static + dynamic bytes")
-        print("| kernel | backend | target | registers | spills | shared (bytes) | threads | build (s) | status |")
-        print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |", flush=True)
-    fmt = lambda x: "-" if x is None else str(x)
-
-    def show(r) -> None:
-        if json_lines:
-            print(json.dumps(r.__dict__, sort_keys=True, default=str), flush=True)
-            return
-        threads = r.extra.get("threads") or (32 * r.schedule["num_warps"] if "num_warps" in r.schedule else None)
-        status = "ok" if r.ok else f"FAILED: {r.error}"
-        if r.ok and r.extra.get("sync_problems"):
-            status = f"SYNC: {_sync_summary(r.extra['sync_problems'])}"
-        print(f"| {r.kernel} | {r.extra.get('backend')} | {r.target} | {fmt(r.registers)} | {fmt(r.spills)} | "
-              f"{fmt(r.shared)} | {fmt(threads)} | {r.seconds:.1f} | {status} |", flush=True)
-
-    rows = []
-    for kernel in kernels:
-        for arch in archs:
-            r = build(kernel, arch, config, dims)
-            r.extra["backend"] = "tilelang"
-            rows.append(r)
-            show(r)
-            twin = TRITON_TWIN.get(arch)
-            if with_triton and twin:
-                t = aot.build(kernel, twin, None, dims)
-                t.extra["backend"] = "triton"
-                show(t)
-    return 0 if all(r.ok and not r.extra.get("sync_problems") for r in rows if r.extra.get("backend") == "tilelang") else 1
-
-
-def _sync_summary(problems: list) -> str:
+def sync_summary(problems: list) -> str:
     """The first sync problem of a build, and how many more there are."""
     more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"{problems[0][:200]}{more}"
@@ -478,7 +482,7 @@ def _sync_summary(problems: list) -> str:
 CHECK_DIMS = {"K": 32, "V": 32, "W": 16, "C": 64}
 
 
-def check_rows(arch: str = "sm_90a", kernels=("delta_scan", "cache_select", "cache_read")) -> int:
+def check_rows(arch: str = targets.CHECK_NVCC_ARCH, kernels=("delta_scan", "cache_select", "cache_read")) -> int:
     """Print one `hola check` row per kernel: its TileLang CUDA dialect built by nvcc for
     ``arch``. Returns the number of failures, sync problems included (0, with a note, when nvcc
     is missing)."""
@@ -493,8 +497,9 @@ def check_rows(arch: str = "sm_90a", kernels=("delta_scan", "cache_select", "cac
         ok = r.ok and not sync
         failed += not ok
         what = (f"{r.registers} regs, {r.spills} B spilled, {r.shared} B smem" if r.ok else r.error)
+        what += " (cached)" if r.extra.get("cached") else ""
         if sync:
-            what = f"sync: {_sync_summary(sync)}"
+            what = f"sync: {sync_summary(sync)}"
         print(f"{kernel:<13} {'tilelang':<10} {'nvcc ' + arch:>12} {'PASS' if ok else 'FAIL':>6} "
               f"{r.seconds * 1e3:>8.1f}ms {what}")
     return failed

@@ -15,8 +15,10 @@ from typing import Callable
 
 def cache_dir(backend: str) -> Path:
     """Where ``backend``'s generated sources live: $HOLA_CACHE_DIR/<backend>, else
-    ~/.cache/hola-dsl/<backend>."""
+    ~/.cache/hola-dsl/<backend>. A $HOLA_CACHE_DIR that is a file is a ValueError naming it."""
     root = os.environ.get("HOLA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hola-dsl")
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise ValueError(f"HOLA_CACHE_DIR: {root} is a file; expected a directory for generated kernels")
     return Path(root) / backend
 
 

@@ -44,7 +44,7 @@ def max_abs(out: torch.Tensor, ref: torch.Tensor) -> float:
 @dataclass(frozen=True)
 class Shape:
     """Problem size: B batch, T tokens, H heads, K key dim, V value dim, W cache capacity,
-    C cache block."""
+    C cache block. Every field is an integer >= 1 (a check of nothing would pass)."""
 
     B: int = 2
     T: int = 300
@@ -54,19 +54,42 @@ class Shape:
     W: int = 16
     C: int = 128
 
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: expected an integer >= 1")
+
     @staticmethod
-    def parse(text: str) -> "Shape":
-        """Parse "B=1,T=300,H=2,K=32,V=48" (missing fields keep their defaults)."""
-        fields = {}
+    def parse(text: str, flag: str = "--shape") -> "Shape":
+        """Parse "B=1,T=300,H=2,K=32,V=48" (missing fields keep their defaults); errors start
+        with ``flag``."""
+        names = list(Shape.__dataclass_fields__)
+        fields: dict[str, int] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
-            name, _, value = part.partition("=")
-            if name not in Shape.__dataclass_fields__ or not value.strip().isdigit():
-                raise ValueError(
-                    f"--shape: cannot read {part!r}; expected NAME=INT with NAME in "
-                    f"{list(Shape.__dataclass_fields__)}, e.g. B=1,T=300,H=2,K=32,V=48"
-                )
-            fields[name] = int(value)
-        return Shape(**fields)
+            name, _, value = (s.strip() for s in part.partition("="))
+            try:
+                number = int(value)
+            except ValueError:
+                number = None
+            if name not in names or number is None:
+                raise ValueError(f"{flag}: cannot read {part!r}; expected NAME=INT with NAME in {names}, "
+                                 f"e.g. B=1,T=300,H=2,K=32,V=48")
+            if name in fields:
+                raise ValueError(f"{flag}: {name} given twice in {text!r}")
+            fields[name] = number
+        try:
+            return Shape(**fields)
+        except ValueError as exc:
+            raise ValueError(f"{flag}: {exc}") from None
+
+    def working_bytes(self) -> int:
+        """About the memory a check of this shape needs: float32 inputs and outputs plus their
+        float64 copies for the oracle, the states, and the cache indices (W per block)."""
+        tokens = self.B * self.T * self.H * (2 * self.K + 2 * self.V + 4)
+        states = 2 * self.B * self.H * self.K * self.V
+        indices = self.B * self.H * -(-self.T // self.C) * self.W
+        return 12 * (tokens + states + indices)
 
 
 def scan_inputs(shape: Shape, dtype=torch.float32, *, case: str = "random", seed: int = 0,

@@ -23,6 +23,13 @@ def _unavailable() -> Optional[str]:
     return None
 
 
+def _unavailable_on(device_type: str) -> Optional[str]:
+    from hola_dsl import triton_runtime
+    if device_type == "cpu" and not triton_runtime.interpreting():
+        return "Triton runs CPU tensors only in its interpreter (set TRITON_INTERPRET=1)"
+    return None
+
+
 def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
     """The completed Triton schedule of ``kernel`` for ``target`` (config entries win)."""
     space = importlib.import_module(f"schedules.{kernel}").SPACES["triton"]
@@ -79,4 +86,5 @@ BACKEND = Backend(
     cache_read=_cache_read,
     devices=("cuda", "cpu"),
     unavailable=_unavailable,
+    unavailable_on=_unavailable_on,
 )

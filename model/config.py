@@ -4,14 +4,43 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Any, Optional, Sequence, Union
 
 # Token mixers the language model offers (SPEC.md section 4, plus the softmax baseline).
 VARIANTS = ("gdn", "hola", "hola-recency", "ahn", "transformer")
 # Which cache policy (SPEC.md section 2) each variant's cache uses; None = no cache.
 CACHE_POLICY = {"gdn": None, "hola": "hola", "hola-recency": "recency", "ahn": "recency", "transformer": None}
+_POSITIVE_INTS = ("vocab_size", "d_model", "n_layers", "n_heads", "head_k_dim", "head_v_dim",
+                  "cache_capacity", "cache_block", "chunk_size", "conv_size")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+
+
+def _check_float(name: str, value: Any, *, above: Optional[float] = None, at_least: Optional[float] = None) -> float:
+    """``value`` as a float when it is a finite number within the bound, else a ValueError."""
+    bound = f" > {above}" if above is not None else f" >= {at_least}" if at_least is not None else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (above is not None and value <= above) or (at_least is not None and value < at_least):
+        raise ValueError(f"{name}: expected a finite number{bound}, got {value!r}")
+    return float(value)
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+
+
+def _backend_names() -> list[str]:
+    # hola_dsl imports model.reference, so it is imported here, not at the top (no cycle).
+    from hola_dsl import backends
+
+    return backends.names() + ["auto"]
 
 
 @dataclass
@@ -44,24 +73,45 @@ class HOLAConfig:
     tokenizer: str = ""               # name understood by model.tokenizer.load ("" = none)
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant: expected one of {list(VARIANTS)}, got {self.variant!r}")
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "head_k_dim", "head_v_dim",
-                     "cache_capacity", "cache_block", "chunk_size", "conv_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        for name in _POSITIVE_INTS:
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("mlp_hidden", self.mlp_hidden, minimum=0)
+        self.norm_eps = _check_float("norm_eps", self.norm_eps, above=0.0)
+        self.gate_init = _check_float("gate_init", self.gate_init)
+        self.init_std = _check_float("init_std", self.init_std, at_least=0.0)
+        self.rope_base = _check_float("rope_base", self.rope_base, above=0.0)
+        _check_choice("variant", self.variant, VARIANTS)
+        _check_choice("backend", self.backend, _backend_names())
+        self._check_tokenizer()
+        self._check_relations()
+        if self.mlp_hidden == 0:
+            self.mlp_hidden = -(-(8 * self.d_model) // (3 * 16)) * 16
+
+    def _check_tokenizer(self) -> None:
+        if not isinstance(self.tokenizer, str):
+            raise ValueError(f"tokenizer: expected a tokenizer name or \"\", got {self.tokenizer!r}")
+        if self.tokenizer:
+            from model.tokenizer import vocab_size_of
+
+            ids = vocab_size_of(self.tokenizer)
+            if self.vocab_size < ids:
+                raise ValueError(f"vocab_size: tokenizer {self.tokenizer!r} has {ids} ids, so expected >= {ids}, "
+                                 f"got {self.vocab_size}")
+
+    def _check_relations(self) -> None:
         if self.chunk_size & (self.chunk_size - 1):
             raise ValueError(f"chunk_size: expected a power of two, got {self.chunk_size}")
         if self.cache_block % self.chunk_size:
             raise ValueError(
                 f"cache_block: expected a multiple of chunk_size={self.chunk_size}, got {self.cache_block}"
             )
-        if self.variant == "transformer" and self.d_model % self.n_heads:
-            raise ValueError(f"d_model: expected a multiple of n_heads={self.n_heads} for the transformer, "
-                             f"got {self.d_model}")
-        if self.mlp_hidden == 0:
-            self.mlp_hidden = -(-(8 * self.d_model) // (3 * 16)) * 16
+        if self.variant == "transformer":
+            if self.d_model % self.n_heads:
+                raise ValueError(f"d_model: expected a multiple of n_heads={self.n_heads} for the transformer, "
+                                 f"got {self.d_model}")
+            if (self.d_model // self.n_heads) % 2:
+                raise ValueError(f"d_model: the transformer's rotary embedding needs an even head size "
+                                 f"d_model / n_heads, got {self.d_model} / {self.n_heads}")
 
     @property
     def cache_policy(self):
@@ -73,6 +123,8 @@ class HOLAConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "HOLAConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"config: expected a JSON object of HOLAConfig fields, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -84,4 +136,8 @@ class HOLAConfig:
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "HOLAConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The config saved at ``path``; a ValueError naming the file if it is not a valid one."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (ValueError, UnicodeDecodeError) as exc:   # JSONDecodeError is a ValueError
+            raise ValueError(f"checkpoint: {path}: {exc}") from None

@@ -151,14 +151,45 @@ class HOLALM(nn.Module):
 
     @classmethod
     def load(cls, directory: Union[str, Path], map_location: str = "cpu") -> "HOLALM":
-        """Rebuild a model saved with ``save``."""
-        from safetensors.torch import load_file
-
+        """Rebuild a model saved with ``save``. A missing, corrupt or mismatched file, or a weight
+        that is NaN or inf, is an error naming the file (and the tensor)."""
         directory = Path(directory)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (directory / name).exists():
+            if not (directory / name).is_file():
                 raise FileNotFoundError(f"checkpoint: {directory / name} does not exist; expected a directory "
                                         f"written by HOLALM.save (config.json + model.safetensors)")
         model = cls(HOLAConfig.load(directory / CONFIG_FILE))
-        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device=map_location))
+        state = read_weights(directory / WEIGHTS_FILE, map_location)
+        check_weights(state, model.state_dict(), directory / WEIGHTS_FILE)
+        model.load_state_dict(state)
         return model.to(map_location)
+
+
+def read_weights(path: Path, map_location: str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file at ``path``; a ValueError naming it if it is not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=map_location)
+    except SafetensorError as exc:
+        raise ValueError(f"checkpoint: {path} is not a readable safetensors file ({exc})") from None
+
+
+def check_weights(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise a ValueError naming ``path`` and the tensors when ``state`` misses or adds tensors,
+    has a shape other than ``expected``'s, or holds NaN/inf (which would otherwise surface much
+    later as an input error of some kernel)."""
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    problems = [f"missing tensors {missing}"] if missing else []
+    problems += [f"unexpected tensors {extra}"] if extra else []
+    for name in sorted(set(state) & set(expected)):
+        got, want = state[name], expected[name]
+        if got.shape != want.shape:
+            problems.append(f"{name} has shape {list(got.shape)}, expected {list(want.shape)} (from config.json)")
+        elif got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            bad = int((~torch.isfinite(got)).sum())
+            problems.append(f"{name} has {bad} NaN/inf of {got.numel()} values, expected finite weights")
+    if problems:
+        raise ValueError(f"checkpoint: {path}: {'; '.join(problems)}")

@@ -57,18 +57,29 @@ class Tokenizer:
         return [0 if i == self.eot else len(self._enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)]
 
 
-@functools.lru_cache(maxsize=None)
-def load(name: str) -> Tokenizer:
-    """A tokenizer by name: "gpt2" (all 50257 ids) or "gpt2-N" (GPT-2's first N ranks + <|endoftext|>,
-    so N + 1 ids; N >= 256)."""
-    import tiktoken
-
+def _ranks_kept(name: str) -> int:
+    """N of a tokenizer name: "gpt2" (all ranks) or "gpt2-N" (the first N ranks, N >= 256)."""
     match = re.fullmatch(r"gpt2(?:-(\d+))?", name)
     if not match:
         raise ValueError(f"tokenizer: unknown name {name!r}; expected 'gpt2' or 'gpt2-N' with 256 <= N <= {GPT2_FULL_RANKS}")
     n = int(match.group(1)) if match.group(1) else GPT2_FULL_RANKS
     if not 256 <= n <= GPT2_FULL_RANKS:
         raise ValueError(f"tokenizer: {name!r} keeps {n} ranks; expected 256 <= N <= {GPT2_FULL_RANKS}")
+    return n
+
+
+def vocab_size_of(name: str) -> int:
+    """How many token ids tokenizer ``name`` produces (N + 1), without loading it."""
+    return _ranks_kept(name) + 1
+
+
+@functools.lru_cache(maxsize=None)
+def load(name: str) -> Tokenizer:
+    """A tokenizer by name: "gpt2" (all 50257 ids) or "gpt2-N" (GPT-2's first N ranks + <|endoftext|>,
+    so N + 1 ids; N >= 256)."""
+    import tiktoken
+
+    n = _ranks_kept(name)
     ranks = {}
     for line in gpt2_ranks_path().read_text().splitlines():
         if line:

@@ -26,8 +26,8 @@ def test_check_reports_a_failing_backend(capsys, monkeypatch):
 
 
 def test_check_unknown_backend_fails(capsys):
-    assert main(["check", "--backend", "nope", "--kernel", "cache_select"]) == 1
-    assert "unknown backend 'nope'" in capsys.readouterr().out
+    assert main(["check", "--backend", "nope", "--kernel", "cache_select"]) == 2
+    assert "--backend: unknown backend 'nope'" in capsys.readouterr().err
 
 
 def test_env_lists_facts(capsys):

@@ -56,3 +56,24 @@ def test_cuda_dialect_compiles_for_sm90a(kernel, tmp_path, monkeypatch):
         assert "T.gemm(" in source and "T.alloc_fragment(" in source
     if kernel == "delta_scan":                  # its chunk loop is marked pipelined
         assert "T.Pipelined(" in source
+
+
+@needs_tilelang
+@needs_nvcc
+def test_nvcc_results_are_reused_for_unchanged_sources(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
+    first = nvcc.build("cache_select", "sm_90a", dims=nvcc.CHECK_DIMS)
+    assert first.ok and not first.extra["cached"], first.error
+
+    def no_nvcc(*a, **kw):
+        raise AssertionError("nvcc ran for an unchanged source")
+
+    monkeypatch.setattr(nvcc, "compile_cubin", no_nvcc)
+    monkeypatch.setattr(nvcc, "lower_cuda", no_nvcc)
+    again = nvcc.build("cache_select", "sm_90a", dims=nvcc.CHECK_DIMS, out_dir=tmp_path / "out")
+    assert again.ok and again.extra["cached"], again.error
+    assert (again.registers, again.spills, again.shared) == (first.registers, first.spills, first.shared)
+    assert (tmp_path / "out" / first.extra["cubin"].rsplit("/", 1)[1]).is_file()
+    key = nvcc.build_key("source", "sm_90a", {}, nvcc.find_nvcc())
+    assert key != nvcc.build_key("source", "sm_80", {}, nvcc.find_nvcc())          # another arch
+    assert key != nvcc.build_key("source 2", "sm_90a", {}, nvcc.find_nvcc())       # another source

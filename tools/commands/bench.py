@@ -20,18 +20,26 @@ import math
 import os
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
 from hola_dsl import backends
 from hola_dsl.testing import Shape, rel_err, scan_inputs
+from tools import arguments
 
 NAME = "bench"
 HELP = "time a HOLA layer's prefill (scan + select + read) on the CPU: PyTorch reference, torch.compile, TileLang"
 
 DEFAULT_SHAPE = "B=1,T=4096,H=4,K=128,V=128,W=64,C=256"
 KERNELS = ("delta_scan", "cache_select", "cache_read")
+# Implementations that are PyTorch code rather than a DSL backend.
+TORCH_IMPLS = ("reference", "compile")
+DEFAULT_IMPLS = ("reference", "compile", "tilelang")
+# What the first call of an implementation does besides running, said before the wait
+# (the others start in well under a second).
+WARM_UP = {"compile": "torch.compile traces and compiles it (tens of seconds)",
+           "tilelang": "first call (TileLang compiles the C source unless cached)"}
 
 
 def scan_flops(B: int, T: int, H: int, K: int, V: int, chunk: int = 64) -> float:
@@ -146,49 +154,72 @@ def _pool_line() -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", default=DEFAULT_SHAPE, help=f"problem size (default {DEFAULT_SHAPE})")
     parser.add_argument("--impl", action="append",
-                        help="implementation to time (repeatable): reference, compile, or a CPU backend name "
-                             "such as tilelang; default: reference, compile, tilelang")
+                        help="implementation to time (repeatable): reference, compile, or a backend that runs "
+                             "CPU tensors (tilelang, eager; triton with TRITON_INTERPRET=1); "
+                             "default: reference, compile, tilelang")
     parser.add_argument("--repeat", type=int, default=7, help="timed runs per implementation (default 7)")
     parser.add_argument("--seed", type=int, default=0, help="input seed")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch's intra-op threads, used by every implementation (the TileLang CPU grid "
                              "follows torch's count); default: torch's setting")
-    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--json", help="also write the results to this JSON file (checked before timing)")
+
+
+def implementations(requested: Optional[list[str]]) -> tuple[list[str], dict[str, str]]:
+    """(implementations to time, {skipped: why}) for --impl; unknown names and a list with
+    nothing that runs here are errors naming --impl."""
+    known = list(dict.fromkeys([*TORCH_IMPLS, *backends.names()]))
+    impls, skipped = [], {}
+    for name in dict.fromkeys(requested or DEFAULT_IMPLS):
+        if name not in known:
+            raise ValueError(f"--impl: unknown implementation {name!r}; expected one of {known}")
+        reason = None if name in TORCH_IMPLS else backends.runs_on(name, "cpu")
+        if reason is None:
+            impls.append(name)
+        else:
+            skipped[name] = reason
+    if not impls:
+        raise ValueError("--impl: nothing to time here: " + "; ".join(f"{n} cannot run CPU tensors here ({r})"
+                                                                     for n, r in skipped.items()))
+    return impls, skipped
+
+
+def _set_up(name: str, shape: Shape, x: dict) -> tuple[dict, int]:
+    """The layer of implementation ``name``, warmed up (compiled, cached), and its scan chunk.
+    Says what it is doing first: torch.compile and TileLang's C compiler take a minute or more."""
+    if name in TORCH_IMPLS:
+        layer, chunk = _reference_impl(shape, compiled=(name == "compile")), 64
+    else:
+        chosen = schedules_for(name, shape)
+        layer, chunk = _backend_impl(name, shape, chosen), int(chosen["delta_scan"][0].get("chunk_size", 64))
+        for kernel, (cfg, where) in chosen.items():
+            print(f"  {name} {kernel}: " + (f"tuned schedule {json.dumps(cfg)}" if where == "tuned"
+                                           else "backend default schedule"))
+    for k in KERNELS:                                 # warm-up: compiles, caches
+        t0 = time.perf_counter()
+        if name in WARM_UP:
+            print(f"  {name} {k}: {WARM_UP[name]} ...", end="", flush=True)
+        layer[k](x)
+        if name in WARM_UP:
+            print(f" {time.perf_counter() - t0:.1f}s", flush=True)
+    return layer, chunk
 
 
 def run(args: argparse.Namespace) -> int:
-    shape = Shape.parse(args.shape)
-    if args.repeat < 1:
-        raise ValueError(f"--repeat: expected a positive count, got {args.repeat}")
-    impls = args.impl or ["reference", "compile", "tilelang"]
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads: expected a positive count, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    x = _inputs(shape, args.seed)
+    shape = arguments.shape(args.shape)
+    arguments.positive(args.repeat, "--repeat")
+    json_path = arguments.output_file(args.json, "--json")
+    impls, skipped = implementations(args.impl)
+    arguments.set_threads(args.threads)
+    x = _inputs(shape, arguments.seed(args.seed))
     print(f"hola bench: HOLA layer prefill, float32 on the CPU, {shape}; torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.2f}")
+    for name, reason in skipped.items():
+        print(f"  ({name} skipped: {reason})")
     layers, setup, chunks = {}, {}, {}
     for name in impls:
         t0 = time.perf_counter()
-        if name in ("reference", "compile"):
-            layers[name] = _reference_impl(shape, compiled=(name == "compile"))
-            chunks[name] = 64
-        else:
-            reason = backends.unavailable_reason(name)
-            if reason:
-                print(f"  ({name} skipped: {reason})")
-                continue
-            if "cpu" not in backends.get(name).devices:
-                raise ValueError(f"--impl: backend {name!r} does not run CPU tensors")
-            chosen = schedules_for(name, shape)
-            layers[name] = _backend_impl(name, shape, chosen)
-            chunks[name] = int(chosen["delta_scan"][0].get("chunk_size", 64))
-            for kernel, (cfg, where) in chosen.items():
-                print(f"  {name} {kernel}: " + (f"tuned schedule {json.dumps(cfg)}" if where == "tuned"
-                                               else "backend default schedule"))
-        for k in KERNELS:                                 # warm-up: compiles, caches
-            layers[name][k](x)
+        layers[name], chunks[name] = _set_up(name, shape, x)
         setup[name] = time.perf_counter() - t0
     times = {n: {k: [] for k in KERNELS} for n in layers}
     if "tilelang" in layers:
@@ -234,8 +265,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"load average at the end {os.getloadavg()[0]:.2f}; wall times are medians of interleaved runs, "
           f"cpu-time is the process's CPU seconds per layer (all threads), which other work on the machine "
           f"inflates less")
-    if args.json:
-        with open(args.json, "w") as f:
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump({"shape": vars(shape) if hasattr(shape, "__dict__") else str(shape), "median_seconds": med,
                        "setup_seconds": setup, "cpu_seconds_per_layer": {n: statistics.median(c) for n, c in cpu.items()},
                        "threads": args.threads, "scan_gflop": {n: scan_flops(shape.B, shape.T, shape.H, shape.K, shape.V, chunk=c) / 1e9

@@ -1,46 +1,115 @@
-"""`hola build`: ahead-of-time compile every kernel for GPU targets and print their resources."""
+"""`hola build`: ahead-of-time compile every kernel for GPU targets and print their resources.
+
+Each row is printed as soon as its build finishes (builds take seconds to tens of seconds); on a
+terminal a progress bar on stderr says which build is running.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from typing import Optional
 
-from hola_dsl import backends
+from hola_dsl import backends, targets
+from tools import arguments
 
 NAME = "build"
-HELP = "compile every kernel with its default schedule for GPU targets (no GPU needed); print registers, spills, shared memory"
+HELP = ("compile every kernel with its default schedule for GPU targets (no GPU needed); print registers, "
+        "spills, shared memory")
+
+COLUMNS = ("kernel", "backend", "target", "schedule", "registers", "spills", "shared (bytes)", "threads", "build (s)", "status")
+NUMERIC = ("registers", "spills", "shared (bytes)", "threads", "build (s)")
+
+
+def _targets_help() -> str:
+    per_backend = "; ".join(f"{b}: {', '.join(targets.targets(b, gpu_only=True))}" for b in targets.DEFAULT_BUILD)
+    defaults = "; ".join(f"{b}: {','.join(t)}" for b, t in targets.DEFAULT_BUILD.items())
+    return f"comma-separated targets ({per_backend}); default {defaults}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="triton", choices=["triton", "tilelang"],
+    parser.add_argument("--backend", default="triton", choices=list(targets.DEFAULT_BUILD),
                         help="triton, or tilelang (its CUDA dialect through nvcc, shown next to Triton's numbers)")
-    parser.add_argument("--targets", default=None,
-                        help="comma-separated targets (default sm_80,sm_90,sm_100,gfx942; tilelang: sm_80,sm_90a,sm_100a)")
+    parser.add_argument("--targets", default=None, help=_targets_help())
     parser.add_argument("--kernel", action="append", choices=backends.KERNELS, help="only this kernel (repeatable)")
-    parser.add_argument("--config", default=None, help="schedule overrides as JSON (applied to every kernel)")
+    parser.add_argument("--config", default=None, help="schedule overrides as a JSON object (applied to every kernel)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
 
 
+def _plan(backend: str, kernels, names: list[str]) -> list[tuple[str, str, str]]:
+    """(backend, kernel, target) of every build; a TileLang build is followed by Triton's for the
+    same GPU, for comparison."""
+    plan = []
+    for kernel in kernels:
+        for target in names:
+            plan.append((backend, kernel, target))
+            twin = targets.triton_twin(target) if backend == "tilelang" else None
+            if twin:
+                plan.append(("triton", kernel, twin))
+    return plan
+
+
+def _build(backend: str, kernel: str, target: str, config: Optional[dict]):
+    """One build's BuildResult (a failure is a row, not an exception); the config applies to the
+    backend asked for, never to the Triton comparison rows."""
+    from hola_dsl import aot, nvcc
+
+    r = nvcc.build(kernel, target, config) if backend == "tilelang" else aot.build(kernel, target, config)
+    r.extra["backend"] = backend
+    return r
+
+
+def _row(r) -> str:
+    from hola_dsl import nvcc
+
+    fmt = lambda x: "-" if x is None else str(x)
+    warp = 64 if r.target.startswith("gfx") else 32
+    threads = r.extra.get("threads") or (warp * r.schedule["num_warps"] if "num_warps" in r.schedule else None)
+    status = ("ok (cached)" if r.extra.get("cached") else "ok") if r.ok else f"FAILED: {r.error}"
+    if r.ok and r.extra.get("sync_problems"):
+        status = f"SYNC: {nvcc.sync_summary(r.extra['sync_problems'])}"
+    schedule = " ".join(f"{k}={v}" for k, v in sorted(r.schedule.items()))
+    cells = (r.kernel, r.extra["backend"], r.target, schedule, fmt(r.registers), fmt(r.spills), fmt(r.shared), fmt(threads),
+             f"{r.seconds:.1f}", status)
+    return "| " + " | ".join(cells) + " |"
+
+
+def _header(backend: str) -> list[str]:
+    from hola_dsl import aot, nvcc
+
+    dims = ", ".join(f"{k}={v}" for k, v in aot.DEFAULT_DIMS.items() if k != "chunk_size")
+    what = ("AOT build, backend triton" if backend == "triton" else
+            f"Cross build, TileLang CUDA dialect (nvcc {nvcc.nvcc_version()}) next to Triton AOT")
+    return [f"{what}, default schedule per target; static dims {dims}; bfloat16 inputs; shared = static + dynamic bytes",
+            "| " + " | ".join(COLUMNS) + " |",
+            "| " + " | ".join("---:" if c in NUMERIC else "---" for c in COLUMNS) + " |"]
+
+
 def run(args: argparse.Namespace) -> int:
-    from hola_dsl import aot
+    from tqdm import tqdm
+
+    config = arguments.json_object(args.config)
+    names = (targets.parse_list(args.targets, args.backend, gpu_only=True) if args.targets is not None
+             else list(targets.DEFAULT_BUILD[args.backend]))
     if args.backend == "tilelang":
         from hola_dsl import nvcc
-        archs = [t.strip() for t in (args.targets or ",".join(nvcc.CROSS_ARCHS)).split(",") if t.strip()]
-        return nvcc.report(args.kernel or backends.KERNELS, archs, json.loads(args.config) if args.config else None,
-                           json_lines=args.json)
-    targets = [t.strip() for t in (args.targets or "sm_80,sm_90,sm_100,gfx942").split(",") if t.strip()]
-    for t in targets:
-        aot.gpu_target(t)              # reject an unknown target before compiling anything
-    config = json.loads(args.config) if args.config else None
-    results = []
-    for kernel in args.kernel or backends.KERNELS:
-        for target in targets:
-            r = aot.build(kernel, target, config)
-            results.append(r)
-            if args.json:
-                print(json.dumps(r.__dict__, sort_keys=True), flush=True)
+        if nvcc.find_nvcc() is None:
+            print("hola build --backend tilelang: nvcc not found (set $NVCC or put nvcc on PATH); "
+                  "skipping the TileLang CUDA builds")
+            return 0
+    plan = _plan(args.backend, args.kernel or backends.KERNELS, names)
     if not args.json:
-        dims = ", ".join(f"{k}={v}" for k, v in aot.DEFAULT_DIMS.items() if k != "chunk_size")
-        print(f"AOT build, backend triton, default schedule per target; static dims {dims}; bfloat16 inputs")
-        print(aot.format_table(results))
-    return 0 if all(r.ok for r in results) else 1
+        print("\n".join(_header(args.backend)), flush=True)
+    failed = False
+    # disable=None: a bar on a terminal only, so logs and pipes get the rows alone.
+    with tqdm(total=len(plan), unit="build", disable=None, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
+        for backend, kernel, target in plan:
+            bar.set_description(f"{backend} {kernel} {target}")
+            r = _build(backend, kernel, target, config if backend == args.backend else None)
+            bar.write(json.dumps(r.__dict__, sort_keys=True, default=str) if args.json else _row(r), file=sys.stdout)
+            sys.stdout.flush()
+            bar.update()
+            # The Triton rows next to TileLang's are for comparison; they decide nothing.
+            failed |= backend == args.backend and (not r.ok or bool(r.extra.get("sync_problems")))
+    return 1 if failed else 0

@@ -1,14 +1,18 @@
-"""`hola check`: every kernel on every backend available here against the float64 oracle."""
+"""`hola check`: every kernel on every backend available here against the float64 oracle.
+
+Which backends run, and on which device, is decided in one place (``plan``) whether they were
+named with --backend or not: a named backend that cannot run here is refused with the reason a
+plain `hola check` gives for skipping it.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
+from typing import Optional
 
-import torch
-
-from hola_dsl import backends
+from hola_dsl import backends, targets
 from hola_dsl.testing import SCAN_CASES, Shape, run_check
+from tools import arguments
 
 NAME = "check"
 HELP = "run every kernel on every available backend against the float64 oracle and print a table"
@@ -16,6 +20,8 @@ HELP = "run every kernel on every available backend against the float64 oracle a
 # Inputs per kernel: several shapes (T not a multiple of the chunk or block, K != V) and the
 # hard cases of SPEC.md section 6.
 SHAPES = (Shape(B=2, T=1, H=2, K=32, V=48, W=8, C=64), Shape(B=2, T=300, H=2, K=32, V=48, W=16, C=128))
+# CPU first: the oracle is there, and every backend but Triton without its interpreter runs there.
+DEVICE_ORDER = ("cpu", "cuda")
 
 
 def _cases(kernel: str):
@@ -29,38 +35,68 @@ def _cases(kernel: str):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", action="append", help="check only this backend (repeatable); default: all available")
+    parser.add_argument("--backend", action="append",
+                        help=f"check only this backend (repeatable; one of {backends.names()}); "
+                             f"default: all that run here")
     parser.add_argument("--kernel", action="append", choices=backends.KERNELS, help="check only this kernel (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="input seed (default: a fresh one each run)")
-    parser.add_argument("--no-nvcc", action="store_true", help="skip the TileLang CUDA-dialect nvcc build (sm_90a)")
+    parser.add_argument("--no-nvcc", action="store_true",
+                        help=f"skip the TileLang CUDA-dialect nvcc build ({targets.CHECK_NVCC_ARCH})")
+
+
+def device_for(name: str) -> tuple[Optional[str], Optional[str]]:
+    """(device type to check backend ``name`` on here, None), or (None, why it cannot run here)."""
+    reasons = {}
+    for device_type in DEVICE_ORDER:
+        reasons[device_type] = backends.runs_on(name, device_type)
+        if reasons[device_type] is None:
+            return device_type, None
+    return None, reasons[DEVICE_ORDER[0]]
+
+
+def plan(requested: Optional[list[str]]) -> tuple[dict[str, str], dict[str, str]]:
+    """({backend: device type} to check, {backend: why not} skipped). Named backends that are
+    unknown or cannot run here are errors naming --backend."""
+    checked, skipped = {}, {}
+    for name in requested or backends.names():
+        if name not in backends.names():
+            raise ValueError(f"--backend: unknown backend {name!r}; expected one of {backends.names()}")
+        device, reason = device_for(name)
+        if device is None and requested:
+            raise ValueError(f"--backend: {name} cannot run here: {reason}")
+        if device is None:
+            skipped[name] = reason
+        else:
+            checked[name] = device
+    return checked, skipped
 
 
 def run(args: argparse.Namespace) -> int:
-    seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-    names = args.backend or [b.name for b in backends.available("cpu")]
-    skipped = {n: backends.unavailable_reason(n) for n in backends.names() if n not in names}
+    seed = arguments.seed(args.seed)
+    checked, skipped = plan(args.backend)
     print(f"hola check: float32 inputs, seed {seed}; tolerance: relative error <= 1e-5, selection exact")
     header = f"{'kernel':<13} {'backend':<10} {'worst error':>12} {'result':>6} {'time':>10}"
     print(header)
     print("-" * len(header))
     failed = 0
     for kernel in args.kernel or backends.KERNELS:
-        for name in names:
+        for name, device in checked.items():
             worst, seconds, ok, note = 0.0, 0.0, True, ""
             try:
                 for i, (shape, kw) in enumerate(_cases(kernel)):
-                    r = run_check(kernel, name, shape, seed=seed + i, **kw)
+                    r = run_check(kernel, name, shape, seed=seed + i, device=device, **kw)
                     worst, seconds, ok = max(worst, r.worst), seconds + r.seconds, ok and r.ok
             except Exception as exc:  # a crashing backend is a failed row, not a crashed check
                 ok, note = False, f"  {type(exc).__name__}: {exc}"
             failed += not ok
             unit = "mismatches" if kernel == "cache_select" else ""
-            print(f"{kernel:<13} {name:<10} {worst:>12.3g} {'PASS' if ok else 'FAIL':>6} {seconds * 1e3:>8.1f}ms {unit}{note}")
-    if "tilelang" in names and not args.no_nvcc:
+            where = "" if device == "cpu" else f" ({device})"
+            print(f"{kernel:<13} {name + where:<10} {worst:>12.3g} {'PASS' if ok else 'FAIL':>6} "
+                  f"{seconds * 1e3:>8.1f}ms {unit}{note}")
+    if "tilelang" in checked and not args.no_nvcc:
         from hola_dsl import nvcc
-        failed += nvcc.check_rows("sm_90a", args.kernel or backends.KERNELS)
+        failed += nvcc.check_rows(targets.CHECK_NVCC_ARCH, args.kernel or backends.KERNELS)
     for name, reason in skipped.items():
-        if reason:
-            print(f"(backend {name} not checked: {reason})")
+        print(f"(backend {name} not checked: {reason})")
     print(f"{'all passed' if not failed else f'{failed} FAILED'}")
     return 1 if failed else 0

@@ -7,9 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from model import tasks
+from tools import arguments
 
 NAME = "eval"
 HELP = "perplexity and bits per byte on a split, or --task mqar|passkey accuracy per length with a plot"
@@ -29,12 +28,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=64, help="task sequences per length (default 64)")
     parser.add_argument("--plot", help="where to write the accuracy plot (default: <first checkpoint>/<task>.png)")
     parser.add_argument("--json", help="also write the results as JSON here")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads, at most the CPUs this process may use (0: torch's default)")
 
 
 def _trained_on(path: Path) -> dict:
+    """What `hola train` recorded about the data of checkpoint ``path`` ({} when nothing)."""
     record = path / "train.json"
-    return json.loads(record.read_text()).get("meta", {}) if record.exists() else {}
+    if not record.exists():
+        return {}
+    try:
+        meta = json.loads(record.read_text()).get("meta", {})
+    except (ValueError, AttributeError) as exc:
+        raise ValueError(f"checkpoint: {record} is not a training record written by `hola train` ({exc})") from None
+    return meta if isinstance(meta, dict) else {}
 
 
 def _perplexity(args, models) -> dict:
@@ -63,23 +70,38 @@ def _perplexity(args, models) -> dict:
     return results
 
 
-def _task(args, models) -> dict:
+def _task_lengths(args) -> list[int]:
+    """--lengths, each long enough for the task; --samples checked too."""
+    arguments.positive(args.samples, "--samples")
+    task = tasks.get(args.task)
+    lengths = arguments.int_list(args.lengths, "--lengths")
+    short = [L for L in lengths if L < task.min_length()]
+    if short:
+        raise ValueError(f"--lengths: {args.task} needs sequences of >= {task.min_length()} tokens, got {short}")
+    return lengths
+
+
+def _check_task_model(path: Path, model, task: str) -> None:
+    """A model can be scored on a recall task when its vocabulary holds the task's token ids
+    (a task model trained from the `tiny` preset keeps that preset's larger vocabulary)."""
+    if model.config.vocab_size < tasks.VOCAB_SIZE:
+        raise ValueError(f"checkpoint: {path} has vocab_size {model.config.vocab_size}; the {task} task's tokens "
+                         f"need >= {tasks.VOCAB_SIZE} (a model trained with `hola train --task {task}`)")
+
+
+def _task(args, models, lengths: list[int], plot: Path) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     task = tasks.get(args.task)
-    lengths = [int(x) for x in args.lengths.split(",") if x.strip()]
     results = {}
     fig, ax = plt.subplots(figsize=(6, 4))
     print(f"hola eval --task {args.task}: token accuracy (sequence accuracy), {args.samples} samples per length, "
           f"backend {args.backend}")
     print(f"{'checkpoint':<28} {'variant':<13} " + " ".join(f"{L:>13}" for L in lengths))
     for path, model in models:
-        if model.config.vocab_size != tasks.VOCAB_SIZE:
-            raise ValueError(f"checkpoint: {path} has vocab_size {model.config.vocab_size}; a {args.task} model "
-                             f"(`hola train --task {args.task}`) has {tasks.VOCAB_SIZE}")
         acc = tasks.accuracy(model, task, lengths, samples=args.samples, backend=args.backend)
         results[str(path)] = dict(variant=model.config.variant, backend=args.backend,
                                   accuracy={str(L): dict(token=a, sequence=s) for L, (a, s) in acc.items()})
@@ -94,7 +116,6 @@ def _task(args, models) -> dict:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    plot = Path(args.plot) if args.plot else models[0][0] / f"{args.task}.png"
     fig.savefig(plot, dpi=110)
     plt.close(fig)
     print(f"hola eval: wrote {plot}")
@@ -102,15 +123,21 @@ def _task(args, models) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hola_dsl import backends
     from model.lm import HOLALM
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    models = []
-    for name in args.checkpoints:
-        model = HOLALM.load(name).eval()
-        models.append((Path(name), model))
-    results = _task(args, models) if args.task else _perplexity(args, models)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    arguments.set_threads(args.threads or None)
+    backends.resolve(args.backend, "cpu")              # an unknown or unavailable backend, before loading
+    lengths = _task_lengths(args) if args.task else None
+    models = [(Path(name), HOLALM.load(name).eval()) for name in args.checkpoints]
+    json_path = arguments.output_file(args.json, "--json")
+    if args.task:
+        for path, model in models:
+            _check_task_model(path, model, args.task)
+        plot = arguments.output_file(args.plot or str(models[0][0] / f"{args.task}.png"), "--plot")
+        results = _task(args, models, lengths, plot)
+    else:
+        results = _perplexity(args, models)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=1) + "\n")
     return 0
