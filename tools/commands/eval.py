@@ -6,10 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from model import tasks
+from tools.commands.train import add_text_arguments
+from tools.flags import as_flag, at_least
+
+# Model-layer errors that open with these names are about the flag of the same name.
+FLAG_ERRORS = ("corpus", "tokenizer", "backend", "split")
 
 NAME = "eval"
 HELP = "perplexity and bits per byte on a split, or --task mqar|passkey accuracy per length with a plot"
@@ -20,8 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="reference", help="hola_dsl backend (default: reference)")
     parser.add_argument("--task", choices=tasks.TASKS, help="recall task instead of perplexity")
     parser.add_argument("--split", choices=("train", "validation", "test"), default="validation")
-    parser.add_argument("--corpus", choices=("python-docs", "pydoc-topics"),
-                        help="text to score (default: the corpus the checkpoint was trained on)")
+    add_text_arguments(parser, default_note="default: the corpus the checkpoint was trained on")
     parser.add_argument("--seq-len", type=int, default=256, help="perplexity window in tokens (default 256)")
     parser.add_argument("--max-tokens", type=int, help="score only the split's first N tokens")
     parser.add_argument("--lengths", default="128,256,512,1024,2048",
@@ -32,27 +37,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
 
-def _trained_on(path: Path) -> dict:
+def _trained_on(path: Path) -> Optional[str]:
+    """The corpus train.json says the checkpoint in ``path`` was trained on (None if it does not say)."""
     record = path / "train.json"
-    return json.loads(record.read_text()).get("meta", {}) if record.exists() else {}
+    if not record.is_file():
+        return None
+    try:
+        meta = json.loads(record.read_text(encoding="utf-8")).get("meta", {})
+    except (ValueError, AttributeError, RecursionError):
+        raise ValueError(f"checkpoint: {record} is not the JSON record `hola train` writes; give --corpus") from None
+    corpus = meta.get("corpus") if isinstance(meta, dict) else None
+    return corpus if isinstance(corpus, str) else None
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    at_least([("--seq-len", args.seq_len, 1), ("--max-tokens", args.max_tokens, 1), ("--samples", args.samples, 1),
+              ("--threads", args.threads, 0)])
+    for flag, value in (("--plot", args.plot), ("--json", args.json)):
+        if value is not None and (Path(value).is_dir() or not Path(value).parent.is_dir()):
+            raise ValueError(f"{flag}: cannot write {value}; expected a file in an existing folder")
+    if args.task:
+        for flag, value in (("--corpus", args.corpus), ("--tokenizer", args.tokenizer)):
+            if value is not None:
+                raise ValueError(f"{flag}: only for perplexity, not with --task {args.task}")
+        task = tasks.get(args.task)
+        try:
+            lengths = [int(x) for x in args.lengths.split(",") if x.strip()]
+        except ValueError:
+            lengths = []
+        if not lengths or min(lengths) < task.min_length():
+            raise ValueError(f"--lengths: expected comma-separated lengths >= {task.min_length()} for {args.task}, "
+                             f"got {args.lengths!r}")
 
 
 def _perplexity(args, models) -> dict:
     from model import data
     from model.evaluate import perplexity
-    from model.tokenizer import load
+    from model.tokenizer_select import of_checkpoint
 
     results = {}
     print(f"hola eval: backend {args.backend}, windows of {args.seq_len} tokens")
     print(f"{'checkpoint':<28} {'variant':<13} {'params':>9} {'split':<10} {'tokens':>8} {'loss':>7} "
           f"{'ppl':>8} {'bits/byte':>9}")
     for path, model in models:
-        corpus = args.corpus or _trained_on(path).get("corpus")
+        tok = of_checkpoint(path, model.config.tokenizer, model.config.vocab_size, args.tokenizer)
+        corpus = args.corpus or _trained_on(path)
         if corpus is None:
-            raise ValueError(f"--corpus: {path} does not record a text corpus (a task model?); give --corpus")
-        if not model.config.tokenizer:
-            raise ValueError(f"checkpoint: {path} has no tokenizer in its config (a recall-task model); use --task")
-        tok = load(model.config.tokenizer)
+            raise ValueError(f"--corpus: {path} does not record a text corpus; give --corpus")
         tokens = data.token_stream(corpus, args.split, tok)
         r = perplexity(model, tokens, tok.token_bytes, seq_len=args.seq_len, backend=args.backend,
                        max_tokens=args.max_tokens)
@@ -70,7 +101,7 @@ def _task(args, models) -> dict:
     import matplotlib.pyplot as plt
 
     task = tasks.get(args.task)
-    lengths = [int(x) for x in args.lengths.split(",") if x.strip()]
+    lengths = [int(x) for x in args.lengths.split(",") if x.strip()]  # checked by _check_flags
     results = {}
     fig, ax = plt.subplots(figsize=(6, 4))
     print(f"hola eval --task {args.task}: token accuracy (sequence accuracy), {args.samples} samples per length, "
@@ -102,15 +133,21 @@ def _task(args, models) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hola_dsl import backends
     from model.lm import HOLALM
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    models = []
-    for name in args.checkpoints:
-        model = HOLALM.load(name).eval()
-        models.append((Path(name), model))
-    results = _task(args, models) if args.task else _perplexity(args, models)
+    try:
+        _check_flags(args)
+        backends.resolve(args.backend, "cpu")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        models = []
+        for name in args.checkpoints:
+            model = HOLALM.load(name).eval()
+            models.append((Path(name), model))
+        results = _task(args, models) if args.task else _perplexity(args, models)
+    except ValueError as exc:
+        raise as_flag(exc, FLAG_ERRORS) from None
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0
