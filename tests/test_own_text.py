@@ -44,16 +44,6 @@ def train_tokenizer(path: Path, vocab_size: int = 400) -> Path:
     return path
 
 
-def fails(argv, capsys, flag: str) -> str:
-    """Run `hola argv`, expect exit code 2 and one error line naming ``flag``; return the line."""
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert f"error: {flag}" in err, err
-    return err
-
-
 def test_folder_documents_names_and_splits(tmp_path):
     root = write_corpus(tmp_path / "text")
     docs = dict(data.documents(str(root)))
@@ -102,7 +92,7 @@ def test_json_tokenizer_round_trips(tmp_path):
     assert JSONTokenizer(path).name != tok.name  # the identity is the file's bytes
 
 
-def test_train_and_eval_with_a_json_tokenizer(tmp_path, capsys):
+def test_train_and_eval_with_a_json_tokenizer(tmp_path, capsys, hola_fails):
     root = write_corpus(tmp_path / "text")
     path = train_tokenizer(tmp_path / "tok.json")
     out = tmp_path / "run"
@@ -116,56 +106,56 @@ def test_train_and_eval_with_a_json_tokenizer(tmp_path, capsys):
     assert main(["eval", str(out), "--max-tokens", "200", "--seq-len", "32"]) == 0
     assert main(["eval", str(out), "--max-tokens", "200", "--seq-len", "32", "--tokenizer", str(path)]) == 0
     # Evaluated with another tokenizer, or with its copy gone or changed: refused, naming both.
-    err = fails(["eval", str(out), "--tokenizer", "gpt2"], capsys, "--tokenizer")
+    err = hola_fails(["eval", str(out), "--tokenizer", "gpt2"], "error: --tokenizer")
     assert "gpt2-1023" in err and config["tokenizer"] in err
     other = train_tokenizer(tmp_path / "other.json", vocab_size=300)
-    fails(["eval", str(out), "--tokenizer", str(other)], capsys, "--tokenizer")
+    hola_fails(["eval", str(out), "--tokenizer", str(other)], "error: --tokenizer")
     (out / "tokenizer.json").write_bytes(other.read_bytes())
-    fails(["eval", str(out)], capsys, "checkpoint")
+    hola_fails(["eval", str(out)], "error: checkpoint")
     (out / "tokenizer.json").unlink()
-    fails(["eval", str(out)], capsys, "checkpoint")
+    hola_fails(["eval", str(out)], "error: checkpoint")
 
 
-def test_bad_text_inputs_are_one_line_naming_the_file(tmp_path, capsys):
+def test_bad_text_inputs_are_one_line_naming_the_file(tmp_path, hola_fails):
     base = ["--preset", "tiny", "--steps", "1", "--out", str(tmp_path / "run"), "--no-progress"]
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "code.py").write_text("x = 1")
-    assert "has no .txt" in fails(["train", "--corpus", str(empty)] + base, capsys, "--corpus")
+    assert "has no .txt" in hola_fails(["train", "--corpus", str(empty)] + base, "error: --corpus")
 
     latin1 = write_corpus(tmp_path / "latin1")
     (latin1 / "notes" / "old.txt").write_bytes("caf\xe9".encode("latin-1"))
-    err = fails(["train", "--corpus", str(latin1)] + base, capsys, "--corpus")
+    err = hola_fails(["train", "--corpus", str(latin1)] + base, "error: --corpus")
     assert "old.txt is not UTF-8" in err and "0xe9" in err
 
     broken = write_corpus(tmp_path / "broken")
     os.symlink(tmp_path / "nowhere.txt", broken / "gone.txt")
-    assert "cannot read" in fails(["train", "--corpus", str(broken)] + base, capsys, "--corpus")
+    assert "cannot read" in hola_fails(["train", "--corpus", str(broken)] + base, "error: --corpus")
 
     for bad in ('{"title": 1}', "[1, 2]", "{not json", "[" * 100000 + "]" * 100000, '{"text": 5}'):
         lines = write_corpus(tmp_path / f"jsonl{len(list(tmp_path.iterdir()))}")
         (lines / "e.jsonl").write_text('{"text": "fine"}\n' + bad + "\n")
-        assert "e.jsonl line 2" in fails(["train", "--corpus", str(lines)] + base, capsys, "--corpus")
+        assert "e.jsonl line 2" in hola_fails(["train", "--corpus", str(lines)] + base, "error: --corpus")
 
     tiny = tmp_path / "one.txt"
     tiny.write_text("too short to fall in every split\n")
-    assert "falls in the" in fails(["train", "--corpus", str(tiny)] + base, capsys, "--corpus")
-    fails(["train", "--corpus", str(tmp_path / "missing")] + base, capsys, "--corpus")
+    assert "falls in the" in hola_fails(["train", "--corpus", str(tiny)] + base, "error: --corpus")
+    hola_fails(["train", "--corpus", str(tmp_path / "missing")] + base, "error: --corpus")
 
 
-def test_bad_tokenizers_are_one_line(tmp_path, capsys):
+def test_bad_tokenizers_are_one_line(tmp_path, hola_fails):
     base = ["train", "--preset", "tiny", "--corpus", "pydoc-topics", "--steps", "1", "--out", str(tmp_path / "run"),
             "--no-progress"]
     big = train_tokenizer(tmp_path / "big.json", vocab_size=1200)
-    err = fails(base + ["--tokenizer", str(big)], capsys, "--tokenizer")
+    err = hola_fails(base + ["--tokenizer", str(big)], "error: --tokenizer")
     assert "1200 ids, more than the model's vocabulary of 1024" in err
-    fails(base + ["--tokenizer", str(big), "--vocab-size", "1000"], capsys, "--tokenizer")
+    hola_fails(base + ["--tokenizer", str(big), "--vocab-size", "1000"], "error: --tokenizer")
     (tmp_path / "junk.json").write_text('{"not": "a tokenizer"}')
-    assert "not a tokenizers JSON file" in fails(base + ["--tokenizer", str(tmp_path / "junk.json")], capsys, "--tokenizer")
+    hola_fails(base + ["--tokenizer", str(tmp_path / "junk.json")], "error: --tokenizer", "not a tokenizers JSON file")
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe")
-    fails(base + ["--tokenizer", str(tmp_path / "bin.json")], capsys, "--tokenizer")
-    fails(base + ["--tokenizer", str(tmp_path / "missing.json")], capsys, "--tokenizer")
+    hola_fails(base + ["--tokenizer", str(tmp_path / "bin.json")], "error: --tokenizer")
+    hola_fails(base + ["--tokenizer", str(tmp_path / "missing.json")], "error: --tokenizer")
     no_eot = tmp_path / "no-eot.json"
     no_eot.write_text(big.read_text().replace("<|endoftext|>", "<|pad|>"))
-    assert "end-of-text" in fails(base + ["--tokenizer", str(no_eot)], capsys, "--tokenizer")
-    fails(base + ["--vocab-size", "100"], capsys, "--vocab-size")
+    assert "end-of-text" in hola_fails(base + ["--tokenizer", str(no_eot)], "error: --tokenizer")
+    hola_fails(base + ["--vocab-size", "100"], "error: --vocab-size")

@@ -20,14 +20,6 @@ def checkpoint(tmp_path):
     return tmp_path / "ckpt"
 
 
-def one_line_error(argv, capsys) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
-
-
 @pytest.mark.parametrize("flags, says", [
     (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
     (["--batch-size", "-2"], "--batch-size: expected an integer >= 1, got -2"),
@@ -45,24 +37,22 @@ def one_line_error(argv, capsys) -> str:
     (["--backend", "nope"], "--backend: unknown backend 'nope'"),
     (["--task", "passkey", "--seq-len", "5"], "--corpus: only used with --task lm"),
 ])
-def test_train_flags(flags, says, tmp_path, capsys):
-    assert says in one_line_error(TRAIN + flags + ["--out", str(tmp_path / "run")], capsys)
+def test_train_flags(flags, says, tmp_path, hola_fails):
+    hola_fails(TRAIN + flags + ["--out", str(tmp_path / "run")], says)
 
 
-def test_train_out_and_task_flags(tmp_path, capsys):
+def test_train_out_and_task_flags(tmp_path, hola_fails):
     (tmp_path / "file").write_text("not a folder")
-    err = one_line_error(TRAIN + ["--out", str(tmp_path / "file")], capsys)
-    assert "--out:" in err and "is not a folder" in err
+    hola_fails(TRAIN + ["--out", str(tmp_path / "file")], "--out:", "exists and is not a folder")
     task = ["train", "--task", "passkey", "--preset", "tiny", "--steps", "1", "--no-progress", "--out",
             str(tmp_path / "run")]
-    assert "--seq-len: passkey needs at least 20 tokens, got 5" in one_line_error(task + ["--seq-len", "5"], capsys)
-    assert "--vocab-size: only used with --task lm" in one_line_error(task + ["--vocab-size", "300"], capsys)
+    hola_fails(task + ["--seq-len", "5"], "--seq-len: passkey needs at least 20 tokens, got 5")
+    hola_fails(task + ["--vocab-size", "300"], "--vocab-size: only used with --task lm")
     if not torch.cuda.is_available():
-        assert "--device: 'cuda' asked for" in one_line_error(TRAIN + ["--device", "cuda", "--out", str(tmp_path / "r")],
-                                                              capsys)
+        hola_fails(TRAIN + ["--device", "cuda", "--out", str(tmp_path / "r")], "--device: 'cuda' asked for")
 
 
-def test_a_tiny_passkey_model_evaluates(tmp_path, capsys):
+def test_a_tiny_passkey_model_evaluates(tmp_path):
     out = tmp_path / "passkey"
     assert main(["train", "--task", "passkey", "--preset", "tiny", "--steps", "2", "--seq-len", "32",
                  "--out", str(out), "--no-progress"]) == 0
@@ -83,11 +73,11 @@ def test_a_tiny_passkey_model_evaluates(tmp_path, capsys):
     (["--corpus", "/no/such/text"], "--corpus: '/no/such/text' is neither a built-in corpus"),
     (["--tokenizer", "gpt2-511"], "--tokenizer: gpt2-511 is not the tokenizer"),
 ])
-def test_eval_flags(flags, says, checkpoint, capsys):
-    assert says in one_line_error(["eval", str(checkpoint)] + flags, capsys)
+def test_eval_flags(flags, says, checkpoint, hola_fails):
+    hola_fails(["eval", str(checkpoint)] + flags, says)
 
 
-def test_eval_of_what_is_not_a_checkpoint(tmp_path, checkpoint, capsys):
-    assert "checkpoint:" in one_line_error(["eval", str(tmp_path / "nothing")], capsys)
+def test_eval_of_what_is_not_a_checkpoint(tmp_path, checkpoint, hola_fails):
+    hola_fails(["eval", str(tmp_path / "nothing")], "checkpoint:")
     (checkpoint / "train.json").write_text("[1, 2]")
-    assert "give --corpus" in one_line_error(["eval", str(checkpoint)], capsys)
+    hola_fails(["eval", str(checkpoint)], "give --corpus")

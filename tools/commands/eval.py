@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="reference", help="hola_dsl backend (default: reference)")
     parser.add_argument("--task", choices=tasks.TASKS, help="recall task instead of perplexity")
     parser.add_argument("--split", choices=("train", "validation", "test"), default="validation")
-    add_text_arguments(parser, default_note="default: the corpus the checkpoint was trained on")
+    add_text_arguments(parser, corpus_default="the corpus the checkpoint was trained on",
+                       tokenizer_default="the checkpoint's own; another one is refused")
     parser.add_argument("--seq-len", type=int, default=256, help="perplexity window in tokens (default 256)")
     parser.add_argument("--max-tokens", type=int, help="score only the split's first N tokens")
     parser.add_argument("--lengths", default="128,256,512,1024,2048",

@@ -63,19 +63,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def add_text_arguments(parser: argparse.ArgumentParser, *, default_note: str = f"default: {DEFAULT_CORPUS}") -> None:
-    """--corpus and --tokenizer, shared by `hola train` and `hola eval`."""
+def add_text_arguments(parser: argparse.ArgumentParser, *, corpus_default: str = DEFAULT_CORPUS,
+                       tokenizer_default: str = DEFAULT_TOKENIZER) -> None:
+    """--corpus and --tokenizer, shared by `hola train` and `hola eval` (whose defaults differ)."""
     parser.add_argument(
         "--corpus", metavar="NAME_OR_PATH",
         help=f"text for --task lm: {' or '.join(CORPORA)} (python-docs needs scripts/fetch_python_docs.sh), "
              f"or your own: a folder of {'/'.join(SUFFIXES)} files (each file a document, each .jsonl line a "
              f'document with a "text" field) or one file (a .jsonl, or text cut into pieces of at most '
              f"{PIECE_CHARS} characters at line ends, each piece a document); a document's split is fixed by a hash "
-             f"of its name (90/5/5) ({default_note})")
+             f"of its name (90/5/5) (default: {corpus_default})")
     parser.add_argument(
         "--tokenizer", metavar="NAME_OR_PATH",
         help="gpt2 (GPT-2's BPE cut to the model's vocabulary), gpt2-N, or a HuggingFace tokenizers JSON file "
-             "with an <|endoftext|> token (default: gpt2, or the checkpoint's)")
+             f"with an <|endoftext|> token (default: {tokenizer_default})")
 
 
 def _check_flags(args: argparse.Namespace) -> None:
