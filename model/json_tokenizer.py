@@ -13,6 +13,8 @@ import functools
 import hashlib
 from pathlib import Path
 
+import tokenizers
+
 from model.tokenizer import Tokenizer
 
 EOT_TOKENS = ("<|endoftext|>", "</s>", "<eos>")
@@ -36,15 +38,15 @@ class JSONTokenizer(Tokenizer):
     """A ``tokenizers`` JSON file, checked on load: it parses, has an end-of-text token, has ids."""
 
     def __init__(self, path: Path):
-        import tokenizers
-
         try:
             raw = Path(path).read_bytes()
         except OSError as exc:
             raise ValueError(f"tokenizer: cannot read {path}: {exc.strerror or exc}") from None
         try:
             self._tok = tokenizers.Tokenizer.from_str(raw.decode("utf-8"))
-        except Exception as exc:  # the Rust parser raises a bare Exception for every malformed file
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a bare Exception for a malformed file; a Rust panic is a BaseException
             reason = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
             raise ValueError(f"tokenizer: {path} is not a tokenizers JSON file ({reason})") from None
         vocab = self._tok.get_vocab(with_added_tokens=True)
@@ -54,7 +56,6 @@ class JSONTokenizer(Tokenizer):
         if eot is None:
             raise ValueError(f"tokenizer: {path} has none of the end-of-text tokens {list(EOT_TOKENS)}; train it "
                              f"with special_tokens=['<|endoftext|>']")
-        self.path = Path(path)
         self.source = raw
         self.name = IDENTITY_PREFIX + hashlib.sha256(raw).hexdigest()
         self.eot = eot
@@ -71,8 +72,6 @@ class JSONTokenizer(Tokenizer):
 
     @functools.cached_property
     def token_bytes(self) -> list[int]:
-        import tokenizers
-
         # Added tokens are matched as plain text, not through the byte-level alphabet.
         added = self._tok.get_added_tokens_decoder()
         alphabet = _byte_level_alphabet() if isinstance(self._tok.decoder, tokenizers.decoders.ByteLevel) else {}

@@ -30,7 +30,9 @@ def checkpoint(tmp_path):
     (["--lr", "nan"], "--lr: expected a finite number > 0, got nan"),
     (["--lr", "-1"], "--lr: expected a finite number > 0, got -1.0"),
     (["--val-tokens", "0"], "--val-tokens: expected an integer >= 1, got 0"),
-    (["--threads", "-1"], "--threads: expected an integer >= 0, got -1"),
+    (["--threads", "-1"], "--threads: expected 0 (torch's default) to"),
+    (["--threads", "100000"], "--threads: expected 0 (torch's default) to"),
+    (["--seed", str(2**64)], "--seed: expected a 64-bit integer"),
     (["--stop-at", "0"], "--stop-at: expected an integer >= 1, got 0"),
     (["--vocab-size", "1"], "--vocab-size: expected an integer >= 2, got 1"),
     (["--vocab-size", "200"], "--vocab-size: GPT-2's BPE cut to the model's vocabulary needs 257"),
@@ -44,6 +46,7 @@ def test_train_flags(flags, says, tmp_path, hola_fails):
 def test_train_out_and_task_flags(tmp_path, hola_fails):
     (tmp_path / "file").write_text("not a folder")
     hola_fails(TRAIN + ["--out", str(tmp_path / "file")], "--out:", "exists and is not a folder")
+    hola_fails(TRAIN + ["--out", ""], "--out: expected a folder, got an empty string")
     task = ["train", "--task", "passkey", "--preset", "tiny", "--steps", "1", "--no-progress", "--out",
             str(tmp_path / "run")]
     hola_fails(task + ["--seq-len", "5"], "--seq-len: passkey needs at least 20 tokens, got 5")
@@ -63,7 +66,8 @@ def test_a_tiny_passkey_model_evaluates(tmp_path):
     (["--seq-len", "0"], "--seq-len: expected an integer >= 1, got 0"),
     (["--max-tokens", "0"], "--max-tokens: expected an integer >= 1, got 0"),
     (["--samples", "0"], "--samples: expected an integer >= 1, got 0"),
-    (["--threads", "-1"], "--threads: expected an integer >= 0, got -1"),
+    (["--threads", "-1"], "--threads: expected 0 (torch's default) to"),
+    (["--threads", "100000"], "--threads: expected 0 (torch's default) to"),
     (["--backend", "nope"], "--backend: unknown backend 'nope'"),
     (["--json", "/"], "--json: cannot write /"),
     (["--plot", "/no/such/folder/p.png", "--task", "passkey"], "--plot: cannot write /no/such/folder/p.png"),

@@ -20,3 +20,17 @@ def as_flag(exc: ValueError, names: Iterable[str]) -> ValueError:
     if sep and field in set(names):
         return ValueError(f"--{field.replace('_', '-')}: {rest}")
     return exc
+
+
+def set_threads(value: int, flag: str = "--threads") -> None:
+    """Give torch ``value`` CPU threads (0: leave its default). More than this process may use only
+    slows a run down, and OpenMP segfaults on absurd counts, so those are refused."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if not 0 <= value <= cpus:
+        raise ValueError(f"{flag}: expected 0 (torch's default) to {cpus} (the CPUs this process may use), got {value}")
+    if value:
+        import torch
+
+        torch.set_num_threads(value)

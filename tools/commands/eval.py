@@ -8,11 +8,9 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from model import tasks
 from tools.commands.train import add_text_arguments
-from tools.flags import as_flag, at_least
+from tools.flags import as_flag, at_least, set_threads
 
 # Model-layer errors that open with these names are about the flag of the same name.
 FLAG_ERRORS = ("corpus", "tokenizer", "backend", "split")
@@ -52,8 +50,7 @@ def _trained_on(path: Path) -> Optional[str]:
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-    at_least([("--seq-len", args.seq_len, 1), ("--max-tokens", args.max_tokens, 1), ("--samples", args.samples, 1),
-              ("--threads", args.threads, 0)])
+    at_least([("--seq-len", args.seq_len, 1), ("--max-tokens", args.max_tokens, 1), ("--samples", args.samples, 1)])
     for flag, value in (("--plot", args.plot), ("--json", args.json)):
         if value is not None and (Path(value).is_dir() or not Path(value).parent.is_dir()):
             raise ValueError(f"{flag}: cannot write {value}; expected a file in an existing folder")
@@ -140,8 +137,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         _check_flags(args)
         backends.resolve(args.backend, "cpu")
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        set_threads(args.threads)
         models = []
         for name in args.checkpoints:
             model = HOLALM.load(name).eval()

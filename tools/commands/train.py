@@ -16,7 +16,7 @@ from model.config import VARIANTS
 from model.corpus import PIECE_CHARS, SUFFIXES
 from model.data import CORPORA
 from model.distributed import DEVICES
-from tools.flags import as_flag, at_least
+from tools.flags import as_flag, at_least, set_threads
 
 NAME = "train"
 HELP = "train a model (language modelling on real text, or MQAR / passkey) with checkpoints and a loss curve"
@@ -80,8 +80,9 @@ def add_text_arguments(parser: argparse.ArgumentParser, *, corpus_default: str =
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-    at_least([("--val-tokens", args.val_tokens, 1), ("--threads", args.threads, 0), ("--stop-at", args.stop_at, 1),
-              ("--vocab-size", args.vocab_size, 2)])
+    at_least([("--val-tokens", args.val_tokens, 1), ("--stop-at", args.stop_at, 1), ("--vocab-size", args.vocab_size, 2)])
+    if not args.out.strip():
+        raise ValueError("--out: expected a folder, got an empty string")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out: {out} exists and is not a folder; expected a folder (made if missing)")
@@ -108,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         _check_flags(args)
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        set_threads(args.threads)
         processes = distributed.start(args.device)
         try:
             return _run(args, processes)
