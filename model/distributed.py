@@ -71,10 +71,13 @@ def start(device: str) -> Processes:
     return Processes(rank=rank, world=world, device=where)
 
 
-def stop(processes: Processes) -> None:
-    """Leave the process group (after every process got here, so none is cut off mid-message)."""
+def stop(processes: Processes, *, failed: bool = False) -> None:
+    """Leave the process group: after every process got here, so that none is cut off
+    mid-message; at once when this one ``failed`` (the others may never get here, and torchrun
+    stops them when it sees this one exit)."""
     if processes.world > 1 and dist.is_initialized():
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -46,6 +46,7 @@ def test_train_flags(flags, says, tmp_path, hola_fails):
 def test_train_out_and_task_flags(tmp_path, hola_fails):
     (tmp_path / "file").write_text("not a folder")
     hola_fails(TRAIN + ["--out", str(tmp_path / "file")], "--out:", "exists and is not a folder")
+    hola_fails(TRAIN + ["--out", str(tmp_path / "file" / "run")], f"--out: {tmp_path / 'file'} exists and is not")
     hola_fails(TRAIN + ["--out", ""], "--out: expected a folder, got an empty string")
     task = ["train", "--task", "passkey", "--preset", "tiny", "--steps", "1", "--no-progress", "--out",
             str(tmp_path / "run")]

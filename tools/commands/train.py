@@ -84,8 +84,10 @@ def _check_flags(args: argparse.Namespace) -> None:
     if not args.out.strip():
         raise ValueError("--out: expected a folder, got an empty string")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: {out} exists and is not a folder; expected a folder (made if missing)")
+    # Checked on every process (only rank 0 makes the folder): the nearest existing part must be a folder.
+    nearest = next(p for p in (out, *out.parents) if p.exists() or p == Path(p.anchor or "."))
+    if not nearest.is_dir():
+        raise ValueError(f"--out: {nearest} exists and is not a folder; expected a folder (made if missing)")
     if args.task != "lm":
         for flag, value in (("--corpus", args.corpus), ("--tokenizer", args.tokenizer), ("--vocab-size", args.vocab_size)):
             if value is not None:
@@ -112,9 +114,12 @@ def run(args: argparse.Namespace) -> int:
         set_threads(args.threads)
         processes = distributed.start(args.device)
         try:
-            return _run(args, processes)
-        finally:
-            distributed.stop(processes)
+            code = _run(args, processes)
+        except BaseException:
+            distributed.stop(processes, failed=True)
+            raise
+        distributed.stop(processes)
+        return code
     except ValueError as exc:
         raise as_flag(exc, [f.name for f in dataclasses.fields(TrainConfig)] + list(FLAG_ERRORS)) from None
 
