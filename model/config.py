@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
+
+from model.tokenizer import JSON_IDENTITY_PREFIX, vocab_size_of
 
 # Token mixers the language model offers (SPEC.md section 4, plus the softmax baseline).
 VARIANTS = ("gdn", "hola", "hola-recency", "ahn", "transformer")
@@ -70,7 +73,7 @@ class HOLAConfig:
     init_std: float = 0.02
     rope_base: float = 10000.0        # the transformer baseline's rotary embedding
     backend: str = "reference"
-    tokenizer: str = ""               # name understood by model.tokenizer.load ("" = none)
+    tokenizer: str = ""               # "gpt2-N", "json-sha256:<hash>" (model.tokenizer_select), "" = none
 
     def __post_init__(self) -> None:
         for name in _POSITIVE_INTS:
@@ -90,9 +93,12 @@ class HOLAConfig:
     def _check_tokenizer(self) -> None:
         if not isinstance(self.tokenizer, str):
             raise ValueError(f"tokenizer: expected a tokenizer name or \"\", got {self.tokenizer!r}")
-        if self.tokenizer:
-            from model.tokenizer import vocab_size_of
-
+        if self.tokenizer.startswith(JSON_IDENTITY_PREFIX):
+            # A tokenizers JSON file, named by its hash; its size is checked where the file is read.
+            if not re.fullmatch(r"[0-9a-f]{64}", self.tokenizer[len(JSON_IDENTITY_PREFIX):]):
+                raise ValueError(f"tokenizer: expected {JSON_IDENTITY_PREFIX} and a SHA-256 in hex, "
+                                 f"got {self.tokenizer!r}")
+        elif self.tokenizer:
             ids = vocab_size_of(self.tokenizer)
             if self.vocab_size < ids:
                 raise ValueError(f"vocab_size: tokenizer {self.tokenizer!r} has {ids} ids, so expected >= {ids}, "

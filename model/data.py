@@ -6,6 +6,8 @@ Corpora:
   about 11 MB).
 - "pydoc-topics": the standard library's ``pydoc_data.topics`` (79 help topics, about 0.46 MB),
   always present; the small corpus for tests.
+- any other value is a path to your own text: a file or a folder (model.corpus says how it is
+  cut into documents).
 
 A document's split is fixed by a hash of its name (90% train, 5% validation, 5% test), so it
 never moves when other documents come or go. A split's token stream is its documents in name
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from model.corpus import read_documents
 from model.tokenizer import Tokenizer
 
 CORPORA = ("python-docs", "pydoc-topics")
@@ -50,7 +53,7 @@ def split_of(name: str) -> str:
 
 
 def documents(corpus: str) -> list[tuple[str, str]]:
-    """All (name, text) pairs of ``corpus``, sorted by name."""
+    """All (name, text) pairs of ``corpus`` (a built-in name or a path), sorted by name."""
     if corpus == "pydoc-topics":
         from pydoc_data.topics import topics
 
@@ -59,21 +62,30 @@ def documents(corpus: str) -> list[tuple[str, str]]:
         root = python_docs_dir()
         files = sorted(root.rglob("*.rst.txt"))
         return [(str(f.relative_to(root)), f.read_text(encoding="utf-8", errors="replace")) for f in files]
-    raise ValueError(f"corpus: expected one of {list(CORPORA)}, got {corpus!r}")
+    path = Path(corpus)
+    if not path.exists() and not path.is_symlink():
+        raise ValueError(f"corpus: {corpus!r} is neither a built-in corpus {list(CORPORA)} nor an existing file "
+                         f"or folder")
+    return read_documents(path)
 
 
 def split_documents(corpus: str, split: str) -> list[tuple[str, str]]:
     """The documents of ``corpus`` in ``split``, sorted by name."""
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {list(SPLITS)}, got {split!r}")
-    return [(n, t) for n, t in documents(corpus) if split_of(n) == split]
+    docs = documents(corpus)
+    chosen = [(n, t) for n, t in docs if split_of(n) == split]
+    if not chosen:
+        raise ValueError(f"corpus: none of the {len(docs)} documents of {corpus} falls in the {split} split "
+                         f"(a document's split is fixed by a hash of its name, 90/5/5); give more documents")
+    return chosen
 
 
 def token_stream(corpus: str, split: str, tokenizer: Tokenizer) -> torch.Tensor:
     """The split as one int64 tensor of token ids, every document followed by <|endoftext|>."""
     ids: list[int] = []
-    for _, text in split_documents(corpus, split):
-        ids.extend(tokenizer.encode(text))
+    for doc in tokenizer.encode_many([text for _, text in split_documents(corpus, split)]):
+        ids.extend(doc)
         ids.append(tokenizer.eot)
     return torch.tensor(ids, dtype=torch.int64)
 

@@ -10,3 +10,24 @@ real GPU code with it set (hola_dsl.aot imports the generated modules in compile
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+import pytest  # noqa: E402 - after the environment above, like everything this file imports
+
+
+@pytest.fixture
+def hola_fails(capsys):
+    """``hola_fails(argv, *needles)``: run `hola argv` in this process and expect bad input: exit
+    code 2 and one error line, no traceback, holding every needle. Returns the line."""
+
+    def run(argv, *needles: str) -> str:
+        from tools.cli import main
+
+        capsys.readouterr()
+        assert main(list(argv)) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert all(n in err for n in needles), err
+        return err
+
+    return run

@@ -27,6 +27,22 @@ def json_object(text: Optional[str], flag: str = "--config") -> Optional[dict[st
     return value
 
 
+def at_least(values) -> None:
+    """Raise for the first (flag, value, least) whose value is given and below ``least``."""
+    for flag, value, least in values:
+        if value is not None and value < least:
+            raise ValueError(f"{flag}: expected an integer >= {least}, got {value}")
+
+
+def as_flag(exc: ValueError, names) -> ValueError:
+    """``exc`` reworded from "batch_size: ..." to "--batch-size: ..." when it opens with one of
+    ``names`` (the model layer names its parameters, the user knows the flags); else ``exc``."""
+    field, sep, rest = str(exc).partition(": ")
+    if sep and field in set(names):
+        return ValueError(f"--{field.replace('_', '-')}: {rest}")
+    return exc
+
+
 def positive(value: int, flag: str) -> int:
     """``value`` when it is >= 1."""
     if value < 1:
@@ -58,13 +74,14 @@ def usable_cpus() -> int:
 
 
 def set_threads(value: Optional[int], flag: str = "--threads") -> None:
-    """Set torch's intra-op threads to ``value`` (None: leave torch's default). More threads than
-    CPUs only slow a run down, and OpenMP crashes on absurd counts, so those are refused."""
-    if value is None:
+    """Set torch's intra-op threads to ``value`` (None or 0: leave torch's default). More threads
+    than CPUs only slow a run down, and OpenMP crashes on absurd counts, so those are refused."""
+    if value is None or value == 0:
         return
     cpus = usable_cpus()
     if not 1 <= value <= cpus:
-        raise ValueError(f"{flag}: expected 1 to {cpus} (the CPUs this process may use), got {value}")
+        raise ValueError(f"{flag}: expected 0 (torch's default) to {cpus} (the CPUs this process may use), "
+                         f"got {value}")
     import torch
 
     torch.set_num_threads(value)
@@ -103,7 +120,7 @@ def output_file(path: Optional[str], flag: str) -> Optional[Path]:
     if not path.strip():
         raise ValueError(f"{flag}: expected a file path, got an empty string")
     if p.is_dir():
-        raise ValueError(f"{flag}: {path} is a directory; expected a file path")
+        raise ValueError(f"{flag}: cannot write {path}: it is a directory; expected a file path")
     if not p.parent.is_dir():
         raise ValueError(f"{flag}: cannot write {path}: {p.parent} is not an existing directory")
     existed = p.exists()

@@ -161,7 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="input seed")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch's intra-op threads, used by every implementation (the TileLang CPU grid "
-                             "follows torch's count); default: torch's setting")
+                             "follows torch's count); 0 or not given: torch's setting")
     parser.add_argument("--json", help="also write the results to this JSON file (checked before timing)")
 
 
