@@ -40,9 +40,10 @@ def target_of(device: torch.device) -> str:
 
 
 def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
-    """The completed TileLang schedule of ``kernel`` for ``target`` (config entries win)."""
+    """The completed TileLang schedule of ``kernel`` for ``target`` (config entries win); a
+    config the space rejects raises ``schedules.ConfigError`` naming ``config`` and the knob."""
     import schedules
-    return schedules.space(kernel, "tilelang").complete(config, target)
+    return schedules.space(kernel, "tilelang").check(config, target)
 
 
 def _runner(kernel: str, config: Optional[dict], device: torch.device):

@@ -3,7 +3,6 @@ TRITON_INTERPRET=1 is set before the first launch)."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Optional
 
 import torch
@@ -24,9 +23,10 @@ def _unavailable() -> Optional[str]:
 
 
 def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
-    """The completed Triton schedule of ``kernel`` for ``target`` (config entries win)."""
-    space = importlib.import_module(f"schedules.{kernel}").SPACES["triton"]
-    return space.complete(config, target)
+    """The completed Triton schedule of ``kernel`` for ``target`` (config entries win); a config
+    the space rejects raises ``schedules.ConfigError`` naming ``config`` and the knob."""
+    import schedules
+    return schedules.space(kernel, "triton").check(config, target)
 
 
 def _runner(kernel: str, config: Optional[dict], dtype: torch.dtype = torch.bfloat16):

@@ -12,9 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import Optional
 
-from schedules.space import Constraint, Knob, Space
+from schedules.space import ConfigError, Constraint, Knob, Setting, Space
 
-__all__ = ["Constraint", "Knob", "Space", "SPACE_MODULES", "space", "has_space", "registered"]
+__all__ = ["ConfigError", "Constraint", "Knob", "Setting", "Space", "SPACE_MODULES", "space", "has_space",
+           "registered"]
 
 # Modules defining SPACES = {...: Space}. Adding a module of spaces is one line here.
 SPACE_MODULES: list[str] = [
