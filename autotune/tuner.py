@@ -196,6 +196,10 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     registered ``schedules.space(kernel, backend)``); isolate: evaluate candidates in a worker
     process that is killed at ``compile_timeout`` and restarted after a crash (the CLI's default;
     in process, a timed-out compile can only be abandoned). Times in records are seconds per call.
+
+    Invalid records and files of the database are skipped with a warning through ``log``; when
+    the record cannot be written (a read-only or invalid database file), the winner is still
+    reported and ``TuneResult.message`` says where it could not be written.
     """
     t_start = time.perf_counter()
     space = space or schedules.space(kernel, backend)
@@ -207,10 +211,12 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     tgt = Target.parse(target) if target else target_of(device)
     dims = static_dims(kernel, shape)
     key = TuningKey.make(kernel, backend, tgt.name, dtype_name(dtype), dims, shape.T)
-    user_stores = [db.Store(p) for p in db.user_paths(db_path)]
-    stores = [db.Store(p) for p in db.search_paths(db_path)]
+    store = db.Store(db.user_paths(db_path)[0])
+    dest = store.file_for(key.target, key.kernel)
+    loaded = [db.Store(p).records(on_skip=lambda message: log(f"hola tune: warning: {message}"))
+              for p in db.search_paths(db_path)]
 
-    existing, how = db.find(key, stores)
+    existing, how = db.find(key, loaded, records_of=lambda records: records)
     if existing is not None and how == "exact" and not force:
         log(f"hola tune: {key.id}: reusing the database record ({_fmt_config(existing['config'])}, "
             f"{existing['time_s'] * 1e3:.3f} ms); pass --force to tune again")
@@ -228,17 +234,35 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
                                          compile_timeout)
     evaluator = evaluator or KernelEvaluator(Runner(kernel, backend, shape, dtype, device, check_T), settings,
                                              compile_timeout)
+    unwritable = _unwritable(dest)
+    if unwritable:
+        log(f"hola tune: warning: {unwritable}; the winner will be reported but not recorded")
     try:
         return _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evaluator, existing, how,
-                       stores, user_stores, trials, timeout, storage, seed, finalists, rounds, patience,
+                       loaded, store, trials, timeout, storage, seed, finalists, rounds, patience,
                        exhaustive_limit, progress, log, t_start)
     finally:
         if hasattr(evaluator, "close"):
             evaluator.close()
 
 
-def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evaluator, existing, how, stores,
-            user_stores, trials, timeout, storage, seed, finalists, rounds, patience, exhaustive_limit, progress,
+def _unwritable(path: Path) -> Optional[str]:
+    """Why a record could not be merged into database file ``path`` (None when it likely can):
+    checked before a search so that an hour of tuning does not end in a surprise."""
+    try:
+        db.read_file(path)
+    except db.DatabaseError as exc:
+        return str(exc)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"{path}: not writable here"
+    return None
+
+
+def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evaluator, existing, how, loaded,
+            store, trials, timeout, storage, seed, finalists, rounds, patience, exhaustive_limit, progress,
             log, t_start) -> TuneResult:
     """The study, the final re-measure and the record (the body of ``tune``)."""
 
@@ -281,7 +305,7 @@ def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evalu
     elif not exhaustive and not study.get_trials(deepcopy=False):
         # Warm start: the default, then the winners of the nearest T buckets of this static key.
         study.enqueue_trial(default, user_attrs={"source": "default"}, skip_if_exists=True)
-        nearby = sorted((r for s in stores for r in s.records()
+        nearby = sorted((r for records in loaded for r in records
                          if db.record_key(r).static == key.static and db.record_key(r) != key),
                         key=lambda r: key.distance(db.record_key(r)))
         for r in nearby[:3]:
@@ -373,13 +397,20 @@ def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evalu
         "provenance": {"host": socket.gethostname(), "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "tool": "hola tune", "device": evaluator.device},
     }
-    store = user_stores[0]
     result.wall_s = record["search"]["wall_s"] = time.perf_counter() - t_start
-    store.add([record])
-    result.record, result.written_to = record, store.file_for(key.target, key.kernel)
+    result.record = record
+    dest = store.file_for(key.target, key.kernel)
+    try:
+        store.add([record])
+    except (OSError, db.DatabaseError) as exc:
+        result.message = f"{key.id}: could not write the record to {dest}: {exc}"
+    else:
+        result.written_to = dest
     fixed = {name for name, values in choices.items() if len(values) == 1}
     for line in summary(result, [(final_configs[i], timings[i]) for i in order], default, fixed):
         log(line)
+    if result.message:
+        log(result.message)
     return result
 
 
@@ -404,7 +435,8 @@ def summary(result: TuneResult, timings: list, default: dict, fixed: set = froze
         lines.append(f"{f['status']}: {show(f['config'])}: {f['error']}")
     if fixed:
         lines.append("same in every row (one legal value here): " + _fmt_config({k: v for k, v in default.items() if k in fixed}))
+    where = f"record written to {result.written_to}" if result.written_to else "record NOT written (see below)"
     lines.append(f"best {_fmt_config(result.record['config'])}: {result.record['time_s'] * 1e3:.3f} ms"
                  + (f", default {d_time * 1e3:.3f} ms, {d_time / result.record['time_s']:.2f}x" if d_time else "")
-                 + f"; record written to {result.written_to}")
+                 + f"; {where}")
     return lines

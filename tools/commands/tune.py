@@ -64,4 +64,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"plot saved to {plot_history(result.trials, args.plot, title=result.key.id)}")
         else:
             print("hola tune: nothing was tuned (record reused), so there is no history to plot")
-    return 0 if result.record is not None else 1
+    return 0 if result.reused or result.written_to is not None else 1
