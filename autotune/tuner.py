@@ -30,7 +30,7 @@ import schedules
 from autotune import db
 from autotune.evaluate import FAILED, ILLEGAL, OK, WRONG, Evaluator, KernelEvaluator, Outcome
 from autotune.key import TuningKey, dtype_name, static_dims
-from autotune.measure import MeasureSettings
+from autotune.measure import MAX_SPREAD, REMEASURES, MeasureSettings
 from autotune.replay import config_id
 from autotune.runner import Runner
 from autotune.target import Target, target_of
@@ -179,7 +179,7 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
          patience: Optional[int] = None, exhaustive_limit: int = EXHAUSTIVE_LIMIT, check_T: Optional[int] = None,
          compile_timeout: Optional[float] = 120.0, settings: MeasureSettings = MeasureSettings(),
          progress: Optional[bool] = None, evaluator: Optional[Evaluator] = None, target: Optional[str] = None,
-         space: Optional[schedules.Space] = None, isolate: bool = False,
+         space: Optional[schedules.Space] = None, isolate: bool = False, max_spread: float = MAX_SPREAD,
          log: Callable[[str], None] = print) -> TuneResult:
     """Tune ``kernel`` on ``backend`` for ``shape`` and ``dtype`` and merge the best record into the
     database (``db_path``, else $HOLA_TUNING_DB, else ~/.cache/hola-dsl/tuning).
@@ -195,7 +195,9 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     override (default: the machine of ``device``); space: schedule space override (default: the
     registered ``schedules.space(kernel, backend)``); isolate: evaluate candidates in a worker
     process that is killed at ``compile_timeout`` and restarted after a crash (the CLI's default;
-    in process, a timed-out compile can only be abandoned). Times in records are seconds per call.
+    in process, a timed-out compile can only be abandoned); max_spread: the largest ``Timing.spread``
+    of the winner's and the default's final timings that is written (noisier ones are re-measured
+    up to REMEASURES times, then the record is not written). Times in records are seconds per call.
 
     Invalid records and files of the database are skipped with a warning through ``log``; when
     the record cannot be written (a read-only or invalid database file), the winner is still
@@ -240,7 +242,7 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     try:
         return _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evaluator, existing, how,
                        loaded, store, trials, timeout, storage, seed, finalists, rounds, patience,
-                       exhaustive_limit, progress, log, t_start)
+                       exhaustive_limit, progress, max_spread, log, t_start)
     finally:
         if hasattr(evaluator, "close"):
             evaluator.close()
@@ -261,9 +263,29 @@ def _unwritable(path: Path) -> Optional[str]:
     return None
 
 
+def _final_timings(evaluator: Evaluator, configs: list[dict], rounds: int, default_index: Optional[int],
+                   max_spread: float, log: Callable[[str], None]) -> tuple[list, Optional[str]]:
+    """The finalists' interleaved re-measure, repeated (up to REMEASURES more times) while the
+    winner's or the default's spread exceeds ``max_spread``. Returns (timings, None), or the
+    last timings and why they are too noisy to record."""
+    for attempt in range(REMEASURES + 1):
+        timings = evaluator.remeasure(configs, rounds)
+        win = min(range(len(configs)), key=lambda i: timings[i].median)
+        checked = {"winner": win} | ({"default": default_index} if default_index is not None else {})
+        noisy = {name: timings[i].spread for name, i in checked.items() if not timings[i].spread <= max_spread}
+        if not noisy:
+            return timings, None
+        why = ", ".join(f"{name} {spread:.1%}" for name, spread in noisy.items())
+        if attempt < REMEASURES:
+            log(f"hola tune: timings too noisy to record (spread {why} > --max-spread {max_spread:.0%}); "
+                f"re-measuring ({attempt + 2}/{REMEASURES + 1})")
+    return timings, (f"spread {why} > --max-spread {max_spread:.0%} after {REMEASURES + 1} measurements; "
+                     f"the machine is too busy for a trustworthy record (tune on a quiet machine, or raise --max-spread)")
+
+
 def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evaluator, existing, how, loaded,
             store, trials, timeout, storage, seed, finalists, rounds, patience, exhaustive_limit, progress,
-            log, t_start) -> TuneResult:
+            max_spread, log, t_start) -> TuneResult:
     """The study, the final re-measure and the record (the body of ``tune``)."""
 
     # Sample only values that occur in some legal config for this target and dims: a knob that
@@ -367,10 +389,10 @@ def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evalu
     default_ok = config_id(default) in best or (memo.get(config_id(default)) or Outcome(FAILED)).status == OK
     if default_ok and config_id(default) not in {config_id(c) for c in final_configs}:
         final_configs.append(default)
-    timings = evaluator.remeasure(final_configs, rounds)
+    d_index = next((i for i, c in enumerate(final_configs) if config_id(c) == config_id(default)), None)
+    timings, noisy = _final_timings(evaluator, final_configs, rounds, d_index, max_spread, log)
     order = sorted(range(len(final_configs)), key=lambda i: timings[i].median)
     win = order[0]
-    d_index = next((i for i, c in enumerate(final_configs) if config_id(c) == config_id(default)), None)
     default_time = timings[d_index].median if d_index is not None else None
     failures = list({config_id(r["config"]): {"config": r["config"], "status": r["status"], "error": r["error"]}
                      for r in rows if r["status"] != OK}.values())
@@ -399,13 +421,16 @@ def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evalu
     }
     result.wall_s = record["search"]["wall_s"] = time.perf_counter() - t_start
     result.record = record
-    dest = store.file_for(key.target, key.kernel)
-    try:
-        store.add([record])
-    except (OSError, db.DatabaseError) as exc:
-        result.message = f"{key.id}: could not write the record to {dest}: {exc}"
+    if noisy:
+        result.message = f"{key.id}: record not written: {noisy}"
     else:
-        result.written_to = dest
+        dest = store.file_for(key.target, key.kernel)
+        try:
+            store.add([record])
+        except (OSError, db.DatabaseError) as exc:
+            result.message = f"{key.id}: could not write the record to {dest}: {exc}"
+        else:
+            result.written_to = dest
     fixed = {name for name, values in choices.items() if len(values) == 1}
     for line in summary(result, [(final_configs[i], timings[i]) for i in order], default, fixed):
         log(line)

@@ -1,6 +1,7 @@
 """Tuning real kernels end to end: `hola tune` on the reference scan (and the TileLang CPU scan
 when that backend is available), and a backend with deliberately broken configs."""
 
+import math
 import time
 
 import pytest
@@ -24,7 +25,8 @@ FAST = MeasureSettings(warmup_calls=1, warmup_s=0.0, target_s=0.05, min_repeats=
 def _tune_cli_twice(backend, shape, tmp_path, monkeypatch, capsys, extra=()):
     path = tmp_path / "db"
     argv = ["tune", "--kernel", "delta_scan", "--backend", backend, "--shape", shape, "--db", str(path),
-            "--rounds", "3", "--measure-seconds", "0.1", "--no-progress", *extra, "--plot", str(tmp_path / "history.png")]
+            "--rounds", "3", "--measure-seconds", "0.1", "--no-progress", "--max-spread", "inf", *extra,
+            "--plot", str(tmp_path / "history.png")]
     assert hola(argv) == 0
     out = capsys.readouterr().out
     [record] = db.Store(path).records()
@@ -77,7 +79,8 @@ def test_broken_configs_are_recorded_as_failed_and_the_study_goes_on(tmp_path, m
                   {"*": {"mode": "ok", "chunk_size": 64}})
     with overlay(space):
         result = tune("delta_scan", "faulty", Shape(B=1, T=100, H=1, K=16, V=16), device="cpu", space=space,
-                      db_path=str(tmp_path / "db"), compile_timeout=3.0, settings=FAST, rounds=2, progress=False)
+                      db_path=str(tmp_path / "db"), compile_timeout=3.0, settings=FAST, rounds=2, progress=False,
+                      max_spread=math.inf)
         stored = db.Store(tmp_path / "db").records()
     assert result.counts["trials"] == 8 and result.counts["ok"] == 2
     assert result.counts["wrong"] == 2 and result.counts["failed"] == 4

@@ -387,3 +387,44 @@ def test_a_read_only_database_prints_the_winner_and_says_where_it_could_not_writ
     assert any("best A=2" in line for line in logs)
     assert "could not write" in result.message and "Permission denied" in result.message and "x.json" in result.message
     assert result.message in logs
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. noisy timings are re-measured, and not written when they stay noisy
+
+class Noisy(ReplayEvaluator):
+    """Re-measures return samples spread by ``spreads[i]`` on the i-th call (the last repeats)."""
+
+    def __init__(self, table, spreads):
+        super().__init__(table)
+        self.spreads, self.remeasures = list(spreads), 0
+
+    def remeasure(self, configs, rounds):
+        s = self.spreads[min(self.remeasures, len(self.spreads) - 1)]
+        self.remeasures += 1
+        return [Timing([self._time(c) * (1 + s * u) for u in (-1, -0.5, 0, 0.5, 1)]) for c in configs]
+
+
+def _noisy_tune(tmp_path, spreads, **kw):
+    space = Space("delta_scan", "replay", (Knob("A", (1, 2)),), {"*": {"A": 1}})
+    ev = Noisy({config_id({"A": 1}): 2e-3, config_id({"A": 2}): 1e-3}, spreads)
+    logs = []
+    with schedules.overlay(space):
+        result = tune("delta_scan", "replay", Shape(B=1, T=64, H=1, K=8, V=8), device="cpu", target="replay-box/x86_64",
+                      space=space, evaluator=ev, db_path=str(tmp_path / "db"), progress=False, log=logs.append, **kw)
+        stored = db.Store(tmp_path / "db").records()
+    return result, ev, logs, stored
+
+
+def test_noisy_timings_are_remeasured_and_a_quiet_remeasure_is_written(tmp_path):
+    result, ev, logs, stored = _noisy_tune(tmp_path, [0.5, 0.01], max_spread=0.1)
+    assert ev.remeasures == 2 and result.record is not None and len(stored) == 1
+    assert stored[0]["spread"] <= 0.1
+    assert any("re-measuring" in line and "spread" in line for line in logs)
+
+
+def test_timings_that_stay_noisy_are_not_written(tmp_path):
+    result, ev, logs, stored = _noisy_tune(tmp_path, [0.5], max_spread=0.1)
+    assert ev.remeasures == 3 and stored == [] and result.written_to is None
+    assert "not written" in result.message and "--max-spread" in result.message and result.message in logs
+    assert any("best A=2" in line for line in logs)             # the winner is still shown

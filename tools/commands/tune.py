@@ -13,6 +13,7 @@ HELP = "tune a kernel's schedule for a backend and shape with Optuna and record 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from autotune.measure import MAX_SPREAD, REMEASURES
     parser.add_argument("--kernel", required=True, choices=backends.KERNELS)
     parser.add_argument("--backend", required=True, help="backend name, e.g. tilelang, triton, reference")
     parser.add_argument("--shape", type=Shape.parse, default=Shape(),
@@ -36,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds allowed per candidate (compile, check and timing); past it the worker is killed")
     parser.add_argument("--measure-seconds", type=float, default=0.5,
                         help="seconds of timed calls per candidate and for the final re-measure (default 0.5)")
+    parser.add_argument("--max-spread", type=float, default=MAX_SPREAD,
+                        help=f"largest timing spread (interquartile range / median) of the winner and the default "
+                             f"that is recorded; noisier final timings are re-measured up to {REMEASURES} more times, "
+                             f"then the winner is printed but not recorded (default {MAX_SPREAD:g}; inf: never refuse)")
     parser.add_argument("--target", default=None, help="record under this target name instead of this machine's")
     parser.add_argument("--plot", default=None, help="save the tuning history (time per trial, best so far) to this file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -49,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.trials is not None and args.trials < 1:
         raise ValueError(f"--trials: expected a positive int, got {args.trials}")
+    if not args.max_spread > 0:
+        raise ValueError(f"--max-spread: expected a number > 0, got {args.max_spread}")
     from autotune.measure import MeasureSettings
 
     settings = MeasureSettings(target_s=args.measure_seconds)
@@ -56,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                   timeout=args.timeout, storage=args.storage, db_path=args.db, seed=args.seed, force=args.force,
                   finalists=args.finalists, rounds=args.rounds, patience=args.patience, check_T=args.check_T,
                   compile_timeout=args.compile_timeout, target=args.target, settings=settings,
-                  isolate=not args.no_isolate,
+                  isolate=not args.no_isolate, max_spread=args.max_spread,
                   progress=False if args.no_progress else None)
     if args.plot:
         if result.trials:
