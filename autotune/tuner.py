@@ -82,7 +82,8 @@ def make_storage(url: Optional[str]):
             return optuna.storages.RDBStorage(url)
         except Exception as exc:  # sqlalchemy IntegrityError / ProgrammingError of the race
             if attempt == 4 or "already exists" not in str(exc):
-                raise
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise ValueError(f"--storage: cannot open {_storage_label(url)}: {type(exc).__name__}: {first}") from None
             time.sleep(0.2 * (attempt + 1))
 
 
@@ -204,7 +205,11 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     reported and ``TuneResult.message`` says where it could not be written.
     """
     t_start = time.perf_counter()
-    space = space or schedules.space(kernel, backend)
+    if space is None:
+        try:
+            space = schedules.space(kernel, backend)
+        except KeyError as exc:
+            raise ValueError(f"backend: {exc.args[0]}") from None
     if device is None:
         import torch
         from hola_dsl import backends

@@ -40,6 +40,9 @@ class Backend:
     a one-line reason. ``devices`` lists the torch device types it accepts. ``differentiable``:
     whether autograd flows through its scan and cache read (the kernels without a backward
     refuse inputs that require grad rather than silently cutting the graph).
+    ``dtype_problem(device_type, dtype)`` returns None when the backend computes inputs of
+    ``dtype`` on ``device_type`` tensors, else a one-line reason (asked before work starts,
+    e.g. by `hola tune`, so that no trial runs for a dtype that cannot run).
     """
 
     name: str
@@ -50,6 +53,7 @@ class Backend:
     devices: tuple[str, ...] = ("cpu",)
     unavailable: Callable[[], Optional[str]] = field(default=lambda: None)
     differentiable: bool = False
+    dtype_problem: Callable[[str, torch.dtype], Optional[str]] = field(default=lambda device_type, dtype: None)
 
 
 _loaded: dict[str, Backend] = {}

@@ -22,6 +22,12 @@ def _unavailable() -> Optional[str]:
     return None
 
 
+def _dtype_problem(device_type: str, dtype: torch.dtype) -> Optional[str]:
+    if device_type == "cpu" and dtype != torch.float32:
+        return f"Triton's CPU interpreter runs float32 only (its bf16 dot is not exact), got {dtype}"
+    return None
+
+
 def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
     """The completed Triton schedule of ``kernel`` for ``target`` (config entries win); a config
     the space rejects raises ``schedules.ConfigError`` naming ``config`` and the knob."""
@@ -79,4 +85,5 @@ BACKEND = Backend(
     cache_read=_cache_read,
     devices=("cuda", "cpu"),
     unavailable=_unavailable,
+    dtype_problem=_dtype_problem,
 )

@@ -428,3 +428,67 @@ def test_timings_that_stay_noisy_are_not_written(tmp_path):
     assert ev.remeasures == 3 and stored == [] and result.written_to is None
     assert "not written" in result.message and "--max-spread" in result.message and result.message in logs
     assert any("best A=2" in line for line in logs)             # the winner is still shown
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. `hola tune` and `hola db`: one line naming the argument, never a traceback
+
+def _one_line_error(capsys, argv, *words):
+    assert hola(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+TUNE = ["tune", "--kernel", "delta_scan", "--shape", "B=1,T=64,H=1,K=8,V=8", "--no-progress"]
+
+
+def test_tune_rejects_bad_arguments_before_the_first_trial(tmp_path, capsys, monkeypatch):
+    import autotune.tuner
+    monkeypatch.setattr(autotune.tuner, "tune", lambda *a, **k: pytest.fail("tuned despite bad input"))
+    db_flag = ["--db", str(tmp_path / "db")]
+    _one_line_error(capsys, TUNE + db_flag + ["--backend", "nope"], "--backend", "'nope'", "reference")
+    _one_line_error(capsys, TUNE + db_flag + ["--backend", "reference", "--dtype", "float33"], "--dtype", "float33")
+    _one_line_error(capsys, TUNE + db_flag + ["--backend", "reference", "--dtype", "int64"], "--dtype", "int64")
+    _one_line_error(capsys, TUNE + db_flag + ["--backend", "reference", "--device", "nope"], "--device", "nope")
+    _one_line_error(capsys, TUNE + db_flag + ["--backend", "reference", "--target", "../x/sm_90"], "--target")
+    for flag, value in (("--rounds", "0"), ("--finalists", "0"), ("--measure-seconds", "-1"), ("--measure-seconds", "nan"),
+                        ("--compile-timeout", "0"), ("--check-T", "0"), ("--patience", "0"), ("--max-spread", "-0.1"),
+                        ("--max-spread", "nan"), ("--trials", "0"), ("--timeout", "0")):
+        _one_line_error(capsys, TUNE + db_flag + ["--backend", "reference", flag, value], flag, value)
+    if backends.unavailable_reason("tilelang") is None:
+        _one_line_error(capsys, TUNE + db_flag + ["--backend", "tilelang", "--dtype", "bfloat16"],
+                        "--dtype", "bfloat16", "tilelang", "float32")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    if not torch.cuda.is_available():
+        _one_line_error(capsys, TUNE + db_flag + ["--backend", "triton"], "--backend", "triton", "cannot run here")
+        _one_line_error(capsys, TUNE + db_flag + ["--backend", "reference", "--device", "cuda"], "--device", "cuda")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    _one_line_error(capsys, TUNE + db_flag + ["--backend", "triton", "--device", "cpu", "--dtype", "bfloat16"],
+                    "--dtype", "bfloat16", "triton")
+
+
+def test_db_commands_answer_bad_input_in_one_line(tmp_path, capsys):
+    _one_line_error(capsys, ["db", "--db", str(tmp_path / "u"), "import", str(tmp_path / "missing.json")], "missing.json")
+    _one_line_error(capsys, ["db", "--db", str(tmp_path / "u"), "prune", "--older-than", "nan"], "--older-than", "nan")
+    _one_line_error(capsys, ["db", "--db", str(tmp_path / "u"), "prune", "--older-than", "-1"], "--older-than")
+    db.Store(tmp_path / "u").add([record()])
+    locked = tmp_path / "locked"
+    locked.write_text("not a folder")
+    _one_line_error(capsys, ["db", "merge", str(locked / "out"), str(tmp_path / "u")], "locked")
+
+
+def test_db_action_help_explains_every_argument():
+    import argparse
+    from tools.cli import build_parser
+    parser = build_parser()
+    db_parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["db"]
+    actions = next(a for a in db_parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(actions) == {"show", "export", "import", "merge", "prune"}
+    for name, p in actions.items():
+        for a in p._actions:
+            if not isinstance(a, argparse._HelpAction):
+                assert a.help and a.help != argparse.SUPPRESS, (name, a.dest)
+        assert "skipped" in p.format_help()          # what happens to bad input is said in --help
