@@ -135,8 +135,9 @@ def _seconds(value: Any) -> bool:
 
 
 def _number_or_null(value: Any, positive: bool) -> bool:
-    return value is None or (type(value) in (int, float) and math.isfinite(value) and (value > 0 or
-                                                                                         (not positive and value == 0)))
+    if value is None:
+        return True
+    return type(value) in (int, float) and math.isfinite(value) and (value > 0 if positive else value >= 0)
 
 
 # Fields a record may carry, and what this code needs of them when they are there.
@@ -290,14 +291,19 @@ def skipped_message(path: Path, problems: Sequence[str], total: int) -> str:
     return f"{path}: skipped {len(problems)} of {total} records ({shown})"
 
 
+def _refused(path: Path, problems: Sequence[str]) -> DatabaseError:
+    """Why a file holding invalid records is not used as a whole (nor rewritten)."""
+    return DatabaseError(f"{path}: {problems[0]}; the file was left untouched (`hola db prune --illegal` "
+                         f"drops invalid records)")
+
+
 def read_file(path: Path) -> tuple[dict, list[dict]]:
     """(document without records, records) of one database file; ({}, []) if it does not exist.
     Strict, for writers: raises DatabaseError naming the file (and the record) when the file or
     any record in it is invalid."""
     doc, records, problems = load(path)
     if problems:
-        raise DatabaseError(f"{path}: {problems[0]}; the file was left untouched (`hola db prune --illegal` "
-                            f"drops invalid records)")
+        raise _refused(path, problems)
     return doc, records
 
 
@@ -405,16 +411,15 @@ class Store:
         or, with ``on_skip``, is left out and reported to it in one message per file."""
         out = []
         for f in self.files():
+            if on_skip is None:
+                out += read_file(f)[1]
+                continue
             try:
                 _, records, problems = load(f)
             except DatabaseError as exc:
-                if on_skip is None:
-                    raise
                 on_skip(str(exc))
                 continue
             if problems:
-                if on_skip is None:
-                    raise DatabaseError(f"{f}: {problems[0]}")
                 on_skip(skipped_message(f, problems, len(records) + len(problems)))
             out += records
         return out
@@ -440,7 +445,7 @@ class Store:
             with locked(path):
                 doc, records, problems = load(path)
                 if problems and not drop_invalid:
-                    read_file(path)                  # raises, naming the first invalid record
+                    raise _refused(path, problems)
                 for problem in problems:
                     on_drop(f"{path}: {problem}")
                 out = [r2 for r in records if (r2 := keep(dict(r))) is not None]

@@ -283,7 +283,8 @@ def test_a_record_with_a_bad_thread_count_does_not_stop_tilelang(tmp_path, monke
     path = _write(tmp_path / "team.json", [], raw='{"format": "hola-tuning-db", "version": 1, "records": ['
                   + json.dumps(_here(backend="tilelang", config=tuned)) + "]}")
     monkeypatch.setenv(db.ENV_VAR, str(path))
-    assert query.config_for("delta_scan", "tilelang", torch.device("cpu"), torch.float32, {"K": 8, "V": 8}, 40) is None
+    with pytest.warns(RuntimeWarning, match="cpu_threads"):
+        assert query.config_for("delta_scan", "tilelang", torch.device("cpu"), torch.float32, {"K": 8, "V": 8}, 40) is None
     query.clear_cache()
     with pytest.warns(RuntimeWarning, match="cpu_threads"):
         o, _, _ = ops.delta_scan(**scan_inputs(SCAN), backend="tilelang")
