@@ -483,9 +483,9 @@ def test_db_commands_answer_bad_input_in_one_line(tmp_path, capsys):
 
 def test_db_action_help_explains_every_argument():
     import argparse
-    from tools.cli import build_parser
-    parser = build_parser()
-    db_parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["db"]
+    from tools.commands import db as db_command
+    db_parser = argparse.ArgumentParser(prog="hola db")
+    db_command.add_arguments(db_parser)
     actions = next(a for a in db_parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     assert set(actions) == {"show", "export", "import", "merge", "prune"}
     for name, p in actions.items():
