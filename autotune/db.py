@@ -14,10 +14,22 @@ plain dict; the fields this code reads are
 and every other field (spread, default_time_s, versions, alternatives, failures, and anything a
 later version adds) is carried through reads, merges and rewrites untouched.
 
+A shared file is untrusted input (SPEC.md section 7). A record is valid when its key is
+(``TuningKey.from_json``: fixed vocabularies, path-safe target), its config passes the schedule
+space of its kernel and backend for its target (``schedules.Space.check``), ``time_s`` is a
+finite positive number, the fields this code reads have their types, and nothing in it is
+nested deeper than ``MAX_DEPTH`` or holds NaN or Infinity (files stay standard JSON). Readers
+that must go on (lookups, ``hola db`` reading its inputs) skip a bad record or a bad file with
+one message (``load``, ``Store.records(on_skip=...)``); writers refuse: ``Store.add`` takes no
+invalid record, and a file holding one is never rewritten (``read_file``), except by
+``Store.rewrite(drop_invalid=True)``, the repair ``hola db prune --illegal`` asks for.
+
 Writes hold an exclusive ``fcntl.flock`` on the file's folder around read-merge-write and replace
 the file atomically (temporary file in the same folder, fsync, ``os.replace``), so concurrent
-writers never lose a record and readers never see half a file. A file that is not a valid
-database raises ``DatabaseError`` naming it, and is never rewritten.
+writers never lose a record and readers never see half a file. The file keeps its mode (a new
+one gets the umask's), and temporary files a killed writer left behind are removed by the next
+writer of that folder once they are ``STALE_TMP_S`` old. A record's key never names a file
+outside its store (``Store.file_for``).
 """
 
 from __future__ import annotations
@@ -25,12 +37,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
-import tempfile
+import secrets
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-from autotune.key import TuningKey
+import schedules
+from autotune.key import STATIC_DIMS, TuningKey
 from autotune.target import Target
 
 FORMAT = "hola-tuning-db"
@@ -39,10 +54,16 @@ ENV_VAR = "HOLA_TUNING_DB"
 # Losers of a merge kept per record (fastest first) so provenance survives without unbounded growth.
 MAX_ALTERNATIVES = 32
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Bounds on what a shared file may hold: a tuner's record nests 4 deep; 64 MiB is thousands of
+# records. Deeper or bigger is an attack on the reader, not a database.
+MAX_DEPTH = 16
+MAX_FILE_BYTES = 64 << 20
+# A writer's temporary file older than this is what a killed writer left behind.
+STALE_TMP_S = 600.0
 
 
 class DatabaseError(ValueError):
-    """A tuning database file that cannot be read; the message names the file."""
+    """A tuning database file or record that cannot be used; the message names the file or record."""
 
 
 def default_root() -> Path:
@@ -86,20 +107,88 @@ def _identity(record: dict) -> str:
     return json.dumps([record.get("config"), prov.get("host"), prov.get("measured_at")], sort_keys=True, default=str)
 
 
-def _check_record(record: Any, where: str) -> None:
+def _json_problem(value: Any) -> Optional[str]:
+    """Why ``value`` cannot be written as standard, boundedly nested JSON (None when it can),
+    naming where in it the problem is ("spread: holds nan (not standard JSON)")."""
+    stack = [(value, 1, "")]
+    while stack:
+        item, depth, where = stack.pop()
+        at = f"{where}: " if where else ""
+        if depth > MAX_DEPTH:
+            return f"{at}nested deeper than {MAX_DEPTH} levels"
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"{at}holds {item!r} (not standard JSON)"
+        if isinstance(item, dict):
+            if not all(isinstance(k, str) for k in item):
+                return f"{at}has an object key that is not a string"
+            stack += [(v, depth + 1, f"{where}.{k}" if where else k) for k, v in item.items()]
+        elif isinstance(item, list):
+            stack += [(v, depth + 1, f"{where}[{i}]") for i, v in enumerate(item)]
+        elif not (item is None or isinstance(item, (bool, int, float, str))):
+            return f"{at}holds a {type(item).__name__} (not JSON)"
+    return None
+
+
+def _seconds(value: Any) -> bool:
+    """A measured time: a finite positive number (NaN never loses a merge; negatives win all)."""
+    return type(value) in (int, float) and math.isfinite(value) and value > 0
+
+
+def _number_or_null(value: Any, positive: bool) -> bool:
+    if value is None:
+        return True
+    return type(value) in (int, float) and math.isfinite(value) and (value > 0 if positive else value >= 0)
+
+
+# Fields a record may carry, and what this code needs of them when they are there.
+_OPTIONAL: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "id": (lambda v: isinstance(v, str), "a string"),
+    "provenance": (lambda v: isinstance(v, dict), "a JSON object"),
+    "spread": (lambda v: _number_or_null(v, positive=False), "a finite number >= 0 or null"),
+    "default_time_s": (lambda v: _number_or_null(v, positive=True), "a finite positive number or null"),
+    "speedup_vs_default": (lambda v: _number_or_null(v, positive=True), "a finite positive number or null"),
+    "alternatives": (lambda v: isinstance(v, list) and all(
+        isinstance(a, dict) and isinstance(a.get("config"), dict) and _seconds(a.get("time_s"))
+        and isinstance(a.get("provenance", {}), dict) for a in v),
+        "a list of objects with a config object and a finite positive time_s"),
+    "failures": (lambda v: isinstance(v, list) and all(isinstance(f, dict) and isinstance(f.get("config"), dict)
+                                                        for f in v), "a list of objects with a config object"),
+}
+
+
+def record_problem(record: Any) -> Optional[str]:
+    """Why ``record`` is not a valid record (see the module docstring), or None when it is."""
     if not isinstance(record, dict):
-        raise DatabaseError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    for field in ("key", "config", "time_s"):
-        if field not in record:
-            raise DatabaseError(f"{where}: missing field {field!r} (a record needs key, config and time_s)")
+        return f"expected a JSON object, got {type(record).__name__}"
+    missing = [f for f in ("key", "config", "time_s") if f not in record]
+    if missing:
+        return f"missing {missing} (a record needs key, config and time_s)"
+    problem = _json_problem(record)
+    if problem:
+        return problem
     try:
-        record_key(record)
+        key = record_key(record)
     except ValueError as exc:
-        raise DatabaseError(f"{where}: {exc}") from exc
-    if not isinstance(record["config"], dict):
-        raise DatabaseError(f"{where}: config: expected a JSON object, got {record['config']!r}")
-    if not isinstance(record["time_s"], (int, float)) or isinstance(record["time_s"], bool):
-        raise DatabaseError(f"{where}: time_s: expected a number of seconds, got {record['time_s']!r}")
+        return str(exc)
+    if not _seconds(record["time_s"]):
+        return f"time_s: expected a finite positive number of seconds, got {record['time_s']!r:.60}"
+    for name, (ok, expected) in _OPTIONAL.items():
+        if name in record and not ok(record[name]):
+            return f"{name}: expected {expected}, got {record[name]!r:.60}"
+    try:
+        schedules.space(key.kernel, key.backend).check(record["config"], Target.parse(key.target).arch,
+                                                       dict(key.dims))
+    except schedules.ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _check_records(records: Sequence[Any], where: str) -> None:
+    """DatabaseError naming the first invalid record of ``records``."""
+    for i, record in enumerate(records):
+        problem = record_problem(record)
+        if problem:
+            raise DatabaseError(f"{where}: record {i}: {problem}")
 
 
 def merge_pair(a: dict, b: dict) -> dict:
@@ -145,43 +234,106 @@ def merge_records(*groups: Iterable[dict]) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # files
 
-def read_file(path: Path) -> tuple[dict, list[dict]]:
-    """(document without records, records) of one database file; ({}, []) if it does not exist.
-    Raises DatabaseError naming the file when it is not a valid database."""
+def load(path: Path) -> tuple[dict, list[dict], list[str]]:
+    """(document without records, its valid records, "record I: why" for each invalid one) of one
+    database file; ({}, [], []) if it does not exist. Raises DatabaseError naming the file when
+    the file as a whole is unusable (not a regular file, too big, not JSON, nested too deep,
+    not a tuning database)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        st = path.stat()
     except FileNotFoundError:
-        return {}, []
+        return {}, [], []
+    except OSError as exc:
+        raise DatabaseError(f"{path}: cannot read tuning database ({exc}); the file was left untouched") from exc
+    if not path.is_file():
+        raise DatabaseError(f"{path}: not a regular file; not read")
+    if st.st_size > MAX_FILE_BYTES:
+        raise DatabaseError(f"{path}: {st.st_size} bytes, more than a tuning database holds "
+                            f"({MAX_FILE_BYTES} at most); not read")
+    try:
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DatabaseError(f"{path}: cannot read tuning database ({exc}); the file was left untouched") from exc
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:   # JSONDecodeError, huge ints, deep nesting
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
         raise DatabaseError(
-            f"{path}: not a valid tuning database (truncated or corrupt JSON: {exc}); the file was left "
+            f"{path}: not a valid tuning database (truncated or corrupt JSON: {why}); the file was left "
             f"untouched; repair it, or move it away and re-tune or re-import"
-        ) from exc
+        ) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("records"), list):
         raise DatabaseError(
             f"{path}: not a tuning database (expected a JSON object with format {FORMAT!r} and a records "
             f"list); the file was left untouched"
         )
-    for i, record in enumerate(doc["records"]):
-        _check_record(record, f"{path}: record {i}")
     records = doc.pop("records")
+    version = doc.get("version", VERSION)
+    if type(version) is not int or version < 1:
+        raise DatabaseError(f"{path}: version: expected a positive int, got {version!r:.60}; the file was left untouched")
+    problem = _json_problem(doc)
+    if problem:
+        raise DatabaseError(f"{path}: the document {problem}; the file was left untouched")
+    good, problems = [], []
+    for i, record in enumerate(records):
+        why = record_problem(record)
+        if why:
+            problems.append(f"record {i}: {why}")
+        else:
+            good.append(record)
+    return doc, good, problems
+
+
+def skipped_message(path: Path, problems: Sequence[str], total: int) -> str:
+    """One line for the invalid records of one file: how many, and why the first few are."""
+    shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    return f"{path}: skipped {len(problems)} of {total} records ({shown})"
+
+
+def _refused(path: Path, problems: Sequence[str]) -> DatabaseError:
+    """Why a file holding invalid records is not used as a whole (nor rewritten)."""
+    return DatabaseError(f"{path}: {problems[0]}; the file was left untouched (`hola db prune --illegal` "
+                         f"drops invalid records)")
+
+
+def read_file(path: Path) -> tuple[dict, list[dict]]:
+    """(document without records, records) of one database file; ({}, []) if it does not exist.
+    Strict, for writers: raises DatabaseError naming the file (and the record) when the file or
+    any record in it is invalid."""
+    doc, records, problems = load(path)
+    if problems:
+        raise _refused(path, problems)
     return doc, records
 
 
+def _sweep_stale(folder: Path, name: str) -> None:
+    """Remove temporary files of writers of ``name`` that died (older than STALE_TMP_S)."""
+    cutoff = time.time() - STALE_TMP_S
+    for tmp in folder.glob(f".{name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if tmp.is_file() and tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+
+
 def _write_atomic(path: Path, doc: dict, records: list[dict]) -> None:
+    _check_records(records, str(path))
     out = dict(doc)
-    out.update(format=FORMAT, version=max(VERSION, int(doc.get("version", VERSION))), records=records)
+    out.update(format=FORMAT, version=max(VERSION, doc.get("version", VERSION)), records=records)
+    text = json.dumps(out, indent=1, sort_keys=False, allow_nan=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _sweep_stale(path.parent, path.name)
+    try:
+        mode = path.stat().st_mode & 0o7777     # keep the file's mode (a group-writable team file stays so)
+    except FileNotFoundError:
+        mode = None                              # a new file: 0o666 less the umask, as any tool makes it
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(out, f, indent=1, sort_keys=False)
-            f.write("\n")
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -233,11 +385,19 @@ class Store:
         return self.path.suffix == ".json" or self.path.is_file()
 
     def file_for(self, target: str, kernel: str) -> Path:
-        """Where records of (target, kernel) live in this store."""
+        """Where records of (target, kernel) live in this store. ValueError for a target or
+        kernel that is not a valid key part, DatabaseError if the path would leave the store
+        (a symlinked folder pointing elsewhere)."""
         if self.single_file:
             return self.path
         t = Target.parse(target)
-        return self.path / t.device / t.isa / f"{kernel}.json"
+        if kernel not in STATIC_DIMS:
+            raise ValueError(f"kernel: expected one of {list(STATIC_DIMS)}, got {kernel!r:.80}")
+        path = self.path / t.device / t.isa / f"{kernel}.json"
+        root = self.path.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise DatabaseError(f"{path}: resolves to {path.resolve()}, outside the database {root}; not used")
+        return path
 
     def files(self) -> list[Path]:
         if self.single_file:
@@ -246,15 +406,28 @@ class Store:
             return []
         return sorted(p for p in self.path.rglob("*.json") if not p.name.startswith("."))
 
-    def records(self) -> list[dict]:
-        """Every record of every file (DatabaseError names the first bad file)."""
+    def records(self, on_skip: Optional[Callable[[str], None]] = None) -> list[dict]:
+        """Every valid record of every file. A bad file or record raises DatabaseError naming it,
+        or, with ``on_skip``, is left out and reported to it in one message per file."""
         out = []
         for f in self.files():
-            out += read_file(f)[1]
+            if on_skip is None:
+                out += read_file(f)[1]
+                continue
+            try:
+                _, records, problems = load(f)
+            except DatabaseError as exc:
+                on_skip(str(exc))
+                continue
+            if problems:
+                on_skip(skipped_message(f, problems, len(records) + len(problems)))
+            out += records
         return out
 
     def add(self, records: Sequence[dict]) -> None:
-        """Merge ``records`` in (best per key wins, provenance kept), file by file, under the lock."""
+        """Merge ``records`` in (best per key wins, provenance kept), file by file, under the lock.
+        An invalid record raises DatabaseError naming it before anything is written."""
+        _check_records(records, "records to add")
         by_file: dict[Path, list[dict]] = {}
         for record in records:
             key = record_key(record)
@@ -262,16 +435,23 @@ class Store:
         for path, group in by_file.items():
             update_file(path, lambda existing, group=group: merge_records(existing, group))
 
-    def rewrite(self, keep: Callable[[dict], Optional[dict]]) -> tuple[int, int]:
-        """Apply ``keep`` (record -> record or None to drop) to every record; returns (kept, dropped)."""
+    def rewrite(self, keep: Callable[[dict], Optional[dict]], drop_invalid: bool = False,
+                on_drop: Callable[[str], None] = lambda message: None) -> tuple[int, int]:
+        """Apply ``keep`` (record -> record or None to drop) to every record; returns (kept, dropped).
+        A file with invalid records raises DatabaseError (nothing of it is rewritten), unless
+        ``drop_invalid``: then they are dropped and reported to ``on_drop``."""
         kept = dropped = 0
         for path in self.files():
-            def change(records: list[dict]) -> list[dict]:
-                nonlocal kept, dropped
+            with locked(path):
+                doc, records, problems = load(path)
+                if problems and not drop_invalid:
+                    raise _refused(path, problems)
+                for problem in problems:
+                    on_drop(f"{path}: {problem}")
                 out = [r2 for r in records if (r2 := keep(dict(r))) is not None]
-                kept, dropped = kept + len(out), dropped + len(records) - len(out)
-                return out
-            update_file(path, change)
+                kept, dropped = kept + len(out), dropped + len(records) + len(problems) - len(out)
+                if out != records or problems:
+                    _write_atomic(path, doc, out)
         return kept, dropped
 
 

@@ -3,6 +3,11 @@
 Head dims, dtypes, cache capacity and block are compile-time constants and match exactly;
 the runtime length T is bucketed to the next power of two, and a lookup that misses its
 bucket falls back to the nearest bucket of the same static key.
+
+Keys come from shared files, so a key is checked whenever one is made (SPEC.md section 7):
+the kernel and dtype from fixed vocabularies, a backend with a schedule space for that kernel,
+a target of two path-safe components, the kernel's static dims as positive ints and a bucket
+that is a power of two, all bounded. A key therefore never names a folder outside a database.
 """
 
 from __future__ import annotations
@@ -11,12 +16,26 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import schedules
+from autotune.target import Target
+
 # Which Shape fields are compile-time constants of each kernel (dims in the key).
 STATIC_DIMS = {
     "delta_scan": ("K", "V"),
     "cache_select": ("W", "C"),
     "cache_read": ("K", "V", "W", "C"),
 }
+# Input dtypes a kernel is tuned for (the scores of cache_select may be float64).
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+# Sanity bounds on what a shared key may claim.
+MAX_DIM = 1 << 24
+MAX_BUCKET = 1 << 40
+
+
+def _positive_int(value: Any, what: str, limit: int) -> int:
+    if type(value) is not int or not 1 <= value <= limit:
+        raise ValueError(f"{what}: expected an int from 1 to {limit}, got {value!r:.80}")
+    return value
 
 
 def t_bucket(T: int) -> int:
@@ -51,8 +70,30 @@ class TuningKey:
     dims: tuple[tuple[str, int], ...]
     bucket: int
 
+    def __post_init__(self) -> None:
+        """Refuse a key outside the vocabularies (ValueError naming the field)."""
+        if type(self.kernel) is not str or self.kernel not in STATIC_DIMS:
+            raise ValueError(f"kernel: expected one of {list(STATIC_DIMS)}, got {self.kernel!r:.80}")
+        if type(self.backend) is not str or not schedules.has_space(self.kernel, self.backend):
+            have = sorted(b for k, b in schedules.registered() if k == self.kernel)
+            raise ValueError(f"backend: expected one of {have} (backends with a {self.kernel} schedule space), "
+                             f"got {self.backend!r:.80}")
+        Target.parse(self.target)
+        if type(self.dtypes) is not str or self.dtypes not in DTYPES:
+            raise ValueError(f"dtypes: expected one of {list(DTYPES)}, got {self.dtypes!r:.80}")
+        names = tuple(n for n, _ in self.dims)
+        if sorted(names) != sorted(STATIC_DIMS[self.kernel]) or names != tuple(sorted(names)):
+            raise ValueError(f"dims: expected exactly {list(STATIC_DIMS[self.kernel])} for {self.kernel}, "
+                             f"got {list(names)!r:.80}")
+        for n, v in self.dims:
+            _positive_int(v, f"dims: {n}", MAX_DIM)
+        _positive_int(self.bucket, "bucket: T", MAX_BUCKET)
+        if self.bucket & (self.bucket - 1):
+            raise ValueError(f"bucket: T: expected a power of two, got {self.bucket}")
+
     @staticmethod
     def make(kernel: str, backend: str, target: str, dtypes: Any, dims: Mapping[str, int], T: int) -> "TuningKey":
+        """The key of a call: ``dims`` the kernel's static dims, ``T`` tokens (bucketed)."""
         return TuningKey(kernel, backend, target, dtype_name(dtypes),
                          tuple(sorted((str(n), int(v)) for n, v in dims.items())), t_bucket(int(T)))
 
@@ -72,13 +113,21 @@ class TuningKey:
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> "TuningKey":
-        """Inverse of ``to_json``; raises ValueError naming the missing or malformed field."""
-        try:
-            bucket = data["bucket"]["T"] if isinstance(data["bucket"], Mapping) else data["bucket"]
-            return TuningKey(str(data["kernel"]), str(data["backend"]), str(data["target"]), str(data["dtypes"]),
-                             tuple(sorted((str(n), int(v)) for n, v in dict(data["dims"]).items())), int(bucket))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"key: expected kernel, backend, target, dtypes, dims and bucket.T, got {data!r} ({exc})") from exc
+        """Inverse of ``to_json``, strict about every field (a file is untrusted input): raises
+        ValueError naming the missing or malformed field, without conversions (the string
+        "64" is not the bucket 64, nor is 64.0)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"key: expected a JSON object, got {type(data).__name__}")
+        missing = [f for f in ("kernel", "backend", "target", "dtypes", "dims", "bucket") if f not in data]
+        if missing:
+            raise ValueError(f"key: missing {missing} (a key has kernel, backend, target, dtypes, dims and bucket.T)")
+        dims, bucket = data["dims"], data["bucket"]
+        if not isinstance(dims, Mapping):
+            raise ValueError(f"dims: expected a JSON object of ints, got {type(dims).__name__}")
+        if not isinstance(bucket, Mapping) or set(bucket) != {"T"}:
+            raise ValueError(f"bucket: expected {{\"T\": power of two}}, got {bucket!r:.80}")
+        return TuningKey(data["kernel"], data["backend"], data["target"], data["dtypes"],
+                         tuple(sorted(dims.items(), key=lambda item: str(item[0]))), bucket["T"])
 
     def distance(self, other: "TuningKey") -> float:
         """How far apart two buckets of the same static key are (log2 of the T ratio); inf otherwise."""

@@ -15,6 +15,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+# A timing is trusted for a record when the middle half of its samples lies within this fraction
+# of the median (``Timing.spread``): a quiet machine gives a few percent, a busy one 18-33%
+# (medians quantised to scheduler ticks). ``hola tune`` re-measures noisier final timings up to
+# REMEASURES more times, then does not write the record (`hola tune --max-spread`).
+MAX_SPREAD = 0.10
+REMEASURES = 2
+
 
 @dataclass
 class Timing:

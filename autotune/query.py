@@ -1,7 +1,12 @@
 """The config lookup behind ``hola_dsl.ops`` when ``config=None``: tuned record for the exact
 key, else the nearest T bucket, else None (the backend's default). Called on every kernel call,
 so it only stats the one file per store that can hold the key and re-reads it when its
-mtime or size changes. No Optuna, no hola_dsl import here (ops imports this module)."""
+mtime or size changes. No Optuna, no hola_dsl import here (ops imports this module).
+
+A lookup never fails a kernel call: an invalid record (``db.record_problem``: a bad key, a
+config its space rejects, a time that is not finite and positive) or an unusable file is
+skipped with one RuntimeWarning per version of the file, and a key that cannot be a tuning key
+(a T beyond the largest bucket) finds nothing."""
 
 from __future__ import annotations
 
@@ -24,20 +29,13 @@ def _stat(path: Path) -> Optional[tuple[int, int]]:
         st = path.stat()
     except FileNotFoundError:
         return None
+    except OSError:
+        return -1, -1       # unreadable: ``db.load`` says why, once
     return st.st_mtime_ns, st.st_size
 
 
-def _legal(record: dict) -> bool:
-    """A record whose config the current schedule space rejects (renamed knob, tighter
-    constraint) is ignored rather than handed to a backend."""
-    import schedules
-    key = db.record_key(record)
-    try:
-        space = schedules.space(key.kernel, key.backend)
-    except (KeyError, ImportError):
-        return True  # no space registered: the backend validates its own config
-    from autotune.target import Target
-    return not space.violations(record["config"], Target.parse(key.target).arch, dict(key.dims))
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def _records(path: Path) -> list[dict]:
@@ -46,14 +44,16 @@ def _records(path: Path) -> list[dict]:
         cached = _files.get(path)
         if cached is not None and cached[0] == stamp:
             return cached[1]
+    # A kernel call must not die on a shared file someone broke: say so once per version of the
+    # file and go on with its good records, the other files and the defaults (`hola db` refuses
+    # to rewrite it).
     try:
-        records = [r for r in db.read_file(path)[1] if _legal(r)] if stamp is not None else []
+        _, records, problems = db.load(path) if stamp is not None else ({}, [], [])
     except db.DatabaseError as exc:
-        # A kernel call must not die on a shared file someone broke: say so once per version of
-        # the file and go on with the other files and the defaults (`hola db` still refuses it).
-        warnings.warn(f"{exc}; ignoring this tuning file (other files and the defaults still apply)",
-                      RuntimeWarning, stacklevel=2)
-        records = []
+        _warn(f"{exc}; ignoring this tuning file (other files and the defaults still apply)")
+        records, problems = [], []
+    if problems:
+        _warn(db.skipped_message(path, problems, len(records) + len(problems)))
     with _lock:
         _files[path] = (stamp, records)
     return records
@@ -76,11 +76,20 @@ _results: dict[tuple, tuple[tuple, tuple[Optional[dict], str]]] = {}
 def lookup_record(kernel: str, backend: str, target: str, dtypes: Any, dims: Mapping[str, int], T: int,
                   db_path: Optional[str] = None) -> tuple[Optional[dict], str]:
     """(record, "exact" | "nearest" | "none") from the search path (``db.search_paths``)."""
-    key = TuningKey.make(kernel, backend, target, dtypes, dims, T)
+    try:
+        key = TuningKey.make(kernel, backend, target, dtypes, dims, T)
+    except ValueError:      # no record can have this key (e.g. T beyond the largest bucket)
+        return None, "none"
     files_key = (db_path if db_path is not None else os.environ.get(db.ENV_VAR, ""), target, kernel)
     files = _file_lists.get(files_key)
     if files is None:
-        files = _file_lists[files_key] = [db.Store(p).file_for(target, kernel) for p in db.search_paths(db_path)]
+        files = []
+        for p in db.search_paths(db_path):
+            try:
+                files.append(db.Store(p).file_for(target, kernel))
+            except ValueError as exc:    # a store folder symlinked out of itself
+                _warn(f"{exc}; ignoring this tuning database")
+        _file_lists[files_key] = files
     stamps = tuple(_stat(f) for f in files)
     hit = _results.get((files_key, key))
     if hit is not None and hit[0] == stamps:
@@ -125,14 +134,11 @@ def lookup_for_arch(kernel: str, backend: str, arch: str, dtypes: Any, dims: Map
     here = cpu_target().name if arch == "cpu" else None
     best, best_rank = None, None
     for path in db.search_paths(db_path):
-        for record in db.Store(path).records():
+        for record in db.Store(path).records(on_skip=_warn):
             key = db.record_key(record)
             if (key.kernel, key.backend, key.dtypes, key.dims) != (kernel, backend, dtype_name(dtypes), wanted):
                 continue
-            try:
-                if Target.parse(key.target).arch != arch or not _legal(record):
-                    continue
-            except ValueError:
+            if Target.parse(key.target).arch != arch:
                 continue
             distance = abs(key.bucket.bit_length() - t_bucket(T).bit_length()) if T else -key.bucket
             rank = (key.target != here, distance)

@@ -39,9 +39,24 @@ def normalise_name(name: str) -> str:
     return "-".join(words[:4]) or "unknown"
 
 
+# One target component, i.e. one folder name in a database: lowercase letters, digits, '-', '_'
+# and '.', starting and ending with a letter or digit, no "..", at most 64 characters.
+COMPONENT = re.compile(r"[a-z0-9](?:[a-z0-9_.-]{0,62}[a-z0-9])?")
+
+
 def clean_component(text: str) -> str:
-    """A path-safe lowercase form of one target component (letters, digits, '-', '_', '.')."""
-    return re.sub(r"[^a-z0-9_.-]+", "-", text.lower()).strip("-") or "unknown"
+    """A path-safe lowercase form of one target component (letters, digits, '-', '_', '.'), as
+    ``COMPONENT`` asks: what this machine's hardware names become."""
+    text = re.sub(r"\.{2,}", ".", re.sub(r"[^a-z0-9_.-]+", "-", text.lower()))
+    return text.strip("-_.")[:64].rstrip("-_.") or "unknown"
+
+
+def check_component(text: object, what: str) -> str:
+    """``text`` when it is a valid target component (``COMPONENT``, no ".."), else ValueError."""
+    if type(text) is str and COMPONENT.fullmatch(text) and ".." not in text:
+        return text
+    raise ValueError(f"{what}: expected lowercase letters, digits, '-', '_' or '.' (no '..', at most 64), "
+                     f"got {text!r:.80}")
 
 
 @dataclass(frozen=True)
@@ -64,14 +79,18 @@ class Target:
         return self.isa if self.kind != "cpu" else "cpu"
 
     @staticmethod
-    def parse(text: str) -> "Target":
-        """Inverse of ``name``: "nvidia-h100/sm_90" -> Target("nvidia-h100", "sm_90", "cuda")."""
-        device, sep, isa = text.partition("/")
-        if not sep or not device or not isa:
-            raise ValueError(f"target: expected DEVICE/ISA such as 'nvidia-h100/sm_90' or "
-                             f"'amd-epyc/x86_64-avx512', got {text!r}")
+    def parse(text: str, what: str = "target") -> "Target":
+        """Inverse of ``name``: "nvidia-h100/sm_90" -> Target("nvidia-h100", "sm_90", "cuda").
+        Strict, since a target names database folders: each part must be a valid component
+        (``check_component``); ValueError naming ``what`` otherwise."""
+        device, sep, isa = text.partition("/") if type(text) is str else ("", "", "")
+        if not sep:
+            raise ValueError(f"{what}: expected DEVICE/ISA such as 'nvidia-h100/sm_90' or "
+                             f"'amd-epyc/x86_64-avx512', got {text!r:.80}")
+        check_component(device, f"{what} device")
+        check_component(isa, f"{what} isa")
         kind = "cuda" if isa.startswith(("sm_", "gfx")) else "cpu"
-        return Target(clean_component(device), clean_component(isa), kind)
+        return Target(device, isa, kind)
 
 
 def _cpu_model() -> str:
@@ -114,7 +133,7 @@ def cuda_target(index: int = 0) -> Target:
     props = torch.cuda.get_device_properties(index)
     arch = getattr(props, "gcnArchName", "") or ""
     isa = arch.split(":")[0] if arch.startswith("gfx") else f"sm_{props.major}{props.minor}"
-    return Target(clean_component(normalise_name(props.name)), isa, "cuda")
+    return Target(clean_component(normalise_name(props.name)), clean_component(isa), "cuda")
 
 
 def target_of(device: Union[str, torch.device, None] = None) -> Target:

@@ -30,7 +30,7 @@ import schedules
 from autotune import db
 from autotune.evaluate import FAILED, ILLEGAL, OK, WRONG, Evaluator, KernelEvaluator, Outcome
 from autotune.key import TuningKey, dtype_name, static_dims
-from autotune.measure import MeasureSettings
+from autotune.measure import MAX_SPREAD, REMEASURES, MeasureSettings
 from autotune.replay import config_id
 from autotune.runner import Runner
 from autotune.target import Target, target_of
@@ -82,7 +82,8 @@ def make_storage(url: Optional[str]):
             return optuna.storages.RDBStorage(url)
         except Exception as exc:  # sqlalchemy IntegrityError / ProgrammingError of the race
             if attempt == 4 or "already exists" not in str(exc):
-                raise
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise ValueError(f"--storage: cannot open {_storage_label(url)}: {type(exc).__name__}: {first}") from None
             time.sleep(0.2 * (attempt + 1))
 
 
@@ -179,7 +180,7 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
          patience: Optional[int] = None, exhaustive_limit: int = EXHAUSTIVE_LIMIT, check_T: Optional[int] = None,
          compile_timeout: Optional[float] = 120.0, settings: MeasureSettings = MeasureSettings(),
          progress: Optional[bool] = None, evaluator: Optional[Evaluator] = None, target: Optional[str] = None,
-         space: Optional[schedules.Space] = None, isolate: bool = False,
+         space: Optional[schedules.Space] = None, isolate: bool = False, max_spread: float = MAX_SPREAD,
          log: Callable[[str], None] = print) -> TuneResult:
     """Tune ``kernel`` on ``backend`` for ``shape`` and ``dtype`` and merge the best record into the
     database (``db_path``, else $HOLA_TUNING_DB, else ~/.cache/hola-dsl/tuning).
@@ -195,10 +196,20 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     override (default: the machine of ``device``); space: schedule space override (default: the
     registered ``schedules.space(kernel, backend)``); isolate: evaluate candidates in a worker
     process that is killed at ``compile_timeout`` and restarted after a crash (the CLI's default;
-    in process, a timed-out compile can only be abandoned). Times in records are seconds per call.
+    in process, a timed-out compile can only be abandoned); max_spread: the largest ``Timing.spread``
+    of the winner's and the default's final timings that is written (noisier ones are re-measured
+    up to REMEASURES times, then the record is not written). Times in records are seconds per call.
+
+    Invalid records and files of the database are skipped with a warning through ``log``; when
+    the record cannot be written (a read-only or invalid database file), the winner is still
+    reported and ``TuneResult.message`` says where it could not be written.
     """
     t_start = time.perf_counter()
-    space = space or schedules.space(kernel, backend)
+    if space is None:
+        try:
+            space = schedules.space(kernel, backend)
+        except KeyError as exc:
+            raise ValueError(f"backend: {exc.args[0]}") from None
     if device is None:
         import torch
         from hola_dsl import backends
@@ -207,10 +218,12 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     tgt = Target.parse(target) if target else target_of(device)
     dims = static_dims(kernel, shape)
     key = TuningKey.make(kernel, backend, tgt.name, dtype_name(dtype), dims, shape.T)
-    user_stores = [db.Store(p) for p in db.user_paths(db_path)]
-    stores = [db.Store(p) for p in db.search_paths(db_path)]
+    store = db.Store(db.user_paths(db_path)[0])
+    dest = store.file_for(key.target, key.kernel)
+    loaded = [db.Store(p).records(on_skip=lambda message: log(f"hola tune: warning: {message}"))
+              for p in db.search_paths(db_path)]
 
-    existing, how = db.find(key, stores)
+    existing, how = db.find(key, loaded, records_of=lambda records: records)
     if existing is not None and how == "exact" and not force:
         log(f"hola tune: {key.id}: reusing the database record ({_fmt_config(existing['config'])}, "
             f"{existing['time_s'] * 1e3:.3f} ms); pass --force to tune again")
@@ -228,18 +241,56 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
                                          compile_timeout)
     evaluator = evaluator or KernelEvaluator(Runner(kernel, backend, shape, dtype, device, check_T), settings,
                                              compile_timeout)
+    unwritable = _unwritable(dest)
+    if unwritable:
+        log(f"hola tune: warning: {unwritable}; the winner will be reported but not recorded")
     try:
         return _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evaluator, existing, how,
-                       stores, user_stores, trials, timeout, storage, seed, finalists, rounds, patience,
-                       exhaustive_limit, progress, log, t_start)
+                       loaded, store, trials, timeout, storage, seed, finalists, rounds, patience,
+                       exhaustive_limit, progress, max_spread, log, t_start)
     finally:
         if hasattr(evaluator, "close"):
             evaluator.close()
 
 
-def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evaluator, existing, how, stores,
-            user_stores, trials, timeout, storage, seed, finalists, rounds, patience, exhaustive_limit, progress,
-            log, t_start) -> TuneResult:
+def _unwritable(path: Path) -> Optional[str]:
+    """Why a record could not be merged into database file ``path`` (None when it likely can):
+    checked before a search so that an hour of tuning does not end in a surprise."""
+    try:
+        db.read_file(path)
+    except db.DatabaseError as exc:
+        return str(exc)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"{path}: not writable here"
+    return None
+
+
+def _final_timings(evaluator: Evaluator, configs: list[dict], rounds: int, default_index: Optional[int],
+                   max_spread: float, log: Callable[[str], None]) -> tuple[list, Optional[str]]:
+    """The finalists' interleaved re-measure, repeated (up to REMEASURES more times) while the
+    winner's or the default's spread exceeds ``max_spread``. Returns (timings, None), or the
+    last timings and why they are too noisy to record."""
+    for attempt in range(REMEASURES + 1):
+        timings = evaluator.remeasure(configs, rounds)
+        win = min(range(len(configs)), key=lambda i: timings[i].median)
+        checked = {"winner": win} | ({"default": default_index} if default_index is not None else {})
+        noisy = {name: timings[i].spread for name, i in checked.items() if not timings[i].spread <= max_spread}
+        if not noisy:
+            return timings, None
+        why = ", ".join(f"{name} {spread:.1%}" for name, spread in noisy.items())
+        if attempt < REMEASURES:
+            log(f"hola tune: timings too noisy to record (spread {why} > --max-spread {max_spread:.0%}); "
+                f"re-measuring ({attempt + 2}/{REMEASURES + 1})")
+    return timings, (f"spread {why} > --max-spread {max_spread:.0%} after {REMEASURES + 1} measurements; "
+                     f"the machine is too busy for a trustworthy record (tune on a quiet machine, or raise --max-spread)")
+
+
+def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evaluator, existing, how, loaded,
+            store, trials, timeout, storage, seed, finalists, rounds, patience, exhaustive_limit, progress,
+            max_spread, log, t_start) -> TuneResult:
     """The study, the final re-measure and the record (the body of ``tune``)."""
 
     # Sample only values that occur in some legal config for this target and dims: a knob that
@@ -281,7 +332,7 @@ def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evalu
     elif not exhaustive and not study.get_trials(deepcopy=False):
         # Warm start: the default, then the winners of the nearest T buckets of this static key.
         study.enqueue_trial(default, user_attrs={"source": "default"}, skip_if_exists=True)
-        nearby = sorted((r for s in stores for r in s.records()
+        nearby = sorted((r for records in loaded for r in records
                          if db.record_key(r).static == key.static and db.record_key(r) != key),
                         key=lambda r: key.distance(db.record_key(r)))
         for r in nearby[:3]:
@@ -343,10 +394,10 @@ def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evalu
     default_ok = config_id(default) in best or (memo.get(config_id(default)) or Outcome(FAILED)).status == OK
     if default_ok and config_id(default) not in {config_id(c) for c in final_configs}:
         final_configs.append(default)
-    timings = evaluator.remeasure(final_configs, rounds)
+    d_index = next((i for i, c in enumerate(final_configs) if config_id(c) == config_id(default)), None)
+    timings, noisy = _final_timings(evaluator, final_configs, rounds, d_index, max_spread, log)
     order = sorted(range(len(final_configs)), key=lambda i: timings[i].median)
     win = order[0]
-    d_index = next((i for i, c in enumerate(final_configs) if config_id(c) == config_id(default)), None)
     default_time = timings[d_index].median if d_index is not None else None
     failures = list({config_id(r["config"]): {"config": r["config"], "status": r["status"], "error": r["error"]}
                      for r in rows if r["status"] != OK}.values())
@@ -373,13 +424,23 @@ def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evalu
         "provenance": {"host": socket.gethostname(), "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "tool": "hola tune", "device": evaluator.device},
     }
-    store = user_stores[0]
     result.wall_s = record["search"]["wall_s"] = time.perf_counter() - t_start
-    store.add([record])
-    result.record, result.written_to = record, store.file_for(key.target, key.kernel)
+    result.record = record
+    if noisy:
+        result.message = f"{key.id}: record not written: {noisy}"
+    else:
+        dest = store.file_for(key.target, key.kernel)
+        try:
+            store.add([record])
+        except (OSError, db.DatabaseError) as exc:
+            result.message = f"{key.id}: could not write the record to {dest}: {exc}"
+        else:
+            result.written_to = dest
     fixed = {name for name, values in choices.items() if len(values) == 1}
     for line in summary(result, [(final_configs[i], timings[i]) for i in order], default, fixed):
         log(line)
+    if result.message:
+        log(result.message)
     return result
 
 
@@ -404,7 +465,8 @@ def summary(result: TuneResult, timings: list, default: dict, fixed: set = froze
         lines.append(f"{f['status']}: {show(f['config'])}: {f['error']}")
     if fixed:
         lines.append("same in every row (one legal value here): " + _fmt_config({k: v for k, v in default.items() if k in fixed}))
+    where = f"record written to {result.written_to}" if result.written_to else "record NOT written (see below)"
     lines.append(f"best {_fmt_config(result.record['config'])}: {result.record['time_s'] * 1e3:.3f} ms"
                  + (f", default {d_time * 1e3:.3f} ms, {d_time / result.record['time_s']:.2f}x" if d_time else "")
-                 + f"; record written to {result.written_to}")
+                 + f"; {where}")
     return lines

@@ -42,6 +42,9 @@ class Backend:
     backend can (Triton takes CPU tensors only in its interpreter). ``differentiable``:
     whether autograd flows through its scan and cache read (the kernels without a backward
     refuse inputs that require grad rather than silently cutting the graph).
+    ``dtype_problem(device_type, dtype)`` returns None when the backend computes inputs of
+    ``dtype`` on ``device_type`` tensors, else a one-line reason (asked before work starts,
+    e.g. by `hola tune`, so that no trial runs for a dtype that cannot run).
     """
 
     name: str
@@ -53,6 +56,7 @@ class Backend:
     unavailable: Callable[[], Optional[str]] = field(default=lambda: None)
     differentiable: bool = False
     unavailable_on: Callable[[str], Optional[str]] = field(default=lambda device_type: None)
+    dtype_problem: Callable[[str, torch.dtype], Optional[str]] = field(default=lambda device_type, dtype: None)
 
 
 _loaded: dict[str, Backend] = {}

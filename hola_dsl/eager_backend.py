@@ -4,8 +4,7 @@ This is the DSL's own meaning; slow (one program after another), but exact to fl
 
 from __future__ import annotations
 
-import importlib
-
+import schedules
 from hola_dsl import eager, launch
 from hola_dsl.backends import Backend
 
@@ -15,7 +14,7 @@ def _run(kdef, consts, args) -> None:
 
 
 def _schedule(kernel: str, config) -> dict:
-    return importlib.import_module(f"schedules.{kernel}").SPACES["eager"].complete(config, "cpu")
+    return schedules.space(kernel, "eager").check(config, "cpu")
 
 
 def _delta_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, chunk_size, config):

@@ -6,7 +6,6 @@ source text); a backend with a lowering adds one line here. "ir" prints the IR i
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable, Optional
 
 from hola_dsl import ir, targets
@@ -33,17 +32,13 @@ EMITTERS: dict[str, Callable[[ir.Kernel, dict, str], tuple[str, str]]] = {
 }
 
 
-def schedule_for(kernel: str, backend: str, target: str, config: Optional[dict]) -> dict:
-    """The completed schedule of ``kernel`` on ``backend`` (the "triton" space serves "ir")."""
+def schedule_for(kernel: str, backend: str, target: str, config: Optional[dict],
+                 dims: Optional[dict] = None) -> dict:
+    """The completed schedule of ``kernel`` on ``backend`` (the "triton" space serves "ir"); a
+    config its space rejects raises ``schedules.ConfigError`` naming ``--config`` and the knob."""
     import schedules
-    spaces = importlib.import_module(f"schedules.{kernel}").SPACES
-    space = (schedules.space(kernel, backend) if backend not in spaces and schedules.has_space(kernel, backend)
-             else spaces.get(backend) or spaces["triton"])
-    sched = space.complete(config, target)
-    bad = space.violations(sched, target, {})
-    if bad:
-        raise ValueError(f"--config: illegal for {kernel}/{space.backend} on {target}: {'; '.join(bad)}")
-    return sched
+    space = schedules.space(kernel, backend if schedules.has_space(kernel, backend) else "triton")
+    return space.check(config, target, dims, label="--config")
 
 
 def emit_source(kernel: str, backend: str, target: str, config: Optional[dict] = None,
@@ -54,7 +49,7 @@ def emit_source(kernel: str, backend: str, target: str, config: Optional[dict] =
     if backend not in EMITTERS:
         raise ValueError(f"--backend: expected one of {list(EMITTERS)}, got {backend!r}")
     targets.check(backend, target)
-    sched = schedule_for(kernel, backend, target, config)
+    sched = schedule_for(kernel, backend, target, config, dims)
     kir = aot.specialise(kernel, sched, dims, dtype)
     launch_sched = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}
     suffix, text = EMITTERS[backend](kir, launch_sched if backend == "triton" else sched, target)

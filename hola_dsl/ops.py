@@ -7,10 +7,12 @@ every backend shares (scale, optional q/k L2 norm), picks the backend and hands 
 from __future__ import annotations
 
 import math
-from typing import Optional
+import warnings
+from typing import Any, Callable, Optional
 
 import torch
 
+import schedules
 from autotune.query import config_for
 from hola_dsl import backends, validate
 from model import norms
@@ -22,6 +24,24 @@ def l2norm(x: torch.Tensor, eps: float = L2NORM_EPS) -> torch.Tensor:
     """x / sqrt(sum(x^2) + eps) over the last dim, computed in float32 without overflow or
     underflow for any float32 entries (scaled before squaring), returned in x's dtype."""
     return norms.normalize(x.float(), eps, mean=False).to(x.dtype)
+
+
+def _scheduled(run: Callable[[Optional[dict]], Any], config: Optional[dict],
+               tuned: Callable[[], Optional[dict]]) -> Any:
+    """``run(config)`` with the caller's config (the backend checks it: a bad one is a
+    ConfigError naming ``config`` and the knob). Without one, ``run`` gets the tuned config
+    (``tuned()``, already checked against its record's target), and the backend's default if
+    the backend still rejects it: a tuning record never stops a kernel call (SPEC.md section 7)."""
+    if config is not None:
+        return run(config)
+    tuned_config = tuned()
+    if tuned_config is None:
+        return run(None)
+    try:
+        return run(tuned_config)
+    except schedules.ConfigError as exc:
+        warnings.warn(f"tuned schedule skipped ({exc}); using the backend's default", RuntimeWarning, stacklevel=3)
+        return run(None)
 
 
 def delta_scan(
@@ -73,13 +93,10 @@ def delta_scan(
         validate.stable_keys(k, beta)
     impl = backends.resolve(backend, device.type, backends.needs_grad(
         q=q, k=k, v=v, g=g, beta=beta, initial_state=initial_state))
-    if config is None:  # tuned schedule for this shape and machine, else the backend's default
-        config = config_for("delta_scan", impl.name, device, q.dtype, {"K": dims["K"], "V": dims["V"]}, dims["T"])
-    return impl.delta_scan(
-        q, k, v, g, beta,
-        scale=float(scale), initial_state=initial_state, output_final_state=bool(output_final_state),
-        chunk_size=chunk_size, config=config,
-    )
+    return _scheduled(
+        lambda cfg: impl.delta_scan(q, k, v, g, beta, scale=float(scale), initial_state=initial_state,
+                                    output_final_state=bool(output_final_state), chunk_size=chunk_size, config=cfg),
+        config, lambda: config_for("delta_scan", impl.name, device, q.dtype, {"K": dims["K"], "V": dims["V"]}, dims["T"]))
 
 
 def cache_select(
@@ -104,10 +121,10 @@ def cache_select(
     if policy == "hola":
         validate.no_nan("scores", scores)
     impl = backends.resolve(backend, scores.device.type)
-    if config is None:
-        config = config_for("cache_select", impl.name, scores.device, scores.dtype,
-                            {"W": capacity, "C": block_size}, scores.shape[1])
-    return impl.cache_select(scores, capacity=capacity, block_size=block_size, policy=policy, config=config)
+    return _scheduled(
+        lambda cfg: impl.cache_select(scores, capacity=capacity, block_size=block_size, policy=policy, config=cfg),
+        config, lambda: config_for("cache_select", impl.name, scores.device, scores.dtype,
+                                   {"W": capacity, "C": block_size}, scores.shape[1]))
 
 
 def cache_read(
@@ -155,9 +172,8 @@ def cache_read(
         validate.finite(name, x)
     impl = backends.resolve(backend, device.type, backends.needs_grad(
         q=q, k=k, v=v, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink))
-    if config is None:
-        config = config_for("cache_read", impl.name, device, q.dtype,
-                            {"K": dims["K"], "V": dims["V"], "W": dims["W"], "C": block_size}, dims["T"])
-    return impl.cache_read(
-        q, k, v, idx, gamma_q, gamma_k, sink, block_size=block_size, eps=float(eps), config=config
-    )
+    return _scheduled(
+        lambda cfg: impl.cache_read(q, k, v, idx, gamma_q, gamma_k, sink, block_size=block_size, eps=float(eps),
+                                    config=cfg),
+        config, lambda: config_for("cache_read", impl.name, device, q.dtype,
+                                   {"K": dims["K"], "V": dims["V"], "W": dims["W"], "C": block_size}, dims["T"]))

@@ -31,6 +31,12 @@ def _unavailable() -> Optional[str]:
     return None
 
 
+def _dtype_problem(device_type: str, dtype: torch.dtype) -> Optional[str]:
+    if device_type == "cpu" and dtype not in _CPU_DTYPES:
+        return f"the TileLang CPU dialect runs float32/float64 tensors, got {dtype}; convert it with .float()"
+    return None
+
+
 def target_of(device: torch.device) -> str:
     """Schedule target: "cpu", or the GPU's arch ("sm_90")."""
     if device.type != "cuda":
@@ -40,9 +46,10 @@ def target_of(device: torch.device) -> str:
 
 
 def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
-    """The completed TileLang schedule of ``kernel`` for ``target`` (config entries win)."""
+    """The completed TileLang schedule of ``kernel`` for ``target`` (config entries win); a
+    config the space rejects raises ``schedules.ConfigError`` naming ``config`` and the knob."""
     import schedules
-    return schedules.space(kernel, "tilelang").complete(config, target)
+    return schedules.space(kernel, "tilelang").check(config, target)
 
 
 def _runner(kernel: str, config: Optional[dict], device: torch.device):
@@ -54,9 +61,8 @@ def _runner(kernel: str, config: Optional[dict], device: torch.device):
         ir_kernel = launch.specialize(kdef, consts, args)
         if device.type == "cpu":
             for name, x in args.items():
-                if isinstance(x, torch.Tensor) and x.dtype not in _CPU_DTYPES:
-                    raise TypeError(f"{name}: the TileLang CPU dialect runs float32/float64 tensors, "
-                                    f"got {x.dtype}; convert it with .float()")
+                if isinstance(x, torch.Tensor) and (reason := _dtype_problem("cpu", x.dtype)):
+                    raise TypeError(f"{name}: {reason}")
             tilelang_runtime.launch_cpu(ir_kernel, sched, args)
         else:
             tilelang_runtime.launch_cuda(ir_kernel, sched, args)
@@ -89,4 +95,5 @@ BACKEND = Backend(
     cache_read=_cache_read,
     devices=("cpu", "cuda"),
     unavailable=_unavailable,
+    dtype_problem=_dtype_problem,
 )

@@ -110,9 +110,11 @@ def load(kernel: ir.Kernel, schedule: dict, target: str, dialect: str):
 
 def code_schedule(schedule: dict) -> dict:
     """The part of a schedule that shapes the generated source: launch settings (a thread count,
-    ``schedules.tilelang.LAUNCH``) are left out, so a thread sweep does not recompile."""
+    ``schedules.tilelang.LAUNCH``) are left out, so a thread sweep does not recompile and a
+    launch setting never appears in a source that is imported."""
     from schedules.tilelang import LAUNCH
-    return {k: v for k, v in schedule.items() if k not in LAUNCH}
+    launch_names = {s.name for s in LAUNCH}
+    return {k: v for k, v in schedule.items() if k not in launch_names}
 
 
 # (id of the IR kernel, schedule) -> (kernel, module, compiled, launcher or None, stack bytes a
@@ -234,8 +236,10 @@ def launch_cpu(kernel: ir.Kernel, schedule: dict, args: dict[str, Any], threads:
         tensors[name] = x
     call = [tensors[name] for name in module.PARAMS] + list(grid)
     requested = schedule.get("cpu_threads")
-    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
-        raise ValueError(f"cpu_threads: expected a positive int (threads sharing the grid), got {requested!r}")
+    if requested is not None:
+        from schedules.tilelang import CPU_THREADS
+        if (reason := CPU_THREADS.check(requested)) is not None:
+            raise ValueError(reason)
     threads = int(threads or requested or torch.get_num_threads())
     threads = max(1, min(threads, os.cpu_count() or 1, programs))
     if threads == 1:
@@ -274,7 +278,7 @@ def launch_cuda(kernel: ir.Kernel, schedule: dict, args: dict[str, Any]) -> None
     """Run ``kernel`` on CUDA tensors ``args``: one thread block per program of the grid."""
     device = next(x.device for x in args.values() if isinstance(x, torch.Tensor))
     major, minor = torch.cuda.get_device_capability(device)
-    module, compiled = compiled_cuda(kernel, schedule, f"sm_{major}{minor}")
+    module, compiled = compiled_cuda(kernel, code_schedule(schedule), f"sm_{major}{minor}")
     sizes = eager.sizes_of(kernel, args)
     grid = kernel.grid_extents(sizes)
     if 0 in grid:

@@ -3,7 +3,6 @@ TRITON_INTERPRET=1 is set before the first launch)."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Optional
 
 import torch
@@ -30,10 +29,17 @@ def _unavailable_on(device_type: str) -> Optional[str]:
     return None
 
 
+def _dtype_problem(device_type: str, dtype: torch.dtype) -> Optional[str]:
+    if device_type == "cpu" and dtype != torch.float32:
+        return f"Triton's CPU interpreter runs float32 only (its bf16 dot is not exact), got {dtype}"
+    return None
+
+
 def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
-    """The completed Triton schedule of ``kernel`` for ``target`` (config entries win)."""
-    space = importlib.import_module(f"schedules.{kernel}").SPACES["triton"]
-    return space.complete(config, target)
+    """The completed Triton schedule of ``kernel`` for ``target`` (config entries win); a config
+    the space rejects raises ``schedules.ConfigError`` naming ``config`` and the knob."""
+    import schedules
+    return schedules.space(kernel, "triton").check(config, target)
 
 
 def _runner(kernel: str, config: Optional[dict], dtype: torch.dtype = torch.bfloat16):
@@ -87,4 +93,5 @@ BACKEND = Backend(
     devices=("cuda", "cpu"),
     unavailable=_unavailable,
     unavailable_on=_unavailable_on,
+    dtype_problem=_dtype_problem,
 )

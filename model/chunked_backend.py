@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import schedules
 from hola_dsl.backends import Backend
 from model import chunked
 
 
+def _checked(kernel: str, config) -> None:
+    """Refuse a config the space rejects (unknown knob, wrong type), naming ``config`` and the knob."""
+    schedules.space(kernel, "reference").check(config, "cpu")
+
+
 def _delta_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, chunk_size, config):
+    _checked("delta_scan", config)
     if config and "chunk_size" in config:
-        chunk_size = int(config["chunk_size"])
+        chunk_size = config["chunk_size"]
     return chunked.chunked_delta_scan(
         q, k, v, g, beta, scale=scale, initial_state=initial_state,
         output_final_state=output_final_state, chunk_size=chunk_size,
@@ -16,10 +23,12 @@ def _delta_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, c
 
 
 def _cache_select(scores, *, capacity, block_size, policy, config):
+    _checked("cache_select", config)
     return chunked.blockwise_cache_select(scores, capacity=capacity, block_size=block_size, policy=policy)
 
 
 def _cache_read(q, k, v, idx, gamma_q, gamma_k, sink, *, block_size, eps, config):
+    _checked("cache_read", config)
     return chunked.batched_cache_read(q, k, v, idx, gamma_q, gamma_k, sink, block_size=block_size, eps=eps)
 
 

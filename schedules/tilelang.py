@@ -16,7 +16,7 @@ target never spends trials on knobs that do nothing there.
 from __future__ import annotations
 
 from schedules import cache_read as _read, cache_select as _select, delta_scan as _scan
-from schedules.space import Knob, Space
+from schedules.space import Knob, Setting, Space
 
 CPU_MR = Knob("cpu_mr", (1, 2, 4, 8), "rows of the dot micro-kernel's register tile (CPU dialect)")
 CPU_NR = Knob("cpu_nr", (16, 32, 64), "columns of the dot micro-kernel's register tile (CPU dialect)")
@@ -24,8 +24,10 @@ THREADS = Knob("threads", (64, 128, 256), "threads per block (CUDA dialect)")
 STAGES = Knob("num_stages", (1, 2, 3), "T.Pipelined depth of a pipelined loop (CUDA dialect)")
 
 CPU_KNOBS = (CPU_MR, CPU_NR)
-# Launch settings a config may carry next to the knobs (see the module docstring).
-LAUNCH = ("cpu_threads",)
+# Launch settings a config may carry next to the knobs (see the module docstring). The bound is
+# a sanity limit on what a shared record may ask for; a launch never uses more than the cores.
+CPU_THREADS = Setting("cpu_threads", 1, 4096, "threads sharing the program grid")
+LAUNCH = (CPU_THREADS,)
 CUDA_KNOBS = (THREADS, STAGES)
 # 8 x 16: eight broadcast rows against one 16-float (AVX-512) column vector, eight accumulator
 # registers; measured on an AMD EPYC (Zen 4) at the bench shape it beat 4 x 32 by 20% on the

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+import schedules
 from autotune import db
 from autotune.key import TuningKey
 from autotune.replay import ReplayEvaluator, config_id
@@ -24,8 +25,16 @@ def small_space():
 
 
 def big_space():
-    return Space("delta_scan", "replay", (Knob("A", (1, 2, 4, 8, 16, 32, 64, 128)), Knob("B", (1, 2, 4, 8, 16, 32, 64, 128)),
-                                          Knob("C", ("p", "q", "r", "s"))), {"*": {"A": 8, "B": 8, "C": "p"}})
+    return Space("delta_scan", "replay-big", (Knob("A", (1, 2, 4, 8, 16, 32, 64, 128)),
+                                              Knob("B", (1, 2, 4, 8, 16, 32, 64, 128)), Knob("C", ("p", "q", "r", "s"))),
+                 {"*": {"A": 8, "B": 8, "C": "p"}})
+
+
+@pytest.fixture(autouse=True)
+def replay_spaces():
+    """The database takes records only of backends with a registered space (SPEC.md section 7)."""
+    with schedules.overlay(small_space()), schedules.overlay(big_space()):
+        yield
 
 
 def bowl(config):
@@ -37,7 +46,7 @@ def bowl(config):
 def run(space, evaluator, tmp_path, **kw):
     kw.setdefault("progress", False)
     logs = []
-    result = tune("delta_scan", "replay", SHAPE, device="cpu", target=TARGET, space=space, evaluator=evaluator,
+    result = tune("delta_scan", space.backend, SHAPE, device="cpu", target=TARGET, space=space, evaluator=evaluator,
                   db_path=str(tmp_path / "db"), log=logs.append, **kw)
     return result, logs
 
@@ -110,7 +119,7 @@ def test_warm_start_tries_the_winners_of_nearby_buckets_first(tmp_path):
     ev = ReplayEvaluator({config_id(c): bowl(c) for c in space.legal("cpu", {})})
     near = Shape(B=1, T=4000, H=2, K=64, V=64)
     seeded = {"A": 32, "B": 4, "C": "r"}
-    key = TuningKey.make("delta_scan", "replay", TARGET, "float32", {"K": 64, "V": 64}, near.T)
+    key = TuningKey.make("delta_scan", space.backend, TARGET, "float32", {"K": 64, "V": 64}, near.T)
     db.Store(tmp_path / "db").add([{"key": key.to_json(), "config": seeded, "time_s": 1e-3}])
     result, _ = run(space, ev, tmp_path, trials=5)
     assert [t["config"] for t in result.trials[:2]] == [space.default("cpu"), seeded]

@@ -1,6 +1,7 @@
 """Tuning real kernels end to end: `hola tune` on the reference scan (and the TileLang CPU scan
 when that backend is available), and a backend with deliberately broken configs."""
 
+import math
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from hola_dsl import backends
 from hola_dsl.backends import Backend
 from hola_dsl.testing import Shape
 from model import chunked_backend
-from schedules import Knob, Space, has_space
+from schedules import Knob, Space, has_space, overlay
 from tools.cli import main as hola
 
 FAST = MeasureSettings(warmup_calls=1, warmup_s=0.0, target_s=0.05, min_repeats=3, max_repeats=20)
@@ -24,7 +25,8 @@ FAST = MeasureSettings(warmup_calls=1, warmup_s=0.0, target_s=0.05, min_repeats=
 def _tune_cli_twice(backend, shape, tmp_path, monkeypatch, capsys, extra=()):
     path = tmp_path / "db"
     argv = ["tune", "--kernel", "delta_scan", "--backend", backend, "--shape", shape, "--db", str(path),
-            "--rounds", "3", "--measure-seconds", "0.1", "--no-progress", *extra, "--plot", str(tmp_path / "history.png")]
+            "--rounds", "3", "--measure-seconds", "0.1", "--no-progress", "--max-spread", "inf", *extra,
+            "--plot", str(tmp_path / "history.png")]
     assert hola(argv) == 0
     out = capsys.readouterr().out
     [record] = db.Store(path).records()
@@ -75,8 +77,11 @@ def test_broken_configs_are_recorded_as_failed_and_the_study_goes_on(tmp_path, m
     monkeypatch.setitem(backends._loaded, "faulty", faulty)
     space = Space("delta_scan", "faulty", (Knob("mode", ("ok", "raise", "wrong", "hang")), Knob("chunk_size", (32, 64))),
                   {"*": {"mode": "ok", "chunk_size": 64}})
-    result = tune("delta_scan", "faulty", Shape(B=1, T=100, H=1, K=16, V=16), device="cpu", space=space,
-                  db_path=str(tmp_path / "db"), compile_timeout=3.0, settings=FAST, rounds=2, progress=False)
+    with overlay(space):
+        result = tune("delta_scan", "faulty", Shape(B=1, T=100, H=1, K=16, V=16), device="cpu", space=space,
+                      db_path=str(tmp_path / "db"), compile_timeout=3.0, settings=FAST, rounds=2, progress=False,
+                      max_spread=math.inf)
+        stored = db.Store(tmp_path / "db").records()
     assert result.counts["trials"] == 8 and result.counts["ok"] == 2
     assert result.counts["wrong"] == 2 and result.counts["failed"] == 4
     errors = {(f["config"]["mode"], f["status"]): f["error"] for f in result.record["failures"]}
@@ -84,7 +89,7 @@ def test_broken_configs_are_recorded_as_failed_and_the_study_goes_on(tmp_path, m
     assert errors[("hang", "failed")].startswith("timeout")
     assert "relative error" in errors[("wrong", "wrong")]
     assert result.record["config"]["mode"] == "ok"
-    assert db.Store(tmp_path / "db").records()[0]["config"]["mode"] == "ok"
+    assert stored[0]["config"]["mode"] == "ok"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -123,8 +128,9 @@ def test_isolated_worker_survives_crashing_and_hanging_candidates(tmp_path, monk
     monkeypatch.syspath_prepend(str(tmp_path))
     space = Space("delta_scan", "crashy", (Knob("mode", ("slow", "segfault", "hang", "fast")),), {"*": {"mode": "slow"}})
     ev = IsolatedEvaluator("crashy_candidates:make", timeout=3.0)
-    result = tune("delta_scan", "crashy", Shape(B=1, T=64, H=1, K=8, V=8), device="cpu", target="test-box/x86_64",
-                  space=space, evaluator=ev, db_path=str(tmp_path / "db"), progress=False)
+    with overlay(space):
+        result = tune("delta_scan", "crashy", Shape(B=1, T=64, H=1, K=8, V=8), device="cpu", target="test-box/x86_64",
+                      space=space, evaluator=ev, db_path=str(tmp_path / "db"), progress=False)
     errors = {f["config"]["mode"]: f["error"] for f in result.record["failures"]}
     assert errors["segfault"].startswith("crash: the worker process died (exit code -11)")
     assert errors["hang"].startswith("timeout")

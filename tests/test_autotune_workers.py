@@ -26,7 +26,7 @@ TRIALS = 4
 def _two_workers(storage: str, db_path: Path) -> None:
     cmd = [sys.executable, "-m", "tools.cli", "tune", "--kernel", "delta_scan", "--backend", "reference",
            "--shape", SHAPE, "--db", str(db_path), "--storage", storage, "--trials", str(TRIALS), "--force",
-           "--rounds", "2", "--measure-seconds", "0.05", "--no-progress"]
+           "--rounds", "2", "--measure-seconds", "0.05", "--max-spread", "inf", "--no-progress"]
     # One torch thread per worker: two workers with a thread per core each would only measure
     # each other on a small machine.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

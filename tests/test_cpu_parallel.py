@@ -142,7 +142,7 @@ def test_thread_count_follows_torch_unless_a_config_sets_it(modes):
 def test_thread_count_is_a_launch_setting_not_a_tuned_knob():
     import schedules
     space = schedules.space("delta_scan", "tilelang")
-    config = space.complete({"cpu_threads": 2}, "cpu")
+    config = space.check({"cpu_threads": 2}, "cpu")
     assert space.violations(config, "cpu", {"K": 32, "V": 48}) == []
     assert all("cpu_threads" not in c for c in space.legal("cpu", {"K": 32, "V": 48}))
     assert "cpu_threads" not in space.default("cpu")

@@ -5,11 +5,18 @@
     hola db import FILE_OR_DIR...          merge files into the user's database
     hola db merge OUT IN...                merge databases into OUT (best per key wins, provenance kept)
     hola db prune [filters] [--older-than DAYS] [--illegal] [--drop-history] [--dry-run]
+
+Databases are shared files, so what is read is untrusted (SPEC.md section 7): a bad record or
+file is skipped with one warning line on stderr naming it, the valid rest is used, and the exit
+status is 1. A file that would be rewritten (an OUT or the user's database) and is itself bad
+is never rewritten: that is an error naming it (exit status 2); `prune --illegal` repairs it.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Optional
@@ -18,6 +25,10 @@ from autotune import db
 
 NAME = "db"
 HELP = "show, export, import, merge and prune tuning databases"
+BAD_INPUT = ("Bad records or files among those read are skipped with one warning each on stderr (naming the "
+             "file and the record) and the exit status is 1; a database file this command would rewrite is "
+             "never rewritten while it holds bad records (an error naming it, exit status 2; `hola db prune "
+             "--illegal` drops them).")
 
 
 def _db_flag(p: argparse.ArgumentParser) -> None:
@@ -36,24 +47,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None, help="the user's database folder or .json file "
                                                    "(default: $HOLA_TUNING_DB, else ~/.cache/hola-dsl/tuning)")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = sub.add_parser("show", help="print the records as a table")
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=f"{help}. {BAD_INPUT}")
+
+    p = action("show", "print the records of the user's database and the shipped configs/ as a table")
     _filters(p)
     p.add_argument("--no-shipped", action="store_true", help="leave out the shipped configs/ folder")
-    p = sub.add_parser("export", help="copy records to a folder (<target>/<kernel>.json) or a .json file")
-    p.add_argument("out")
+    p = action("export", "copy the records of the user's database and the shipped configs/ into OUT")
+    p.add_argument("out", metavar="OUT", help="a folder (written as <device>/<isa>/<kernel>.json files) or a .json "
+                                              "file; records already there are merged with, the faster per key wins")
     _filters(p)
-    p = sub.add_parser("import", help="merge database files or folders into the user's database")
+    p = action("import", "merge database files or folders into the user's database")
     _db_flag(p)
-    p.add_argument("sources", nargs="+")
-    p = sub.add_parser("merge", help="merge databases into OUT; the faster record of a key wins, both provenances kept")
-    p.add_argument("out")
-    p.add_argument("sources", nargs="+")
-    p = sub.add_parser("prune", help="drop records from the user's database")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="a database .json file or a folder of them")
+    p = action("merge", "merge databases into OUT; the faster record of a key wins, both provenances kept")
+    p.add_argument("out", metavar="OUT", help="the database folder or .json file to merge into (made if missing)")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="a database .json file or a folder of them")
+    p = action("prune", "drop records from the user's database")
     _filters(p)
-    p.add_argument("--older-than", type=float, metavar="DAYS", help="records measured more than DAYS ago")
-    p.add_argument("--illegal", action="store_true", help="records whose config the current schedule space rejects")
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="records measured more than DAYS ago (a number >= 0)")
+    p.add_argument("--illegal", action="store_true",
+                   help="invalid records: a config the current schedule space rejects, a bad key or time")
     p.add_argument("--drop-history", action="store_true", help="keep records but drop their alternatives and failures")
     p.add_argument("--dry-run", action="store_true", help="say what would be dropped, change nothing")
+
+
+def _printable(value: object, limit: int = 80) -> str:
+    """A field of a shared record as it may reach a terminal: no control characters."""
+    text = "".join(c if c.isprintable() else "?" for c in str(value))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class _Reader:
+    """Reads stores leniently, reporting each skipped file or set of records on stderr once."""
+
+    def __init__(self) -> None:
+        self.skipped = 0
+
+    def skip(self, message: str) -> None:
+        self.skipped += 1
+        print(f"hola db: warning: {message}", file=sys.stderr)
+
+    def records(self, path) -> list[dict]:
+        return db.Store(path).records(on_skip=self.skip)
+
+    @property
+    def status(self) -> int:
+        return 1 if self.skipped else 0
 
 
 def _match(record: dict, args: argparse.Namespace) -> bool:
@@ -61,49 +102,45 @@ def _match(record: dict, args: argparse.Namespace) -> bool:
     return all(getattr(args, f, None) in (None, getattr(key, f)) for f in ("kernel", "backend", "target"))
 
 
-def _show(args: argparse.Namespace) -> int:
+def _show(args: argparse.Namespace, reader: _Reader) -> None:
     for path in db.search_paths(args.db, shipped=not args.no_shipped):
-        records = [r for r in db.Store(path).records() if _match(r, args)]
+        records = [r for r in reader.records(path) if _match(r, args)]
         print(f"{path}: {len(records)} record(s)")
         for r in records:
             prov = r.get("provenance", {})
             config = ",".join(f"{k}={v}" for k, v in r["config"].items()) or "(no knobs)"
             speed = f"{r['speedup_vs_default']:.2f}x" if r.get("speedup_vs_default") else "-"
-            print(f"  {r.get('id') or db.record_key(r).id}\n    config {config}  {r['time_s'] * 1e3:.4g} ms  "
-                  f"vs default {speed}  on {prov.get('host', '?')} at {prov.get('measured_at', '?')}"
-                  f"  (+{len(r.get('alternatives', []))} other measurements)")
-    return 0
+            print(f"  {db.record_key(r).id}\n    config {config}  {r['time_s'] * 1e3:.4g} ms  "
+                  f"vs default {speed}  on {_printable(prov.get('host', '?'))} at "
+                  f"{_printable(prov.get('measured_at', '?'))}  (+{len(r.get('alternatives', []))} other measurements)")
 
 
-def _export(args: argparse.Namespace) -> int:
-    records = [r for p in db.search_paths(args.db) for r in db.Store(p).records() if _match(r, args)]
+def _export(args: argparse.Namespace, reader: _Reader) -> None:
+    records = [r for p in db.search_paths(args.db) for r in reader.records(p) if _match(r, args)]
     db.Store(args.out).add(records)
     print(f"exported {len(records)} record(s) to {args.out}")
-    return 0
 
 
-def _merge_into(out: str, sources: list[str]) -> int:
+def _merge_into(out: str, sources: list[str], reader: _Reader) -> int:
     n = 0
     target = db.Store(out)
     for src in sources:
         store = db.Store(src)
         if not store.path.exists():
             raise FileNotFoundError(f"{src}: no such database file or folder")
-        records = store.records()
+        records = reader.records(src)
         target.add(records)
         n += len(records)
     return n
 
 
-def _import(args: argparse.Namespace) -> int:
+def _import(args: argparse.Namespace, reader: _Reader) -> None:
     out = str(db.user_paths(args.db)[0])
-    print(f"imported {_merge_into(out, args.sources)} record(s) into {out}")
-    return 0
+    print(f"imported {_merge_into(out, args.sources, reader)} record(s) into {out}")
 
 
-def _merge(args: argparse.Namespace) -> int:
-    print(f"merged {_merge_into(args.out, args.sources)} record(s) into {args.out}")
-    return 0
+def _merge(args: argparse.Namespace, reader: _Reader) -> None:
+    print(f"merged {_merge_into(args.out, args.sources, reader)} record(s) into {args.out}")
 
 
 def _age_days(record: dict) -> Optional[float]:
@@ -117,46 +154,56 @@ def _age_days(record: dict) -> Optional[float]:
     return (time.time() - then.timestamp()) / 86400
 
 
-def _illegal(record: dict) -> bool:
-    import schedules
-    from autotune.target import Target
-    key = db.record_key(record)
-    try:
-        space = schedules.space(key.kernel, key.backend)
-    except (KeyError, ImportError):
-        return False
-    return bool(space.violations(record["config"], Target.parse(key.target).arch, dict(key.dims)))
-
-
-def _prune(args: argparse.Namespace) -> int:
+def _prune(args: argparse.Namespace, reader: _Reader) -> None:
     store = db.Store(db.user_paths(args.db)[0])
+    if args.older_than is not None and not (math.isfinite(args.older_than) and args.older_than >= 0):
+        raise ValueError(f"--older-than: expected a number of days >= 0, got {args.older_than}")
     selective = args.older_than is not None or args.illegal
     if not selective and not args.drop_history and not any(getattr(args, f) for f in ("kernel", "backend", "target")):
         raise ValueError("prune: name what to drop: --older-than DAYS, --illegal, --drop-history, or a "
                          "--kernel/--backend/--target filter (which drops every matching record)")
+    verb = "would drop" if args.dry_run else "dropped"
 
     def keep(record: dict) -> Optional[dict]:
         if not _match(record, args):
             return record
         age = _age_days(record)
         drop = (args.older_than is not None and age is not None and age > args.older_than) or \
-               (args.illegal and _illegal(record)) or (not selective and not args.drop_history)
+               (not selective and not args.drop_history)
         if drop:
-            print(f"{'would drop' if args.dry_run else 'dropped'} {record.get('id') or db.record_key(record).id}")
+            print(f"{verb} {db.record_key(record).id}")
             return record if args.dry_run else None
         if args.drop_history and not args.dry_run:
             record.pop("alternatives", None)
             record.pop("failures", None)
         return record
 
+    def invalid(message: str) -> None:
+        print(f"{verb} invalid {_printable(message, 300)}")
+
     if args.dry_run:
-        for r in store.records():
-            keep(r)
-        return 0
-    kept, dropped = store.rewrite(keep)
+        for path in store.files():
+            try:
+                _, records, problems = db.load(path)
+            except db.DatabaseError as exc:
+                reader.skip(str(exc))
+                continue
+            for problem in problems if args.illegal else []:
+                invalid(f"{path}: {problem}")
+            for r in records:
+                keep(r)
+        return
+    kept, dropped = store.rewrite(keep, drop_invalid=args.illegal, on_drop=invalid)
     print(f"{store.path}: kept {kept}, dropped {dropped}")
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"show": _show, "export": _export, "import": _import, "merge": _merge, "prune": _prune}[args.action](args)
+    reader = _Reader()
+    action = {"show": _show, "export": _export, "import": _import, "merge": _merge, "prune": _prune}[args.action]
+    try:
+        action(args, reader)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:       # a folder that is a file, a read-only database: one line, not a traceback
+        raise ValueError(str(exc)) from None
+    return reader.status
