@@ -1,14 +1,12 @@
-"""Autotuning of schedules and the shareable tuning database.
+"""Autotuning of schedules: the Optuna search, its correctness gate and measurement, and
+writing the shareable tuning database.
 
-Cheap to import (``hola_dsl.ops`` uses ``lookup`` on every call); the Optuna tuner is loaded
-only by ``autotune.tuner``.
+Reading the database (which record applies to a call) is schedule lookup, a floor below
+(``schedules.lookup``, ``schedules.database``); here:
 
-- ``autotune.lookup(kernel, backend, target, dtypes, dims, T)``: tuned config or None.
-- ``autotune.db``: records, stores, merge, atomic multi-writer files.
-- ``autotune.tuner.tune(...)``: the Optuna search with its correctness gate and measurement.
+- ``autotune.tuner.tune(...)``: the Optuna search (Optuna is imported only by this module).
+- ``autotune.db``: writing records: merge, atomic multi-writer files.
+- ``autotune.evaluate``, ``runner``, ``isolate``, ``measure``: one candidate compiled, checked
+  against the float64 oracle and timed, in a worker process when asked.
+- ``autotune.replay``: recorded timings instead of kernels, to test the search.
 """
-
-from autotune.db import DatabaseError
-from autotune.query import config_for, lookup
-
-__all__ = ["DatabaseError", "config_for", "lookup"]

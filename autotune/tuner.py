@@ -29,12 +29,14 @@ from optuna.trial import TrialState
 import schedules
 from autotune import db
 from autotune.evaluate import FAILED, ILLEGAL, OK, WRONG, Evaluator, KernelEvaluator, Outcome
-from autotune.key import TuningKey, dtype_name, static_dims
 from autotune.measure import MAX_SPREAD, REMEASURES, MeasureSettings
 from autotune.replay import config_id
 from autotune.runner import Runner
-from autotune.target import Target, target_of
 from hola_dsl.testing import Shape
+from schedules import database
+from schedules.kernels import static_dims
+from schedules.key import TuningKey, dtype_name
+from schedules.targets import Target, machine_of
 
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 DEFAULT_TRIALS = 40          # TPE budget when none is given
@@ -215,15 +217,15 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
         from hola_dsl import backends
         devices = backends.get(backend).devices
         device = "cuda" if torch.cuda.is_available() and "cuda" in devices else "cpu"
-    tgt = Target.parse(target) if target else target_of(device)
+    tgt = Target.parse(target) if target else machine_of(device)
     dims = static_dims(kernel, shape)
     key = TuningKey.make(kernel, backend, tgt.name, dtype_name(dtype), dims, shape.T)
-    store = db.Store(db.user_paths(db_path)[0])
+    store = db.Store(database.user_paths(db_path)[0])
     dest = store.file_for(key.target, key.kernel)
     loaded = [db.Store(p).records(on_skip=lambda message: log(f"hola tune: warning: {message}"))
-              for p in db.search_paths(db_path)]
+              for p in database.search_paths(db_path)]
 
-    existing, how = db.find(key, loaded, records_of=lambda records: records)
+    existing, how = database.find(key, loaded, records_of=lambda records: records)
     if existing is not None and how == "exact" and not force:
         log(f"hola tune: {key.id}: reusing the database record ({_fmt_config(existing['config'])}, "
             f"{existing['time_s'] * 1e3:.3f} ms); pass --force to tune again")
@@ -257,8 +259,8 @@ def _unwritable(path: Path) -> Optional[str]:
     """Why a record could not be merged into database file ``path`` (None when it likely can):
     checked before a search so that an hour of tuning does not end in a surprise."""
     try:
-        db.read_file(path)
-    except db.DatabaseError as exc:
+        database.read_file(path)
+    except database.DatabaseError as exc:
         return str(exc)
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
@@ -333,11 +335,11 @@ def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evalu
         # Warm start: the default, then the winners of the nearest T buckets of this static key.
         study.enqueue_trial(default, user_attrs={"source": "default"}, skip_if_exists=True)
         nearby = sorted((r for records in loaded for r in records
-                         if db.record_key(r).static == key.static and db.record_key(r) != key),
-                        key=lambda r: key.distance(db.record_key(r)))
+                         if database.record_key(r).static == key.static and database.record_key(r) != key),
+                        key=lambda r: key.distance(database.record_key(r)))
         for r in nearby[:3]:
             if not space.violations(r["config"], tgt.arch, dims):
-                study.enqueue_trial(r["config"], user_attrs={"source": f"record {db.record_key(r).id}"},
+                study.enqueue_trial(r["config"], user_attrs={"source": f"record {database.record_key(r).id}"},
                                     skip_if_exists=True)
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -432,7 +434,7 @@ def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evalu
         dest = store.file_for(key.target, key.kernel)
         try:
             store.add([record])
-        except (OSError, db.DatabaseError) as exc:
+        except (OSError, database.DatabaseError) as exc:
             result.message = f"{key.id}: could not write the record to {dest}: {exc}"
         else:
             result.written_to = dest

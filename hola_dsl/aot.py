@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from hola_dsl import launch, lang, targets
+from hola_dsl import launch, lang
 from hola_dsl.kernels import get as get_kernel
 from hola_dsl.lower import triton as lower_triton
+from schedules import targets
 
 # Static problem the AOT build specialises for: GDN's usual head dims and the default cache.
 # (The scan's chunk comes from the schedule, which has one for every target.)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from hola_dsl import ir, targets
+from hola_dsl import ir
+from schedules import targets
 
 
 def _ir(kernel: ir.Kernel, schedule: dict, target: str) -> tuple[str, str]:
@@ -44,7 +45,7 @@ def schedule_for(kernel: str, backend: str, target: str, config: Optional[dict],
 def emit_source(kernel: str, backend: str, target: str, config: Optional[dict] = None,
                 dims: Optional[dict] = None, dtype: str = "bfloat16") -> tuple[str, str, dict]:
     """(file name, source, schedule) of ``kernel`` lowered for ``backend`` and ``target`` (one of
-    ``hola_dsl.targets.targets(backend)``)."""
+    ``schedules.targets.for_backend(backend)``)."""
     from hola_dsl import aot
     if backend not in EMITTERS:
         raise ValueError(f"--backend: expected one of {list(EMITTERS)}, got {backend!r}")

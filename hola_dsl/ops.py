@@ -13,9 +13,9 @@ from typing import Any, Callable, Optional
 import torch
 
 import schedules
-from autotune.query import config_for
 from hola_dsl import backends, validate
 from model import norms
+from schedules.lookup import config_for
 
 L2NORM_EPS = 1e-6
 

@@ -15,6 +15,7 @@ import torch
 
 from hola_dsl import launch
 from hola_dsl.backends import Backend
+from schedules import targets
 
 # The C dialect computes in these element types; other inputs are rejected with a clear message.
 _CPU_DTYPES = (torch.float32, torch.float64, torch.int32, torch.int64)
@@ -37,14 +38,6 @@ def _dtype_problem(device_type: str, dtype: torch.dtype) -> Optional[str]:
     return None
 
 
-def target_of(device: torch.device) -> str:
-    """Schedule target: "cpu", or the GPU's arch ("sm_90")."""
-    if device.type != "cuda":
-        return "cpu"
-    major, minor = torch.cuda.get_device_capability(device)
-    return f"sm_{major}{minor}"
-
-
 def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
     """The completed TileLang schedule of ``kernel`` for ``target`` (config entries win); a
     config the space rejects raises ``schedules.ConfigError`` naming ``config`` and the knob."""
@@ -55,7 +48,7 @@ def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
 def _runner(kernel: str, config: Optional[dict], device: torch.device):
     from hola_dsl import tilelang_runtime
 
-    sched = schedule(kernel, config, target_of(device))
+    sched = schedule(kernel, config, targets.arch_of(device))
 
     def run(kdef, consts, args) -> None:
         ir_kernel = launch.specialize(kdef, consts, args)

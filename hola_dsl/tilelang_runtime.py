@@ -15,13 +15,11 @@ contiguous ranges over Python threads (the compiled call releases the GIL).
 from __future__ import annotations
 
 import collections
-import functools
 import hashlib
 import json
 import logging
 import math
 import os
-import platform
 import threading
 from pathlib import Path
 from typing import Any, Optional
@@ -29,6 +27,7 @@ from typing import Any, Optional
 import torch
 
 from hola_dsl import cpu_parallel, eager, ir, source_cache
+from schedules import targets
 
 _MODULES: dict[str, Any] = {}
 _COMPILED: dict[str, Any] = {}
@@ -60,19 +59,9 @@ def _lowering(dialect: str):
     return mod
 
 
-@functools.lru_cache(maxsize=None)
 def cpu_target() -> str:
     """The CPU the C dialect is compiled for (-march=native makes the code CPU-specific)."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"cpu:{name}"
+    return f"cpu:{targets.cpu_model()}"
 
 
 def tool_versions(dialect: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ import torch
 
 from hola_dsl import eager, ir, source_cache
 from hola_dsl.lower import triton as lower_triton
+from schedules import targets
 
 _MODULES: dict[str, Any] = {}
 
@@ -52,10 +53,7 @@ def current_target() -> str:
     """"interpreter", or the GPU's arch name ("sm_90", "gfx942")."""
     if interpreting() or not torch.cuda.is_available():
         return "interpreter"
-    if torch.version.hip:
-        return torch.cuda.get_device_properties(0).gcnArchName.split(":")[0]
-    major, minor = torch.cuda.get_device_capability()
-    return f"sm_{major}{minor}"
+    return targets.arch_of("cuda")
 
 
 def source_key(kernel: ir.Kernel, schedule: dict, target: str) -> str:

@@ -1,10 +1,16 @@
-"""Schedule spaces per (kernel, backend), found through one list of modules.
+"""The lowest floor: what a schedule is, which one applies, and the tuned records that say so.
 
-Each module in ``SPACE_MODULES`` defines ``SPACES``, a dict whose values are ``Space`` objects
-(the keys are the module's own business: schedules/delta_scan.py keys by backend,
-schedules/reference.py by kernel); every Space names its own kernel and backend. A backend adds
-its spaces to the per-kernel modules, or lists a module of its own here (one line).
-Modules are imported lazily, so a space module that cannot import only loses its own spaces.
+``space(kernel, backend)`` is the one way to find a schedule space (``schedules.space``: knobs,
+constraints, defaults per target). Spaces come from one list of modules: each module in
+``SPACE_MODULES`` defines ``SPACES``, a dict whose values are ``Space`` objects (the keys are the
+module's own business: schedules/delta_scan.py keys by backend, schedules/reference.py by
+kernel); every Space names its own kernel and backend. A backend adds its spaces to the
+per-kernel modules, or lists a module of its own here (one line). Modules are imported when a
+space is first asked for, so a space module that cannot import only loses its own spaces.
+
+Beside the spaces: ``kernels`` (the one list of kernels and their static dims), ``targets``
+(arch of a device, the machine, each backend's code-generation targets), ``key`` (the tuning
+key), ``database`` (reading the tuning database) and ``lookup`` (the tuned config of a call).
 """
 
 from __future__ import annotations
@@ -13,16 +19,15 @@ import contextlib
 import importlib
 from typing import Iterator, Optional
 
+from schedules.kernels import KERNELS
 from schedules.space import ConfigError, Constraint, Knob, Setting, Space
 
-__all__ = ["ConfigError", "Constraint", "Knob", "Setting", "Space", "SPACE_MODULES", "space", "has_space",
-           "registered", "overlay"]
+__all__ = ["ConfigError", "Constraint", "KERNELS", "Knob", "Setting", "Space", "SPACE_MODULES", "space",
+           "has_space", "registered", "overlay"]
 
-# Modules defining SPACES = {...: Space}. Adding a module of spaces is one line here.
-SPACE_MODULES: list[str] = [
-    "schedules.delta_scan",
-    "schedules.cache_select",
-    "schedules.cache_read",
+# Modules defining SPACES = {...: Space}: one per kernel (schedules/<kernel>.py), and those of
+# backends that keep their spaces together. Adding a module of spaces is one line here.
+SPACE_MODULES: list[str] = [f"schedules.{kernel}" for kernel in KERNELS] + [
     "schedules.reference",
     "schedules.tilelang",
 ]

@@ -7,7 +7,7 @@ import pytest
 
 import schedules
 from autotune import db
-from autotune.key import TuningKey
+from schedules.key import TuningKey
 from autotune.replay import ReplayEvaluator, config_id
 from autotune.tuner import tune
 from hola_dsl.testing import Shape

@@ -2,7 +2,7 @@
 
 import pytest
 
-from autotune.target import Target, cpu_target, normalise_name
+from schedules.targets import Target, cpu_machine, normalise_name
 
 
 @pytest.mark.parametrize("raw, name", [
@@ -25,6 +25,6 @@ def test_target_parse_and_arch_seen_by_schedule_spaces():
 
 
 def test_this_cpu_has_a_path_safe_two_part_name():
-    t = cpu_target()
+    t = cpu_machine()
     assert t.kind == "cpu" and Target.parse(t.name) == t
     assert all(c.isalnum() or c in "-_./" for c in t.name)

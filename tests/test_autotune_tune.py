@@ -7,10 +7,11 @@ import time
 import pytest
 import torch
 
-from autotune import db, query
+from autotune import db
+from schedules import database, lookup
 from autotune.evaluate import KernelEvaluator
 from autotune.measure import MeasureSettings
-from autotune.target import cpu_target
+from schedules.targets import cpu_machine
 from autotune.tuner import tune
 from hola_dsl import backends
 from hola_dsl.backends import Backend
@@ -30,7 +31,7 @@ def _tune_cli_twice(backend, shape, tmp_path, monkeypatch, capsys, extra=()):
     assert hola(argv) == 0
     out = capsys.readouterr().out
     [record] = db.Store(path).records()
-    assert record["key"]["target"] == cpu_target().name and record["key"]["backend"] == backend
+    assert record["key"]["target"] == cpu_machine().name and record["key"]["backend"] == backend
     assert record["default_time_s"] is not None and record["time_s"] <= record["default_time_s"]
     assert record["search"]["ok"] >= 1 and "record written to" in out and (tmp_path / "history.png").exists()
     # The second run of the same key reuses the record: no candidate is evaluated again.
@@ -39,10 +40,10 @@ def _tune_cli_twice(backend, shape, tmp_path, monkeypatch, capsys, extra=()):
     assert "reusing the database record" in capsys.readouterr().out
     assert db.Store(path).records() == [record]
     # hola_dsl.ops now finds it.
-    monkeypatch.setenv(db.ENV_VAR, str(path))
-    query.clear_cache()
+    monkeypatch.setenv(database.ENV_VAR, str(path))
+    lookup.clear_cache()
     s = Shape.parse(shape)
-    assert query.lookup("delta_scan", backend, cpu_target().name, torch.float32, {"K": s.K, "V": s.V}, s.T) == record["config"]
+    assert lookup.lookup("delta_scan", backend, cpu_machine().name, torch.float32, {"K": s.K, "V": s.V}, s.T) == record["config"]
     return record
 
 

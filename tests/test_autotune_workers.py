@@ -14,8 +14,8 @@ import optuna
 import pytest
 
 from autotune import db
-from autotune.key import TuningKey
-from autotune.target import cpu_target
+from schedules.key import TuningKey
+from schedules.targets import cpu_machine
 from autotune.tuner import make_storage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ def _two_workers(storage: str, db_path: Path) -> None:
     outs = [p.communicate(timeout=300)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out
-    key = TuningKey.make("delta_scan", "reference", cpu_target().name, "float32", {"K": 16, "V": 16}, 128)
+    key = TuningKey.make("delta_scan", "reference", cpu_machine().name, "float32", {"K": 16, "V": 16}, 128)
     trials = optuna.load_study(study_name=key.id, storage=make_storage(storage)).get_trials()
     assert all(t.state.is_finished() for t in trials), [t.state for t in trials]
     assert TRIALS <= len(trials) <= TRIALS + 1          # two workers may each start the last trial

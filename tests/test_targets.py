@@ -5,7 +5,8 @@ whether a backend was named or not. Their other arguments fail in one line too."
 import pytest
 import torch
 
-from hola_dsl import backends, targets
+from hola_dsl import backends
+from schedules import targets
 from tools.cli import main
 
 EXIT_USAGE = 2
@@ -22,13 +23,13 @@ def error_line(capsys, argv) -> str:
 
 
 def test_each_backend_names_its_targets():
-    assert "cpu" in targets.targets("tilelang") and "gfx942" not in targets.targets("tilelang")
-    assert "interpreter" in targets.targets("triton") and "sm_90a" not in targets.targets("triton")
-    assert "interpreter" not in targets.targets("triton", gpu_only=True)
-    assert "cpu" not in targets.targets("tilelang", gpu_only=True)
+    assert "cpu" in targets.for_backend("tilelang") and "gfx942" not in targets.for_backend("tilelang")
+    assert "interpreter" in targets.for_backend("triton") and "sm_90a" not in targets.for_backend("triton")
+    assert "interpreter" not in targets.for_backend("triton", gpu_only=True)
+    assert "cpu" not in targets.for_backend("tilelang", gpu_only=True)
     for backend, defaults in targets.DEFAULT_BUILD.items():
-        assert set(defaults) <= set(targets.targets(backend, gpu_only=True))
-    assert targets.CHECK_NVCC_ARCH in targets.targets("tilelang", gpu_only=True)
+        assert set(defaults) <= set(targets.for_backend(backend, gpu_only=True))
+    assert targets.CHECK_NVCC_ARCH in targets.for_backend("tilelang", gpu_only=True)
     assert targets.triton_twin("sm_90a") == "sm_90" and targets.triton_twin("cpu") is None
 
 

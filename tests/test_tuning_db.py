@@ -7,8 +7,9 @@ import multiprocessing
 import pytest
 import torch
 
-from autotune import db, query as lookup_mod
-from autotune.key import TuningKey, t_bucket
+from autotune import db
+from schedules import database, lookup
+from schedules.key import TuningKey, t_bucket
 from tools.cli import main as hola
 
 TARGET = "test-cpu/x86_64-avx512"
@@ -23,9 +24,9 @@ def record(T=4096, config=None, time_s=1e-3, host="a", kernel="delta_scan", back
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    lookup_mod.clear_cache()
+    lookup.clear_cache()
     yield
-    lookup_mod.clear_cache()
+    lookup.clear_cache()
 
 
 def test_bucket_and_readable_key():
@@ -40,7 +41,7 @@ def test_store_roundtrip_keeps_unknown_fields_and_layout(tmp_path):
     store.add([record(future_field={"x": [1, 2]})])
     path = tmp_path / "test-cpu" / "x86_64-avx512" / "delta_scan.json"
     doc = json.loads(path.read_text())
-    assert doc["format"] == db.FORMAT and len(doc["records"]) == 1
+    assert doc["format"] == database.FORMAT and len(doc["records"]) == 1
     doc["future_top_level"] = "kept"
     doc["version"] = 7
     path.write_text(json.dumps(doc))
@@ -68,9 +69,9 @@ def test_corrupt_file_gives_an_error_naming_it_and_is_left_untouched(tmp_path, c
     path = tmp_path / "db.json"
     path.write_text(content)
     before = path.stat().st_mtime_ns
-    with pytest.raises(db.DatabaseError, match=str(path)):
+    with pytest.raises(database.DatabaseError, match=str(path)):
         db.Store(path).add([record()])
-    with pytest.raises(db.DatabaseError, match="db.json"):
+    with pytest.raises(database.DatabaseError, match="db.json"):
         db.Store(path).records()
     assert path.read_text() == content and path.stat().st_mtime_ns == before
     assert hola(["db", "--db", str(path), "show", "--no-shipped"]) == 1   # the CLI skips it with a warning, not crashes
@@ -99,33 +100,33 @@ def test_two_writer_processes_lose_no_record(tmp_path):
 
 
 def test_lookup_exact_then_nearest_bucket_then_none(tmp_path, monkeypatch):
-    monkeypatch.setenv(db.ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(database.ENV_VAR, str(tmp_path))
     db.Store(tmp_path).add([record(T=4096, config={"chunk_size": 128}), record(T=256, config={"chunk_size": 32})])
     args = ("delta_scan", "reference", TARGET, "float32", {"K": 128, "V": 128})
-    assert lookup_mod.lookup(*args, 3000) == {"chunk_size": 128}              # exact bucket 4096
-    assert lookup_mod.lookup(*args, 300) == {"chunk_size": 32}                # nearest: 256 (512 is 1 step)
-    assert lookup_mod.lookup(*args, 100000) == {"chunk_size": 128}            # nearest: 4096
-    assert lookup_mod.lookup("delta_scan", "reference", TARGET, "bfloat16", {"K": 128, "V": 128}, 4096) is None
-    assert lookup_mod.lookup("delta_scan", "reference", TARGET, "float32", {"K": 64, "V": 128}, 4096) is None
+    assert lookup.lookup(*args, 3000) == {"chunk_size": 128}              # exact bucket 4096
+    assert lookup.lookup(*args, 300) == {"chunk_size": 32}                # nearest: 256 (512 is 1 step)
+    assert lookup.lookup(*args, 100000) == {"chunk_size": 128}            # nearest: 4096
+    assert lookup.lookup("delta_scan", "reference", TARGET, "bfloat16", {"K": 128, "V": 128}, 4096) is None
+    assert lookup.lookup("delta_scan", "reference", TARGET, "float32", {"K": 64, "V": 128}, 4096) is None
 
 
 def test_lookup_sees_a_rewritten_file_and_skips_configs_the_space_rejects(tmp_path, monkeypatch):
-    monkeypatch.setenv(db.ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(database.ENV_VAR, str(tmp_path))
     args = ("delta_scan", "reference", TARGET, "float32", {"K": 128, "V": 128}, 4096)
     db.Store(tmp_path).add([record(config={"chunk_size": 128}, time_s=2e-3)])
-    assert lookup_mod.lookup(*args) == {"chunk_size": 128}
+    assert lookup.lookup(*args) == {"chunk_size": 128}
     db.Store(tmp_path).add([record(config={"chunk_size": 16}, time_s=1e-3)])   # faster: replaces it
-    assert lookup_mod.lookup(*args) == {"chunk_size": 16}
+    assert lookup.lookup(*args) == {"chunk_size": 16}
     # A file from elsewhere whose record has a chunk size the space does not have (the database
     # refuses to write one itself): skipped with a warning.
     path = db.Store(tmp_path).file_for(TARGET, "delta_scan")
-    path.write_text(json.dumps({"format": db.FORMAT, "records": [record(config={"chunk_size": 48}, time_s=1e-4)]}))
+    path.write_text(json.dumps({"format": database.FORMAT, "records": [record(config={"chunk_size": 48}, time_s=1e-4)]}))
     with pytest.warns(RuntimeWarning, match="chunk_size: got 48"):
-        assert lookup_mod.lookup(*args) is None
+        assert lookup.lookup(*args) is None
 
 
 def test_ops_use_the_database_when_config_is_none(tmp_path, monkeypatch):
-    from autotune.target import cpu_target
+    from schedules.targets import cpu_machine
     from hola_dsl import ops
     from hola_dsl.testing import Shape, scan_inputs
     from model import chunked
@@ -133,13 +134,13 @@ def test_ops_use_the_database_when_config_is_none(tmp_path, monkeypatch):
     seen = []
     real = chunked.chunked_delta_scan
     monkeypatch.setattr(chunked, "chunked_delta_scan", lambda *a, **kw: seen.append(kw["chunk_size"]) or real(*a, **kw))
-    monkeypatch.setenv(db.ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(database.ENV_VAR, str(tmp_path))
     x = scan_inputs(Shape(B=1, T=40, H=1, K=8, V=8))
     ops.delta_scan(**x, backend="reference")
-    db.Store(tmp_path).add([record(T=40, target=cpu_target().name, dims={"K": 8, "V": 8}, config={"chunk_size": 16})])
+    db.Store(tmp_path).add([record(T=40, target=cpu_machine().name, dims={"K": 8, "V": 8}, config={"chunk_size": 16})])
     ops.delta_scan(**x, backend="reference")
     ops.delta_scan(**x, backend="reference", config={"chunk_size": 32})
-    monkeypatch.setenv(db.ENV_VAR, "off")
+    monkeypatch.setenv(database.ENV_VAR, "off")
     ops.delta_scan(**x, backend="reference")
     assert seen == [64, 16, 32, 64]
 
@@ -170,7 +171,7 @@ def test_cli_merge_keeps_both_machines_and_the_faster_wins(tmp_path, capsys):
 
 def test_hola_emit_uses_the_tuned_schedule_of_the_arch(tmp_path, monkeypatch, capsys):
     pytest.importorskip("triton")
-    monkeypatch.setenv(db.ENV_VAR, str(tmp_path / "db"))
+    monkeypatch.setenv(database.ENV_VAR, str(tmp_path / "db"))
     tuned = {"BV": 64, "chunk_size": 64, "num_warps": 8, "num_stages": 3, "dot_precision": "ieee"}
     db.Store(tmp_path / "db").add([record(backend="triton", target="nvidia-h100/sm_90", config=tuned)])
     argv = ["emit", "--kernel", "delta_scan", "--backend", "triton", "--dtype", "float32", "--out", str(tmp_path / "src")]
@@ -184,10 +185,10 @@ def test_a_corrupt_database_warns_once_and_ops_use_the_defaults(tmp_path, monkey
     from hola_dsl import ops
     from hola_dsl.testing import Shape, scan_inputs
 
-    lookup_mod.clear_cache()
+    lookup.clear_cache()
     bad = tmp_path / "team.json"
     bad.write_text('{"format": "hola-tuning-db", "records": [')
-    monkeypatch.setenv(db.ENV_VAR, str(bad))
+    monkeypatch.setenv(database.ENV_VAR, str(bad))
     x = scan_inputs(Shape(B=1, T=8, H=1, K=8, V=8))
     with pytest.warns(RuntimeWarning, match="team.json.*truncated or corrupt.*ignoring this tuning file"):
         o, _, _ = ops.delta_scan(**x, backend="reference")
@@ -197,16 +198,16 @@ def test_a_corrupt_database_warns_once_and_ops_use_the_defaults(tmp_path, monkey
         warnings.simplefilter("error")                  # the same broken file is not reported again
         ops.delta_scan(**x, backend="reference")
     assert bad.read_text() == '{"format": "hola-tuning-db", "records": ['
-    with pytest.raises(db.DatabaseError, match="team.json"):
-        db.read_file(bad)                              # the database tools still refuse it'
+    with pytest.raises(database.DatabaseError, match="team.json"):
+        database.read_file(bad)                              # the database tools still refuse it'
 
 
 def test_prune_drops_records_the_current_space_rejects(tmp_path):
     user = tmp_path / "user.json"
-    user.write_text(json.dumps({"format": db.FORMAT, "records": [record(config={"chunk_size": 48}),
+    user.write_text(json.dumps({"format": database.FORMAT, "records": [record(config={"chunk_size": 48}),
                                                                  record(T=64, config={"chunk_size": 32})]}))
     assert hola(["db", "--db", str(user), "prune", "--illegal", "--dry-run"]) == 0
-    _, good, bad = db.load(user)
+    _, good, bad = database.load(user)
     assert len(good) == 1 and len(bad) == 1                    # the dry run changed nothing
     assert hola(["db", "--db", str(user), "prune", "--illegal"]) == 0
     assert [r["config"] for r in db.Store(user).records()] == [{"chunk_size": 32}]

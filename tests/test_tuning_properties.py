@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import schedules
-from autotune import db, query
-from autotune.key import TuningKey
+from autotune import db
+from schedules import database, lookup
+from schedules.key import TuningKey
 from test_tuning_db import record
 
 SETTINGS = settings(max_examples=80, deadline=None, derandomize=True, database=None,
@@ -63,7 +64,7 @@ def configs(draw):
 
 
 def _write(path: Path, records) -> None:
-    path.write_text(json.dumps({"format": db.FORMAT, "version": 1, "records": records}, allow_nan=True))
+    path.write_text(json.dumps({"format": database.FORMAT, "version": 1, "records": records}, allow_nan=True))
 
 
 @SETTINGS
@@ -72,10 +73,10 @@ def test_lookup_never_crashes_and_returns_only_checked_configs(records):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "team.json"
         _write(path, [GOOD] + records)
-        query.clear_cache()
+        lookup.clear_cache()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            found, how = query.lookup_record("delta_scan", "reference", "amd-epyc/x86_64-avx512", "float32",
+            found, how = lookup.lookup_record("delta_scan", "reference", "amd-epyc/x86_64-avx512", "float32",
                                              {"K": 128, "V": 128}, 3000, db_path=str(path))
             for r in db.Store(path).records(on_skip=lambda message: None):
                 key = TuningKey.from_json(r["key"])
@@ -83,7 +84,7 @@ def test_lookup_never_crashes_and_returns_only_checked_configs(records):
                 space.check(r["config"], "cpu", dict(key.dims))
         assert found is not None and how in ("exact", "nearest")
         schedules.space("delta_scan", "reference").check(found["config"], "cpu")
-    query.clear_cache()
+    lookup.clear_cache()
 
 
 def _top_level(source: str) -> list:

@@ -14,11 +14,12 @@ import pytest
 import torch
 
 import schedules
-from autotune import db, query
-from autotune.key import TuningKey
+from autotune import db
+from schedules import database, lookup
+from schedules.key import TuningKey
 from autotune.measure import Timing
 from autotune.replay import ReplayEvaluator, config_id
-from autotune.target import Target, cpu_target
+from schedules.targets import Target, cpu_machine
 from autotune.tuner import tune
 from hola_dsl import backends, ops
 from hola_dsl.testing import Shape, scan_inputs
@@ -26,15 +27,15 @@ from schedules import Knob, Space
 from test_tuning_db import record
 from tools.cli import main as hola
 
-HERE = cpu_target().name
+HERE = cpu_machine().name
 SCAN = Shape(B=1, T=40, H=1, K=8, V=8)
 
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    query.clear_cache()
+    lookup.clear_cache()
     yield
-    query.clear_cache()
+    lookup.clear_cache()
 
 
 def _here(**kw):
@@ -46,7 +47,7 @@ def _here(**kw):
 def _write(path: Path, records: list, raw: str = None) -> Path:
     """A database file holding ``records`` (JSON text of NaN/Infinity allowed) or raw text."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = raw if raw is not None else json.dumps({"format": db.FORMAT, "version": 1, "records": records})
+    text = raw if raw is not None else json.dumps({"format": database.FORMAT, "version": 1, "records": records})
     path.write_text(text)
     return path
 
@@ -171,7 +172,7 @@ def test_store_paths_stay_inside_the_store(tmp_path):
             store.file_for(target, kernel)
     (tmp_path / "db" / "link").mkdir(parents=True)
     (tmp_path / "db" / "link" / "out").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(db.DatabaseError, match="outside"):
+    with pytest.raises(database.DatabaseError, match="outside"):
         store.file_for("link/out", "delta_scan")
 
 
@@ -233,7 +234,7 @@ def test_one_bad_record_is_skipped_with_one_warning_and_the_good_ones_still_appl
     good = json.dumps(_here())
     path = _write(tmp_path / "team.json", [], raw='{"format": "hola-tuning-db", "version": 1, "records": ['
                   + good + ", " + KILLERS[bad] + "]}")
-    monkeypatch.setenv(db.ENV_VAR, str(path))
+    monkeypatch.setenv(database.ENV_VAR, str(path))
     seen = _chunks_used(monkeypatch)
     x = scan_inputs(SCAN)
     with pytest.warns(RuntimeWarning, match=r"team.json: skipped 1 of 2 records \(record 1: ") as caught:
@@ -244,8 +245,8 @@ def test_one_bad_record_is_skipped_with_one_warning_and_the_good_ones_still_appl
         ops.delta_scan(**x, backend="reference")
         ops.delta_scan(**x, backend="eager")
     assert seen == [16, 16]
-    with pytest.raises(db.DatabaseError, match=r"team.json: record 1: "):
-        db.read_file(path)                      # writers still refuse the file
+    with pytest.raises(database.DatabaseError, match=r"team.json: record 1: "):
+        database.read_file(path)                      # writers still refuse the file
 
 
 FILE_KILLERS = {
@@ -261,7 +262,7 @@ FILE_KILLERS = {
 def test_a_bad_file_is_skipped_with_one_warning(tmp_path, monkeypatch, bad, backend):
     path = tmp_path / "team.json"
     path.write_bytes(FILE_KILLERS[bad].encode("latin-1"))
-    monkeypatch.setenv(db.ENV_VAR, str(path))
+    monkeypatch.setenv(database.ENV_VAR, str(path))
     x = scan_inputs(SCAN)
     with pytest.warns(RuntimeWarning, match="team.json"):
         o, _, _ = getattr(ops, "delta_scan")(**x, backend=backend)
@@ -271,7 +272,7 @@ def test_a_bad_file_is_skipped_with_one_warning(tmp_path, monkeypatch, bad, back
 def test_a_fifo_in_the_database_is_not_read(tmp_path, monkeypatch):
     path = tmp_path / "fifo.json"
     os.mkfifo(path)
-    monkeypatch.setenv(db.ENV_VAR, str(path))
+    monkeypatch.setenv(database.ENV_VAR, str(path))
     with pytest.warns(RuntimeWarning, match="not a regular file"):
         ops.delta_scan(**scan_inputs(SCAN), backend="reference")
 
@@ -282,10 +283,10 @@ def test_a_record_with_a_bad_thread_count_does_not_stop_tilelang(tmp_path, monke
     tuned = dict(schedules.space("delta_scan", "tilelang").default("cpu"), cpu_threads=threads)
     path = _write(tmp_path / "team.json", [], raw='{"format": "hola-tuning-db", "version": 1, "records": ['
                   + json.dumps(_here(backend="tilelang", config=tuned)) + "]}")
-    monkeypatch.setenv(db.ENV_VAR, str(path))
+    monkeypatch.setenv(database.ENV_VAR, str(path))
     with pytest.warns(RuntimeWarning, match="cpu_threads"):
-        assert query.config_for("delta_scan", "tilelang", torch.device("cpu"), torch.float32, {"K": 8, "V": 8}, 40) is None
-    query.clear_cache()
+        assert lookup.config_for("delta_scan", "tilelang", torch.device("cpu"), torch.float32, {"K": 8, "V": 8}, 40) is None
+    lookup.clear_cache()
     with pytest.warns(RuntimeWarning, match="cpu_threads"):
         o, _, _ = ops.delta_scan(**scan_inputs(SCAN), backend="tilelang")
     assert not o.isnan().any()
@@ -294,9 +295,9 @@ def test_a_record_with_a_bad_thread_count_does_not_stop_tilelang(tmp_path, monke
 def test_nan_and_negative_times_are_never_written_and_files_stay_standard_json(tmp_path):
     store = db.Store(tmp_path / "db.json")
     for bad in (float("nan"), -1.0, 0.0, float("inf")):
-        with pytest.raises(db.DatabaseError, match="time_s"):
+        with pytest.raises(database.DatabaseError, match="time_s"):
             store.add([record(time_s=bad)])
-    with pytest.raises(db.DatabaseError, match="spread"):
+    with pytest.raises(database.DatabaseError, match="spread"):
         store.add([record(spread=float("nan"))])
     assert not (tmp_path / "db.json").exists()
     store.add([record(time_s=2e-3), record(time_s=1e-3, host="b")])
@@ -339,7 +340,7 @@ def test_prune_illegal_repairs_a_file_with_bad_records(tmp_path, capsys):
     assert hola(["db", "--db", str(path), "prune", "--kernel", "cache_read"]) == 2   # refuses to rewrite garbage
     assert "record 1" in capsys.readouterr().err
     assert hola(["db", "--db", str(path), "prune", "--illegal"]) == 0
-    assert [r["config"] for r in db.read_file(path)[1]] == [{"chunk_size": 16}]
+    assert [r["config"] for r in database.read_file(path)[1]] == [{"chunk_size": 16}]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def _ratio(r: float) -> str:
 def schedules_for(name: str, shape: Shape) -> dict[str, tuple[dict, str]]:
     """{kernel: (config, where it came from)}: what ``hola_dsl.ops`` would use for this shape on
     this CPU (a tuned record, else {} for the backend's default)."""
-    from autotune.query import config_for
+    from schedules.lookup import config_for
     dims = {"delta_scan": {"K": shape.K, "V": shape.V}, "cache_select": {"W": shape.W, "C": shape.C},
             "cache_read": {"K": shape.K, "V": shape.V, "W": shape.W, "C": shape.C}}
     out = {}

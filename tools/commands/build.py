@@ -11,7 +11,8 @@ import json
 import sys
 from typing import Optional
 
-from hola_dsl import backends, targets
+from hola_dsl import backends
+from schedules import targets
 from tools import arguments
 
 NAME = "build"
@@ -23,7 +24,7 @@ NUMERIC = ("registers", "spills", "shared (bytes)", "threads", "build (s)")
 
 
 def _targets_help() -> str:
-    per_backend = "; ".join(f"{b}: {', '.join(targets.targets(b, gpu_only=True))}" for b in targets.DEFAULT_BUILD)
+    per_backend = "; ".join(f"{b}: {', '.join(targets.for_backend(b, gpu_only=True))}" for b in targets.DEFAULT_BUILD)
     defaults = "; ".join(f"{b}: {','.join(t)}" for b, t in targets.DEFAULT_BUILD.items())
     return f"comma-separated targets ({per_backend}); default {defaults}"
 

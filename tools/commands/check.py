@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
-from hola_dsl import backends, targets
+from hola_dsl import backends
 from hola_dsl.testing import SCAN_CASES, Shape, run_check
+from schedules import targets
 from tools import arguments
 
 NAME = "check"

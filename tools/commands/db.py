@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from autotune import db
+from schedules import database
 
 NAME = "db"
 HELP = "show, export, import, merge and prune tuning databases"
@@ -98,25 +99,25 @@ class _Reader:
 
 
 def _match(record: dict, args: argparse.Namespace) -> bool:
-    key = db.record_key(record)
+    key = database.record_key(record)
     return all(getattr(args, f, None) in (None, getattr(key, f)) for f in ("kernel", "backend", "target"))
 
 
 def _show(args: argparse.Namespace, reader: _Reader) -> None:
-    for path in db.search_paths(args.db, shipped=not args.no_shipped):
+    for path in database.search_paths(args.db, shipped=not args.no_shipped):
         records = [r for r in reader.records(path) if _match(r, args)]
         print(f"{path}: {len(records)} record(s)")
         for r in records:
             prov = r.get("provenance", {})
             config = ",".join(f"{k}={v}" for k, v in r["config"].items()) or "(no knobs)"
             speed = f"{r['speedup_vs_default']:.2f}x" if r.get("speedup_vs_default") else "-"
-            print(f"  {db.record_key(r).id}\n    config {config}  {r['time_s'] * 1e3:.4g} ms  "
+            print(f"  {database.record_key(r).id}\n    config {config}  {r['time_s'] * 1e3:.4g} ms  "
                   f"vs default {speed}  on {_printable(prov.get('host', '?'))} at "
                   f"{_printable(prov.get('measured_at', '?'))}  (+{len(r.get('alternatives', []))} other measurements)")
 
 
 def _export(args: argparse.Namespace, reader: _Reader) -> None:
-    records = [r for p in db.search_paths(args.db) for r in reader.records(p) if _match(r, args)]
+    records = [r for p in database.search_paths(args.db) for r in reader.records(p) if _match(r, args)]
     db.Store(args.out).add(records)
     print(f"exported {len(records)} record(s) to {args.out}")
 
@@ -135,7 +136,7 @@ def _merge_into(out: str, sources: list[str], reader: _Reader) -> int:
 
 
 def _import(args: argparse.Namespace, reader: _Reader) -> None:
-    out = str(db.user_paths(args.db)[0])
+    out = str(database.user_paths(args.db)[0])
     print(f"imported {_merge_into(out, args.sources, reader)} record(s) into {out}")
 
 
@@ -155,7 +156,7 @@ def _age_days(record: dict) -> Optional[float]:
 
 
 def _prune(args: argparse.Namespace, reader: _Reader) -> None:
-    store = db.Store(db.user_paths(args.db)[0])
+    store = db.Store(database.user_paths(args.db)[0])
     if args.older_than is not None and not (math.isfinite(args.older_than) and args.older_than >= 0):
         raise ValueError(f"--older-than: expected a number of days >= 0, got {args.older_than}")
     selective = args.older_than is not None or args.illegal
@@ -171,7 +172,7 @@ def _prune(args: argparse.Namespace, reader: _Reader) -> None:
         drop = (args.older_than is not None and age is not None and age > args.older_than) or \
                (not selective and not args.drop_history)
         if drop:
-            print(f"{verb} {db.record_key(record).id}")
+            print(f"{verb} {database.record_key(record).id}")
             return record if args.dry_run else None
         if args.drop_history and not args.dry_run:
             record.pop("alternatives", None)
@@ -184,8 +185,8 @@ def _prune(args: argparse.Namespace, reader: _Reader) -> None:
     if args.dry_run:
         for path in store.files():
             try:
-                _, records, problems = db.load(path)
-            except db.DatabaseError as exc:
+                _, records, problems = database.load(path)
+            except database.DatabaseError as exc:
                 reader.skip(str(exc))
                 continue
             for problem in problems if args.illegal else []:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from hola_dsl import backends, targets
+from hola_dsl import backends
 from hola_dsl.emit import EMITTERS, emit_source
 from hola_dsl.testing import Shape
+from schedules import targets
 from tools import arguments
 
 NAME = "emit"
@@ -15,7 +16,7 @@ HELP = "write the generated source (or IR) of a kernel for a backend and target"
 
 
 def _target_help() -> str:
-    per_backend = "; ".join(f"{b}: {', '.join(targets.targets(b))}" for b in sorted(EMITTERS))
+    per_backend = "; ".join(f"{b}: {', '.join(targets.for_backend(b))}" for b in sorted(EMITTERS))
     return f"code-generation target of the backend ({per_backend}; default sm_90)"
 
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     out = arguments.output_dir(args.out, "--out")
     dims = {"K": shape.K, "V": shape.V, "W": shape.W, "C": shape.C}
     if config is None:  # a tuned schedule for this arch from the tuning database, else the default
-        from autotune.query import lookup_for_arch
+        from schedules.lookup import lookup_for_arch
         record = lookup_for_arch(args.kernel, args.backend, args.target, args.dtype, dims)
         config = dict(record["config"]) if record else None
     name, text, sched = emit_source(args.kernel, args.backend, args.target, config, dims, args.dtype)

@@ -101,7 +101,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     """Refuse, before the first trial, what cannot be tuned here: one ValueError naming the flag,
     what was given and what was expected."""
     import torch
-    from autotune.target import Target
+    from schedules.targets import Target
     _check_numbers(args)
     if args.backend not in backends.names():
         raise ValueError(f"--backend: expected one of {backends.names()}, got {args.backend!r}")

@@ -16,15 +16,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import schedules
-from autotune.target import Target
+from schedules import kernels
+from schedules import has_space, registered
+from schedules.targets import Target
 
-# Which Shape fields are compile-time constants of each kernel (dims in the key).
-STATIC_DIMS = {
-    "delta_scan": ("K", "V"),
-    "cache_select": ("W", "C"),
-    "cache_read": ("K", "V", "W", "C"),
-}
 # Input dtypes a kernel is tuned for (the scores of cache_select may be float64).
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 # Sanity bounds on what a shared key may claim.
@@ -43,14 +38,6 @@ def t_bucket(T: int) -> int:
     if not isinstance(T, int) or T < 1:
         raise ValueError(f"T: expected a positive int, got {T!r}")
     return 1 << (T - 1).bit_length()
-
-
-def static_dims(kernel: str, shape: Any) -> dict[str, int]:
-    """The compile-time dims of ``kernel`` read from a ``hola_dsl.testing.Shape`` (or any object
-    with those attributes)."""
-    if kernel not in STATIC_DIMS:
-        raise ValueError(f"kernel: expected one of {list(STATIC_DIMS)}, got {kernel!r}")
-    return {d: int(getattr(shape, d)) for d in STATIC_DIMS[kernel]}
 
 
 def dtype_name(dtype: Any) -> str:
@@ -72,18 +59,18 @@ class TuningKey:
 
     def __post_init__(self) -> None:
         """Refuse a key outside the vocabularies (ValueError naming the field)."""
-        if type(self.kernel) is not str or self.kernel not in STATIC_DIMS:
-            raise ValueError(f"kernel: expected one of {list(STATIC_DIMS)}, got {self.kernel!r:.80}")
-        if type(self.backend) is not str or not schedules.has_space(self.kernel, self.backend):
-            have = sorted(b for k, b in schedules.registered() if k == self.kernel)
+        kernels.check(self.kernel)
+        if type(self.backend) is not str or not has_space(self.kernel, self.backend):
+            have = sorted(b for k, b in registered() if k == self.kernel)
             raise ValueError(f"backend: expected one of {have} (backends with a {self.kernel} schedule space), "
                              f"got {self.backend!r:.80}")
         Target.parse(self.target)
         if type(self.dtypes) is not str or self.dtypes not in DTYPES:
             raise ValueError(f"dtypes: expected one of {list(DTYPES)}, got {self.dtypes!r:.80}")
         names = tuple(n for n, _ in self.dims)
-        if sorted(names) != sorted(STATIC_DIMS[self.kernel]) or names != tuple(sorted(names)):
-            raise ValueError(f"dims: expected exactly {list(STATIC_DIMS[self.kernel])} for {self.kernel}, "
+        static = kernels.STATIC_DIMS[self.kernel]
+        if sorted(names) != sorted(static) or names != tuple(sorted(names)):
+            raise ValueError(f"dims: expected exactly {list(static)} for {self.kernel}, "
                              f"got {list(names)!r:.80}")
         for n, v in self.dims:
             _positive_int(v, f"dims: {n}", MAX_DIM)

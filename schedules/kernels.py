@@ -1,0 +1,33 @@
+"""The kernels (public ops) of the project, each once, with its static dims.
+
+A kernel's static dims are its compile-time constants that a tuning key carries exactly (head
+dims, cache capacity and block); everything else that names kernels (the specs in
+``hola_dsl/kernels``, the schedule spaces, the tuning keys, the command line's ``--kernel``)
+derives from this table. Adding a kernel starts with one line here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# kernel name -> its static dims, in the order a tuning key lists them (sorted there).
+STATIC_DIMS: dict[str, tuple[str, ...]] = {
+    "delta_scan": ("K", "V"),
+    "cache_select": ("W", "C"),
+    "cache_read": ("K", "V", "W", "C"),
+}
+
+KERNELS: tuple[str, ...] = tuple(STATIC_DIMS)
+
+
+def check(kernel: Any, what: str = "kernel") -> str:
+    """``kernel`` when it names a kernel, else a ValueError naming ``what`` and the choices."""
+    if type(kernel) is not str or kernel not in STATIC_DIMS:
+        raise ValueError(f"{what}: expected one of {list(KERNELS)}, got {kernel!r:.80}")
+    return kernel
+
+
+def static_dims(kernel: str, shape: Any) -> dict[str, int]:
+    """The static dims of ``kernel`` read from a shape (``hola_dsl.testing.Shape``, or any
+    object with those attributes)."""
+    return {d: int(getattr(shape, d)) for d in STATIC_DIMS[check(kernel)]}
