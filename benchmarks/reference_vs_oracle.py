@@ -14,7 +14,7 @@ import torch
 
 from hola_dsl import ops
 from hola_dsl.testing import Shape, rel_err, scan_inputs
-from model.reference import naive_delta_scan
+from hola_dsl.reference.oracle import naive_delta_scan
 
 
 def median_seconds(fn, repeats: int) -> float:

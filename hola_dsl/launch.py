@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from hola_dsl import ir, lang, registry
-from model.norms import combine_norms
+from hola_dsl.norms import combine_norms
 
 Runner = Callable[[lang.KernelDef, dict, dict], None]
 

@@ -14,7 +14,7 @@ import torch
 
 import schedules
 from hola_dsl import backends, validate
-from model import norms
+from hola_dsl import norms
 from schedules.lookup import config_for
 
 L2NORM_EPS = 1e-6

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from hola_dsl import ops
-from model import reference
+from hola_dsl.reference import oracle
 
 # SPEC.md section 6: ||out - ref|| / ||ref|| per input dtype.
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 5e-3, torch.float16: 5e-3}
@@ -142,7 +142,7 @@ def read_inputs(shape: Shape, dtype=torch.float32, *, seed: int = 0, policy: str
     B, T, H, K, V = shape.B, shape.T, shape.H, shape.K, shape.V
     r = lambda *s: torch.randn(*s, generator=gen)
     scores = torch.rand(B, T, H, generator=gen)
-    idx = reference.naive_cache_select(scores, capacity=shape.W, block_size=shape.C, policy=policy)
+    idx = oracle.naive_cache_select(scores, capacity=shape.W, block_size=shape.C, policy=policy)
     out = dict(q=r(B, T, H, K), k=r(B, T, H, K), v=r(B, T, H, V), idx=idx,
                gamma_q=1 + 0.1 * r(K), gamma_k=1 + 0.1 * r(K), sink=r(H))
     return {n: (x.to(device=device, dtype=dtype) if n in "qkv" else x.to(device)) for n, x in out.items()}
@@ -178,7 +178,7 @@ def run_check(kernel: str, backend: str, shape: Shape, dtype=torch.float32, *, s
         t0 = time.perf_counter()
         o, m, s = ops.delta_scan(**x, output_final_state=True, chunk_size=chunk_size, backend=backend, config=config)
         sec = time.perf_counter() - t0
-        ro, rm, rs = reference.naive_delta_scan(**x, output_final_state=True)
+        ro, rm, rs = oracle.naive_delta_scan(**x, output_final_state=True)
         outs = {"o": (o, ro), "m": (m, rm), "final_state": (s, rs)}
     elif kernel == "cache_select":
         scores = select_inputs(shape, seed=seed, device=device)
@@ -186,7 +186,7 @@ def run_check(kernel: str, backend: str, shape: Shape, dtype=torch.float32, *, s
         idx = ops.cache_select(scores, capacity=shape.W, block_size=shape.C, policy=policy,
                                backend=backend, config=config)
         sec = time.perf_counter() - t0
-        ref = reference.naive_cache_select(scores, capacity=shape.W, block_size=shape.C, policy=policy)
+        ref = oracle.naive_cache_select(scores, capacity=shape.W, block_size=shape.C, policy=policy)
         mismatch = float((idx.cpu() != ref.cpu()).sum()) if idx.shape == ref.shape else math.inf
         return Result(kernel, backend, {"idx": mismatch}, {"idx": mismatch}, 0.0, sec)
     elif kernel == "cache_read":
@@ -194,7 +194,7 @@ def run_check(kernel: str, backend: str, shape: Shape, dtype=torch.float32, *, s
         t0 = time.perf_counter()
         o = ops.cache_read(**x, block_size=shape.C, backend=backend, config=config)
         sec = time.perf_counter() - t0
-        outs = {"o": (o, reference.naive_cache_read(**x, block_size=shape.C))}
+        outs = {"o": (o, oracle.naive_cache_read(**x, block_size=shape.C))}
     else:
         raise ValueError(f"kernel: expected one of delta_scan, cache_select, cache_read, got {kernel!r}")
     return Result(kernel, backend, {n: rel_err(a, b) for n, (a, b) in outs.items()},

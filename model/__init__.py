@@ -1,24 +1,11 @@
-"""model/: the float64 oracle, the chunked reference, and the HOLA language model.
+"""model/: the HOLA language model (SPEC.md section 4) on the kernels of ``hola_dsl.ops``:
+config, mixer (HOLA/GDN/AHN layer and decoding), softmax attention baseline, the LM, its text
+(corpora, tokenizers), training and evaluation. The float64 oracle and the chunked reference the
+kernels are checked against live a floor below, in ``hola_dsl.reference``."""
 
-``from model import HOLAConfig, HOLALM`` works, but nothing heavy is imported until asked for:
-hola_dsl imports model.reference at import time, so this package must not import hola_dsl back.
-"""
+from model.attention import AttentionMixer
+from model.config import VARIANTS, HOLAConfig
+from model.lm import HOLALM
+from model.mixer import HOLAMixer, MixerMemory
 
-_EXPORTS = {
-    "HOLAConfig": "model.config",
-    "VARIANTS": "model.config",
-    "HOLALM": "model.lm",
-    "HOLAMixer": "model.mixer",
-    "MixerMemory": "model.mixer",
-    "AttentionMixer": "model.attention",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'model' has no attribute {name!r}")
+__all__ = ["AttentionMixer", "HOLAConfig", "HOLALM", "HOLAMixer", "MixerMemory", "VARIANTS"]

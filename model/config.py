@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from hola_dsl import backends
 from model.tokenizer import JSON_IDENTITY_PREFIX, vocab_size_of
 
 # Token mixers the language model offers (SPEC.md section 4, plus the softmax baseline).
@@ -40,9 +41,6 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
 
 
 def _backend_names() -> list[str]:
-    # hola_dsl imports model.reference, so it is imported here, not at the top (no cycle).
-    from hola_dsl import backends
-
     return backends.names() + ["auto"]
 
 

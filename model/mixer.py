@@ -17,8 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hola_dsl import ops
+from hola_dsl.reference.oracle import ranked_scores
 from model.config import HOLAConfig
-from model.reference import ranked_scores
 
 CACHE_EPS = 1e-6  # SPEC.md section 3: the cache read's RMSNorm epsilon
 
@@ -27,13 +28,6 @@ def rms_norm(x: torch.Tensor, weight: Optional[torch.Tensor], eps: float) -> tor
     """x / sqrt(mean(x^2) + eps) over the last dim, times ``weight`` when given."""
     y = x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps)
     return y if weight is None else y * weight
-
-
-def l2_norm(x: torch.Tensor) -> torch.Tensor:
-    """Unit L2 norm over the last dim, the same normalisation ``hola_dsl.ops`` applies."""
-    from hola_dsl.ops import l2norm  # lazy: hola_dsl imports model.reference at import time
-
-    return l2norm(x)
 
 
 def causal_conv(x: torch.Tensor, weight: torch.Tensor, tail: torch.Tensor):
@@ -173,8 +167,8 @@ class HOLAMixer(nn.Module):
         B, T, _ = x.shape
         y, tail = causal_conv(self.qkv_proj(x), self.conv_weight, tail)
         q, k, v = F.silu(y).split(self.dims, dim=-1)
-        q = l2_norm(q.reshape(B, T, c.n_heads, c.head_k_dim))
-        k = l2_norm(k.reshape(B, T, c.n_heads, c.head_k_dim))
+        q = ops.l2norm(q.reshape(B, T, c.n_heads, c.head_k_dim))
+        k = ops.l2norm(k.reshape(B, T, c.n_heads, c.head_k_dim))
         v = v.reshape(B, T, c.n_heads, c.head_v_dim)
         beta = torch.sigmoid(self.b_proj(x).float())
         g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())
@@ -200,7 +194,6 @@ class HOLAMixer(nn.Module):
     def forward(self, x: torch.Tensor, backend: str = "reference", return_memory: bool = False):
         """Prefill from an empty memory. x: [B, T, d_model] -> y [B, T, d_model]
         (and the ``MixerMemory`` after the last token when ``return_memory``)."""
-        from hola_dsl import ops
 
         c = self.config
         B, T, _ = x.shape
@@ -229,7 +222,6 @@ class HOLAMixer(nn.Module):
 
     def _ahn_state_read(self, q, k, v, g, beta, scan: dict, want_state: bool):
         """o_state for ahn: block n's queries read the state after its first a_n tokens."""
-        from hola_dsl import ops
 
         c = self.config
         B, T, H, K = q.shape
@@ -278,7 +270,6 @@ class HOLAMixer(nn.Module):
 
     def step(self, x: torch.Tensor, memory: MixerMemory, backend: str = "reference"):
         """One token. x: [B, 1, d_model]. Returns (y [B, 1, d_model], the next MixerMemory)."""
-        from hola_dsl import ops
 
         c = self.config
         B = x.shape[0]
@@ -315,7 +306,6 @@ class HOLAMixer(nn.Module):
 
     def _end_block(self, mem: MixerMemory, backend: str) -> MixerMemory:
         """Merge the finished block into the cache; ahn first absorbs what leaves the window."""
-        from hola_dsl import ops
 
         c = self.config
         held = mem.cache.cat(mem.block)

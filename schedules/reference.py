@@ -1,4 +1,4 @@
-"""Schedule space of backend "reference" (chunked PyTorch, model/chunked_backend.py).
+"""Schedule space of backend "reference" (chunked PyTorch, hola_dsl/backends/reference).
 
 Only the scan has a knob: the chunk size trades the O(BT^2) intra-chunk work (the triangular
 solve and the masked Q K^T) against the number of sequential inter-chunk steps, so its best

@@ -16,7 +16,7 @@ from autotune.tuner import tune
 from hola_dsl import backends
 from hola_dsl.backends import Backend
 from hola_dsl.testing import Shape
-from model import chunked_backend
+from hola_dsl.backends import reference as chunked_backend
 from schedules import Knob, Space, has_space, overlay
 from tools.cli import main as hola
 

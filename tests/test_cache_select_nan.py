@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hola_dsl import backends, ops
-from model.reference import naive_cache_select
+from hola_dsl.reference.oracle import naive_cache_select
 
 BACKENDS = [b for b in ("reference", "eager", "tilelang", "triton") if backends.unavailable_reason(b) is None]
 DSL = {"eager", "tilelang", "triton"}

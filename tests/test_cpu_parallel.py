@@ -156,7 +156,7 @@ _BIG_CHUNK_SCAN = r"""
 import sys, torch
 from hola_dsl import ops
 from hola_dsl.testing import Shape, rel_err, scan_inputs
-from model import reference
+from hola_dsl.reference import oracle
 x = scan_inputs(Shape(B=1, T=1100, H=1, K=16, V=16), seed=2)
 if sys.argv[1] == "torch":
     torch.set_num_threads(1)
@@ -164,7 +164,7 @@ if sys.argv[1] == "torch":
 else:
     cfg = {"BV": 16, "cpu_threads": int(sys.argv[1])}
 o, m, s = ops.delta_scan(**x, output_final_state=True, chunk_size=1024, backend="tilelang", config=cfg)
-ro, rm, rs = reference.naive_delta_scan(**x, output_final_state=True)
+ro, rm, rs = oracle.naive_delta_scan(**x, output_final_state=True)
 print(max(rel_err(o, ro), rel_err(m, rm), rel_err(s, rs)))
 """
 

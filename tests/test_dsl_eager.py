@@ -50,7 +50,7 @@ def test_cache_select_float64_ties():
     """Scores that differ only in float64 must not be merged into ties."""
     s = torch.full((1, 40, 1), 0.5, dtype=torch.float64)
     s[0, ::3, 0] += 1e-12
-    from model.reference import naive_cache_select
+    from hola_dsl.reference.oracle import naive_cache_select
     idx = ops.cache_select(s, capacity=5, block_size=8, backend="eager")
     assert torch.equal(idx, naive_cache_select(s, capacity=5, block_size=8))
 

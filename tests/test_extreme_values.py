@@ -9,7 +9,7 @@ import torch
 
 from hola_dsl import backends, ops
 from hola_dsl.testing import TOLERANCE, Shape, read_inputs, rel_err, scan_inputs
-from model import reference
+from hola_dsl.reference import oracle
 
 TOL = TOLERANCE[torch.float32]
 BACKENDS = [b for b in ("reference", "eager", "tilelang", "triton") if backends.unavailable_reason(b) is None]
@@ -36,7 +36,7 @@ def test_scan_with_huge_or_tiny_values(backend, bv, magnitude):
     x["initial_state"] = x["initial_state"] * magnitude
     o, m, s = ops.delta_scan(**x, output_final_state=True, chunk_size=16, backend=backend,
                              config=_scan_config(backend, bv))
-    ro, rm, rs = reference.naive_delta_scan(**x, output_final_state=True)
+    ro, rm, rs = oracle.naive_delta_scan(**x, output_final_state=True)
     errors = {"o": rel_err(o, ro), "m": rel_err(m, rm), "final_state": rel_err(s, rs)}
     assert max(errors.values()) <= TOL, errors
 
@@ -49,7 +49,7 @@ def test_cache_read_with_huge_or_tiny_queries_and_keys(backend, magnitude):
     x["q"], x["k"] = x["q"] * magnitude, x["k"] * magnitude
     o = ops.cache_read(**x, block_size=shape.C, backend=backend,
                        config={"BQ": 16, "BKV": 16} if backend in DSL else None)
-    err = rel_err(o, reference.naive_cache_read(**x, block_size=shape.C))
+    err = rel_err(o, oracle.naive_cache_read(**x, block_size=shape.C))
     assert err <= TOL, err
 
 
@@ -68,7 +68,7 @@ def test_use_qk_l2norm_with_huge_queries_and_keys(backend):
     gen = torch.Generator().manual_seed(6)
     x["q"], x["k"] = (torch.randn(1, 40, 2, 32, generator=gen) * 1e20 for _ in range(2))
     o, m, s = ops.delta_scan(**x, output_final_state=True, use_qk_l2norm=True, chunk_size=16, backend=backend)
-    ro, rm, rs = reference.naive_delta_scan(**x, output_final_state=True, use_qk_l2norm=True)
+    ro, rm, rs = oracle.naive_delta_scan(**x, output_final_state=True, use_qk_l2norm=True)
     errors = {"o": rel_err(o, ro), "m": rel_err(m, rm), "final_state": rel_err(s, rs)}
     assert max(errors.values()) <= TOL, errors
 

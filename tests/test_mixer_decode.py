@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hola_dsl.testing import rel_err, select_inputs, Shape
-from model import reference
+from hola_dsl.reference import oracle
 from model.config import HOLAConfig
 from model.mixer import CACHE_EPS, Entries, HOLAMixer, top_entries
 
@@ -43,17 +43,17 @@ def oracle_mixer(mixer: HOLAMixer, x: torch.Tensor) -> torch.Tensor:
         for n in range(math.ceil(T_ / C)):
             a = max(0, n * C - W)
             if a > 0:
-                _, _, S = reference.naive_delta_scan(q[:, :a], k[:, :a], v[:, :a], g[:, :a], beta[:, :a],
+                _, _, S = oracle.naive_delta_scan(q[:, :a], k[:, :a], v[:, :a], g[:, :a], beta[:, :a],
                                                      output_final_state=True)
                 qb = q[:, n * C:(n + 1) * C].double() * c.head_k_dim ** -0.5
                 o[:, n * C:(n + 1) * C] = torch.einsum("bthk,bhkv->bthv", qb, S)
         scores = torch.zeros_like(g)
     else:
-        o, m, _ = reference.naive_delta_scan(q, k, v, g, beta)
+        o, m, _ = oracle.naive_delta_scan(q, k, v, g, beta)
         scores = m
     if mixer.policy is not None:
-        idx = reference.naive_cache_select(scores, capacity=W, block_size=C, policy=mixer.policy)
-        oc = reference.naive_cache_read(q, k, v, idx, mixer.gamma_q, mixer.gamma_k, mixer.sink,
+        idx = oracle.naive_cache_select(scores, capacity=W, block_size=C, policy=mixer.policy)
+        oc = oracle.naive_cache_read(q, k, v, idx, mixer.gamma_q, mixer.gamma_k, mixer.sink,
                                         block_size=C, eps=CACHE_EPS)
         o = o + torch.sigmoid(mixer.cache_gate.double()).view(1, 1, -1, 1) * oc
     return mixer._output(x, o.float())
@@ -136,7 +136,7 @@ def test_incremental_selection_matches_oracle_on_ties():
     in order, even with many tied scores."""
     shape = Shape(B=2, T=5 * C, H=2, W=W, C=C)
     scores = select_inputs(shape, seed=5, ties=True)
-    ref = reference.naive_cache_select(scores, capacity=W, block_size=C, policy="hola")
+    ref = oracle.naive_cache_select(scores, capacity=W, block_size=C, policy="hola")
     B, T_, H = scores.shape
     cache = Entries.empty(B, H, W, 1, 1, "cpu", torch.float32)
     assert bool((ref[:, :, 0] == -1).all())

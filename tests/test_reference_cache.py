@@ -5,7 +5,7 @@ import torch
 
 from hola_dsl import ops
 from hola_dsl.testing import Shape, read_inputs, rel_err, select_inputs
-from model.reference import naive_cache_read, naive_cache_select
+from hola_dsl.reference.oracle import naive_cache_read, naive_cache_select
 
 
 @pytest.mark.parametrize("policy", ["hola", "recency"])

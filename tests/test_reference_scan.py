@@ -5,7 +5,7 @@ import torch
 
 from hola_dsl import ops
 from hola_dsl.testing import SCAN_CASES, TOLERANCE, Shape, rel_err, scan_inputs
-from model.reference import naive_delta_scan
+from hola_dsl.reference.oracle import naive_delta_scan
 
 
 def _check(shape, case, seed, dtype=torch.float32, initial_state=True, chunk_size=64):

@@ -34,9 +34,9 @@ def test_delta_scan_without_state_several_value_tiles_small_chunks():
     shape = Shape(B=1, T=77, H=2, K=32, V=48)
     x = scan_inputs(shape, seed=3, initial_state=False)
     from hola_dsl import ops
-    from model import reference
+    from hola_dsl.reference import oracle
     o, m, s = ops.delta_scan(**x, chunk_size=16, backend="tilelang", config={"BV": 16})
-    ro, rm, _ = reference.naive_delta_scan(**x)
+    ro, rm, _ = oracle.naive_delta_scan(**x)
     assert s is None
     assert rel_err(o, ro) <= TOLERANCE[torch.float32] and rel_err(m, rm) <= TOLERANCE[torch.float32]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hola_dsl import backends, eager, lang as hl, launch, ops
-from model.reference import naive_cache_select
+from hola_dsl.reference.oracle import naive_cache_select
 
 pytestmark = pytest.mark.skipif(backends.unavailable_reason("tilelang") is not None,
                                 reason=f"tilelang backend unavailable: {backends.unavailable_reason('tilelang')}")

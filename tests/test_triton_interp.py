@@ -72,13 +72,13 @@ def test_non_contiguous_inputs():
 
     from hola_dsl import ops
     from hola_dsl.testing import scan_inputs
-    from model import reference
+    from hola_dsl.reference import oracle
     x = scan_inputs(Shape(B=1, T=20, H=2, K=32, V=48), seed=8)
     x["q"] = x["q"].transpose(1, 2).contiguous().transpose(1, 2)           # [B, T, H, K] view, H-major storage
     x["v"] = torch.cat([x["v"], x["v"]], dim=-1)[..., ::2]                  # strided last dim
     assert not x["q"].is_contiguous() and not x["v"].is_contiguous()
     o, m, s = ops.delta_scan(**x, output_final_state=True, chunk_size=16, backend="triton")
-    ro, rm, rs = reference.naive_delta_scan(**x, output_final_state=True)
+    ro, rm, rs = oracle.naive_delta_scan(**x, output_final_state=True)
     from hola_dsl.testing import rel_err
     assert max(rel_err(o, ro), rel_err(m, rm), rel_err(s, rs)) <= 1e-5
 

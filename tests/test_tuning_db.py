@@ -129,7 +129,7 @@ def test_ops_use_the_database_when_config_is_none(tmp_path, monkeypatch):
     from schedules.targets import cpu_machine
     from hola_dsl import ops
     from hola_dsl.testing import Shape, scan_inputs
-    from model import chunked
+    from hola_dsl.reference import chunked
 
     seen = []
     real = chunked.chunked_delta_scan

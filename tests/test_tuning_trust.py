@@ -53,7 +53,7 @@ def _write(path: Path, records: list, raw: str = None) -> Path:
 
 
 def _chunks_used(monkeypatch):
-    from model import chunked
+    from hola_dsl.reference import chunked
     seen = []
     real = chunked.chunked_delta_scan
     monkeypatch.setattr(chunked, "chunked_delta_scan", lambda *a, **kw: seen.append(kw["chunk_size"]) or real(*a, **kw))

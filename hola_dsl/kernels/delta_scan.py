@@ -11,7 +11,7 @@ m = ||u|| needs all V columns, and float32 squares of u overflow above ~1e19 and
 below ~1e-19. So each program writes, per token, a scale of its columns, s = mean |u| (at least
 2^-100, so 1 / s is finite), to uscale[iv], and the sum of squares of u / s
 (each term at most BV^2) to usq[iv]; the host combines the V tiles exactly
-(``model.norms.combine_norms``). A row mean, unlike a row max, vectorises on a CPU.
+(``hola_dsl.norms.combine_norms``). A row mean, unlike a row max, vectorises on a CPU.
 """
 
 from hola_dsl import lang as hl

@@ -8,7 +8,7 @@ schedule ``hola_dsl.ops`` would pick (the tuning database's record for this shap
 else the default). ``--threads`` sets torch's intra-op threads, which the TileLang CPU grid
 follows too.
 
-Implementations: "reference" (model.chunked, PyTorch), "compile" (the same functions under
+Implementations: "reference" (hola_dsl.reference.chunked, PyTorch), "compile" (the same functions under
 torch.compile) and any DSL backend that runs CPU tensors ("tilelang", "eager").
 """
 
@@ -93,7 +93,7 @@ def _layer(scan: Callable, select: Callable, read: Callable, shape: Shape) -> di
 
 
 def _reference_impl(shape: Shape, compiled: bool) -> dict[str, Callable]:
-    from model import chunked
+    from hola_dsl.reference import chunked
     scan, select, read = chunked.chunked_delta_scan, chunked.blockwise_cache_select, chunked.batched_cache_read
     if compiled:
         scan, select, read = (torch.compile(f, dynamic=False) for f in (scan, select, read))

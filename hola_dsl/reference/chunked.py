@@ -2,7 +2,7 @@
 
 Float32 accumulation whatever the input dtype. These are what the model trains with on the
 CPU and the yardstick the generated kernels are benchmarked against; the float64 oracle in
-``model.reference`` is what everything, these included, is checked against.
+``hola_dsl.reference.oracle`` is what everything, these included, is checked against.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from model.norms import normalize, vector_norm
-from model.reference import ranked_scores
+from hola_dsl.norms import normalize, vector_norm
+from hola_dsl.reference.oracle import ranked_scores
 
 
 def _to_chunks(x: torch.Tensor, pad: int, n: int, bt: int) -> torch.Tensor:

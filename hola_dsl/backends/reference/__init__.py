@@ -1,10 +1,10 @@
-"""Backend "reference": the chunked PyTorch implementations of ``model.chunked``."""
+"""Backend "reference": the chunked PyTorch implementations of ``hola_dsl.reference.chunked``."""
 
 from __future__ import annotations
 
 import schedules
 from hola_dsl.backends import Backend
-from model import chunked
+from hola_dsl.reference import chunked
 
 
 def _checked(kernel: str, config) -> None:

@@ -1,8 +1,7 @@
 """The backend registry: one table from backend name to the module that implements it.
 
-A backend module defines ``BACKEND = Backend(...)``. Modules are imported lazily so that a
-missing optional toolchain (Triton, TileLang) only disables its own backend, and so that the
-reference backend (which lives in ``model/``) can import ``hola_dsl`` without a cycle.
+A backend module defines ``BACKEND = Backend(...)``. Modules are imported when first asked for,
+so that a missing optional toolchain (Triton, TileLang) only disables its own backend.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ KERNELS = ("delta_scan", "cache_select", "cache_read")
 
 # name -> module defining BACKEND. Adding a backend is one line here.
 BACKEND_MODULES: dict[str, str] = {
-    "reference": "model.chunked_backend",
+    "reference": "hola_dsl.backends.reference",
     "eager": "hola_dsl.eager_backend",
     "triton": "hola_dsl.triton_backend",
     "tilelang": "hola_dsl.tilelang_backend",
