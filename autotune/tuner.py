@@ -117,7 +117,7 @@ def ir_hash(kernel: str, backend: str, config: dict, dims: dict, dtype: str) -> 
     if backend == "reference":
         return None
     try:
-        from hola_dsl import aot
+        from hola_dsl.backends.triton import aot
         return str(aot.specialise(kernel, dict(config), dict(dims), dtype).hash())
     except Exception:  # informational field: never fail a tuning run over it
         return None

@@ -17,12 +17,12 @@ def _ir(kernel: ir.Kernel, schedule: dict, target: str) -> tuple[str, str]:
 
 
 def _triton(kernel: ir.Kernel, schedule: dict, target: str) -> tuple[str, str]:
-    from hola_dsl.lower import triton as lower_triton
+    from hola_dsl.backends.triton import lower as lower_triton
     return ".py", lower_triton.emit(kernel, schedule, target)
 
 
 def _tilelang(kernel: ir.Kernel, schedule: dict, target: str) -> tuple[str, str]:
-    from hola_dsl import tilelang_runtime
+    from hola_dsl.backends.tilelang import runtime as tilelang_runtime
     return ".py", tilelang_runtime.emit(kernel, schedule, target, "cpu" if target in targets.HOST_TARGETS else "cuda")
 
 
@@ -46,7 +46,7 @@ def emit_source(kernel: str, backend: str, target: str, config: Optional[dict] =
                 dims: Optional[dict] = None, dtype: str = "bfloat16") -> tuple[str, str, dict]:
     """(file name, source, schedule) of ``kernel`` lowered for ``backend`` and ``target`` (one of
     ``schedules.targets.for_backend(backend)``)."""
-    from hola_dsl import aot
+    from hola_dsl.backends.triton import aot
     if backend not in EMITTERS:
         raise ValueError(f"--backend: expected one of {list(EMITTERS)}, got {backend!r}")
     targets.check(backend, target)

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from hola_dsl import aot
+from hola_dsl.backends.triton import aot
 from tools.cli import main
 
 

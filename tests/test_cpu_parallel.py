@@ -1,4 +1,4 @@
-"""CPU launches on an OpenMP team (hola_dsl.cpu_parallel): the same bits as a serial run for
+"""CPU launches on an OpenMP team (hola_dsl.backends.tilelang.cpu_parallel): the same bits as a serial run for
 every kernel, on torch's own libgomp, and a clean fallback to host threads."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import shutil
 import pytest
 import torch
 
-from hola_dsl import backends, cpu_parallel, ops, tilelang_runtime
+from hola_dsl import backends, ops
+from hola_dsl.backends.tilelang import cpu_parallel, runtime as tilelang_runtime
 from hola_dsl.testing import Shape, read_inputs, scan_inputs
 
 pytestmark = pytest.mark.skipif(backends.unavailable_reason("tilelang") is not None,

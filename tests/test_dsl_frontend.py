@@ -89,6 +89,6 @@ def test_unit_lower_inverse_is_exact_on_repeated_keys():
 
 
 def test_every_op_has_a_triton_lowering():
-    from hola_dsl.lower.triton import LOWER
+    from hola_dsl.backends.triton.lower import LOWER
     missing = set(registry.OPS) - set(LOWER) - {"const", "loop"}   # inlined / structural
     assert not missing

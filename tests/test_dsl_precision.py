@@ -46,7 +46,8 @@ def tf32x3_dots(monkeypatch):
 
 def test_float32_inputs_get_tf32x3_on_gpus(monkeypatch):
     """The GPU default (tf32) is upgraded for float32 inputs, unless a config names a precision."""
-    from hola_dsl import triton_backend, triton_runtime
+    from hola_dsl.backends import triton as triton_backend
+    from hola_dsl.backends.triton import runtime as triton_runtime
     monkeypatch.setattr(triton_runtime, "current_target", lambda: "sm_90")
     assert triton_backend._runner("delta_scan", None, torch.bfloat16)[1]["dot_precision"] == "tf32"
     assert triton_backend._runner("delta_scan", None, torch.float32)[1]["dot_precision"] == "tf32x3"

@@ -76,7 +76,7 @@ def test_thread_split_gives_identical_results():
 
 
 def test_split_covers_every_program_once():
-    from hola_dsl.tilelang_runtime import split
+    from hola_dsl.backends.tilelang.runtime import split
     for programs in (1, 2, 3, 7, 64):
         for parts in (1, 2, 3, 8):
             ranges = split(programs, parts)
@@ -86,7 +86,7 @@ def test_split_covers_every_program_once():
 
 def test_generated_source_is_cached_readable_and_keyed_by_schedule(tmp_path, monkeypatch):
     monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
-    from hola_dsl import tilelang_runtime
+    from hola_dsl.backends.tilelang import runtime as tilelang_runtime
     from hola_dsl.kernels.cache_read import cache_read as kdef
     consts = launch.cache_read_consts(32, 48, 8, 64, 1e-6, {"BQ": 32, "BKV": 16})
     dtypes = {n: "float32" for n in ("q", "k", "v", "gamma_q", "gamma_k", "sink", "o")}
@@ -107,7 +107,7 @@ def test_cpu_dialect_softmax_and_rank_loops_are_branch_free():
     combine with bitwise and/or; the grid position lives in a local array."""
     from hola_dsl.kernels.cache_read import cache_read as read_def
     from hola_dsl.kernels.cache_select import cache_select as select_def
-    from hola_dsl.lower import tilelang_cpu
+    from hola_dsl.backends.tilelang import lower_cpu as tilelang_cpu
     consts = launch.cache_read_consts(32, 48, 8, 64, 1e-6, {"BQ": 32, "BKV": 16})
     dtypes = {n: "float32" for n in ("q", "k", "v", "gamma_q", "gamma_k", "sink", "o")}
     read = tilelang_cpu.emit(read_def.trace({**dtypes, "idx": "int64"}, **consts), {})
@@ -123,7 +123,7 @@ def test_inline_expf_is_accurate_and_keeps_special_values(tmp_path):
     1e-6 over float32's normal range; -inf -> 0, +inf -> inf, NaN -> NaN, underflow -> 0."""
     import shutil
     import subprocess
-    from hola_dsl.lower import tilelang_cpu
+    from hola_dsl.backends.tilelang import lower_cpu as tilelang_cpu
     cxx = shutil.which("g++")
     if cxx is None:
         pytest.skip("no g++")

@@ -48,8 +48,8 @@ def _carried_dots(x: hl.In("N", "D"), pos: hl.In("M", dtype="int32"), ya: hl.Out
 
 
 def test_carried_accumulator_in_place_only_when_safe_and_matches_eager():
-    from hola_dsl import tilelang_runtime
-    from hola_dsl.lower import tilelang_cpu
+    from hola_dsl.backends.tilelang import runtime as tilelang_runtime
+    from hola_dsl.backends.tilelang import lower_cpu as tilelang_cpu
     kir = _carried_dots.trace({n: "float32" for n in ("x", "ya", "yc", "ye", "yg")} | {"pos": "int32"},
                               D=16, STEPS=3)
     source = tilelang_cpu.emit(kir, {"cpu_mr": 4, "cpu_nr": 16})
@@ -80,7 +80,7 @@ def test_cache_read_accumulates_in_place_and_gathers_rows():
     """The shipped kernel takes both paths: no per-trip copy of the accumulator, no
     per-element condition on a gathered cache row."""
     from hola_dsl.kernels.cache_read import cache_read as read_def
-    from hola_dsl.lower import tilelang_cpu
+    from hola_dsl.backends.tilelang import lower_cpu as tilelang_cpu
     consts = launch.cache_read_consts(32, 48, 8, 64, 1e-6, {"BQ": 32, "BKV": 16})
     dtypes = {n: "float32" for n in ("q", "k", "v", "gamma_q", "gamma_k", "sink", "o")}
     source = tilelang_cpu.emit(read_def.trace({**dtypes, "idx": "int64"}, **consts), {"cpu_mr": 8, "cpu_nr": 16})

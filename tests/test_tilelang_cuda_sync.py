@@ -11,7 +11,8 @@ import os
 
 import pytest
 
-from hola_dsl import backends, nvcc
+from hola_dsl import backends
+from hola_dsl.backends.tilelang import nvcc
 
 needs_tilelang = pytest.mark.skipif(backends.unavailable_reason("tilelang") is not None,
                                     reason=f"tilelang unavailable: {backends.unavailable_reason('tilelang')}")
@@ -158,8 +159,9 @@ CASES = [(kernel, dims) for dims in (nvcc.CHECK_DIMS, None) for kernel in backen
 @needs_tilelang
 @pytest.mark.parametrize("kernel,dims", CASES, ids=lambda c: c if isinstance(c, str) else ("small" if c else "aot"))
 def test_cuda_dialect_lowers_without_races(kernel, dims, tmp_path, monkeypatch):
-    from hola_dsl import aot, tilelang_runtime
-    from hola_dsl.tilelang_backend import schedule
+    from hola_dsl.backends.tilelang import runtime as tilelang_runtime
+    from hola_dsl.backends.triton import aot
+    from hola_dsl.backends.tilelang import schedule
 
     monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
     sched = schedule(kernel, None, "sm_90a")

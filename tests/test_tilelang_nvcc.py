@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from hola_dsl import backends, nvcc
+from hola_dsl import backends
+from hola_dsl.backends.tilelang import nvcc
 
 needs_tilelang = pytest.mark.skipif(backends.unavailable_reason("tilelang") is not None,
                                     reason=f"tilelang unavailable: {backends.unavailable_reason('tilelang')}")

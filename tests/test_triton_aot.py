@@ -7,7 +7,7 @@ import pytest
 
 triton = pytest.importorskip("triton")
 
-from hola_dsl import aot  # noqa: E402
+from hola_dsl.backends.triton import aot  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

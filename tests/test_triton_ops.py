@@ -10,7 +10,8 @@ import torch
 os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
 
-from hola_dsl import eager, lang as hl, triton_runtime  # noqa: E402
+from hola_dsl import eager, lang as hl  # noqa: E402
+from hola_dsl.backends.triton import runtime as triton_runtime  # noqa: E402
 
 
 @hl.kernel

@@ -100,7 +100,7 @@ def _top_level(source: str) -> list:
 
 @pytest.fixture(scope="module")
 def cache_select_ir():
-    from hola_dsl import aot
+    from hola_dsl.backends.triton import aot
     return aot.specialise("cache_select", {"BC": 64}, None, "float32")
 
 
@@ -109,9 +109,9 @@ def cache_select_ir():
 def test_configs_pass_the_check_or_never_reach_a_generated_source(cache_select_ir, config):
     """Unchecked values make the lowerings raise; checked ones come out as literals that read
     back as the same values, in a module with the same statements as the default one."""
-    from hola_dsl import tilelang_runtime
-    from hola_dsl.lower import UncheckedValue
-    from hola_dsl.lower import triton as lower_triton
+    from hola_dsl.backends.tilelang import runtime as tilelang_runtime
+    from hola_dsl.backends.codegen import UncheckedValue
+    from hola_dsl.backends.triton import lower as lower_triton
     default = schedules.space("cache_select", "tilelang").default("sm_90a")
     reference = _top_level(tilelang_runtime.emit(cache_select_ir, default, "sm_90a", "cuda"))
     for sched, emit in (({**default, **config}, lambda s: tilelang_runtime.emit(cache_select_ir, s, "sm_90a", "cuda")),

@@ -122,9 +122,10 @@ NOT_INTS = HOSTILE + [True, 2.5e300, 4.0]
 def test_lowerings_embed_only_checked_numbers(value):
     """Defence in depth: a schedule that skipped the space check still cannot put text into a
     generated source; where an int is due, nothing else passes (True is not 1)."""
-    from hola_dsl import aot, tilelang_runtime
-    from hola_dsl.lower import UncheckedValue
-    from hola_dsl.lower import triton as lower_triton
+    from hola_dsl.backends.tilelang import runtime as tilelang_runtime
+    from hola_dsl.backends.triton import aot
+    from hola_dsl.backends.codegen import UncheckedValue
+    from hola_dsl.backends.triton import lower as lower_triton
     kir = aot.specialise("cache_select", {"BC": 64}, None, "float32")
     cuda = schedules.space("cache_select", "tilelang").default("sm_90a")
     cpu = schedules.space("cache_select", "tilelang").default("cpu")
@@ -140,7 +141,7 @@ def test_lowerings_embed_only_checked_numbers(value):
 
 
 def test_tilelang_cuda_sources_leave_launch_settings_out():
-    from hola_dsl import tilelang_runtime
+    from hola_dsl.backends.tilelang import runtime as tilelang_runtime
     assert tilelang_runtime.code_schedule({"BC": 64, "cpu_threads": 2}) == {"BC": 64}
 
 

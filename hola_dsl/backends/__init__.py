@@ -17,9 +17,9 @@ KERNELS = ("delta_scan", "cache_select", "cache_read")
 # name -> module defining BACKEND. Adding a backend is one line here.
 BACKEND_MODULES: dict[str, str] = {
     "reference": "hola_dsl.backends.reference",
-    "eager": "hola_dsl.eager_backend",
-    "triton": "hola_dsl.triton_backend",
-    "tilelang": "hola_dsl.tilelang_backend",
+    "eager": "hola_dsl.backends.eager",
+    "triton": "hola_dsl.backends.triton",
+    "tilelang": "hola_dsl.backends.tilelang",
 }
 
 # Preference order for backend="auto", per tensor device type.

@@ -3,7 +3,7 @@
 IR hash aaa8288e3248f16f; target sm_90; emitter v1.
 constants: BKD=128, BKV=32, BQ=64, BVD=128, C=256, EPS=1e-06, K=128, V=128, W=64, WP=64
 schedule: dot_precision='tf32', num_stages=1, num_warps=8
-grid: ((cdiv(T, 256) * 4), B, H); arguments: B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o (hola_dsl.triton_runtime launches it).
+grid: ((cdiv(T, 256) * 4), B, H); arguments: B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o (hola_dsl.backends.triton.runtime launches it).
 Do not edit: regenerate with `hola emit`.
 """
 

@@ -3,7 +3,7 @@
 IR hash e3faab729a7f3f1f; target sm_90; emitter v1.
 constants: BC=64, C=256, RECENCY=False, SDT='float32', W=64, WP=64
 schedule: num_warps=8
-grid: (B, H); arguments: B, T, H, NB, scores, idx (hola_dsl.triton_runtime launches it).
+grid: (B, H); arguments: B, T, H, NB, scores, idx (hola_dsl.backends.triton.runtime launches it).
 Do not edit: regenerate with `hola emit`.
 """
 

@@ -3,7 +3,7 @@
 IR hash 0ed88641107789cc; target sm_90; emitter v1.
 constants: BK=128, BT=16, BV=16, HAS_H0=True, K=128, STORE_FINAL=True, V=128
 schedule: dot_precision='tf32', num_stages=1, num_warps=4
-grid: (8, B, H); arguments: B, T, H, NV, q, k, v, g, beta, h0, o, uscale, usq, ht, scale (hola_dsl.triton_runtime launches it).
+grid: (8, B, H); arguments: B, T, H, NV, q, k, v, g, beta, h0, o, uscale, usq, ht, scale (hola_dsl.backends.triton.runtime launches it).
 Do not edit: regenerate with `hola emit`.
 """
 

@@ -138,7 +138,7 @@ def _backend_impl(name: str, shape: Shape, chosen: dict[str, tuple[dict, str]]) 
 
 def _pool_line() -> str:
     """How the TileLang CPU launches of the timed runs shared out their programs."""
-    from hola_dsl import cpu_parallel, tilelang_runtime
+    from hola_dsl.backends.tilelang import cpu_parallel, runtime as tilelang_runtime
     modes = tilelang_runtime.LAUNCH_MODES
     words = {"serial": "one thread", "omp": "an OpenMP team", "python": "host threads"}
     parts = [f"{modes[m]} on {words[m]}" for m in ("omp", "python", "serial") if modes[m]]
@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         setup[name] = time.perf_counter() - t0
     times = {n: {k: [] for k in KERNELS} for n in layers}
     if "tilelang" in layers:
-        from hola_dsl import tilelang_runtime
+        from hola_dsl.backends.tilelang import runtime as tilelang_runtime
         tilelang_runtime.LAUNCH_MODES.clear()             # count the timed launches only
     cpu = {n: [] for n in layers}          # process CPU seconds per layer (all threads)
     for _ in range(args.repeat):

@@ -54,7 +54,8 @@ def _plan(backend: str, kernels, names: list[str]) -> list[tuple[str, str, str]]
 def _build(backend: str, kernel: str, target: str, config: Optional[dict]):
     """One build's BuildResult (a failure is a row, not an exception); the config applies to the
     backend asked for, never to the Triton comparison rows."""
-    from hola_dsl import aot, nvcc
+    from hola_dsl.backends.tilelang import nvcc
+    from hola_dsl.backends.triton import aot
 
     r = nvcc.build(kernel, target, config) if backend == "tilelang" else aot.build(kernel, target, config)
     r.extra["backend"] = backend
@@ -62,7 +63,7 @@ def _build(backend: str, kernel: str, target: str, config: Optional[dict]):
 
 
 def _row(r) -> str:
-    from hola_dsl import nvcc
+    from hola_dsl.backends.tilelang import nvcc
 
     fmt = lambda x: "-" if x is None else str(x)
     warp = 64 if r.target.startswith("gfx") else 32
@@ -77,7 +78,8 @@ def _row(r) -> str:
 
 
 def _header(backend: str) -> list[str]:
-    from hola_dsl import aot, nvcc
+    from hola_dsl.backends.tilelang import nvcc
+    from hola_dsl.backends.triton import aot
 
     dims = ", ".join(f"{k}={v}" for k, v in aot.DEFAULT_DIMS.items() if k != "chunk_size")
     what = ("AOT build, backend triton" if backend == "triton" else
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     names = (targets.parse_list(args.targets, args.backend, gpu_only=True) if args.targets is not None
              else list(targets.DEFAULT_BUILD[args.backend]))
     if args.backend == "tilelang":
-        from hola_dsl import nvcc
+        from hola_dsl.backends.tilelang import nvcc
         if nvcc.find_nvcc() is None:
             print("hola build --backend tilelang: nvcc not found (set $NVCC or put nvcc on PATH); "
                   "skipping the TileLang CUDA builds")

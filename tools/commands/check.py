@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{kernel:<13} {name + where:<10} {worst:>12.3g} {'PASS' if ok else 'FAIL':>6} "
                   f"{seconds * 1e3:>8.1f}ms {unit}{note}")
     if "tilelang" in checked and not args.no_nvcc:
-        from hola_dsl import nvcc
+        from hola_dsl.backends.tilelang import nvcc
         failed += nvcc.check_rows(targets.CHECK_NVCC_ARCH, args.kernel or backends.KERNELS)
     for name, reason in skipped.items():
         print(f"(backend {name} not checked: {reason})")

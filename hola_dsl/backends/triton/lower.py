@@ -16,7 +16,7 @@ import math
 from typing import Callable, Optional
 
 from hola_dsl import ir
-from hola_dsl.lower import checked, doc_text, literal, schedule_kwargs, source_comment, symbol
+from hola_dsl.backends.codegen import checked, doc_text, literal, schedule_kwargs, source_comment, symbol
 
 EMITTER_VERSION = "1"
 
@@ -328,7 +328,7 @@ def emit(kernel: ir.Kernel, schedule: dict, target: str) -> str:
         f"constants: {consts}",
         f"schedule: {sched}",
         f"grid: ({', '.join(ir.scalar_text(g, kernel) for g in kernel.grid)}); "
-        f"arguments: {', '.join(p.name for p in kernel.params)} (hola_dsl.triton_runtime launches it).",
+        f"arguments: {', '.join(p.name for p in kernel.params)} (hola_dsl.backends.triton.runtime launches it).",
         "Do not edit: regenerate with `hola emit`.",
         '"""',
         "",

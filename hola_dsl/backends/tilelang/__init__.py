@@ -46,7 +46,7 @@ def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
 
 
 def _runner(kernel: str, config: Optional[dict], device: torch.device):
-    from hola_dsl import tilelang_runtime
+    from hola_dsl.backends.tilelang import runtime as tilelang_runtime
 
     sched = schedule(kernel, config, targets.arch_of(device))
 

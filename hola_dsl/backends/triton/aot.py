@@ -18,7 +18,7 @@ from typing import Optional
 
 from hola_dsl import launch, lang
 from hola_dsl.kernels import get as get_kernel
-from hola_dsl.lower import triton as lower_triton
+from hola_dsl.backends.triton import lower as lower_triton
 from schedules import targets
 
 # Static problem the AOT build specialises for: GDN's usual head dims and the default cache.
@@ -52,7 +52,7 @@ def gpu_target(name: str):
 
 
 def default_schedule(kernel: str, target: str, config: Optional[dict] = None) -> dict:
-    from hola_dsl.triton_backend import schedule
+    from hola_dsl.backends.triton import schedule
     return schedule(kernel, config, target)
 
 
@@ -102,7 +102,7 @@ def _build_in_subprocess(kernel: str, target: str, config, dims, dtype) -> Build
     import json
     import sys
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = ("import json, sys; from hola_dsl import aot; a = json.loads(sys.argv[1]); "
+    code = ("import json, sys; from hola_dsl.backends.triton import aot; a = json.loads(sys.argv[1]); "
             "print(json.dumps(aot.build(**a).__dict__))")
     payload = json.dumps(dict(kernel=kernel, target=target, config=config, dims=dims, dtype=dtype))
     out = subprocess.run([sys.executable, "-c", code, payload], capture_output=True, text=True, env=env)
@@ -114,7 +114,7 @@ def _build_in_subprocess(kernel: str, target: str, config, dims, dtype) -> Build
 def build(kernel: str, target: str, config: Optional[dict] = None, dims: dict = None,
           dtype: str = "bfloat16") -> BuildResult:
     """Compile ``kernel`` for ``target`` with its default schedule (``config`` entries win)."""
-    from hola_dsl import triton_runtime
+    from hola_dsl.backends.triton import runtime as triton_runtime
     if triton_runtime.interpreter_used():
         return _build_in_subprocess(kernel, target, config, dims, dtype)
     import triton

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from hola_dsl import ir
-from hola_dsl.lower import source_comment
+from hola_dsl.backends.codegen import source_comment
 
 # Bump when generated code changes meaning or speed; it is part of the source-cache key.
 EMITTER_VERSION = "11"

@@ -16,14 +16,14 @@ def _unavailable() -> Optional[str]:
         import triton  # noqa: F401
     except ImportError as exc:
         return f"triton is not installed ({exc})"
-    from hola_dsl import triton_runtime
+    from hola_dsl.backends.triton import runtime as triton_runtime
     if not triton_runtime.interpreting() and not torch.cuda.is_available():
         return "no GPU here (set TRITON_INTERPRET=1 to run the generated kernels in Triton's CPU interpreter)"
     return None
 
 
 def _unavailable_on(device_type: str) -> Optional[str]:
-    from hola_dsl import triton_runtime
+    from hola_dsl.backends.triton import runtime as triton_runtime
     if device_type == "cpu" and not triton_runtime.interpreting():
         return "Triton runs CPU tensors only in its interpreter (set TRITON_INTERPRET=1)"
     return None
@@ -43,7 +43,7 @@ def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
 
 
 def _runner(kernel: str, config: Optional[dict], dtype: torch.dtype = torch.bfloat16):
-    from hola_dsl import triton_runtime
+    from hola_dsl.backends.triton import runtime as triton_runtime
 
     target = triton_runtime.current_target()
     sched = schedule(kernel, config, target)
@@ -63,7 +63,7 @@ def _runner(kernel: str, config: Optional[dict], dtype: torch.dtype = torch.bflo
 
 
 def _delta_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, chunk_size, config):
-    from hola_dsl import triton_runtime
+    from hola_dsl.backends.triton import runtime as triton_runtime
     run, sched = _runner("delta_scan", config, q.dtype)
     # On a GPU the schedule's chunk size (tuned or the target default) is part of what keeps the
     # kernel in registers, so it wins; in the interpreter the caller's chunk_size stands unless a

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from hola_dsl import eager, ir, source_cache
-from hola_dsl.lower import triton as lower_triton
+from hola_dsl.backends.triton import lower as lower_triton
 from schedules import targets
 
 _MODULES: dict[str, Any] = {}

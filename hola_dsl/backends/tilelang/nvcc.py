@@ -441,11 +441,12 @@ def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[
           dtype: str = "bfloat16", out_dir: Optional[Path] = None):
     """Cross-build one DSL kernel's TileLang CUDA dialect for ``arch`` with its default schedule
     (``config`` entries win): trace, emit (cached source), lower, nvcc (both cached, see
-    ``cached_cross_build``). Returns a row of ``hola build``'s table (``hola_dsl.aot.BuildResult``,
+    ``cached_cross_build``). Returns a row of ``hola build``'s table (``hola_dsl.backends.triton.aot.BuildResult``,
     ``extra["cached"]`` when reused); a failure is a row, not an exception. The cubin stays in
     the cache unless ``out_dir`` asks for a copy."""
-    from hola_dsl import aot, tilelang_runtime
-    from hola_dsl.tilelang_backend import schedule
+    from hola_dsl.backends.tilelang import runtime as tilelang_runtime
+    from hola_dsl.backends.triton import aot
+    from hola_dsl.backends.tilelang import schedule
 
     sched = schedule(kernel, config, arch)
     t0 = time.perf_counter()

@@ -2,12 +2,12 @@
 
 Sources are written to ``$HOLA_CACHE_DIR/tilelang`` (default ``~/.cache/hola-dsl/tilelang``),
 named by a hash of the IR, the schedule, the target, the dialect and the tool versions, exactly
-like the Triton sources (``hola_dsl.triton_runtime``): a change to any of them makes a new file.
+like the Triton sources (``hola_dsl.backends.triton.runtime``): a change to any of them makes a new file.
 TileLang's ``T.prim_func`` reads its function's source, hence real files rather than ``exec``.
 
 CPU launches (``target="c"``) run the flattened grid ``[0, programs)`` on torch's intra-op
 thread count (or a config's ``cpu_threads``): by default as an OpenMP parallel region on
-torch's own libgomp team (``hola_dsl.cpu_parallel``, which says why), else split into
+torch's own libgomp team (``cpu_parallel``, which says why), else split into
 contiguous ranges over Python threads (the compiled call releases the GIL).
 ``HOLA_CPU_POOL=python`` forces the latter.
 """
@@ -26,7 +26,8 @@ from typing import Any, Optional
 
 import torch
 
-from hola_dsl import cpu_parallel, eager, ir, source_cache
+from hola_dsl import eager, ir, source_cache
+from hola_dsl.backends.tilelang import cpu_parallel
 from schedules import targets
 
 _MODULES: dict[str, Any] = {}
@@ -51,9 +52,9 @@ def cache_dir() -> Path:
 
 def _lowering(dialect: str):
     if dialect == "cpu":
-        from hola_dsl.lower import tilelang_cpu as mod
+        from hola_dsl.backends.tilelang import lower_cpu as mod
     elif dialect == "cuda":
-        from hola_dsl.lower import tilelang_cuda as mod
+        from hola_dsl.backends.tilelang import lower_cuda as mod
     else:
         raise ValueError(f"dialect: expected 'cpu' or 'cuda', got {dialect!r}")
     return mod
