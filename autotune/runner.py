@@ -2,8 +2,9 @@
 against the float64 oracle, and a callable to time on fixed inputs of the tuning shape.
 
 The check goes through the public API (``hola_dsl.testing.run_check`` -> ``hola_dsl.ops``).
-The timed call goes to the registered backend function that ``ops`` dispatches to, with the
-same normalised arguments, so input validation (host syncs on a GPU) is not part of the number.
+The timed call goes to the registered backend that ``ops`` dispatches to, with the same
+normalised arguments (``hola_dsl.testing.backend_call``), so input validation (host syncs on a
+GPU) is not part of the number.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any, Callable, Optional
 import torch
 
 from hola_dsl import backends
-from hola_dsl.testing import Result, Shape, read_inputs, run_check, scan_inputs, select_inputs
+from hola_dsl.testing import Result, Shape, backend_call, run_check
+from schedules import kernels
 
 # The float64 oracle runs token by token; a check at the full tuning length would cost more than
 # the tuning. A check at this length keeps every static dim and dtype, a partial last chunk and
@@ -65,40 +67,21 @@ class Runner:
 
     def __init__(self, kernel: str, backend: str, shape: Shape, dtype: Any = torch.float32,
                  device: str = "cpu", check_T: Optional[int] = None, policy: str = "hola"):
-        if kernel not in backends.KERNELS:
-            raise ValueError(f"kernel: expected one of {list(backends.KERNELS)}, got {kernel!r}")
-        self.kernel, self.backend, self.shape = kernel, backend, shape
+        self.kernel, self.backend, self.shape = kernels.check(kernel), backend, shape
         self.dtype, self.device, self.policy = _dtype(dtype), str(device), policy
         self.check_shape = dataclasses.replace(shape, T=min(shape.T, check_T or DEFAULT_CHECK_T))
         self.impl = backends.resolve(backend, torch.device(device).type)
-        self._inputs: Optional[dict] = None
+        self._call: Optional[tuple[tuple, dict]] = None
 
     def check(self, config: dict, seed: int) -> Result:
         """The kernel with ``config`` against the float64 oracle on fresh inputs drawn from ``seed``."""
         return run_check(self.kernel, self.backend, self.check_shape, self.dtype, seed=seed,
                          policy=self.policy, config=dict(config), device=self.device)
 
-    def _timing_inputs(self) -> dict:
-        if self._inputs is None:
-            s = self.shape
-            if self.kernel == "delta_scan":
-                self._inputs = scan_inputs(s, self.dtype, seed=12345, device=self.device)
-            elif self.kernel == "cache_select":
-                self._inputs = {"scores": select_inputs(s, seed=12345, device=self.device)}
-            else:
-                self._inputs = read_inputs(s, self.dtype, seed=12345, policy=self.policy, device=self.device)
-        return self._inputs
-
     def timed(self, config: dict) -> Callable[[], Any]:
         """A no-argument call of the backend on fixed inputs of the tuning shape with ``config``."""
-        x, s, impl, config = self._timing_inputs(), self.shape, self.impl, dict(config)
-        if self.kernel == "delta_scan":
-            scale = s.K ** -0.5
-            return lambda: impl.delta_scan(x["q"], x["k"], x["v"], x["g"], x["beta"], scale=scale,
-                                           initial_state=x["initial_state"], output_final_state=True,
-                                           chunk_size=64, config=config)
-        if self.kernel == "cache_select":
-            return lambda: impl.cache_select(x["scores"], capacity=s.W, block_size=s.C, policy=self.policy,
-                                             config=config)
-        return lambda: impl.cache_read(x["q"], x["k"], x["v"], x["idx"], x["gamma_q"], x["gamma_k"], x["sink"],
-                                       block_size=s.C, eps=1e-6, config=config)
+        if self._call is None:
+            self._call = backend_call(self.kernel, self.shape, self.dtype, seed=12345, policy=self.policy,
+                                      device=self.device)
+        (inputs, options), run, config = self._call, self.impl.run, dict(config)
+        return lambda: run(self.kernel, *inputs, config=config, **options)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 import schedules
@@ -32,6 +33,7 @@ from autotune.evaluate import FAILED, ILLEGAL, OK, WRONG, Evaluator, KernelEvalu
 from autotune.measure import MAX_SPREAD, REMEASURES, MeasureSettings
 from autotune.replay import config_id
 from autotune.runner import Runner
+from hola_dsl import backends, kernels, spec
 from hola_dsl.testing import Shape
 from schedules import database
 from schedules.kernels import static_dims
@@ -117,10 +119,10 @@ def ir_hash(kernel: str, backend: str, config: dict, dims: dict, dtype: str) -> 
     if backend == "reference":
         return None
     try:
-        from hola_dsl.backends.triton import aot
-        return str(aot.specialise(kernel, dict(config), dict(dims), dtype).hash())
+        traced = spec.trace(kernels.spec(kernel), config, dims, getattr(torch, dtype))
     except Exception:  # informational field: never fail a tuning run over it
         return None
+    return "+".join(k.hash() for k in traced)
 
 
 def _fmt_config(config: dict) -> str:
@@ -213,8 +215,6 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
         except KeyError as exc:
             raise ValueError(f"backend: {exc.args[0]}") from None
     if device is None:
-        import torch
-        from hola_dsl import backends
         devices = backends.get(backend).devices
         device = "cuda" if torch.cuda.is_available() and "cuda" in devices else "cpu"
     tgt = Target.parse(target) if target else machine_of(device)

@@ -4,7 +4,7 @@ program of the grid after another, on whatever device the tensors live on."""
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -31,26 +31,9 @@ class _Context:
         return [env[y] for y in block.yields]
 
 
-def sizes_of(kernel: ir.Kernel, args: dict[str, Any]) -> dict[str, int]:
-    """Runtime sizes read off the tensor arguments; checks constant dims and shared sizes."""
-    sizes: dict[str, int] = {}
-    for p in kernel.tensors():
-        x = args[p.name]
-        dims = p.value.type.dims
-        if x.dim() != len(dims):
-            raise ValueError(f"{kernel.name}: argument {p.name} has rank {x.dim()}, expected {len(dims)} {dims}")
-        for d, n in zip(dims, x.shape):
-            expected = kernel.consts.get(d, sizes.get(d))
-            if expected is not None and expected != n:
-                raise ValueError(f"{kernel.name}: argument {p.name} dim {d} is {n}, expected {expected}")
-            if d not in kernel.consts:
-                sizes[d] = int(n)
-    return sizes
-
-
-def run(kernel: ir.Kernel, args: dict[str, Any]) -> None:
+def run(kernel: ir.Kernel, args: Mapping[str, Any]) -> None:
     """Run ``kernel`` on ``args`` ({param name: tensor or number}); outputs are written in place."""
-    sizes = sizes_of(kernel, args)
+    sizes = kernel.sizes_of(args)
     grid = kernel.grid_extents(sizes)
     device = next(args[p.name].device for p in kernel.tensors())
     base: dict = {}

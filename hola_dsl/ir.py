@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 DTYPES = ("float16", "bfloat16", "float32", "float64", "int1", "int32", "int64")
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -143,6 +143,23 @@ class Kernel:
 
     def sizes(self) -> list[Param]:
         return [p for p in self.params if p.kind == "size"]
+
+    def sizes_of(self, args: Mapping[str, Any]) -> dict[str, int]:
+        """Runtime sizes read off the tensor arguments ({param: tensor}); checks the constant
+        dims and that every size is the same wherever it occurs."""
+        sizes: dict[str, int] = {}
+        for p in self.tensors():
+            x = args[p.name]
+            dims = p.value.type.dims
+            if x.dim() != len(dims):
+                raise ValueError(f"{self.name}: argument {p.name} has rank {x.dim()}, expected {len(dims)} {dims}")
+            for d, n in zip(dims, x.shape):
+                expected = self.consts.get(d, sizes.get(d))
+                if expected is not None and expected != n:
+                    raise ValueError(f"{self.name}: argument {p.name} dim {d} is {n}, expected {expected}")
+                if d not in self.consts:
+                    sizes[d] = int(n)
+        return sizes
 
     def grid_extents(self, sizes: dict[str, int]) -> tuple[int, ...]:
         """Evaluate the grid for runtime ``sizes`` ({"B": 2, "T": 300, ...})."""

@@ -94,8 +94,8 @@ def delta_scan(
     impl = backends.resolve(backend, device.type, backends.needs_grad(
         q=q, k=k, v=v, g=g, beta=beta, initial_state=initial_state))
     return _scheduled(
-        lambda cfg: impl.delta_scan(q, k, v, g, beta, scale=float(scale), initial_state=initial_state,
-                                    output_final_state=bool(output_final_state), chunk_size=chunk_size, config=cfg),
+        lambda cfg: impl.run("delta_scan", q, k, v, g, beta, scale=float(scale), initial_state=initial_state,
+                             output_final_state=bool(output_final_state), chunk_size=chunk_size, config=cfg),
         config, lambda: config_for("delta_scan", impl.name, device, q.dtype, {"K": dims["K"], "V": dims["V"]}, dims["T"]))
 
 
@@ -122,7 +122,8 @@ def cache_select(
         validate.no_nan("scores", scores)
     impl = backends.resolve(backend, scores.device.type)
     return _scheduled(
-        lambda cfg: impl.cache_select(scores, capacity=capacity, block_size=block_size, policy=policy, config=cfg),
+        lambda cfg: impl.run("cache_select", scores, capacity=capacity, block_size=block_size, policy=policy,
+                             config=cfg),
         config, lambda: config_for("cache_select", impl.name, scores.device, scores.dtype,
                                    {"W": capacity, "C": block_size}, scores.shape[1]))
 
@@ -173,7 +174,7 @@ def cache_read(
     impl = backends.resolve(backend, device.type, backends.needs_grad(
         q=q, k=k, v=v, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink))
     return _scheduled(
-        lambda cfg: impl.cache_read(q, k, v, idx, gamma_q, gamma_k, sink, block_size=block_size, eps=float(eps),
-                                    config=cfg),
+        lambda cfg: impl.run("cache_read", q, k, v, idx, gamma_q, gamma_k, sink, block_size=block_size,
+                             eps=float(eps), config=cfg),
         config, lambda: config_for("cache_read", impl.name, device, q.dtype,
                                    {"K": dims["K"], "V": dims["V"], "W": dims["W"], "C": block_size}, dims["T"]))

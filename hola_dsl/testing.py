@@ -12,6 +12,7 @@ import torch
 
 from hola_dsl import ops
 from hola_dsl.reference import oracle
+from schedules import kernels
 
 # SPEC.md section 6: ||out - ref|| / ||ref|| per input dtype.
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 5e-3, torch.float16: 5e-3}
@@ -148,6 +149,22 @@ def read_inputs(shape: Shape, dtype=torch.float32, *, seed: int = 0, policy: str
     return {n: (x.to(device=device, dtype=dtype) if n in "qkv" else x.to(device)) for n, x in out.items()}
 
 
+def backend_call(kernel: str, shape: Shape, dtype=torch.float32, *, seed: int = 0, policy: str = "hola",
+                 device="cpu") -> tuple[tuple, dict]:
+    """(inputs, options) of one call of ``kernel`` on fresh inputs of ``shape``, normalised as
+    ``hola_dsl.ops`` hands them to a backend: ``Backend.run(kernel, *inputs, **options)``."""
+    if kernel == "delta_scan":
+        x = scan_inputs(shape, dtype, seed=seed, device=device)
+        return ((x["q"], x["k"], x["v"], x["g"], x["beta"]),
+                dict(scale=shape.K ** -0.5, initial_state=x["initial_state"], output_final_state=True, chunk_size=64))
+    if kernel == "cache_select":
+        return (select_inputs(shape, seed=seed, device=device),), dict(capacity=shape.W, block_size=shape.C,
+                                                                        policy=policy)
+    x = read_inputs(shape, dtype, seed=seed, policy=policy, device=device)
+    return ((x["q"], x["k"], x["v"], x["idx"], x["gamma_q"], x["gamma_k"], x["sink"]),
+            dict(block_size=shape.C, eps=1e-6))
+
+
 @dataclass
 class Result:
     """One kernel run compared with the oracle: relative and max-abs error per output."""
@@ -172,6 +189,7 @@ def run_check(kernel: str, backend: str, shape: Shape, dtype=torch.float32, *, s
               case: str = "random", policy: str = "hola", chunk_size: int = 64,
               config: Optional[dict] = None, device="cpu") -> Result:
     """Run ``kernel`` on ``backend`` and the float64 oracle on the same fresh inputs."""
+    kernels.check(kernel)
     tol = TOLERANCE[dtype]
     if kernel == "delta_scan":
         x = scan_inputs(shape, dtype, case=case, seed=seed, device=device)
@@ -189,13 +207,11 @@ def run_check(kernel: str, backend: str, shape: Shape, dtype=torch.float32, *, s
         ref = oracle.naive_cache_select(scores, capacity=shape.W, block_size=shape.C, policy=policy)
         mismatch = float((idx.cpu() != ref.cpu()).sum()) if idx.shape == ref.shape else math.inf
         return Result(kernel, backend, {"idx": mismatch}, {"idx": mismatch}, 0.0, sec)
-    elif kernel == "cache_read":
+    else:
         x = read_inputs(shape, dtype, seed=seed, policy=policy, device=device)
         t0 = time.perf_counter()
         o = ops.cache_read(**x, block_size=shape.C, backend=backend, config=config)
         sec = time.perf_counter() - t0
         outs = {"o": (o, oracle.naive_cache_read(**x, block_size=shape.C))}
-    else:
-        raise ValueError(f"kernel: expected one of delta_scan, cache_select, cache_read, got {kernel!r}")
     return Result(kernel, backend, {n: rel_err(a, b) for n, (a, b) in outs.items()},
                   {n: max_abs(a, b) for n, (a, b) in outs.items()}, tol, sec)

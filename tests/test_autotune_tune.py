@@ -16,7 +16,6 @@ from autotune.tuner import tune
 from hola_dsl import backends
 from hola_dsl.backends import Backend
 from hola_dsl.testing import Shape
-from hola_dsl.backends import reference as chunked_backend
 from schedules import Knob, Space, has_space, overlay
 from tools.cli import main as hola
 
@@ -59,21 +58,19 @@ def test_hola_tune_tilelang_cpu_scan(tmp_path, monkeypatch, capsys):
     assert record["search"]["sampler"] == "tpe" and record["search"]["trials"] == 3 and record["ir_hash"]
 
 
-def _faulty_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, chunk_size, config):
+def _faulty_run(kernel, *inputs, config, **options):
+    """The reference scan, broken as the config's ``mode`` asks."""
     mode = config["mode"]
     if mode == "raise":
         raise RuntimeError("shared memory exceeded: 300 KiB > 228 KiB")
     if mode == "hang":
         time.sleep(10.0)
-    o, m, s = chunked_backend._delta_scan(q, k, v, g, beta, scale=scale, initial_state=initial_state,
-                                          output_final_state=output_final_state, chunk_size=chunk_size,
-                                          config={"chunk_size": config["chunk_size"]})
+    o, m, s = backends.get("reference").run(kernel, *inputs, config={"chunk_size": config["chunk_size"]}, **options)
     return (o * 1.01 if mode == "wrong" else o), m, s
 
 
 def test_broken_configs_are_recorded_as_failed_and_the_study_goes_on(tmp_path, monkeypatch):
-    faulty = Backend("faulty", "reference scan with broken schedules", _faulty_scan,
-                     chunked_backend.BACKEND.cache_select, chunked_backend.BACKEND.cache_read)
+    faulty = Backend("faulty", "reference scan with broken schedules", _faulty_run)
     monkeypatch.setitem(backends.BACKEND_MODULES, "faulty", "(test)")
     monkeypatch.setitem(backends._loaded, "faulty", faulty)
     space = Space("delta_scan", "faulty", (Knob("mode", ("ok", "raise", "wrong", "hang")), Knob("chunk_size", (32, 64))),

@@ -16,9 +16,8 @@ def test_check_reference_passes(capsys):
 def test_check_reports_a_failing_backend(capsys, monkeypatch):
     from hola_dsl import backends
     ref = backends.get("reference")
-    broken = backends.Backend(name="reference", description="broken", delta_scan=ref.delta_scan,
-                              cache_select=ref.cache_select,
-                              cache_read=lambda *a, **kw: ref.cache_read(*a, **kw) * 1.001,
+    broken = backends.Backend(name="reference", description="broken",
+                              run=lambda kernel, *a, **kw: ref.run(kernel, *a, **kw) * 1.001,
                               devices=ref.devices)
     monkeypatch.setitem(backends._loaded, "reference", broken)
     assert main(["check", "--backend", "reference", "--kernel", "cache_read"]) == 1

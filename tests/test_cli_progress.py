@@ -5,6 +5,7 @@ import sys
 
 import torch
 
+from hola_dsl.backends.builds import BuildResult
 from hola_dsl.backends.triton import aot
 from tools.cli import main
 
@@ -14,7 +15,7 @@ def test_build_prints_each_row_before_the_next_build(capsys, monkeypatch):
 
     def fake_build(kernel, target, config=None, dims=None, dtype="bfloat16"):
         seen.append(sys.stdout.getvalue().count("| cache_"))      # rows printed so far
-        return aot.BuildResult(kernel, target, {"BC": 64, "num_warps": 8}, True, registers=1, spills=0, shared=0)
+        return [BuildResult(kernel, target, {"BC": 64, "num_warps": 8}, True, registers=1, spills=0, shared=0)]
 
     monkeypatch.setattr(aot, "build", fake_build)
     assert main(["build", "--kernel", "cache_select", "--kernel", "cache_read", "--targets", "sm_80,gfx942"]) == 0

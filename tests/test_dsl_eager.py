@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from hola_dsl import launch, ops
+from hola_dsl import kernels, ops, spec
 from hola_dsl.testing import SCAN_CASES, TOLERANCE, Shape, run_check, scan_inputs
 
 SHAPES = [Shape(B=2, T=1, H=2, K=32, V=48, W=8, C=64), Shape(B=2, T=65, H=2, K=32, V=48, W=8, C=64),
@@ -65,9 +65,9 @@ def test_cache_read_matches_oracle(shape, policy):
 def test_unwritten_output_fails_the_check():
     """The poison is real: a runner that writes nothing leaves NaN, which never passes."""
     x = scan_inputs(Shape(B=1, T=10, H=1), seed=0)
-    o, m, s = launch.delta_scan(lambda kdef, consts, args: None, {"BV": 64}, x["q"], x["k"], x["v"], x["g"],
-                                x["beta"], scale=1.0, initial_state=x["initial_state"],
-                                output_final_state=True, chunk_size=16)
+    o, m, s = spec.launch(kernels.spec("delta_scan"), lambda kernel, args: None, {"BV": 64},
+                          (x["q"], x["k"], x["v"], x["g"], x["beta"]),
+                          dict(scale=1.0, initial_state=x["initial_state"], output_final_state=True, chunk_size=16))
     assert torch.isnan(o).all() and torch.isnan(s).all()
     from hola_dsl.testing import rel_err
     assert rel_err(o, torch.zeros_like(o)) == math.inf

@@ -44,14 +44,12 @@ def tf32x3_dots(monkeypatch):
     monkeypatch.setitem(registry.OPS, "dot", registry.OpDef("dot", exact.infer, eager, exact.doc))
 
 
-def test_float32_inputs_get_tf32x3_on_gpus(monkeypatch):
+def test_float32_inputs_get_tf32x3_on_gpus():
     """The GPU default (tf32) is upgraded for float32 inputs, unless a config names a precision."""
-    from hola_dsl.backends import triton as triton_backend
-    from hola_dsl.backends.triton import runtime as triton_runtime
-    monkeypatch.setattr(triton_runtime, "current_target", lambda: "sm_90")
-    assert triton_backend._runner("delta_scan", None, torch.bfloat16)[1]["dot_precision"] == "tf32"
-    assert triton_backend._runner("delta_scan", None, torch.float32)[1]["dot_precision"] == "tf32x3"
-    assert triton_backend._runner("cache_read", {"dot_precision": "tf32"}, torch.float32)[1]["dot_precision"] == "tf32"
+    from hola_dsl.backends.triton import schedule
+    assert schedule("delta_scan", None, "sm_90", torch.bfloat16)["dot_precision"] == "tf32"
+    assert schedule("delta_scan", None, "sm_90", torch.float32)["dot_precision"] == "tf32x3"
+    assert schedule("cache_read", {"dot_precision": "tf32"}, "sm_90", torch.float32)["dot_precision"] == "tf32"
 
 
 def test_float32_with_tf32x3_within_float32_tolerance(tf32x3_dots):

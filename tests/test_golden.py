@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hola_dsl.emit import emit_source
+from hola_dsl.emit import emit_sources
 
 GOLDEN = Path(__file__).parent / "golden"
 KERNELS = ("delta_scan", "cache_select", "cache_read")
@@ -28,21 +28,21 @@ def _golden_name(name: str, dtype: str) -> str:
 
 @pytest.mark.parametrize("backend,kernel,target,dtype", CASES)
 def test_generated_source_matches_golden(backend, kernel, target, dtype):
-    name, text, _ = emit_source(kernel, backend, target, dtype=dtype)
-    path = GOLDEN / _golden_name(name, dtype)
-    if os.environ.get("HOLA_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"no golden file {path}; create it with HOLA_UPDATE_GOLDEN=1"
-    expected = path.read_text()
-    if text != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True),
-                                            str(path), "generated", n=2))
-        pytest.fail(f"generated {backend} source for {kernel}/{target} changed; if intended, rerun with "
-                    f"HOLA_UPDATE_GOLDEN=1 and commit tests/golden/\n{diff[:6000]}")
+    for name, text in emit_sources(kernel, backend, target, dtype=dtype)[0]:    # one per DSL kernel
+        path = GOLDEN / _golden_name(name, dtype)
+        if os.environ.get("HOLA_UPDATE_GOLDEN") == "1":
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text)
+        assert path.exists(), f"no golden file {path}; create it with HOLA_UPDATE_GOLDEN=1"
+        expected = path.read_text()
+        if text != expected:
+            diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True),
+                                                str(path), "generated", n=2))
+            pytest.fail(f"generated {backend} source {name} changed; if intended, rerun with "
+                        f"HOLA_UPDATE_GOLDEN=1 and commit tests/golden/\n{diff[:6000]}")
 
 
 @pytest.mark.parametrize("backend,kernel,target,dtype", CASES)
 def test_generated_source_is_valid_python(backend, kernel, target, dtype):
-    _, text, _ = emit_source(kernel, backend, target, dtype=dtype)
-    compile(text, f"{kernel}.py", "exec")
+    for name, text in emit_sources(kernel, backend, target, dtype=dtype)[0]:
+        compile(text, name, "exec")

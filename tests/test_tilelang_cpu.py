@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hola_dsl import backends, launch
+from hola_dsl import backends
+from hola_dsl.kernels import cache_read as cache_read_kernel, cache_select as cache_select_kernel
 from hola_dsl.testing import SCAN_CASES, Shape, TOLERANCE, rel_err, run_check, scan_inputs
 
 pytestmark = pytest.mark.skipif(backends.unavailable_reason("tilelang") is not None,
@@ -88,7 +89,7 @@ def test_generated_source_is_cached_readable_and_keyed_by_schedule(tmp_path, mon
     monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
     from hola_dsl.backends.tilelang import runtime as tilelang_runtime
     from hola_dsl.kernels.cache_read import cache_read as kdef
-    consts = launch.cache_read_consts(32, 48, 8, 64, 1e-6, {"BQ": 32, "BKV": 16})
+    consts = cache_read_kernel.consts(32, 48, 8, 64, 1e-6, {"BQ": 32, "BKV": 16})
     dtypes = {n: "float32" for n in ("q", "k", "v", "gamma_q", "gamma_k", "sink", "o")}
     kernel = kdef.trace({**dtypes, "idx": "int64"}, **consts)
     sched = {"cpu_mr": 4, "cpu_nr": 32}
@@ -108,13 +109,13 @@ def test_cpu_dialect_softmax_and_rank_loops_are_branch_free():
     from hola_dsl.kernels.cache_read import cache_read as read_def
     from hola_dsl.kernels.cache_select import cache_select as select_def
     from hola_dsl.backends.tilelang import lower_cpu as tilelang_cpu
-    consts = launch.cache_read_consts(32, 48, 8, 64, 1e-6, {"BQ": 32, "BKV": 16})
+    consts = cache_read_kernel.consts(32, 48, 8, 64, 1e-6, {"BQ": 32, "BKV": 16})
     dtypes = {n: "float32" for n in ("q", "k", "v", "gamma_q", "gamma_k", "sink", "o")}
     read = tilelang_cpu.emit(read_def.trace({**dtypes, "idx": "int64"}, **consts), {})
     assert "hola_expf" in read and "T.exp(" not in read
     assert "grid_pos" in read and "p0 = " not in read
     select = tilelang_cpu.emit(select_def.trace({"scores": "float32", "idx": "int64"},
-                                                **launch.cache_select_consts(8, 64, "hola", torch.float32, {"BC": 32})), {})
+                                                **cache_select_kernel.consts(8, 64, "hola", torch.float32, {"BC": 32})), {})
     assert "T.bitwise_or(" in select and "T.Or(" not in select
 
 

@@ -8,7 +8,8 @@ import re
 import pytest
 import torch
 
-from hola_dsl import backends, eager, lang as hl, launch, ops
+from hola_dsl import backends, eager, lang as hl, ops
+from hola_dsl.kernels import cache_read as cache_read_kernel
 from hola_dsl.reference.oracle import naive_cache_select
 
 pytestmark = pytest.mark.skipif(backends.unavailable_reason("tilelang") is not None,
@@ -81,7 +82,7 @@ def test_cache_read_accumulates_in_place_and_gathers_rows():
     per-element condition on a gathered cache row."""
     from hola_dsl.kernels.cache_read import cache_read as read_def
     from hola_dsl.backends.tilelang import lower_cpu as tilelang_cpu
-    consts = launch.cache_read_consts(32, 48, 8, 64, 1e-6, {"BQ": 32, "BKV": 16})
+    consts = cache_read_kernel.consts(32, 48, 8, 64, 1e-6, {"BQ": 32, "BKV": 16})
     dtypes = {n: "float32" for n in ("q", "k", "v", "gamma_q", "gamma_k", "sink", "o")}
     source = tilelang_cpu.emit(read_def.trace({**dtypes, "idx": "int64"}, **consts), {"cpu_mr": 8, "cpu_nr": 16})
     assert "acc__next" not in source and "_acc\"" in source

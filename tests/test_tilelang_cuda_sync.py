@@ -13,6 +13,7 @@ import pytest
 
 from hola_dsl import backends
 from hola_dsl.backends.tilelang import nvcc
+from schedules.kernels import KERNELS
 
 needs_tilelang = pytest.mark.skipif(backends.unavailable_reason("tilelang") is not None,
                                     reason=f"tilelang unavailable: {backends.unavailable_reason('tilelang')}")
@@ -153,23 +154,23 @@ def test_checks_catch_the_old_single_thread_scalar():
 
 # Default schedules, at the small dims `hola check` builds (W = 16: loops over fewer rows than
 # a warp, where TileLang has no partial barrier to place) and at the AOT build's dims.
-CASES = [(kernel, dims) for dims in (nvcc.CHECK_DIMS, None) for kernel in backends.KERNELS]
+CASES = [(kernel, dims) for dims in (nvcc.CHECK_DIMS, None) for kernel in KERNELS]
 
 
 @needs_tilelang
 @pytest.mark.parametrize("kernel,dims", CASES, ids=lambda c: c if isinstance(c, str) else ("small" if c else "aot"))
 def test_cuda_dialect_lowers_without_races(kernel, dims, tmp_path, monkeypatch):
-    from hola_dsl.backends.tilelang import runtime as tilelang_runtime
-    from hola_dsl.backends.triton import aot
-    from hola_dsl.backends.tilelang import schedule
+    from hola_dsl import kernels, spec
+    from hola_dsl.backends.tilelang import runtime as tilelang_runtime, schedule
 
     monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
     sched = schedule(kernel, None, "sm_90a")
-    module = tilelang_runtime.load(aot.specialise(kernel, sched, dims), sched, "sm_90a", "cuda")
-    lowered = nvcc.lower_cuda(module.build(), "sm_90a", module.PASS_CONFIGS)
-    assert not [w for w in lowered.warnings if RACE_WARNING in w or SERIAL_WARNING in w], lowered.warnings
-    assert nvcc.barrier_problems(lowered.source, threads=lowered.threads) == []
-    assert nvcc.single_thread_shared_writes(lowered.source) == []
-    assert lowered.sync_problems() == []
-    source = open(module.__file__).read()
-    assert "T.Parallel(1)" not in source               # no single-thread sections emitted at all
+    for kir in spec.trace(kernels.spec(kernel), sched, dims):
+        module = tilelang_runtime.load(kir, sched, "sm_90a", "cuda")
+        lowered = nvcc.lower_cuda(module.build(), "sm_90a", module.PASS_CONFIGS)
+        assert not [w for w in lowered.warnings if RACE_WARNING in w or SERIAL_WARNING in w], lowered.warnings
+        assert nvcc.barrier_problems(lowered.source, threads=lowered.threads) == []
+        assert nvcc.single_thread_shared_writes(lowered.source) == []
+        assert lowered.sync_problems() == []
+        source = open(module.__file__).read()
+        assert "T.Parallel(1)" not in source           # no single-thread sections emitted at all

@@ -7,6 +7,7 @@ import pytest
 
 from hola_dsl import backends
 from hola_dsl.backends.tilelang import nvcc
+from schedules.kernels import KERNELS
 
 needs_tilelang = pytest.mark.skipif(backends.unavailable_reason("tilelang") is not None,
                                     reason=f"tilelang unavailable: {backends.unavailable_reason('tilelang')}")
@@ -42,10 +43,10 @@ def test_lower_cuda_rejects_a_non_arch():
 
 @needs_tilelang
 @needs_nvcc
-@pytest.mark.parametrize("kernel", backends.KERNELS)
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_cuda_dialect_compiles_for_sm90a(kernel, tmp_path, monkeypatch):
     monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
-    r = nvcc.build(kernel, "sm_90a", dims=DIMS, out_dir=tmp_path / "cubin")
+    (r,) = nvcc.build(kernel, "sm_90a", dims=DIMS, out_dir=tmp_path / "cubin")
     assert r.ok, r.error
     assert r.extra["cubin"].endswith(".sm_90a.cubin")
     assert (tmp_path / "cubin").joinpath(r.extra["cubin"].rsplit("/", 1)[1]).stat().st_size > 0
@@ -63,7 +64,7 @@ def test_cuda_dialect_compiles_for_sm90a(kernel, tmp_path, monkeypatch):
 @needs_nvcc
 def test_nvcc_results_are_reused_for_unchanged_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
-    first = nvcc.build("cache_select", "sm_90a", dims=nvcc.CHECK_DIMS)
+    (first,) = nvcc.build("cache_select", "sm_90a", dims=nvcc.CHECK_DIMS)
     assert first.ok and not first.extra["cached"], first.error
 
     def no_nvcc(*a, **kw):
@@ -71,7 +72,7 @@ def test_nvcc_results_are_reused_for_unchanged_sources(tmp_path, monkeypatch):
 
     monkeypatch.setattr(nvcc, "compile_cubin", no_nvcc)
     monkeypatch.setattr(nvcc, "lower_cuda", no_nvcc)
-    again = nvcc.build("cache_select", "sm_90a", dims=nvcc.CHECK_DIMS, out_dir=tmp_path / "out")
+    (again,) = nvcc.build("cache_select", "sm_90a", dims=nvcc.CHECK_DIMS, out_dir=tmp_path / "out")
     assert again.ok and again.extra["cached"], again.error
     assert (again.registers, again.spills, again.shared) == (first.registers, first.spills, first.shared)
     assert (tmp_path / "out" / first.extra["cubin"].rsplit("/", 1)[1]).is_file()

@@ -129,11 +129,11 @@ def test_ops_use_the_database_when_config_is_none(tmp_path, monkeypatch):
     from schedules.targets import cpu_machine
     from hola_dsl import ops
     from hola_dsl.testing import Shape, scan_inputs
-    from hola_dsl.reference import chunked
+    from hola_dsl.backends.reference import FUNCTIONS
 
     seen = []
-    real = chunked.chunked_delta_scan
-    monkeypatch.setattr(chunked, "chunked_delta_scan", lambda *a, **kw: seen.append(kw["chunk_size"]) or real(*a, **kw))
+    real = FUNCTIONS["delta_scan"]
+    monkeypatch.setitem(FUNCTIONS, "delta_scan", lambda *a, **kw: seen.append(kw["chunk_size"]) or real(*a, **kw))
     monkeypatch.setenv(database.ENV_VAR, str(tmp_path))
     x = scan_inputs(Shape(B=1, T=40, H=1, K=8, V=8))
     ops.delta_scan(**x, backend="reference")

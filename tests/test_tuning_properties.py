@@ -100,8 +100,9 @@ def _top_level(source: str) -> list:
 
 @pytest.fixture(scope="module")
 def cache_select_ir():
-    from hola_dsl.backends.triton import aot
-    return aot.specialise("cache_select", {"BC": 64}, None, "float32")
+    from hola_dsl import kernels, spec
+    (kernel,) = spec.trace(kernels.spec("cache_select"), {"BC": 64})
+    return kernel
 
 
 @SETTINGS

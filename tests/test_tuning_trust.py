@@ -19,7 +19,7 @@ from schedules import database, lookup
 from schedules.key import TuningKey
 from autotune.measure import Timing
 from autotune.replay import ReplayEvaluator, config_id
-from schedules.targets import Target, cpu_machine
+from schedules.targets import cpu_machine
 from autotune.tuner import tune
 from hola_dsl import backends, ops
 from hola_dsl.testing import Shape, scan_inputs
@@ -53,10 +53,10 @@ def _write(path: Path, records: list, raw: str = None) -> Path:
 
 
 def _chunks_used(monkeypatch):
-    from hola_dsl.reference import chunked
+    from hola_dsl.backends.reference import FUNCTIONS
     seen = []
-    real = chunked.chunked_delta_scan
-    monkeypatch.setattr(chunked, "chunked_delta_scan", lambda *a, **kw: seen.append(kw["chunk_size"]) or real(*a, **kw))
+    real = FUNCTIONS["delta_scan"]
+    monkeypatch.setitem(FUNCTIONS, "delta_scan", lambda *a, **kw: seen.append(kw["chunk_size"]) or real(*a, **kw))
     return seen
 
 
@@ -106,12 +106,12 @@ def test_bv_zero_is_a_config_error_not_a_division_by_zero():
 
 
 def test_emit_refuses_configs_its_space_rejects_naming_the_flag():
-    from hola_dsl.emit import emit_source
+    from hola_dsl.emit import emit_sources
     for config in ({"num_warps": "4"}, {"dot_precision": 'ieee"); import os; ("'}, {"BV": 64.0}):
         with pytest.raises(ValueError, match="--config: "):
-            emit_source("delta_scan", "triton", "sm_90", config)
+            emit_sources("delta_scan", "triton", "sm_90", config)
     with pytest.raises(ValueError, match="--config: cpu_threads"):
-        emit_source("delta_scan", "tilelang", "sm_90a", {"cpu_threads": "2"})
+        emit_sources("delta_scan", "tilelang", "sm_90a", {"cpu_threads": "2"})
 
 
 HOSTILE = ['"""\nimport os; os.system("echo pwned")\n"""', "4); import os; (", float("nan")]
@@ -123,10 +123,10 @@ def test_lowerings_embed_only_checked_numbers(value):
     """Defence in depth: a schedule that skipped the space check still cannot put text into a
     generated source; where an int is due, nothing else passes (True is not 1)."""
     from hola_dsl.backends.tilelang import runtime as tilelang_runtime
-    from hola_dsl.backends.triton import aot
+    from hola_dsl import kernels, spec
     from hola_dsl.backends.codegen import UncheckedValue
     from hola_dsl.backends.triton import lower as lower_triton
-    kir = aot.specialise("cache_select", {"BC": 64}, None, "float32")
+    (kir,) = spec.trace(kernels.spec("cache_select"), {"BC": 64})
     cuda = schedules.space("cache_select", "tilelang").default("sm_90a")
     cpu = schedules.space("cache_select", "tilelang").default("cpu")
     emits = [lambda: lower_triton.emit(kir, {"num_warps": value, "num_stages": 1}, "sm_90"),

@@ -1,18 +1,18 @@
-"""The backend registry: one table from backend name to the module that implements it.
+"""The backend registry: one table from backend name to the package that implements it.
 
-A backend module defines ``BACKEND = Backend(...)``. Modules are imported when first asked for,
-so that a missing optional toolchain (Triton, TileLang) only disables its own backend.
+A backend package (``hola_dsl/backends/<name>/``) defines ``BACKEND = Backend(...)``; a DSL
+backend makes it with the one adapter of ``hola_dsl.backends.dsl`` from how it runs a traced
+kernel and how it completes a schedule. Packages are imported when first asked for, so that a
+missing optional toolchain (Triton, TileLang) only disables its own backend.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
-
-KERNELS = ("delta_scan", "cache_select", "cache_read")
 
 # name -> module defining BACKEND. Adding a backend is one line here.
 BACKEND_MODULES: dict[str, str] = {
@@ -31,12 +31,13 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Backend:
-    """One way of running the three kernels.
+    """One way of running the kernels.
 
-    ``delta_scan``, ``cache_select`` and ``cache_read`` receive validated, normalised arguments
-    (see ``hola_dsl.ops``): q/k already L2-normalised when asked, ``scale`` a float, ``config``
-    a schedule dict or None. ``unavailable`` returns None when the backend can run here, else
-    a one-line reason. ``devices`` lists the torch device types it accepts; ``unavailable_on``
+    ``run(kernel, *inputs, config=None, **options)`` runs kernel ``kernel`` (a name of
+    ``schedules.kernels``) on validated, normalised arguments (see ``hola_dsl.ops``: q/k already
+    L2-normalised when asked, ``scale`` a float), ``config`` a schedule dict or None (the
+    backend's default), and returns the kernel's result. ``unavailable`` returns None when the
+    backend can run here, else a one-line reason. ``devices`` lists the torch device types it accepts; ``unavailable_on``
     (device type -> None or a reason) says when one of them cannot run here although the
     backend can (Triton takes CPU tensors only in its interpreter). ``differentiable``:
     whether autograd flows through its scan and cache read (the kernels without a backward
@@ -48,9 +49,7 @@ class Backend:
 
     name: str
     description: str
-    delta_scan: Callable
-    cache_select: Callable
-    cache_read: Callable
+    run: Callable[..., Any]
     devices: tuple[str, ...] = ("cpu",)
     unavailable: Callable[[], Optional[str]] = field(default=lambda: None)
     differentiable: bool = False

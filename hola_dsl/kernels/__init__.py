@@ -1,14 +1,17 @@
-"""The three algorithms of SPEC.md, each written once in the tile DSL (``hola_dsl.lang``)."""
+"""The kernels of SPEC.md, each written once in the tile DSL (``hola_dsl.lang``) beside the spec
+that launches it (``hola_dsl.spec``): hola_dsl/kernels/<name>.py exports ``SPEC`` for every
+kernel named in ``schedules.kernels``, the one list of them."""
 
 from __future__ import annotations
 
 import importlib
 
-NAMES = ("delta_scan", "cache_select", "cache_read")
+from hola_dsl.spec import KernelSpec
+from schedules.kernels import KERNELS, check
+
+SPECS: dict[str, KernelSpec] = {name: importlib.import_module(f"hola_dsl.kernels.{name}").SPEC for name in KERNELS}
 
 
-def get(name: str):
-    """The KernelDef called ``name`` (defined in hola_dsl/kernels/<name>.py)."""
-    if name not in NAMES:
-        raise ValueError(f"kernel: expected one of {list(NAMES)}, got {name!r}")
-    return getattr(importlib.import_module(f"hola_dsl.kernels.{name}"), name)
+def spec(name: str) -> KernelSpec:
+    """The spec of kernel ``name``; a ValueError naming the kernels for any other name."""
+    return SPECS[check(name)]

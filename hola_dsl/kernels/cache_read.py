@@ -1,4 +1,5 @@
-"""Softmax read of the exact cache (SPEC.md section 3), one program per (query tile, b, h).
+"""Softmax read of the exact cache (SPEC.md section 3): the DSL kernel, one program per (query
+tile, b, h), and ``SPEC``, how a call launches it.
 
 A query tile holds BQ positions of one cache block n (t in [nC, nC + C)). Its visible set is the
 sink (logit sink_h, value 0), the cached entries idx[b, h, n] (gathered by position) and the
@@ -14,7 +15,11 @@ the per-key work small (a block's keys are read by every query tile after them):
   the softmax's reductions run down the key axis.
 """
 
-from hola_dsl import lang as hl
+from typing import Mapping
+
+import torch
+
+from hola_dsl import lang as hl, spec
 
 
 def _rms_parts(x, K: int, eps: float):
@@ -96,3 +101,32 @@ def cache_read(
 
     _, den, acc = softmax
     o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
+
+
+def consts(K: int, V: int, W: int, block_size: int, eps: float, schedule: Mapping) -> dict:
+    """Compile-time constants for head dims K, V, capacity W, the cache block and eps."""
+    return dict(K=K, V=V, W=W, C=block_size, BKD=spec.pow2(K), BVD=spec.pow2(V), WP=spec.pow2(W),
+                BQ=min(int(schedule["BQ"]), spec.pow2(block_size)), BKV=int(schedule["BKV"]), EPS=float(eps))
+
+
+def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, *, block_size: int, eps: float) -> spec.Plan:
+    """One launch over (query tile, b, h) (none for an empty output): o_cache [B, T, H, V] in v's dtype."""
+    q, k, v, idx, gamma_q, gamma_k, sink = spec.dense(q, k, v, idx, gamma_q, gamma_k, sink)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    o = spec.poisoned((B, T, H, V), v.dtype, q.device)
+    args = dict(q=q, k=k, v=v, idx=idx, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink, o=o)
+    launches = (spec.Launch(cache_read, consts(K, V, idx.shape[-1], block_size, eps, schedule), args),) if o.numel() else ()
+    return spec.Plan(launches, lambda: o)
+
+
+def example(dims: Mapping[str, int], dtype: torch.dtype) -> tuple[tuple, dict]:
+    """q, k, v of ``dtype``, float32 gammas and sink, one cache block."""
+    K, V, W = dims["K"], dims["V"], dims["W"]
+    x = lambda *shape, dt=dtype: torch.empty(shape, dtype=dt, device="meta")
+    inputs = (x(1, 1, 1, K), x(1, 1, 1, K), x(1, 1, 1, V), x(1, 1, 1, W, dt=torch.int64),
+              x(K, dt=torch.float32), x(K, dt=torch.float32), x(1, dt=torch.float32))
+    return inputs, dict(block_size=dims["C"], eps=1e-6)
+
+
+SPEC = spec.KernelSpec("cache_read", (cache_read,), plan, example)

@@ -1,4 +1,5 @@
-"""Block-wise top-w cache selection (SPEC.md section 2), one program per (b, h).
+"""Block-wise top-w cache selection (SPEC.md section 2): the DSL kernel, one program per (b, h),
+and ``SPEC``, how a call launches it.
 
 The program walks the cache blocks in order carrying the cache as positions (best first, -1 =
 empty). At the start of block n the cache is Cache_n and is written to idx row n; then the
@@ -20,7 +21,12 @@ tie with it. A NaN score (possible only with value checks off) counts as -inf (S
 ranked first by a sort.
 """
 
-from hola_dsl import lang as hl
+import math
+from typing import Mapping
+
+import torch
+
+from hola_dsl import lang as hl, spec
 
 
 def _beaten_by(s_i, p_i, s_j, p_j):
@@ -79,3 +85,29 @@ def cache_select(
             rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
             return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
         return merged
+
+
+def consts(W: int, block_size: int, policy: str, score_dtype: torch.dtype, schedule: Mapping) -> dict:
+    """Compile-time constants for capacity W, the cache block, the policy and the scores' dtype."""
+    return dict(W=W, WP=spec.pow2(W), C=block_size, BC=min(int(schedule["BC"]), spec.pow2(block_size)),
+                RECENCY=(policy == "recency"),
+                SDT="float64" if score_dtype == torch.float64 else "float32")
+
+
+def plan(schedule: Mapping, scores, *, capacity: int, block_size: int, policy: str) -> spec.Plan:
+    """One launch over (b, h) (none for an empty sequence): idx [B, H, NB, capacity] int64, -1 padded."""
+    (scores,) = spec.dense(scores)
+    B, T, H = scores.shape
+    idx = spec.poisoned((B, H, math.ceil(T / block_size), capacity), torch.int64, scores.device)
+    launches = (spec.Launch(cache_select, consts(capacity, block_size, policy, scores.dtype, schedule),
+                            dict(scores=scores, idx=idx)),) if idx.numel() else ()
+    return spec.Plan(launches, lambda: idx)
+
+
+def example(dims: Mapping[str, int], dtype: torch.dtype) -> tuple[tuple, dict]:
+    """float32 scores of policy "hola" (``dtype`` is for the kernels with float inputs)."""
+    scores = torch.empty((1, 1, 1), dtype=torch.float32, device="meta")
+    return (scores,), dict(capacity=dims["W"], block_size=dims["C"], policy="hola")
+
+
+SPEC = spec.KernelSpec("cache_select", (cache_select,), plan, example)

@@ -1,4 +1,5 @@
-"""Chunked gated delta rule, forward (SPEC.md section 1), one program per (V tile, b, h).
+"""Chunked gated delta rule, forward (SPEC.md section 1): the DSL kernel, one program per
+(V tile, b, h), and ``SPEC``, how a call launches it.
 
 Each program walks the chunks of its sequence in order, carrying its slice of the state in
 float32 (transposed, [BV, BK]). Inside a chunk (WY/UT form, G = cumsum(g), Gamma_ij = exp(G_i - G_j)):
@@ -10,11 +11,15 @@ Padding past T loads g = 0 and beta = k = v = 0, so it changes neither outputs n
 m = ||u|| needs all V columns, and float32 squares of u overflow above ~1e19 and go subnormal
 below ~1e-19. So each program writes, per token, a scale of its columns, s = mean |u| (at least
 2^-100, so 1 / s is finite), to uscale[iv], and the sum of squares of u / s
-(each term at most BV^2) to usq[iv]; the host combines the V tiles exactly
+(each term at most BV^2) to usq[iv]; the plan's finishing step combines the V tiles exactly
 (``hola_dsl.norms.combine_norms``). A row mean, unlike a row max, vectorises on a CPU.
 """
 
-from hola_dsl import lang as hl
+from typing import Mapping, Optional
+
+import torch
+
+from hola_dsl import lang as hl, norms, spec
 
 
 @hl.kernel
@@ -74,3 +79,43 @@ def delta_scan(
 
     if STORE_FINAL:
         ht[b, h, keys, cols] = St.T
+
+
+def consts(K: int, V: int, chunk_size: int, schedule: Mapping, *, has_h0: bool, store_final: bool) -> dict:
+    """Compile-time constants for head dims K, V and a schedule (its ``chunk_size``, when it has
+    one, wins over the call's)."""
+    # tl.dot needs tiles of 16 or more; the chunk size changes no result beyond rounding.
+    return dict(K=K, V=V, BT=spec.pow2(int(schedule.get("chunk_size", chunk_size))), BK=spec.pow2(K),
+                BV=min(int(schedule["BV"]), spec.pow2(V)), HAS_H0=has_h0, STORE_FINAL=store_final)
+
+
+def plan(schedule: Mapping, q, k, v, g, beta, *, scale: float, initial_state: Optional[torch.Tensor],
+         output_final_state: bool, chunk_size: int) -> spec.Plan:
+    """One launch over (V tile, b, h); m is finished from the V tiles' scaled partial norms.
+    Shapes as in ``hola_dsl.ops.delta_scan``."""
+    q, k, v, g, beta = spec.dense(q, k, v, g, beta)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    c = consts(K, V, chunk_size, schedule, has_h0=initial_state is not None, store_final=output_final_state)
+    nv = -(-V // c["BV"])
+    dev = q.device
+    o = spec.poisoned((B, T, H, V), v.dtype, dev)
+    uscale = spec.poisoned((nv, B, T, H), torch.float32, dev)
+    usq = spec.poisoned((nv, B, T, H), torch.float32, dev)
+    ht = (spec.poisoned if output_final_state else spec.unused)((B, H, K, V), torch.float32, dev)
+    h0 = initial_state.contiguous() if initial_state is not None else spec.unused((B, H, K, V), torch.float32, dev)
+    args = dict(q=q, k=k, v=v, g=g, beta=beta, h0=h0, o=o, uscale=uscale, usq=usq, ht=ht, scale=float(scale))
+    return spec.Plan((spec.Launch(delta_scan, c, args),),
+                     lambda: (o, norms.combine_norms(uscale, usq), ht if output_final_state else None))
+
+
+def example(dims: Mapping[str, int], dtype: torch.dtype) -> tuple[tuple, dict]:
+    """A call with an initial state and the final state asked for: every kernel feature traced."""
+    K, V = dims["K"], dims["V"]
+    x = lambda *shape, dt=dtype: torch.empty(shape, dtype=dt, device="meta")
+    inputs = (x(1, 1, 1, K), x(1, 1, 1, K), x(1, 1, 1, V), x(1, 1, 1, dt=torch.float32), x(1, 1, 1))
+    return inputs, dict(scale=K ** -0.5, initial_state=x(1, 1, K, V, dt=torch.float32), output_final_state=True,
+                        chunk_size=dims.get("chunk_size", 64))
+
+
+SPEC = spec.KernelSpec("delta_scan", (delta_scan,), plan, example, caller_knobs=("chunk_size",))

@@ -150,17 +150,17 @@ def build():
                 grid_pos_1[0] = T.truncdiv(pid, grid_1 * grid_2)
                 grid_pos_1[1] = T.truncmod(T.truncdiv(pid, grid_2), grid_1)
                 grid_pos_1[2] = T.truncmod(pid, grid_2)
-                # cache_read.py:62: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
-                # cache_read.py:63: n = pid // NQ
+                # cache_read.py:67: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
+                # cache_read.py:68: n = pid // NQ
                 n__2 = T.truncdiv(grid_pos_1[0], T.int32(4))
-                # cache_read.py:64: t0 = n * C + (pid % NQ) * BQ
+                # cache_read.py:69: t0 = n * C + (pid % NQ) * BQ
                 t0__3 = ((n__2 * T.int32(256)) + (T.truncmod(grid_pos_1[0], T.int32(4)) * T.int32(64)))
-                # cache_read.py:65: tq = t0 + hl.iota(BQ)                                 # query positions
+                # cache_read.py:70: tq = t0 + hl.iota(BQ)                                 # query positions
                 for i_5 in T.serial(64):
                     tq__4[i_5] = (t0__3 + i_5)
-                # cache_read.py:66: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
+                # cache_read.py:71: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
                 t_6[0] = (T.truncmod(grid_pos_1[0], T.int32(4)) * T.int32(64))
-                # cache_read.py:68: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
+                # cache_read.py:73: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
                 for i_8 in T.serial(64):
                     if T.And(t0__3 + i_8 < n_T, T.bitwise_and(((t_6[0] + i_8) < T.int32(256)), (tq__4[i_8] < n_T))):
                         for i_9 in T.serial(128):
@@ -168,41 +168,41 @@ def build():
                     else:
                         for i_9 in T.serial(128):
                             qt__7[i_8, i_9] = T.float32(0.0)
-                # cache_read.py:69: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
+                # cache_read.py:74: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
                 for i_11 in T.serial(128):
                     gamma_q__10[i_11] = gamma_q[i_11]
                 for i_13 in T.serial(128):
                     gamma_k__12[i_13] = gamma_k[i_13]
-                # cache_read.py:28: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
+                # cache_read.py:33: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
                 for i_15 in T.serial(64):
                     sum_14[i_15] = T.float32(0.0)
                 for i_16, i_17 in T.grid(64, 128):
                     sum_14[i_16] = sum_14[i_16] + (T.call_extern("float32", "__builtin_fabsf", qt__7[i_16, i_17]) * T.float32(0.0078125))
-                # cache_read.py:29: i = 1.0 / s
+                # cache_read.py:34: i = 1.0 / s
                 for i_19 in T.serial(64):
                     i__18[i_19] = (T.float32(1.0) / T.max(sum_14[i_19], T.float32(0.001)))
-                # cache_read.py:30: xs = x * i[:, None]
+                # cache_read.py:35: xs = x * i[:, None]
                 for i_21, i_22 in T.grid(64, 128):
                     xs__20[i_21, i_22] = (qt__7[i_21, i_22] * i__18[i_21])
-                # cache_read.py:31: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
-                # cache_read.py:32: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
+                # cache_read.py:36: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
+                # cache_read.py:37: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
                 for i_24 in T.serial(64):
                     sum_23[i_24] = T.float32(0.0)
                 for i_25, i_26 in T.grid(64, 128):
                     sum_23[i_25] = sum_23[i_25] + (xs__20[i_25, i_26] * xs__20[i_25, i_26])
-                # cache_read.py:74: qg = qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :]               # [BQ, BKD]
+                # cache_read.py:79: qg = qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :]               # [BQ, BKD]
                 for i_28, i_29 in T.grid(64, 1):
                     t_27[i_28, i_29] = (T.rsqrt(((sum_23[i_28] / T.float32(128.0)) + ((T.float32(0.001) * i__18[i_28]) * (T.float32(0.001) * i__18[i_28])))) * T.float32(1.52587890625e-05))
                 for i_31, i_32 in T.grid(1, 128):
                     t_30[i_31, i_32] = ((gamma_q__10[i_32] * gamma_k__12[i_32]) * T.float32(0.08838834764831845))
                 for i_34, i_35 in T.grid(64, 128):
                     qg__33[i_34, i_35] = ((xs__20[i_34, i_35] * t_27[i_34, 0]) * t_30[0, i_35])
-                # cache_read.py:76: ids = idx.load((b, h, n, hl.tile(0, WP)), other=-1).to("int32")       # [WP], -1 = empty
+                # cache_read.py:81: ids = idx.load((b, h, n, hl.tile(0, WP)), other=-1).to("int32")       # [WP], -1 = empty
                 for i_37 in T.serial(64):
                     idx__36[i_37] = idx[grid_pos_1[1], grid_pos_1[2], n__2, i_37]
                 for i_39 in T.serial(64):
                     ids__38[i_39] = T.Cast("int32", idx__36[i_39])
-                # cache_read.py:77: kc = k[b, ids, h, kd].to("float32")                                    # [WP, BKD]
+                # cache_read.py:82: kc = k[b, ids, h, kd].to("float32")                                    # [WP, BKD]
                 for i_41 in T.serial(64):
                     if T.And(ids__38[i_41] >= 0, ids__38[i_41] < n_T):
                         for i_42 in T.serial(128):
@@ -210,7 +210,7 @@ def build():
                     else:
                         for i_42 in T.serial(128):
                             kc__40[i_41, i_42] = T.float32(0.0)
-                # cache_read.py:78: vc = v[b, ids, h, vd].to("float32")                                    # [WP, BVD]
+                # cache_read.py:83: vc = v[b, ids, h, vd].to("float32")                                    # [WP, BVD]
                 for i_44 in T.serial(64):
                     if T.And(ids__38[i_44] >= 0, ids__38[i_44] < n_T):
                         for i_45 in T.serial(128):
@@ -218,61 +218,61 @@ def build():
                     else:
                         for i_45 in T.serial(128):
                             vc__43[i_44, i_45] = T.float32(0.0)
-                # cache_read.py:79: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
+                # cache_read.py:84: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
                 T.evaluate(T.call_extern("int32", "hola_transpose_64x128", T.address_of(qg__33[0, 0]), T.address_of(qg__rows_46[0, 0])))
                 T.evaluate(T.call_extern("int32", "hola_dot_64x64x128_8x16", T.address_of(kc__40[0, 0]), T.address_of(qg__rows_46[0, 0]), T.address_of(lc__47[0, 0])))
-                # cache_read.py:28: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
+                # cache_read.py:33: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
                 for i_49 in T.serial(64):
                     sum_48[i_49] = T.float32(0.0)
                 for i_50, i_51 in T.grid(64, 128):
                     sum_48[i_50] = sum_48[i_50] + (T.call_extern("float32", "__builtin_fabsf", kc__40[i_50, i_51]) * T.float32(0.0078125))
-                # cache_read.py:29: i = 1.0 / s
+                # cache_read.py:34: i = 1.0 / s
                 for i_53 in T.serial(64):
                     i__52[i_53] = (T.float32(1.0) / T.max(sum_48[i_53], T.float32(0.001)))
-                # cache_read.py:30: xs = x * i[:, None]
-                # cache_read.py:31: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
-                # cache_read.py:32: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
+                # cache_read.py:35: xs = x * i[:, None]
+                # cache_read.py:36: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
+                # cache_read.py:37: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
                 for i_55 in T.serial(64):
                     sum_54[i_55] = T.float32(0.0)
                 for i_56, i_57 in T.grid(64, 128):
                     sum_54[i_56] = sum_54[i_56] + ((kc__40[i_56, i_57] * i__52[i_56]) * (kc__40[i_56, i_57] * i__52[i_56]))
-                # cache_read.py:43: return i * (1.0 / QUERY_SCALE) * r
-                # cache_read.py:79: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
+                # cache_read.py:48: return i * (1.0 / QUERY_SCALE) * r
+                # cache_read.py:84: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
                 for i_59, i_60 in T.grid(64, 1):
                     t_58[i_59, i_60] = ((i__52[i_59] * T.float32(65536.0)) * T.rsqrt(((sum_54[i_59] / T.float32(128.0)) + ((T.float32(0.001) * i__52[i_59]) * (T.float32(0.001) * i__52[i_59])))))
-                # cache_read.py:50: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
-                # cache_read.py:79: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
+                # cache_read.py:55: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+                # cache_read.py:84: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
                 for i_62, i_63 in T.grid(64, 1):
                     t_61[i_62, i_63] = T.if_then_else((ids__38[i_62] >= T.int32(0)), T.float32(0.0), -T.infinity("float32"))
                 for i_65, i_66 in T.grid(64, 64):
                     lc__64[i_65, i_66] = ((lc__47[i_65, i_66] * t_58[i_65, 0]) + t_61[i_65, 0])
-                # cache_read.py:80: s = sink[h].to("float32")
+                # cache_read.py:85: s = sink[h].to("float32")
                 s__67[0] = sink[grid_pos_1[2]]
-                # cache_read.py:81: m0 = hl.maximum(hl.max(lc, 0), s)                                      # [BQ]
+                # cache_read.py:86: m0 = hl.maximum(hl.max(lc, 0), s)                                      # [BQ]
                 for i_69 in T.serial(64):
                     max_68[i_69] = -T.infinity("float32")
                 for i_70, i_71 in T.grid(64, 64):
                     max_68[i_71] = T.max(max_68[i_71], lc__64[i_70, i_71])
                 for i_73 in T.serial(64):
                     m0__72[i_73] = T.max(max_68[i_73], s__67[0])
-                # cache_read.py:82: p = hl.exp(lc - m0[None, :])
+                # cache_read.py:87: p = hl.exp(lc - m0[None, :])
                 for i_75, i_76 in T.grid(64, 64):
                     p__74[i_75, i_76] = T.call_extern("float32", "hola_expf", (lc__64[i_75, i_76] - m0__72[i_76]))
-                # cache_read.py:83: den0 = hl.exp(s - m0) + hl.sum(p, 0)
+                # cache_read.py:88: den0 = hl.exp(s - m0) + hl.sum(p, 0)
                 for i_78 in T.serial(64):
                     sum_77[i_78] = T.float32(0.0)
                 for i_79, i_80 in T.grid(64, 64):
                     sum_77[i_80] = sum_77[i_80] + p__74[i_79, i_80]
-                # cache_read.py:84: acc0 = hl.dot(p, vc, trans_a=True)                                     # [BQ, BVD]
+                # cache_read.py:89: acc0 = hl.dot(p, vc, trans_a=True)                                     # [BQ, BVD]
                 T.evaluate(T.call_extern("int32", "hola_dot_64x128x64_8x16_ta", T.address_of(p__74[0, 0]), T.address_of(vc__43[0, 0]), T.address_of(acc0__81[0, 0])))
-                # cache_read.py:86: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=(m0, den0, acc0), pipelined=True)
+                # cache_read.py:91: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=(m0, den0, acc0), pipelined=True)
                 for i_83 in T.serial(64):
                     m__82[i_83] = m0__72[i_83]
                 for i_85 in T.serial(64):
                     den__84[i_85] = (T.call_extern("float32", "hola_expf", (s__67[0] - m0__72[i_85])) + sum_77[i_85])
                 for it_86 in T.serial((n__2 * T.int32(256)), T.min((t0__3 + T.int32(64)), n_T), T.int32(64)):
-                    # cache_read.py:88: tk = j + hl.iota(BKV)
-                    # cache_read.py:89: kt = k[b, hl.tile(j, BKV), h, kd].to("float32")                    # [BKV, BKD]
+                    # cache_read.py:93: tk = j + hl.iota(BKV)
+                    # cache_read.py:94: kt = k[b, hl.tile(j, BKV), h, kd].to("float32")                    # [BKV, BKD]
                     if it_86 + 64 <= n_T:
                         for i_88, i_89 in T.grid(64, 128):
                             kt__87[i_88, i_89] = k[grid_pos_1[1], it_86 + i_88, grid_pos_1[2], i_89]
@@ -284,7 +284,7 @@ def build():
                             else:
                                 for i_91 in T.serial(128):
                                     kt__87[i_90, i_91] = T.float32(0.0)
-                    # cache_read.py:90: vt = v[b, hl.tile(j, BKV), h, vd].to("float32")
+                    # cache_read.py:95: vt = v[b, hl.tile(j, BKV), h, vd].to("float32")
                     if it_86 + 64 <= n_T:
                         for i_93, i_94 in T.grid(64, 128):
                             vt__92[i_93, i_94] = v[grid_pos_1[1], it_86 + i_93, grid_pos_1[2], i_94]
@@ -296,47 +296,47 @@ def build():
                             else:
                                 for i_96 in T.serial(128):
                                     vt__92[i_95, i_96] = T.float32(0.0)
-                    # cache_read.py:91: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
+                    # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
                     T.evaluate(T.call_extern("int32", "hola_dot_64x64x128_8x16", T.address_of(kt__87[0, 0]), T.address_of(qg__rows_46[0, 0]), T.address_of(l__97[0, 0])))
-                    # cache_read.py:28: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
+                    # cache_read.py:33: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
                     for i_99 in T.serial(64):
                         sum_98[i_99] = T.float32(0.0)
                     for i_100, i_101 in T.grid(64, 128):
                         sum_98[i_100] = sum_98[i_100] + (T.call_extern("float32", "__builtin_fabsf", kt__87[i_100, i_101]) * T.float32(0.0078125))
-                    # cache_read.py:29: i = 1.0 / s
+                    # cache_read.py:34: i = 1.0 / s
                     for i_103 in T.serial(64):
                         i__102[i_103] = (T.float32(1.0) / T.max(sum_98[i_103], T.float32(0.001)))
-                    # cache_read.py:30: xs = x * i[:, None]
-                    # cache_read.py:31: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
-                    # cache_read.py:32: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
+                    # cache_read.py:35: xs = x * i[:, None]
+                    # cache_read.py:36: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
+                    # cache_read.py:37: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
                     for i_105 in T.serial(64):
                         sum_104[i_105] = T.float32(0.0)
                     for i_106, i_107 in T.grid(64, 128):
                         sum_104[i_106] = sum_104[i_106] + ((kt__87[i_106, i_107] * i__102[i_106]) * (kt__87[i_106, i_107] * i__102[i_106]))
-                    # cache_read.py:43: return i * (1.0 / QUERY_SCALE) * r
-                    # cache_read.py:91: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
+                    # cache_read.py:48: return i * (1.0 / QUERY_SCALE) * r
+                    # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
                     for i_109, i_110 in T.grid(64, 1):
                         t_108[i_109, i_110] = ((i__102[i_109] * T.float32(65536.0)) * T.rsqrt(((sum_104[i_109] / T.float32(128.0)) + ((T.float32(0.001) * i__102[i_109]) * (T.float32(0.001) * i__102[i_109])))))
                     for i_112, i_113 in T.grid(64, 1):
                         t_111[i_112, i_113] = (it_86 + i_112)
-                    # cache_read.py:50: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
-                    # cache_read.py:91: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
+                    # cache_read.py:55: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+                    # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
                     for i_115, i_116 in T.grid(64, 64):
                         l__114[i_115, i_116] = ((l__97[i_115, i_116] * t_108[i_115, 0]) + T.if_then_else((t_111[i_115, 0] <= tq__4[i_116]), T.float32(0.0), -T.infinity("float32")))
-                    # cache_read.py:92: m_new = hl.maximum(m, hl.max(l, 0))
+                    # cache_read.py:97: m_new = hl.maximum(m, hl.max(l, 0))
                     for i_118 in T.serial(64):
                         max_117[i_118] = -T.infinity("float32")
                     for i_119, i_120 in T.grid(64, 64):
                         max_117[i_120] = T.max(max_117[i_120], l__114[i_119, i_120])
                     for i_122 in T.serial(64):
                         m_new__121[i_122] = T.max(m__82[i_122], max_117[i_122])
-                    # cache_read.py:93: alpha = hl.exp(m - m_new)
+                    # cache_read.py:98: alpha = hl.exp(m - m_new)
                     for i_124 in T.serial(64):
                         alpha__123[i_124] = T.call_extern("float32", "hola_expf", (m__82[i_124] - m_new__121[i_124]))
-                    # cache_read.py:94: p = hl.exp(l - m_new[None, :])
+                    # cache_read.py:99: p = hl.exp(l - m_new[None, :])
                     for i_126, i_127 in T.grid(64, 64):
                         p__125[i_126, i_127] = T.call_extern("float32", "hola_expf", (l__114[i_126, i_127] - m_new__121[i_127]))
-                    # cache_read.py:95: return m_new, den * alpha + hl.sum(p, 0), hl.dot(p, vt, acc * alpha[:, None], trans_a=True)
+                    # cache_read.py:100: return m_new, den * alpha + hl.sum(p, 0), hl.dot(p, vt, acc * alpha[:, None], trans_a=True)
                     for i_129 in T.serial(64):
                         sum_128[i_129] = T.float32(0.0)
                     for i_130, i_131 in T.grid(64, 64):
@@ -350,7 +350,7 @@ def build():
                         m__82[i_136] = m_new__121[i_136]
                     for i_137 in T.serial(64):
                         den__84[i_137] = den__next_134[i_137]
-                # cache_read.py:98: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
+                # cache_read.py:103: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
                 for i_138 in T.serial(64):
                     if T.And(t0__3 + i_138 < n_T, T.bitwise_and(((t_6[0] + i_138) < T.int32(256)), (tq__4[i_138] < n_T))):
                         for i_139 in T.serial(128):

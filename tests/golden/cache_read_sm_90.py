@@ -28,23 +28,23 @@ def _to_bf16_rtne(x):
 
 @triton.jit
 def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o):
-    # cache_read.py:62: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
+    # cache_read.py:67: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
     v14 = tl.cdiv(T, 256)
     v16 = (v14 * 4)
     pid_17 = tl.program_id(0)
     b_18 = tl.program_id(1)
     h_19 = tl.program_id(2)
-    # cache_read.py:63: n = pid // NQ
+    # cache_read.py:68: n = pid // NQ
     n_21 = (pid_17 // 4)
-    # cache_read.py:64: t0 = n * C + (pid % NQ) * BQ
+    # cache_read.py:69: t0 = n * C + (pid % NQ) * BQ
     v23 = (n_21 * 256)
     v25 = (pid_17 % 4)
     v27 = (v25 * 64)
     t0_28 = (v23 + v27)
-    # cache_read.py:65: tq = t0 + hl.iota(BQ)                                 # query positions
+    # cache_read.py:70: tq = t0 + hl.iota(BQ)                                 # query positions
     v29 = tl.arange(0, 64)
     tq_30 = (t0_28 + v29)
-    # cache_read.py:66: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
+    # cache_read.py:71: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
     v32 = (pid_17 % 4)
     v34 = (v32 * 64)
     v35 = tl.arange(0, 64)
@@ -52,110 +52,110 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o):
     v38 = (v36 < 256)
     v39 = (tq_30 < T)
     rows_ok_40 = (v38 & v39)
-    # cache_read.py:68: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
+    # cache_read.py:73: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
     v41 = rows_ok_40[:, None]
     q_43_ptrs = q + tl.cast(b_18, tl.int64) * T * H * 128 + (t0_28 + tl.arange(0, 64))[:, None].to(tl.int64) * H * 128 + tl.cast(h_19, tl.int64) * 128 + tl.arange(0, 128)[None, :]
     q_43_mask = ((t0_28 + tl.arange(0, 64)) < T)[:, None] & v41
     q_43 = tl.load(q_43_ptrs, mask=q_43_mask, other=0.0)
     qt_44 = q_43.to(tl.float32)
-    # cache_read.py:69: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
+    # cache_read.py:74: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
     gamma_q_46_ptrs = gamma_q + tl.arange(0, 128)
     gamma_q_46 = tl.load(gamma_q_46_ptrs)
     gamma_k_48_ptrs = gamma_k + tl.arange(0, 128)
     gamma_k_48 = tl.load(gamma_k_48_ptrs)
     v49 = (gamma_q_46 * gamma_k_48)
     gammas_51 = (v49 * 0.08838834764831845)
-    # cache_read.py:28: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
+    # cache_read.py:33: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
     v52 = tl.abs(qt_44)
     v54 = (v52 * 0.0078125)
     v55 = tl.sum(v54, axis=1)
     s_57 = tl.maximum(v55, 0.001)
-    # cache_read.py:29: i = 1.0 / s
+    # cache_read.py:34: i = 1.0 / s
     i_59 = (1.0 / s_57)
-    # cache_read.py:30: xs = x * i[:, None]
+    # cache_read.py:35: xs = x * i[:, None]
     v60 = i_59[:, None]
     xs_61 = (qt_44 * v60)
-    # cache_read.py:31: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
+    # cache_read.py:36: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
     e_63 = (0.001 * i_59)
-    # cache_read.py:32: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
+    # cache_read.py:37: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
     v64 = (xs_61 * xs_61)
     v65 = tl.sum(v64, axis=1)
     v67 = (v65 / 128.0)
     v68 = (e_63 * e_63)
     v69 = (v67 + v68)
     v70 = tl.rsqrt(v69)
-    # cache_read.py:74: qg = qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :]               # [BQ, BKD]
+    # cache_read.py:79: qg = qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :]               # [BQ, BKD]
     v72 = (v70 * 1.52587890625e-05)
     v73 = v72[:, None]
     v74 = (xs_61 * v73)
     v75 = gammas_51[None, :]
     qg_76 = (v74 * v75)
-    # cache_read.py:76: ids = idx.load((b, h, n, hl.tile(0, WP)), other=-1).to("int32")       # [WP], -1 = empty
+    # cache_read.py:81: ids = idx.load((b, h, n, hl.tile(0, WP)), other=-1).to("int32")       # [WP], -1 = empty
     idx_78_ptrs = idx + tl.cast(b_18, tl.int64) * H * NB * 64 + tl.cast(h_19, tl.int64) * NB * 64 + tl.cast(n_21, tl.int64) * 64 + tl.arange(0, 64)
     idx_78 = tl.load(idx_78_ptrs)
     ids_79 = idx_78.to(tl.int32)
-    # cache_read.py:77: kc = k[b, ids, h, kd].to("float32")                                    # [WP, BKD]
+    # cache_read.py:82: kc = k[b, ids, h, kd].to("float32")                                    # [WP, BKD]
     k_81_ptrs = k + tl.cast(b_18, tl.int64) * T * H * 128 + ids_79[:, None].to(tl.int64) * H * 128 + tl.cast(h_19, tl.int64) * 128 + tl.arange(0, 128)[None, :]
     k_81_mask = ((ids_79 >= 0) & (ids_79 < T))[:, None]
     k_81 = tl.load(k_81_ptrs, mask=k_81_mask, other=0.0)
     kc_82 = k_81.to(tl.float32)
-    # cache_read.py:78: vc = v[b, ids, h, vd].to("float32")                                    # [WP, BVD]
+    # cache_read.py:83: vc = v[b, ids, h, vd].to("float32")                                    # [WP, BVD]
     v_84_ptrs = v + tl.cast(b_18, tl.int64) * T * H * 128 + ids_79[:, None].to(tl.int64) * H * 128 + tl.cast(h_19, tl.int64) * 128 + tl.arange(0, 128)[None, :]
     v_84_mask = ((ids_79 >= 0) & (ids_79 < T))[:, None]
     v_84 = tl.load(v_84_ptrs, mask=v_84_mask, other=0.0)
     vc_85 = v_84.to(tl.float32)
-    # cache_read.py:79: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
+    # cache_read.py:84: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
     lc_86 = tl.dot(kc_82, tl.trans(qg_76), input_precision="tf32")
-    # cache_read.py:28: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
+    # cache_read.py:33: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
     v87 = tl.abs(kc_82)
     v89 = (v87 * 0.0078125)
     v90 = tl.sum(v89, axis=1)
     s_92 = tl.maximum(v90, 0.001)
-    # cache_read.py:29: i = 1.0 / s
+    # cache_read.py:34: i = 1.0 / s
     i_94 = (1.0 / s_92)
-    # cache_read.py:30: xs = x * i[:, None]
+    # cache_read.py:35: xs = x * i[:, None]
     v95 = i_94[:, None]
     xs_96 = (kc_82 * v95)
-    # cache_read.py:31: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
+    # cache_read.py:36: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
     e_98 = (0.001 * i_94)
-    # cache_read.py:32: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
+    # cache_read.py:37: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
     v99 = (xs_96 * xs_96)
     v100 = tl.sum(v99, axis=1)
     v102 = (v100 / 128.0)
     v103 = (e_98 * e_98)
     v104 = (v102 + v103)
     v105 = tl.rsqrt(v104)
-    # cache_read.py:43: return i * (1.0 / QUERY_SCALE) * r
+    # cache_read.py:48: return i * (1.0 / QUERY_SCALE) * r
     v107 = (i_94 * 65536.0)
     v108 = (v107 * v105)
-    # cache_read.py:79: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
+    # cache_read.py:84: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
     v109 = v108[:, None]
     v110 = (lc_86 * v109)
     lc_112 = (ids_79 >= 0)
-    # cache_read.py:50: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+    # cache_read.py:55: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
     v113 = tl.full([64], 0.0, tl.float32)
     v115 = tl.where(lc_112, v113, -float("inf"))
-    # cache_read.py:79: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
+    # cache_read.py:84: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
     v116 = v115[:, None]
     lc_117 = (v110 + v116)
-    # cache_read.py:80: s = sink[h].to("float32")
+    # cache_read.py:85: s = sink[h].to("float32")
     s_118_ptrs = sink + tl.cast(h_19, tl.int64)
     s_118 = tl.load(s_118_ptrs)
-    # cache_read.py:81: m0 = hl.maximum(hl.max(lc, 0), s)                                      # [BQ]
+    # cache_read.py:86: m0 = hl.maximum(hl.max(lc, 0), s)                                      # [BQ]
     v119 = tl.max(lc_117, axis=0)
     m0_120 = tl.maximum(v119, s_118)
-    # cache_read.py:82: p = hl.exp(lc - m0[None, :])
+    # cache_read.py:87: p = hl.exp(lc - m0[None, :])
     v121 = m0_120[None, :]
     v122 = (lc_117 - v121)
     p_123 = tl.exp(v122)
-    # cache_read.py:83: den0 = hl.exp(s - m0) + hl.sum(p, 0)
+    # cache_read.py:88: den0 = hl.exp(s - m0) + hl.sum(p, 0)
     v124 = (s_118 - m0_120)
     v125 = tl.exp(v124)
     v126 = tl.sum(p_123, axis=0)
     den0_127 = (v125 + v126)
-    # cache_read.py:84: acc0 = hl.dot(p, vc, trans_a=True)                                     # [BQ, BVD]
+    # cache_read.py:89: acc0 = hl.dot(p, vc, trans_a=True)                                     # [BQ, BVD]
     acc0_128 = tl.dot(tl.trans(p_123), vc_85, input_precision="tf32")
-    # cache_read.py:86: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=(m0, den0, acc0), pipelined=True)
+    # cache_read.py:91: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=(m0, den0, acc0), pipelined=True)
     v130 = (n_21 * 256)
     v132 = (t0_28 + 64)
     v133 = tl.minimum(v132, T)
@@ -163,65 +163,65 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o):
     den_137 = den0_127
     acc_138 = acc0_128
     for j_135 in range(v130, v133, 32):
-        # cache_read.py:88: tk = j + hl.iota(BKV)
+        # cache_read.py:93: tk = j + hl.iota(BKV)
         v139 = tl.arange(0, 32)
         tk_140 = (j_135 + v139)
-        # cache_read.py:89: kt = k[b, hl.tile(j, BKV), h, kd].to("float32")                    # [BKV, BKD]
+        # cache_read.py:94: kt = k[b, hl.tile(j, BKV), h, kd].to("float32")                    # [BKV, BKD]
         k_142_ptrs = k + tl.cast(b_18, tl.int64) * T * H * 128 + (j_135 + tl.arange(0, 32))[:, None].to(tl.int64) * H * 128 + tl.cast(h_19, tl.int64) * 128 + tl.arange(0, 128)[None, :]
         k_142_mask = ((j_135 + tl.arange(0, 32)) < T)[:, None]
         k_142 = tl.load(k_142_ptrs, mask=k_142_mask, other=0.0)
         kt_143 = k_142.to(tl.float32)
-        # cache_read.py:90: vt = v[b, hl.tile(j, BKV), h, vd].to("float32")
+        # cache_read.py:95: vt = v[b, hl.tile(j, BKV), h, vd].to("float32")
         v_145_ptrs = v + tl.cast(b_18, tl.int64) * T * H * 128 + (j_135 + tl.arange(0, 32))[:, None].to(tl.int64) * H * 128 + tl.cast(h_19, tl.int64) * 128 + tl.arange(0, 128)[None, :]
         v_145_mask = ((j_135 + tl.arange(0, 32)) < T)[:, None]
         v_145 = tl.load(v_145_ptrs, mask=v_145_mask, other=0.0)
         vt_146 = v_145.to(tl.float32)
-        # cache_read.py:91: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
+        # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
         l_147 = tl.dot(kt_143, tl.trans(qg_76), input_precision="tf32")
-        # cache_read.py:28: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
+        # cache_read.py:33: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
         v148 = tl.abs(kt_143)
         v150 = (v148 * 0.0078125)
         v151 = tl.sum(v150, axis=1)
         s_153 = tl.maximum(v151, 0.001)
-        # cache_read.py:29: i = 1.0 / s
+        # cache_read.py:34: i = 1.0 / s
         i_155 = (1.0 / s_153)
-        # cache_read.py:30: xs = x * i[:, None]
+        # cache_read.py:35: xs = x * i[:, None]
         v156 = i_155[:, None]
         xs_157 = (kt_143 * v156)
-        # cache_read.py:31: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
+        # cache_read.py:36: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
         e_159 = (0.001 * i_155)
-        # cache_read.py:32: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
+        # cache_read.py:37: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
         v160 = (xs_157 * xs_157)
         v161 = tl.sum(v160, axis=1)
         v163 = (v161 / 128.0)
         v164 = (e_159 * e_159)
         v165 = (v163 + v164)
         v166 = tl.rsqrt(v165)
-        # cache_read.py:43: return i * (1.0 / QUERY_SCALE) * r
+        # cache_read.py:48: return i * (1.0 / QUERY_SCALE) * r
         v168 = (i_155 * 65536.0)
         v169 = (v168 * v166)
-        # cache_read.py:91: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
+        # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
         v170 = v169[:, None]
         v171 = (l_147 * v170)
         v172 = tk_140[:, None]
         v173 = tq_30[None, :]
         l_174 = (v172 <= v173)
-        # cache_read.py:50: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+        # cache_read.py:55: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
         v175 = tl.full([32, 64], 0.0, tl.float32)
         v177 = tl.where(l_174, v175, -float("inf"))
-        # cache_read.py:91: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
+        # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
         l_178 = (v171 + v177)
-        # cache_read.py:92: m_new = hl.maximum(m, hl.max(l, 0))
+        # cache_read.py:97: m_new = hl.maximum(m, hl.max(l, 0))
         v179 = tl.max(l_178, axis=0)
         m_new_180 = tl.maximum(m_136, v179)
-        # cache_read.py:93: alpha = hl.exp(m - m_new)
+        # cache_read.py:98: alpha = hl.exp(m - m_new)
         v181 = (m_136 - m_new_180)
         alpha_182 = tl.exp(v181)
-        # cache_read.py:94: p = hl.exp(l - m_new[None, :])
+        # cache_read.py:99: p = hl.exp(l - m_new[None, :])
         v183 = m_new_180[None, :]
         v184 = (l_178 - v183)
         p_185 = tl.exp(v184)
-        # cache_read.py:95: return m_new, den * alpha + hl.sum(p, 0), hl.dot(p, vt, acc * alpha[:, None], trans_a=True)
+        # cache_read.py:100: return m_new, den * alpha + hl.sum(p, 0), hl.dot(p, vt, acc * alpha[:, None], trans_a=True)
         v186 = (den_137 * alpha_182)
         v187 = tl.sum(p_185, axis=0)
         v188 = (v186 + v187)
@@ -229,7 +229,7 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o):
         v190 = (acc_138 * v189)
         v191 = tl.dot(tl.trans(p_185), vt_146, acc=v190, input_precision="tf32")
         m_136, den_137, acc_138 = m_new_180, v188, v191
-    # cache_read.py:98: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
+    # cache_read.py:103: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
     v195 = den_137[:, None]
     v196 = (acc_138 / v195)
     v197 = rows_ok_40[:, None]

@@ -82,22 +82,22 @@ def build():
             c_tmp_129 = T.alloc_shared((32, 128,), "float32")
             dot_132 = T.alloc_shared((32, 128,), "float32")
             den__next_133 = T.alloc_shared((32,), "float32")
-            # cache_read.py:62: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
-            # cache_read.py:63: n = pid // NQ
+            # cache_read.py:67: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
+            # cache_read.py:68: n = pid // NQ
             n__1 = T.truncdiv(p0, T.int32(8))
-            # cache_read.py:64: t0 = n * C + (pid % NQ) * BQ
+            # cache_read.py:69: t0 = n * C + (pid % NQ) * BQ
             t0__2 = ((n__1 * T.int32(256)) + (T.truncmod(p0, T.int32(8)) * T.int32(32)))
-            # cache_read.py:65: tq = t0 + hl.iota(BQ)                                 # query positions
-            # cache_read.py:66: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
-            # cache_read.py:68: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
+            # cache_read.py:70: tq = t0 + hl.iota(BQ)                                 # query positions
+            # cache_read.py:71: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
+            # cache_read.py:73: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
             for i_4, i_5 in T.Parallel(32, 128):
                 q__3[i_4, i_5] = T.if_then_else(T.And(t0__2 + i_4 < n_T, T.And((((T.truncmod(p0, T.int32(8)) * T.int32(32)) + i_4) < T.int32(256)), ((t0__2 + i_4) < n_T))), T.Cast("float32", q[p1, t0__2 + i_4, p2, i_5]), T.float32(0.0))
-            # cache_read.py:69: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
+            # cache_read.py:74: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
             for i_7 in T.Parallel(128):
                 gamma_q__6[i_7] = gamma_q[i_7]
             for i_9 in T.Parallel(128):
                 gamma_k__8[i_9] = gamma_k[i_9]
-            # cache_read.py:28: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
+            # cache_read.py:33: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
             for i_13 in T.Parallel(32):
                 sum_10[i_13] = T.float32(0.0)
             for i_14 in T.Parallel(32):
@@ -105,14 +105,14 @@ def build():
                 for r_11 in T.serial(128):
                     acc_tmp_12[0] = acc_tmp_12[0] + (T.abs(q__3[i_14, r_11]) * T.float32(0.0078125))
                 sum_10[i_14] = acc_tmp_12[0]
-            # cache_read.py:29: i = 1.0 / s
+            # cache_read.py:34: i = 1.0 / s
             for i_16 in T.Parallel(32):
                 i__15[i_16] = (T.float32(1.0) / T.max(sum_10[i_16], T.float32(0.001)))
-            # cache_read.py:30: xs = x * i[:, None]
+            # cache_read.py:35: xs = x * i[:, None]
             for i_18, i_19 in T.Parallel(32, 128):
                 xs__17[i_18, i_19] = (q__3[i_18, i_19] * i__15[i_18])
-            # cache_read.py:31: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
-            # cache_read.py:32: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
+            # cache_read.py:36: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
+            # cache_read.py:37: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
             for i_22 in T.Parallel(32):
                 sum_20[i_22] = T.float32(0.0)
             for i_23 in T.Parallel(32):
@@ -120,29 +120,29 @@ def build():
                 for r_21 in T.serial(128):
                     acc_tmp_12[0] = acc_tmp_12[0] + (xs__17[i_23, r_21] * xs__17[i_23, r_21])
                 sum_20[i_23] = acc_tmp_12[0]
-            # cache_read.py:74: qg = qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :]               # [BQ, BKD]
+            # cache_read.py:79: qg = qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :]               # [BQ, BKD]
             for i_25, i_26 in T.Parallel(32, 1):
                 t_24[i_25, i_26] = (T.rsqrt(((sum_20[i_25] / T.float32(128.0)) + ((T.float32(0.001) * i__15[i_25]) * (T.float32(0.001) * i__15[i_25])))) * T.float32(1.52587890625e-05))
             for i_28, i_29 in T.Parallel(1, 128):
                 t_27[i_28, i_29] = ((gamma_q__6[i_29] * gamma_k__8[i_29]) * T.float32(0.08838834764831845))
             for i_31, i_32 in T.Parallel(32, 128):
                 qg__30[i_31, i_32] = ((xs__17[i_31, i_32] * t_24[i_31, 0]) * t_27[0, i_32])
-            # cache_read.py:76: ids = idx.load((b, h, n, hl.tile(0, WP)), other=-1).to("int32")       # [WP], -1 = empty
+            # cache_read.py:81: ids = idx.load((b, h, n, hl.tile(0, WP)), other=-1).to("int32")       # [WP], -1 = empty
             for i_34 in T.Parallel(64):
                 idx__33[i_34] = idx[p1, p2, n__1, i_34]
             for i_36 in T.Parallel(64):
                 ids__35[i_36] = T.Cast("int32", idx__33[i_36])
-            # cache_read.py:77: kc = k[b, ids, h, kd].to("float32")                                    # [WP, BKD]
+            # cache_read.py:82: kc = k[b, ids, h, kd].to("float32")                                    # [WP, BKD]
             for i_38, i_39 in T.Parallel(64, 128):
                 k__37[i_38, i_39] = T.if_then_else(T.And(ids__35[i_38] >= 0, ids__35[i_38] < n_T), T.Cast("float32", k[p1, ids__35[i_38], p2, i_39]), T.float32(0.0))
-            # cache_read.py:78: vc = v[b, ids, h, vd].to("float32")                                    # [WP, BVD]
+            # cache_read.py:83: vc = v[b, ids, h, vd].to("float32")                                    # [WP, BVD]
             for i_41, i_42 in T.Parallel(64, 128):
                 v__40[i_41, i_42] = T.if_then_else(T.And(ids__35[i_41] >= 0, ids__35[i_41] < n_T), T.Cast("float32", v[p1, ids__35[i_41], p2, i_42]), T.float32(0.0))
-            # cache_read.py:79: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
+            # cache_read.py:84: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
             T.clear(acc_43)
             T.gemm(k__37, qg__30, acc_43, transpose_A=False, transpose_B=True)
             T.copy(acc_43, lc__44)
-            # cache_read.py:28: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
+            # cache_read.py:33: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
             for i_47 in T.Parallel(64):
                 sum_45[i_47] = T.float32(0.0)
             for i_48 in T.Parallel(64):
@@ -150,12 +150,12 @@ def build():
                 for r_46 in T.serial(128):
                     acc_tmp_12[0] = acc_tmp_12[0] + (T.abs(k__37[i_48, r_46]) * T.float32(0.0078125))
                 sum_45[i_48] = acc_tmp_12[0]
-            # cache_read.py:29: i = 1.0 / s
+            # cache_read.py:34: i = 1.0 / s
             for i_50 in T.Parallel(64):
                 i__49[i_50] = (T.float32(1.0) / T.max(sum_45[i_50], T.float32(0.001)))
-            # cache_read.py:30: xs = x * i[:, None]
-            # cache_read.py:31: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
-            # cache_read.py:32: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
+            # cache_read.py:35: xs = x * i[:, None]
+            # cache_read.py:36: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
+            # cache_read.py:37: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
             for i_53 in T.Parallel(64):
                 sum_51[i_53] = T.float32(0.0)
             for i_54 in T.Parallel(64):
@@ -163,19 +163,19 @@ def build():
                 for r_52 in T.serial(128):
                     acc_tmp_12[0] = acc_tmp_12[0] + ((k__37[i_54, r_52] * i__49[i_54]) * (k__37[i_54, r_52] * i__49[i_54]))
                 sum_51[i_54] = acc_tmp_12[0]
-            # cache_read.py:43: return i * (1.0 / QUERY_SCALE) * r
-            # cache_read.py:79: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
+            # cache_read.py:48: return i * (1.0 / QUERY_SCALE) * r
+            # cache_read.py:84: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
             for i_56, i_57 in T.Parallel(64, 1):
                 t_55[i_56, i_57] = ((i__49[i_56] * T.float32(65536.0)) * T.rsqrt(((sum_51[i_56] / T.float32(128.0)) + ((T.float32(0.001) * i__49[i_56]) * (T.float32(0.001) * i__49[i_56])))))
-            # cache_read.py:50: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
-            # cache_read.py:79: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
+            # cache_read.py:55: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+            # cache_read.py:84: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
             for i_59, i_60 in T.Parallel(64, 1):
                 t_58[i_59, i_60] = T.if_then_else((ids__35[i_59] >= T.int32(0)), T.float32(0.0), -T.infinity("float32"))
             for i_62, i_63 in T.Parallel(64, 32):
                 lc__61[i_62, i_63] = ((lc__44[i_62, i_63] * t_55[i_62, 0]) + t_58[i_62, 0])
-            # cache_read.py:80: s = sink[h].to("float32")
+            # cache_read.py:85: s = sink[h].to("float32")
             s__64[0] = sink[p2]
-            # cache_read.py:81: m0 = hl.maximum(hl.max(lc, 0), s)                                      # [BQ]
+            # cache_read.py:86: m0 = hl.maximum(hl.max(lc, 0), s)                                      # [BQ]
             for i_67 in T.Parallel(32):
                 max_65[i_67] = T.float32(0.0)
             for i_68 in T.Parallel(32):
@@ -185,10 +185,10 @@ def build():
                 max_65[i_68] = acc_tmp_12[0]
             for i_70 in T.Parallel(32):
                 m0__69[i_70] = T.max(max_65[i_70], s__64[0])
-            # cache_read.py:82: p = hl.exp(lc - m0[None, :])
+            # cache_read.py:87: p = hl.exp(lc - m0[None, :])
             for i_72, i_73 in T.Parallel(64, 32):
                 p__71[i_72, i_73] = T.exp((lc__61[i_72, i_73] - m0__69[i_73]))
-            # cache_read.py:83: den0 = hl.exp(s - m0) + hl.sum(p, 0)
+            # cache_read.py:88: den0 = hl.exp(s - m0) + hl.sum(p, 0)
             for i_76 in T.Parallel(32):
                 sum_74[i_76] = T.float32(0.0)
             for i_77 in T.Parallel(32):
@@ -196,36 +196,36 @@ def build():
                 for r_75 in T.serial(64):
                     acc_tmp_12[0] = acc_tmp_12[0] + p__71[r_75, i_77]
                 sum_74[i_77] = acc_tmp_12[0]
-            # cache_read.py:84: acc0 = hl.dot(p, vc, trans_a=True)                                     # [BQ, BVD]
+            # cache_read.py:89: acc0 = hl.dot(p, vc, trans_a=True)                                     # [BQ, BVD]
             T.clear(acc_78)
             T.gemm(p__71, v__40, acc_78, transpose_A=True, transpose_B=False)
             T.copy(acc_78, acc0__79)
-            # cache_read.py:86: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=(m0, den0, acc0), pipelined=True)
+            # cache_read.py:91: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=(m0, den0, acc0), pipelined=True)
             for i_81 in T.Parallel(32):
                 m__80[i_81] = m0__69[i_81]
             for i_83 in T.Parallel(32):
                 den__82[i_83] = (T.exp((s__64[0] - m0__69[i_83])) + sum_74[i_83])
             for it_84 in T.serial((n__1 * T.int32(256)), T.min((t0__2 + T.int32(32)), n_T), T.int32(32)):
-                # cache_read.py:88: tk = j + hl.iota(BKV)
-                # cache_read.py:89: kt = k[b, hl.tile(j, BKV), h, kd].to("float32")                    # [BKV, BKD]
+                # cache_read.py:93: tk = j + hl.iota(BKV)
+                # cache_read.py:94: kt = k[b, hl.tile(j, BKV), h, kd].to("float32")                    # [BKV, BKD]
                 if it_84 + 32 <= n_T:
                     for i_86, i_87 in T.Parallel(32, 128):
                         k__85[i_86, i_87] = T.Cast("float32", k[p1, it_84 + i_86, p2, i_87])
                 else:
                     for i_88, i_89 in T.Parallel(32, 128):
                         k__85[i_88, i_89] = T.if_then_else(it_84 + i_88 < n_T, T.Cast("float32", k[p1, it_84 + i_88, p2, i_89]), T.float32(0.0))
-                # cache_read.py:90: vt = v[b, hl.tile(j, BKV), h, vd].to("float32")
+                # cache_read.py:95: vt = v[b, hl.tile(j, BKV), h, vd].to("float32")
                 if it_84 + 32 <= n_T:
                     for i_91, i_92 in T.Parallel(32, 128):
                         v__90[i_91, i_92] = T.Cast("float32", v[p1, it_84 + i_91, p2, i_92])
                 else:
                     for i_93, i_94 in T.Parallel(32, 128):
                         v__90[i_93, i_94] = T.if_then_else(it_84 + i_93 < n_T, T.Cast("float32", v[p1, it_84 + i_93, p2, i_94]), T.float32(0.0))
-                # cache_read.py:91: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
+                # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
                 T.clear(acc_95)
                 T.gemm(k__85, qg__30, acc_95, transpose_A=False, transpose_B=True)
                 T.copy(acc_95, l__96)
-                # cache_read.py:28: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
+                # cache_read.py:33: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
                 for i_99 in T.Parallel(32):
                     sum_97[i_99] = T.float32(0.0)
                 for i_100 in T.Parallel(32):
@@ -233,12 +233,12 @@ def build():
                     for r_98 in T.serial(128):
                         acc_tmp_12[0] = acc_tmp_12[0] + (T.abs(k__85[i_100, r_98]) * T.float32(0.0078125))
                     sum_97[i_100] = acc_tmp_12[0]
-                # cache_read.py:29: i = 1.0 / s
+                # cache_read.py:34: i = 1.0 / s
                 for i_102 in T.Parallel(32):
                     i__101[i_102] = (T.float32(1.0) / T.max(sum_97[i_102], T.float32(0.001)))
-                # cache_read.py:30: xs = x * i[:, None]
-                # cache_read.py:31: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
-                # cache_read.py:32: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
+                # cache_read.py:35: xs = x * i[:, None]
+                # cache_read.py:36: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
+                # cache_read.py:37: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
                 for i_105 in T.Parallel(32):
                     sum_103[i_105] = T.float32(0.0)
                 for i_106 in T.Parallel(32):
@@ -246,15 +246,15 @@ def build():
                     for r_104 in T.serial(128):
                         acc_tmp_12[0] = acc_tmp_12[0] + ((k__85[i_106, r_104] * i__101[i_106]) * (k__85[i_106, r_104] * i__101[i_106]))
                     sum_103[i_106] = acc_tmp_12[0]
-                # cache_read.py:43: return i * (1.0 / QUERY_SCALE) * r
-                # cache_read.py:91: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
+                # cache_read.py:48: return i * (1.0 / QUERY_SCALE) * r
+                # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
                 for i_108, i_109 in T.Parallel(32, 1):
                     t_107[i_108, i_109] = ((i__101[i_108] * T.float32(65536.0)) * T.rsqrt(((sum_103[i_108] / T.float32(128.0)) + ((T.float32(0.001) * i__101[i_108]) * (T.float32(0.001) * i__101[i_108])))))
-                # cache_read.py:50: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
-                # cache_read.py:91: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
+                # cache_read.py:55: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+                # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
                 for i_111, i_112 in T.Parallel(32, 32):
                     l__110[i_111, i_112] = ((l__96[i_111, i_112] * t_107[i_111, 0]) + T.if_then_else(((it_84 + i_111) <= (t0__2 + i_112)), T.float32(0.0), -T.infinity("float32")))
-                # cache_read.py:92: m_new = hl.maximum(m, hl.max(l, 0))
+                # cache_read.py:97: m_new = hl.maximum(m, hl.max(l, 0))
                 for i_115 in T.Parallel(32):
                     max_113[i_115] = T.float32(0.0)
                 for i_116 in T.Parallel(32):
@@ -264,13 +264,13 @@ def build():
                     max_113[i_116] = acc_tmp_12[0]
                 for i_118 in T.Parallel(32):
                     m_new__117[i_118] = T.max(m__80[i_118], max_113[i_118])
-                # cache_read.py:93: alpha = hl.exp(m - m_new)
+                # cache_read.py:98: alpha = hl.exp(m - m_new)
                 for i_120 in T.Parallel(32):
                     alpha__119[i_120] = T.exp((m__80[i_120] - m_new__117[i_120]))
-                # cache_read.py:94: p = hl.exp(l - m_new[None, :])
+                # cache_read.py:99: p = hl.exp(l - m_new[None, :])
                 for i_122, i_123 in T.Parallel(32, 32):
                     p__121[i_122, i_123] = T.exp((l__110[i_122, i_123] - m_new__117[i_123]))
-                # cache_read.py:95: return m_new, den * alpha + hl.sum(p, 0), hl.dot(p, vt, acc * alpha[:, None], trans_a=True)
+                # cache_read.py:100: return m_new, den * alpha + hl.sum(p, 0), hl.dot(p, vt, acc * alpha[:, None], trans_a=True)
                 for i_126 in T.Parallel(32):
                     sum_124[i_126] = T.float32(0.0)
                 for i_127 in T.Parallel(32):
@@ -291,7 +291,7 @@ def build():
                     acc0__79[i_136, i_137] = dot_132[i_136, i_137]
                 for i_138 in T.Parallel(32):
                     den__82[i_138] = den__next_133[i_138]
-            # cache_read.py:98: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
+            # cache_read.py:103: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
             for i_139, i_140 in T.Parallel(32, 128):
                 if T.And(t0__2 + i_139 < n_T, T.And((((T.truncmod(p0, T.int32(8)) * T.int32(32)) + i_139) < T.int32(256)), ((t0__2 + i_139) < n_T))):
                     o[p1, t0__2 + i_139, p2, i_140] = T.Cast("bfloat16", (acc0__79[i_139, i_140] / den__82[i_139]))

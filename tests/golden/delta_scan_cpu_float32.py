@@ -158,14 +158,14 @@ def build():
                 grid_pos_1[0] = T.truncdiv(pid, grid_1 * grid_2)
                 grid_pos_1[1] = T.truncmod(T.truncdiv(pid, grid_2), grid_1)
                 grid_pos_1[2] = T.truncmod(pid, grid_2)
-                # delta_scan.py:30: iv, b, h = hl.grid(hl.cdiv(V, BV), hl.dim("B"), hl.dim("H"))
-                # delta_scan.py:32: cols = hl.tile(iv * BV, BV)              # this program's value columns
+                # delta_scan.py:35: iv, b, h = hl.grid(hl.cdiv(V, BV), hl.dim("B"), hl.dim("H"))
+                # delta_scan.py:37: cols = hl.tile(iv * BV, BV)              # this program's value columns
                 cols__2 = (grid_pos_1[0] * T.int32(128))
-                # delta_scan.py:33: i = hl.iota(BT)
-                # delta_scan.py:34: causal = i[:, None] >= i[None, :]
-                # delta_scan.py:35: strict = i[:, None] > i[None, :]
-                # delta_scan.py:36: last = i == BT - 1
-                # delta_scan.py:40: St0 = h0[b, h, keys, cols].to("float32").T if HAS_H0 else hl.zeros((BV, BK))
+                # delta_scan.py:38: i = hl.iota(BT)
+                # delta_scan.py:39: causal = i[:, None] >= i[None, :]
+                # delta_scan.py:40: strict = i[:, None] > i[None, :]
+                # delta_scan.py:41: last = i == BT - 1
+                # delta_scan.py:45: St0 = h0[b, h, keys, cols].to("float32").T if HAS_H0 else hl.zeros((BV, BK))
                 if cols__2 + 128 <= 128:
                     for i_4, i_5 in T.grid(128, 128):
                         h0__3[i_4, i_5] = h0[grid_pos_1[1], grid_pos_1[2], i_4, cols__2 + i_5]
@@ -173,13 +173,13 @@ def build():
                     for i_6 in T.serial(128):
                         for i_7 in T.serial(128):
                             h0__3[i_6, i_7] = T.if_then_else(cols__2 + i_7 < 128, h0[grid_pos_1[1], grid_pos_1[2], i_6, cols__2 + i_7], T.float32(0.0))
-                # delta_scan.py:42: @hl.loop(0, hl.cdiv(T, BT), carry=St0, pipelined=True)
+                # delta_scan.py:47: @hl.loop(0, hl.cdiv(T, BT), carry=St0, pipelined=True)
                 for i_9, i_10 in T.grid(128, 128):
                     St__8[i_9, i_10] = h0__3[i_10, i_9]
                 for it_11 in T.serial(T.int32(0), T.truncdiv(n_T + T.int32(64) - 1, T.int32(64))):
-                    # delta_scan.py:44: rows = hl.tile(c * BT, BT)
+                    # delta_scan.py:49: rows = hl.tile(c * BT, BT)
                     rows__12 = (it_11 * T.int32(64))
-                    # delta_scan.py:45: kc = k[b, rows, h, keys].to("float32")                       # [BT, BK]
+                    # delta_scan.py:50: kc = k[b, rows, h, keys].to("float32")                       # [BT, BK]
                     if rows__12 + 64 <= n_T:
                         for i_14, i_15 in T.grid(64, 128):
                             kc__13[i_14, i_15] = k[grid_pos_1[1], rows__12 + i_14, grid_pos_1[2], i_15]
@@ -191,14 +191,14 @@ def build():
                             else:
                                 for i_17 in T.serial(128):
                                     kc__13[i_16, i_17] = T.float32(0.0)
-                    # delta_scan.py:46: bc = beta[b, rows, h].to("float32")                          # [BT]
+                    # delta_scan.py:51: bc = beta[b, rows, h].to("float32")                          # [BT]
                     if rows__12 + 64 <= n_T:
                         for i_19 in T.serial(64):
                             bc__18[i_19] = beta[grid_pos_1[1], rows__12 + i_19, grid_pos_1[2]]
                     else:
                         for i_20 in T.serial(64):
                             bc__18[i_20] = T.if_then_else(rows__12 + i_20 < n_T, beta[grid_pos_1[1], rows__12 + i_20, grid_pos_1[2]], T.float32(0.0))
-                    # delta_scan.py:50: G64 = hl.cumsum(g[b, rows, h].to("float64"), 0)              # [BT]
+                    # delta_scan.py:55: G64 = hl.cumsum(g[b, rows, h].to("float64"), 0)              # [BT]
                     if rows__12 + 64 <= n_T:
                         for i_22 in T.serial(64):
                             g__21[i_22] = T.Cast("float64", g[grid_pos_1[1], rows__12 + i_22, grid_pos_1[2]])
@@ -209,18 +209,18 @@ def build():
                         G64__24[i_25] = g__21[i_25]
                     for i_26 in T.serial(1, 64):
                         G64__24[i_26] = G64__24[i_26] + G64__24[i_26 - 1]
-                    # delta_scan.py:51: G = G64.to("float32")
+                    # delta_scan.py:56: G = G64.to("float32")
                     for i_28 in T.serial(64):
                         G__27[i_28] = T.Cast("float32", G64__24[i_28])
-                    # delta_scan.py:53: gamma = hl.exp(hl.where(causal, (G64[:, None] - G64[None, :]).to("float32"), float("-inf")))
+                    # delta_scan.py:58: gamma = hl.exp(hl.where(causal, (G64[:, None] - G64[None, :]).to("float32"), float("-inf")))
                     for i_30, i_31 in T.grid(64, 64):
                         gamma__29[i_30, i_31] = T.call_extern("float32", "hola_expf", T.if_then_else((i_30 >= i_31), T.Cast("float32", (G64__24[i_30] - G64__24[i_31])), -T.infinity("float32")))
-                    # delta_scan.py:54: A = hl.where(strict, hl.dot(kc * bc[:, None], kc, trans_b=True) * gamma, 0.0)
+                    # delta_scan.py:59: A = hl.where(strict, hl.dot(kc * bc[:, None], kc, trans_b=True) * gamma, 0.0)
                     for i_33, i_34 in T.grid(64, 128):
                         a_tmp_32[i_33, i_34] = (kc__13[i_33, i_34] * bc__18[i_33])
                     T.evaluate(T.call_extern("int32", "hola_transpose_64x128", T.address_of(kc__13[0, 0]), T.address_of(kc__rows_35[0, 0])))
                     T.evaluate(T.call_extern("int32", "hola_dot_64x64x128_8x16", T.address_of(a_tmp_32[0, 0]), T.address_of(kc__rows_35[0, 0]), T.address_of(dot_36[0, 0])))
-                    # delta_scan.py:55: Tm = hl.unit_lower_inverse(A)                                # (I + A)^-1
+                    # delta_scan.py:60: Tm = hl.unit_lower_inverse(A)                                # (I + A)^-1
                     for i_38, i_39 in T.grid(64, 64):
                         A__37[i_38, i_39] = T.if_then_else((i_38 > i_39), (dot_36[i_38, i_39] * gamma__29[i_38, i_39]), T.float32(0.0))
                     for i_41 in T.serial(64):
@@ -229,7 +229,7 @@ def build():
                         for m_43 in T.serial(i_41):
                             for j_42 in T.serial(64):
                                 Tm__40[i_41, j_42] = Tm__40[i_41, j_42] - A__37[i_41, m_43] * Tm__40[m_43, j_42]
-                    # delta_scan.py:57: resid = v[b, rows, h, cols].to("float32") - hl.exp(G)[:, None] * hl.dot(kc, St, trans_b=True)
+                    # delta_scan.py:62: resid = v[b, rows, h, cols].to("float32") - hl.exp(G)[:, None] * hl.dot(kc, St, trans_b=True)
                     if T.And(rows__12 + 64 <= n_T, cols__2 + 128 <= 128):
                         for i_45, i_46 in T.grid(64, 128):
                             v__44[i_45, i_46] = v[grid_pos_1[1], rows__12 + i_45, grid_pos_1[2], cols__2 + i_46]
@@ -245,21 +245,21 @@ def build():
                     T.evaluate(T.call_extern("int32", "hola_dot_64x128x128_8x16", T.address_of(kc__13[0, 0]), T.address_of(St__rows_49[0, 0]), T.address_of(dot_50[0, 0])))
                     for i_52, i_53 in T.grid(64, 1):
                         t_51[i_52, i_53] = T.call_extern("float32", "hola_expf", G__27[i_52])
-                    # delta_scan.py:58: u = hl.dot(Tm, resid * bc[:, None])                          # [BT, BV] = beta * e
+                    # delta_scan.py:63: u = hl.dot(Tm, resid * bc[:, None])                          # [BT, BV] = beta * e
                     for i_55, i_56 in T.grid(64, 128):
                         b_rows_tmp_54[i_55, i_56] = ((v__44[i_55, i_56] - (t_51[i_55, 0] * dot_50[i_55, i_56])) * bc__18[i_55])
                     T.evaluate(T.call_extern("int32", "hola_dot_64x128x64_8x16", T.address_of(Tm__40[0, 0]), T.address_of(b_rows_tmp_54[0, 0]), T.address_of(u__57[0, 0])))
-                    # delta_scan.py:59: su = hl.maximum(hl.sum(hl.abs(u) * (1.0 / BV), 1), 2.0 ** -100)   # [BT]
+                    # delta_scan.py:64: su = hl.maximum(hl.sum(hl.abs(u) * (1.0 / BV), 1), 2.0 ** -100)   # [BT]
                     for i_59 in T.serial(64):
                         sum_58[i_59] = T.float32(0.0)
                     for i_60, i_61 in T.grid(64, 128):
                         sum_58[i_60] = sum_58[i_60] + (T.call_extern("float32", "__builtin_fabsf", u__57[i_60, i_61]) * T.float32(0.0078125))
                     for i_63 in T.serial(64):
                         su__62[i_63] = T.max(sum_58[i_63], T.float32(7.888609052210118e-31))
-                    # delta_scan.py:60: us = u * (1.0 / su)[:, None]
+                    # delta_scan.py:65: us = u * (1.0 / su)[:, None]
                     for i_65, i_66 in T.grid(64, 1):
                         t_64[i_65, i_66] = (T.float32(1.0) / su__62[i_65])
-                    # delta_scan.py:61: uscale[iv, b, rows, h] = su
+                    # delta_scan.py:66: uscale[iv, b, rows, h] = su
                     if rows__12 + 64 <= n_T:
                         for i_67 in T.serial(64):
                             uscale[grid_pos_1[0], grid_pos_1[1], rows__12 + i_67, grid_pos_1[2]] = su__62[i_67]
@@ -267,7 +267,7 @@ def build():
                         for i_68 in T.serial(64):
                             if rows__12 + i_68 < n_T:
                                 uscale[grid_pos_1[0], grid_pos_1[1], rows__12 + i_68, grid_pos_1[2]] = su__62[i_68]
-                    # delta_scan.py:62: usq[iv, b, rows, h] = hl.sum(us * us, 1)
+                    # delta_scan.py:67: usq[iv, b, rows, h] = hl.sum(us * us, 1)
                     for i_70 in T.serial(64):
                         sum_69[i_70] = T.float32(0.0)
                     for i_71, i_72 in T.grid(64, 128):
@@ -279,7 +279,7 @@ def build():
                         for i_74 in T.serial(64):
                             if rows__12 + i_74 < n_T:
                                 usq[grid_pos_1[0], grid_pos_1[1], rows__12 + i_74, grid_pos_1[2]] = sum_69[i_74]
-                    # delta_scan.py:63: qc = q[b, rows, h, keys].to("float32")                       # [BT, BK]
+                    # delta_scan.py:68: qc = q[b, rows, h, keys].to("float32")                       # [BT, BK]
                     if rows__12 + 64 <= n_T:
                         for i_76, i_77 in T.grid(64, 128):
                             qc__75[i_76, i_77] = q[grid_pos_1[1], rows__12 + i_76, grid_pos_1[2], i_77]
@@ -291,9 +291,9 @@ def build():
                             else:
                                 for i_79 in T.serial(128):
                                     qc__75[i_78, i_79] = T.float32(0.0)
-                    # delta_scan.py:64: inner = hl.where(causal, hl.dot(qc, kc, trans_b=True) * gamma, 0.0)
+                    # delta_scan.py:69: inner = hl.where(causal, hl.dot(qc, kc, trans_b=True) * gamma, 0.0)
                     T.evaluate(T.call_extern("int32", "hola_dot_64x64x128_8x16", T.address_of(qc__75[0, 0]), T.address_of(kc__rows_35[0, 0]), T.address_of(dot_80[0, 0])))
-                    # delta_scan.py:65: o[b, rows, h, cols] = (hl.dot(qc * hl.exp(G)[:, None], St, trans_b=True) + hl.dot(inner, u)) * scale
+                    # delta_scan.py:70: o[b, rows, h, cols] = (hl.dot(qc * hl.exp(G)[:, None], St, trans_b=True) + hl.dot(inner, u)) * scale
                     for i_82, i_83 in T.grid(64, 1):
                         t_81[i_82, i_83] = T.call_extern("float32", "hola_expf", G__27[i_82])
                     for i_84, i_85 in T.grid(64, 128):
@@ -311,15 +311,15 @@ def build():
                                 for i_94 in T.serial(128):
                                     if cols__2 + i_94 < 128:
                                         o[grid_pos_1[1], rows__12 + i_93, grid_pos_1[2], cols__2 + i_94] = ((dot_86[i_93, i_94] + dot_90[i_93, i_94]) * scale)
-                    # delta_scan.py:66: G_last = hl.sum(hl.where(last, G64, 0.0), 0)                 # padding has g = 0
+                    # delta_scan.py:71: G_last = hl.sum(hl.where(last, G64, 0.0), 0)                 # padding has g = 0
                     G_last__95[0] = T.float64(0.0)
                     for i_96 in T.serial(64):
                         G_last__95[0] = G_last__95[0] + T.if_then_else((i_96 == T.int32(63)), G64__24[i_96], T.float64(0.0))
-                    # delta_scan.py:67: decay = hl.exp((G_last - G64).to("float32"))                 # [BT] exp(G_last - G_j)
-                    # delta_scan.py:71: hi = G_last.to("float32")
+                    # delta_scan.py:72: decay = hl.exp((G_last - G64).to("float32"))                 # [BT] exp(G_last - G_j)
+                    # delta_scan.py:76: hi = G_last.to("float32")
                     hi__97 = T.Cast("float32", G_last__95[0])
-                    # delta_scan.py:72: lo = (G_last - hi.to("float64")).to("float32")
-                    # delta_scan.py:73: return hl.exp(hi) * (1.0 + lo) * St + hl.dot(u, kc * decay[:, None], trans_a=True)
+                    # delta_scan.py:77: lo = (G_last - hi.to("float64")).to("float32")
+                    # delta_scan.py:78: return hl.exp(hi) * (1.0 + lo) * St + hl.dot(u, kc * decay[:, None], trans_a=True)
                     t_98[0] = (T.call_extern("float32", "hola_expf", hi__97) * (T.float32(1.0) + T.Cast("float32", (G_last__95[0] - T.Cast("float64", hi__97)))))
                     for i_100, i_101 in T.grid(64, 1):
                         t_99[i_100, i_101] = T.call_extern("float32", "hola_expf", T.Cast("float32", (G_last__95[0] - G64__24[i_100])))
@@ -330,7 +330,7 @@ def build():
                         St__next_105[i_106, i_107] = ((t_98[0] * St__8[i_106, i_107]) + dot_104[i_106, i_107])
                     for i_108, i_109 in T.grid(128, 128):
                         St__8[i_108, i_109] = St__next_105[i_108, i_109]
-                # delta_scan.py:76: ht[b, h, keys, cols] = St.T
+                # delta_scan.py:81: ht[b, h, keys, cols] = St.T
                 if cols__2 + 128 <= 128:
                     for i_110, i_111 in T.grid(128, 128):
                         ht[grid_pos_1[1], grid_pos_1[2], i_110, cols__2 + i_111] = St__8[i_111, i_110]

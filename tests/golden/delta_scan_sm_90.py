@@ -42,69 +42,69 @@ def _unit_lower_inverse(a, N: tl.constexpr):
 
 @triton.jit
 def delta_scan_kernel(B, T, H, NV, q, k, v, g, beta, h0, o, uscale, usq, ht, scale):
-    # delta_scan.py:30: iv, b, h = hl.grid(hl.cdiv(V, BV), hl.dim("B"), hl.dim("H"))
+    # delta_scan.py:35: iv, b, h = hl.grid(hl.cdiv(V, BV), hl.dim("B"), hl.dim("H"))
     iv_17 = tl.program_id(0)
     b_18 = tl.program_id(1)
     h_19 = tl.program_id(2)
-    # delta_scan.py:32: cols = hl.tile(iv * BV, BV)              # this program's value columns
+    # delta_scan.py:37: cols = hl.tile(iv * BV, BV)              # this program's value columns
     cols_21 = (iv_17 * 16)
-    # delta_scan.py:33: i = hl.iota(BT)
+    # delta_scan.py:38: i = hl.iota(BT)
     i_22 = tl.arange(0, 16)
-    # delta_scan.py:34: causal = i[:, None] >= i[None, :]
+    # delta_scan.py:39: causal = i[:, None] >= i[None, :]
     v23 = i_22[:, None]
     v24 = i_22[None, :]
     causal_25 = (v23 >= v24)
-    # delta_scan.py:35: strict = i[:, None] > i[None, :]
+    # delta_scan.py:40: strict = i[:, None] > i[None, :]
     v26 = i_22[:, None]
     v27 = i_22[None, :]
     strict_28 = (v26 > v27)
-    # delta_scan.py:36: last = i == BT - 1
+    # delta_scan.py:41: last = i == BT - 1
     last_30 = (i_22 == 15)
-    # delta_scan.py:40: St0 = h0[b, h, keys, cols].to("float32").T if HAS_H0 else hl.zeros((BV, BK))
+    # delta_scan.py:45: St0 = h0[b, h, keys, cols].to("float32").T if HAS_H0 else hl.zeros((BV, BK))
     h0_32_ptrs = h0 + tl.cast(b_18, tl.int64) * H * 128 * 128 + tl.cast(h_19, tl.int64) * 128 * 128 + tl.arange(0, 128)[:, None] * 128 + (cols_21 + tl.arange(0, 16))[None, :]
     h0_32_mask = ((cols_21 + tl.arange(0, 16)) < 128)[None, :]
     h0_32 = tl.load(h0_32_ptrs, mask=h0_32_mask, other=0.0)
     St0_33 = tl.trans(h0_32)
-    # delta_scan.py:42: @hl.loop(0, hl.cdiv(T, BT), carry=St0, pipelined=True)
+    # delta_scan.py:47: @hl.loop(0, hl.cdiv(T, BT), carry=St0, pipelined=True)
     v35 = tl.cdiv(T, 16)
     St_39 = St0_33
     for c_38 in range(0, v35, 1):
-        # delta_scan.py:44: rows = hl.tile(c * BT, BT)
+        # delta_scan.py:49: rows = hl.tile(c * BT, BT)
         rows_41 = (c_38 * 16)
-        # delta_scan.py:45: kc = k[b, rows, h, keys].to("float32")                       # [BT, BK]
+        # delta_scan.py:50: kc = k[b, rows, h, keys].to("float32")                       # [BT, BK]
         k_43_ptrs = k + tl.cast(b_18, tl.int64) * T * H * 128 + (rows_41 + tl.arange(0, 16))[:, None].to(tl.int64) * H * 128 + tl.cast(h_19, tl.int64) * 128 + tl.arange(0, 128)[None, :]
         k_43_mask = ((rows_41 + tl.arange(0, 16)) < T)[:, None]
         k_43 = tl.load(k_43_ptrs, mask=k_43_mask, other=0.0)
         kc_44 = k_43.to(tl.float32)
-        # delta_scan.py:46: bc = beta[b, rows, h].to("float32")                          # [BT]
+        # delta_scan.py:51: bc = beta[b, rows, h].to("float32")                          # [BT]
         beta_45_ptrs = beta + tl.cast(b_18, tl.int64) * T * H + (rows_41 + tl.arange(0, 16)).to(tl.int64) * H + tl.cast(h_19, tl.int64)
         beta_45_mask = ((rows_41 + tl.arange(0, 16)) < T)
         beta_45 = tl.load(beta_45_ptrs, mask=beta_45_mask, other=0.0)
         bc_46 = beta_45.to(tl.float32)
-        # delta_scan.py:50: G64 = hl.cumsum(g[b, rows, h].to("float64"), 0)              # [BT]
+        # delta_scan.py:55: G64 = hl.cumsum(g[b, rows, h].to("float64"), 0)              # [BT]
         g_47_ptrs = g + tl.cast(b_18, tl.int64) * T * H + (rows_41 + tl.arange(0, 16)).to(tl.int64) * H + tl.cast(h_19, tl.int64)
         g_47_mask = ((rows_41 + tl.arange(0, 16)) < T)
         g_47 = tl.load(g_47_ptrs, mask=g_47_mask, other=0.0)
         v48 = g_47.to(tl.float64)
         G64_49 = tl.cumsum(v48, axis=0)
-        # delta_scan.py:51: G = G64.to("float32")
+        # delta_scan.py:56: G = G64.to("float32")
         G_50 = G64_49.to(tl.float32)
-        # delta_scan.py:53: gamma = hl.exp(hl.where(causal, (G64[:, None] - G64[None, :]).to("float32"), float("-inf")))
+        # delta_scan.py:58: gamma = hl.exp(hl.where(causal, (G64[:, None] - G64[None, :]).to("float32"), float("-inf")))
         v51 = G64_49[:, None]
         v52 = G64_49[None, :]
         v53 = (v51 - v52)
         v54 = v53.to(tl.float32)
         v56 = tl.where(causal_25, v54, -float("inf"))
         gamma_57 = tl.exp(v56)
-        # delta_scan.py:54: A = hl.where(strict, hl.dot(kc * bc[:, None], kc, trans_b=True) * gamma, 0.0)
+        # delta_scan.py:59: A = hl.where(strict, hl.dot(kc * bc[:, None], kc, trans_b=True) * gamma, 0.0)
         v58 = bc_46[:, None]
         v59 = (kc_44 * v58)
         v60 = tl.dot(v59, tl.trans(kc_44), input_precision="tf32")
         v61 = (v60 * gamma_57)
         A_63 = tl.where(strict_28, v61, 0.0)
-        # delta_scan.py:55: Tm = hl.unit_lower_inverse(A)                                # (I + A)^-1
+        # delta_scan.py:60: Tm = hl.unit_lower_inverse(A)                                # (I + A)^-1
         Tm_64 = _unit_lower_inverse(A_63, 16)
-        # delta_scan.py:57: resid = v[b, rows, h, cols].to("float32") - hl.exp(G)[:, None] * hl.dot(kc, St, trans_b=True)
+        # delta_scan.py:62: resid = v[b, rows, h, cols].to("float32") - hl.exp(G)[:, None] * hl.dot(kc, St, trans_b=True)
         v_65_ptrs = v + tl.cast(b_18, tl.int64) * T * H * 128 + (rows_41 + tl.arange(0, 16))[:, None].to(tl.int64) * H * 128 + tl.cast(h_19, tl.int64) * 128 + (cols_21 + tl.arange(0, 16))[None, :]
         v_65_mask = ((rows_41 + tl.arange(0, 16)) < T)[:, None] & ((cols_21 + tl.arange(0, 16)) < 128)[None, :]
         v_65 = tl.load(v_65_ptrs, mask=v_65_mask, other=0.0)
@@ -114,39 +114,39 @@ def delta_scan_kernel(B, T, H, NV, q, k, v, g, beta, h0, o, uscale, usq, ht, sca
         v69 = tl.dot(kc_44, tl.trans(St_39), input_precision="tf32")
         v70 = (v68 * v69)
         resid_71 = (v66 - v70)
-        # delta_scan.py:58: u = hl.dot(Tm, resid * bc[:, None])                          # [BT, BV] = beta * e
+        # delta_scan.py:63: u = hl.dot(Tm, resid * bc[:, None])                          # [BT, BV] = beta * e
         v72 = bc_46[:, None]
         v73 = (resid_71 * v72)
         u_74 = tl.dot(Tm_64, v73, input_precision="tf32")
-        # delta_scan.py:59: su = hl.maximum(hl.sum(hl.abs(u) * (1.0 / BV), 1), 2.0 ** -100)   # [BT]
+        # delta_scan.py:64: su = hl.maximum(hl.sum(hl.abs(u) * (1.0 / BV), 1), 2.0 ** -100)   # [BT]
         v75 = tl.abs(u_74)
         v77 = (v75 * 0.0625)
         v78 = tl.sum(v77, axis=1)
         su_80 = tl.maximum(v78, 7.888609052210118e-31)
-        # delta_scan.py:60: us = u * (1.0 / su)[:, None]
+        # delta_scan.py:65: us = u * (1.0 / su)[:, None]
         v82 = (1.0 / su_80)
         v83 = v82[:, None]
         us_84 = (u_74 * v83)
-        # delta_scan.py:61: uscale[iv, b, rows, h] = su
+        # delta_scan.py:66: uscale[iv, b, rows, h] = su
         uscale_80_ptrs = uscale + tl.cast(iv_17, tl.int64) * B * T * H + tl.cast(b_18, tl.int64) * T * H + (rows_41 + tl.arange(0, 16)).to(tl.int64) * H + tl.cast(h_19, tl.int64)
         uscale_80_mask = ((rows_41 + tl.arange(0, 16)) < T)
         tl.store(uscale_80_ptrs, su_80, mask=uscale_80_mask)
-        # delta_scan.py:62: usq[iv, b, rows, h] = hl.sum(us * us, 1)
+        # delta_scan.py:67: usq[iv, b, rows, h] = hl.sum(us * us, 1)
         v85 = (us_84 * us_84)
         v86 = tl.sum(v85, axis=1)
         usq_86_ptrs = usq + tl.cast(iv_17, tl.int64) * B * T * H + tl.cast(b_18, tl.int64) * T * H + (rows_41 + tl.arange(0, 16)).to(tl.int64) * H + tl.cast(h_19, tl.int64)
         usq_86_mask = ((rows_41 + tl.arange(0, 16)) < T)
         tl.store(usq_86_ptrs, v86, mask=usq_86_mask)
-        # delta_scan.py:63: qc = q[b, rows, h, keys].to("float32")                       # [BT, BK]
+        # delta_scan.py:68: qc = q[b, rows, h, keys].to("float32")                       # [BT, BK]
         q_88_ptrs = q + tl.cast(b_18, tl.int64) * T * H * 128 + (rows_41 + tl.arange(0, 16))[:, None].to(tl.int64) * H * 128 + tl.cast(h_19, tl.int64) * 128 + tl.arange(0, 128)[None, :]
         q_88_mask = ((rows_41 + tl.arange(0, 16)) < T)[:, None]
         q_88 = tl.load(q_88_ptrs, mask=q_88_mask, other=0.0)
         qc_89 = q_88.to(tl.float32)
-        # delta_scan.py:64: inner = hl.where(causal, hl.dot(qc, kc, trans_b=True) * gamma, 0.0)
+        # delta_scan.py:69: inner = hl.where(causal, hl.dot(qc, kc, trans_b=True) * gamma, 0.0)
         v90 = tl.dot(qc_89, tl.trans(kc_44), input_precision="tf32")
         v91 = (v90 * gamma_57)
         inner_93 = tl.where(causal_25, v91, 0.0)
-        # delta_scan.py:65: o[b, rows, h, cols] = (hl.dot(qc * hl.exp(G)[:, None], St, trans_b=True) + hl.dot(inner, u)) * scale
+        # delta_scan.py:70: o[b, rows, h, cols] = (hl.dot(qc * hl.exp(G)[:, None], St, trans_b=True) + hl.dot(inner, u)) * scale
         v94 = tl.exp(G_50)
         v95 = v94[:, None]
         v96 = (qc_89 * v95)
@@ -158,20 +158,20 @@ def delta_scan_kernel(B, T, H, NV, q, k, v, g, beta, h0, o, uscale, usq, ht, sca
         o_101_ptrs = o + tl.cast(b_18, tl.int64) * T * H * 128 + (rows_41 + tl.arange(0, 16))[:, None].to(tl.int64) * H * 128 + tl.cast(h_19, tl.int64) * 128 + (cols_21 + tl.arange(0, 16))[None, :]
         o_101_mask = ((rows_41 + tl.arange(0, 16)) < T)[:, None] & ((cols_21 + tl.arange(0, 16)) < 128)[None, :]
         tl.store(o_101_ptrs, v101, mask=o_101_mask)
-        # delta_scan.py:66: G_last = hl.sum(hl.where(last, G64, 0.0), 0)                 # padding has g = 0
+        # delta_scan.py:71: G_last = hl.sum(hl.where(last, G64, 0.0), 0)                 # padding has g = 0
         v103 = tl.where(last_30, G64_49, tl.full([], 0.0, tl.float64))
         G_last_104 = tl.sum(v103, axis=0)
-        # delta_scan.py:67: decay = hl.exp((G_last - G64).to("float32"))                 # [BT] exp(G_last - G_j)
+        # delta_scan.py:72: decay = hl.exp((G_last - G64).to("float32"))                 # [BT] exp(G_last - G_j)
         v105 = (G_last_104 - G64_49)
         v106 = v105.to(tl.float32)
         decay_107 = tl.exp(v106)
-        # delta_scan.py:71: hi = G_last.to("float32")
+        # delta_scan.py:76: hi = G_last.to("float32")
         hi_108 = tl.cast(G_last_104, tl.float32)
-        # delta_scan.py:72: lo = (G_last - hi.to("float64")).to("float32")
+        # delta_scan.py:77: lo = (G_last - hi.to("float64")).to("float32")
         v109 = tl.cast(hi_108, tl.float64)
         v110 = (G_last_104 - v109)
         lo_111 = tl.cast(v110, tl.float32)
-        # delta_scan.py:73: return hl.exp(hi) * (1.0 + lo) * St + hl.dot(u, kc * decay[:, None], trans_a=True)
+        # delta_scan.py:78: return hl.exp(hi) * (1.0 + lo) * St + hl.dot(u, kc * decay[:, None], trans_a=True)
         v112 = tl.exp(hi_108)
         v114 = (1.0 + lo_111)
         v115 = (v112 * v114)
@@ -181,7 +181,7 @@ def delta_scan_kernel(B, T, H, NV, q, k, v, g, beta, h0, o, uscale, usq, ht, sca
         v119 = tl.dot(tl.trans(u_74), v118, input_precision="tf32")
         v120 = (v116 + v119)
         St_39 = v120
-    # delta_scan.py:76: ht[b, h, keys, cols] = St.T
+    # delta_scan.py:81: ht[b, h, keys, cols] = St.T
     v122 = tl.trans(St_39)
     ht_122_ptrs = ht + tl.cast(b_18, tl.int64) * H * 128 * 128 + tl.cast(h_19, tl.int64) * 128 * 128 + tl.arange(0, 128)[:, None] * 128 + (cols_21 + tl.arange(0, 16))[None, :]
     ht_122_mask = ((cols_21 + tl.arange(0, 16)) < 128)[None, :]

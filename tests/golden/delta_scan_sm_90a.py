@@ -78,41 +78,41 @@ def build():
             acc_116 = T.alloc_fragment((32, 128,), "float32")
             dot_117 = T.alloc_shared((32, 128,), "float32")
             St__next_118 = T.alloc_shared((32, 128,), "float32")
-            # delta_scan.py:30: iv, b, h = hl.grid(hl.cdiv(V, BV), hl.dim("B"), hl.dim("H"))
-            # delta_scan.py:32: cols = hl.tile(iv * BV, BV)              # this program's value columns
+            # delta_scan.py:35: iv, b, h = hl.grid(hl.cdiv(V, BV), hl.dim("B"), hl.dim("H"))
+            # delta_scan.py:37: cols = hl.tile(iv * BV, BV)              # this program's value columns
             cols__1 = (p0 * T.int32(32))
-            # delta_scan.py:33: i = hl.iota(BT)
-            # delta_scan.py:34: causal = i[:, None] >= i[None, :]
-            # delta_scan.py:35: strict = i[:, None] > i[None, :]
-            # delta_scan.py:36: last = i == BT - 1
-            # delta_scan.py:40: St0 = h0[b, h, keys, cols].to("float32").T if HAS_H0 else hl.zeros((BV, BK))
+            # delta_scan.py:38: i = hl.iota(BT)
+            # delta_scan.py:39: causal = i[:, None] >= i[None, :]
+            # delta_scan.py:40: strict = i[:, None] > i[None, :]
+            # delta_scan.py:41: last = i == BT - 1
+            # delta_scan.py:45: St0 = h0[b, h, keys, cols].to("float32").T if HAS_H0 else hl.zeros((BV, BK))
             if cols__1 + 32 <= 128:
                 for i_3, i_4 in T.Parallel(128, 32):
                     h0__2[i_3, i_4] = h0[p1, p2, i_3, cols__1 + i_4]
             else:
                 for i_5, i_6 in T.Parallel(128, 32):
                     h0__2[i_5, i_6] = T.if_then_else(cols__1 + i_6 < 128, h0[p1, p2, i_5, cols__1 + i_6], T.float32(0.0))
-            # delta_scan.py:42: @hl.loop(0, hl.cdiv(T, BT), carry=St0, pipelined=True)
+            # delta_scan.py:47: @hl.loop(0, hl.cdiv(T, BT), carry=St0, pipelined=True)
             for i_8, i_9 in T.Parallel(32, 128):
                 St__7[i_8, i_9] = h0__2[i_9, i_8]
             for it_10 in T.Pipelined(T.int32(0), T.truncdiv(n_T + T.int32(64) - 1, T.int32(64)), num_stages=2):
-                # delta_scan.py:44: rows = hl.tile(c * BT, BT)
+                # delta_scan.py:49: rows = hl.tile(c * BT, BT)
                 rows__11 = (it_10 * T.int32(64))
-                # delta_scan.py:45: kc = k[b, rows, h, keys].to("float32")                       # [BT, BK]
+                # delta_scan.py:50: kc = k[b, rows, h, keys].to("float32")                       # [BT, BK]
                 if rows__11 + 64 <= n_T:
                     for i_13, i_14 in T.Parallel(64, 128):
                         k__12[i_13, i_14] = T.Cast("float32", k[p1, rows__11 + i_13, p2, i_14])
                 else:
                     for i_15, i_16 in T.Parallel(64, 128):
                         k__12[i_15, i_16] = T.if_then_else(rows__11 + i_15 < n_T, T.Cast("float32", k[p1, rows__11 + i_15, p2, i_16]), T.float32(0.0))
-                # delta_scan.py:46: bc = beta[b, rows, h].to("float32")                          # [BT]
+                # delta_scan.py:51: bc = beta[b, rows, h].to("float32")                          # [BT]
                 if rows__11 + 64 <= n_T:
                     for i_18 in T.Parallel(64):
                         beta__17[i_18] = T.Cast("float32", beta[p1, rows__11 + i_18, p2])
                 else:
                     for i_19 in T.Parallel(64):
                         beta__17[i_19] = T.if_then_else(rows__11 + i_19 < n_T, T.Cast("float32", beta[p1, rows__11 + i_19, p2]), T.float32(0.0))
-                # delta_scan.py:50: G64 = hl.cumsum(g[b, rows, h].to("float64"), 0)              # [BT]
+                # delta_scan.py:55: G64 = hl.cumsum(g[b, rows, h].to("float64"), 0)              # [BT]
                 if rows__11 + 64 <= n_T:
                     for i_21 in T.Parallel(64):
                         g__20[i_21] = T.Cast("float64", g[p1, rows__11 + i_21, p2])
@@ -126,19 +126,19 @@ def build():
                     for r_26 in T.serial(64):
                         acc_tmp_24[0] = acc_tmp_24[0] + T.if_then_else(r_26 <= i_27, g__20[r_26], T.float64(0.0))
                     G64__23[i_27] = acc_tmp_24[0]
-                # delta_scan.py:51: G = G64.to("float32")
+                # delta_scan.py:56: G = G64.to("float32")
                 for i_29 in T.Parallel(64):
                     G__28[i_29] = T.Cast("float32", G64__23[i_29])
-                # delta_scan.py:53: gamma = hl.exp(hl.where(causal, (G64[:, None] - G64[None, :]).to("float32"), float("-inf")))
+                # delta_scan.py:58: gamma = hl.exp(hl.where(causal, (G64[:, None] - G64[None, :]).to("float32"), float("-inf")))
                 for i_31, i_32 in T.Parallel(64, 64):
                     gamma__30[i_31, i_32] = T.exp(T.if_then_else((i_31 >= i_32), T.Cast("float32", (G64__23[i_31] - G64__23[i_32])), -T.infinity("float32")))
-                # delta_scan.py:54: A = hl.where(strict, hl.dot(kc * bc[:, None], kc, trans_b=True) * gamma, 0.0)
+                # delta_scan.py:59: A = hl.where(strict, hl.dot(kc * bc[:, None], kc, trans_b=True) * gamma, 0.0)
                 for i_34, i_35 in T.Parallel(64, 128):
                     a_tmp_33[i_34, i_35] = (k__12[i_34, i_35] * beta__17[i_34])
                 T.clear(acc_36)
                 T.gemm(a_tmp_33, k__12, acc_36, transpose_A=False, transpose_B=True)
                 T.copy(acc_36, dot_37)
-                # delta_scan.py:55: Tm = hl.unit_lower_inverse(A)                                # (I + A)^-1
+                # delta_scan.py:60: Tm = hl.unit_lower_inverse(A)                                # (I + A)^-1
                 for i_39, i_40 in T.Parallel(64, 64):
                     A__38[i_39, i_40] = T.if_then_else((i_39 > i_40), (dot_37[i_39, i_40] * gamma__30[i_39, i_40]), T.float32(0.0))
                 for i_42, i_43 in T.Parallel(64, 64):
@@ -151,7 +151,7 @@ def build():
                         inv_cols_41[i_46, j_45] = acc_tmp_44[0]
                 for i_49, i_50 in T.Parallel(64, 64):
                     Tm__48[i_49, i_50] = inv_cols_41[i_49, i_50]
-                # delta_scan.py:57: resid = v[b, rows, h, cols].to("float32") - hl.exp(G)[:, None] * hl.dot(kc, St, trans_b=True)
+                # delta_scan.py:62: resid = v[b, rows, h, cols].to("float32") - hl.exp(G)[:, None] * hl.dot(kc, St, trans_b=True)
                 if T.And(rows__11 + 64 <= n_T, cols__1 + 32 <= 128):
                     for i_52, i_53 in T.Parallel(64, 32):
                         v__51[i_52, i_53] = T.Cast("float32", v[p1, rows__11 + i_52, p2, cols__1 + i_53])
@@ -163,13 +163,13 @@ def build():
                 T.copy(acc_56, dot_57)
                 for i_59, i_60 in T.Parallel(64, 1):
                     t_58[i_59, i_60] = T.exp(G__28[i_59])
-                # delta_scan.py:58: u = hl.dot(Tm, resid * bc[:, None])                          # [BT, BV] = beta * e
+                # delta_scan.py:63: u = hl.dot(Tm, resid * bc[:, None])                          # [BT, BV] = beta * e
                 for i_62, i_63 in T.Parallel(64, 32):
                     b_tmp_61[i_62, i_63] = ((v__51[i_62, i_63] - (t_58[i_62, 0] * dot_57[i_62, i_63])) * beta__17[i_62])
                 T.clear(acc_64)
                 T.gemm(Tm__48, b_tmp_61, acc_64, transpose_A=False, transpose_B=False)
                 T.copy(acc_64, u__65)
-                # delta_scan.py:59: su = hl.maximum(hl.sum(hl.abs(u) * (1.0 / BV), 1), 2.0 ** -100)   # [BT]
+                # delta_scan.py:64: su = hl.maximum(hl.sum(hl.abs(u) * (1.0 / BV), 1), 2.0 ** -100)   # [BT]
                 for i_68 in T.Parallel(64):
                     sum_66[i_68] = T.float32(0.0)
                 for i_69 in T.Parallel(64):
@@ -179,10 +179,10 @@ def build():
                     sum_66[i_69] = acc_tmp_44[0]
                 for i_71 in T.Parallel(64):
                     su__70[i_71] = T.max(sum_66[i_71], T.float32(7.888609052210118e-31))
-                # delta_scan.py:60: us = u * (1.0 / su)[:, None]
+                # delta_scan.py:65: us = u * (1.0 / su)[:, None]
                 for i_73, i_74 in T.Parallel(64, 1):
                     t_72[i_73, i_74] = (T.float32(1.0) / su__70[i_73])
-                # delta_scan.py:61: uscale[iv, b, rows, h] = su
+                # delta_scan.py:66: uscale[iv, b, rows, h] = su
                 if rows__11 + 64 <= n_T:
                     for i_75 in T.Parallel(64):
                         uscale[p0, p1, rows__11 + i_75, p2] = su__70[i_75]
@@ -190,7 +190,7 @@ def build():
                     for i_76 in T.Parallel(64):
                         if rows__11 + i_76 < n_T:
                             uscale[p0, p1, rows__11 + i_76, p2] = su__70[i_76]
-                # delta_scan.py:62: usq[iv, b, rows, h] = hl.sum(us * us, 1)
+                # delta_scan.py:67: usq[iv, b, rows, h] = hl.sum(us * us, 1)
                 for i_79 in T.Parallel(64):
                     sum_77[i_79] = T.float32(0.0)
                 for i_80 in T.Parallel(64):
@@ -205,18 +205,18 @@ def build():
                     for i_82 in T.Parallel(64):
                         if rows__11 + i_82 < n_T:
                             usq[p0, p1, rows__11 + i_82, p2] = sum_77[i_82]
-                # delta_scan.py:63: qc = q[b, rows, h, keys].to("float32")                       # [BT, BK]
+                # delta_scan.py:68: qc = q[b, rows, h, keys].to("float32")                       # [BT, BK]
                 if rows__11 + 64 <= n_T:
                     for i_84, i_85 in T.Parallel(64, 128):
                         q__83[i_84, i_85] = T.Cast("float32", q[p1, rows__11 + i_84, p2, i_85])
                 else:
                     for i_86, i_87 in T.Parallel(64, 128):
                         q__83[i_86, i_87] = T.if_then_else(rows__11 + i_86 < n_T, T.Cast("float32", q[p1, rows__11 + i_86, p2, i_87]), T.float32(0.0))
-                # delta_scan.py:64: inner = hl.where(causal, hl.dot(qc, kc, trans_b=True) * gamma, 0.0)
+                # delta_scan.py:69: inner = hl.where(causal, hl.dot(qc, kc, trans_b=True) * gamma, 0.0)
                 T.clear(acc_88)
                 T.gemm(q__83, k__12, acc_88, transpose_A=False, transpose_B=True)
                 T.copy(acc_88, dot_89)
-                # delta_scan.py:65: o[b, rows, h, cols] = (hl.dot(qc * hl.exp(G)[:, None], St, trans_b=True) + hl.dot(inner, u)) * scale
+                # delta_scan.py:70: o[b, rows, h, cols] = (hl.dot(qc * hl.exp(G)[:, None], St, trans_b=True) + hl.dot(inner, u)) * scale
                 for i_91, i_92 in T.Parallel(64, 1):
                     t_90[i_91, i_92] = T.exp(G__28[i_91])
                 for i_93, i_94 in T.Parallel(64, 128):
@@ -236,15 +236,15 @@ def build():
                     for i_104, i_105 in T.Parallel(64, 32):
                         if T.And(rows__11 + i_104 < n_T, cols__1 + i_105 < 128):
                             o[p1, rows__11 + i_104, p2, cols__1 + i_105] = T.Cast("bfloat16", ((dot_96[i_104, i_105] + dot_101[i_104, i_105]) * scale))
-                # delta_scan.py:66: G_last = hl.sum(hl.where(last, G64, 0.0), 0)                 # padding has g = 0
+                # delta_scan.py:71: G_last = hl.sum(hl.where(last, G64, 0.0), 0)                 # padding has g = 0
                 G_last__106[0] = T.float64(0.0)
                 for r_107 in T.serial(64):
                     G_last__106[0] = G_last__106[0] + T.if_then_else((r_107 == T.int32(63)), G64__23[r_107], T.float64(0.0))
-                # delta_scan.py:67: decay = hl.exp((G_last - G64).to("float32"))                 # [BT] exp(G_last - G_j)
-                # delta_scan.py:71: hi = G_last.to("float32")
+                # delta_scan.py:72: decay = hl.exp((G_last - G64).to("float32"))                 # [BT] exp(G_last - G_j)
+                # delta_scan.py:76: hi = G_last.to("float32")
                 hi__108 = T.Cast("float32", G_last__106[0])
-                # delta_scan.py:72: lo = (G_last - hi.to("float64")).to("float32")
-                # delta_scan.py:73: return hl.exp(hi) * (1.0 + lo) * St + hl.dot(u, kc * decay[:, None], trans_a=True)
+                # delta_scan.py:77: lo = (G_last - hi.to("float64")).to("float32")
+                # delta_scan.py:78: return hl.exp(hi) * (1.0 + lo) * St + hl.dot(u, kc * decay[:, None], trans_a=True)
                 t_109[0] = (T.exp(hi__108) * (T.float32(1.0) + T.Cast("float32", (G_last__106[0] - T.Cast("float64", hi__108)))))
                 for i_111, i_112 in T.Parallel(64, 1):
                     t_110[i_111, i_112] = T.exp(T.Cast("float32", (G_last__106[0] - G64__23[i_111])))
@@ -257,7 +257,7 @@ def build():
                     St__next_118[i_119, i_120] = ((t_109[0] * St__7[i_119, i_120]) + dot_117[i_119, i_120])
                 for i_121, i_122 in T.Parallel(32, 128):
                     St__7[i_121, i_122] = St__next_118[i_121, i_122]
-            # delta_scan.py:76: ht[b, h, keys, cols] = St.T
+            # delta_scan.py:81: ht[b, h, keys, cols] = St.T
             if cols__1 + 32 <= 128:
                 for i_123, i_124 in T.Parallel(128, 32):
                     ht[p1, p2, i_123, cols__1 + i_124] = St__7[i_124, i_123]

@@ -26,13 +26,14 @@ import torch
 
 from hola_dsl import backends
 from hola_dsl.testing import Shape, rel_err, scan_inputs
+from schedules.kernels import KERNELS, static_dims
+from schedules.lookup import config_for
 from tools import arguments
 
 NAME = "bench"
 HELP = "time a HOLA layer's prefill (scan + select + read) on the CPU: PyTorch reference, torch.compile, TileLang"
 
 DEFAULT_SHAPE = "B=1,T=4096,H=4,K=128,V=128,W=64,C=256"
-KERNELS = ("delta_scan", "cache_select", "cache_read")
 # Implementations that are PyTorch code rather than a DSL backend.
 TORCH_IMPLS = ("reference", "compile")
 DEFAULT_IMPLS = ("reference", "compile", "tilelang")
@@ -111,12 +112,9 @@ def _ratio(r: float) -> str:
 def schedules_for(name: str, shape: Shape) -> dict[str, tuple[dict, str]]:
     """{kernel: (config, where it came from)}: what ``hola_dsl.ops`` would use for this shape on
     this CPU (a tuned record, else {} for the backend's default)."""
-    from schedules.lookup import config_for
-    dims = {"delta_scan": {"K": shape.K, "V": shape.V}, "cache_select": {"W": shape.W, "C": shape.C},
-            "cache_read": {"K": shape.K, "V": shape.V, "W": shape.W, "C": shape.C}}
     out = {}
     for kernel in KERNELS:
-        tuned = config_for(kernel, name, torch.device("cpu"), torch.float32, dims[kernel], shape.T)
+        tuned = config_for(kernel, name, torch.device("cpu"), torch.float32, static_dims(kernel, shape), shape.T)
         out[kernel] = (dict(tuned or {}), "tuned" if tuned else "default")
     return out
 
@@ -126,13 +124,13 @@ def _backend_impl(name: str, shape: Shape, chosen: dict[str, tuple[dict, str]]) 
     b = backends.get(name)
     cfg = {k: c for k, (c, _) in chosen.items()}
     return _layer(
-        lambda q, k, v, g, beta, scale: b.delta_scan(q, k, v, g, beta, scale=scale, initial_state=None,
-                                                     output_final_state=False, chunk_size=64,
-                                                     config=cfg["delta_scan"] or None),
-        lambda m, capacity, block_size: b.cache_select(m, capacity=capacity, block_size=block_size,
-                                                       policy="hola", config=cfg["cache_select"] or None),
-        lambda q, k, v, idx, gq, gk, s, block_size: b.cache_read(q, k, v, idx, gq, gk, s, block_size=block_size,
-                                                                 eps=1e-6, config=cfg["cache_read"] or None),
+        lambda q, k, v, g, beta, scale: b.run("delta_scan", q, k, v, g, beta, scale=scale, initial_state=None,
+                                              output_final_state=False, chunk_size=64,
+                                              config=cfg["delta_scan"] or None),
+        lambda m, capacity, block_size: b.run("cache_select", m, capacity=capacity, block_size=block_size,
+                                              policy="hola", config=cfg["cache_select"] or None),
+        lambda q, k, v, idx, gq, gk, s, block_size: b.run("cache_read", q, k, v, idx, gq, gk, s, block_size=block_size,
+                                                          eps=1e-6, config=cfg["cache_read"] or None),
         shape)
 
 

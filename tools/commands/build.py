@@ -11,8 +11,8 @@ import json
 import sys
 from typing import Optional
 
-from hola_dsl import backends
 from schedules import targets
+from schedules.kernels import KERNELS
 from tools import arguments
 
 NAME = "build"
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="triton", choices=list(targets.DEFAULT_BUILD),
                         help="triton, or tilelang (its CUDA dialect through nvcc, shown next to Triton's numbers)")
     parser.add_argument("--targets", default=None, help=_targets_help())
-    parser.add_argument("--kernel", action="append", choices=backends.KERNELS, help="only this kernel (repeatable)")
+    parser.add_argument("--kernel", action="append", choices=KERNELS, help="only this kernel (repeatable)")
     parser.add_argument("--config", default=None, help="schedule overrides as a JSON object (applied to every kernel)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
 
@@ -51,15 +51,16 @@ def _plan(backend: str, kernels, names: list[str]) -> list[tuple[str, str, str]]
     return plan
 
 
-def _build(backend: str, kernel: str, target: str, config: Optional[dict]):
-    """One build's BuildResult (a failure is a row, not an exception); the config applies to the
-    backend asked for, never to the Triton comparison rows."""
+def _build(backend: str, kernel: str, target: str, config: Optional[dict]) -> list:
+    """One build's rows, a BuildResult per DSL kernel (a failure is a row, not an exception); the
+    config applies to the backend asked for, never to the Triton comparison rows."""
     from hola_dsl.backends.tilelang import nvcc
     from hola_dsl.backends.triton import aot
 
-    r = nvcc.build(kernel, target, config) if backend == "tilelang" else aot.build(kernel, target, config)
-    r.extra["backend"] = backend
-    return r
+    rows = nvcc.build(kernel, target, config) if backend == "tilelang" else aot.build(kernel, target, config)
+    for r in rows:
+        r.extra["backend"] = backend
+    return rows
 
 
 def _row(r) -> str:
@@ -79,9 +80,9 @@ def _row(r) -> str:
 
 def _header(backend: str) -> list[str]:
     from hola_dsl.backends.tilelang import nvcc
-    from hola_dsl.backends.triton import aot
+    from hola_dsl.spec import DEFAULT_DIMS
 
-    dims = ", ".join(f"{k}={v}" for k, v in aot.DEFAULT_DIMS.items() if k != "chunk_size")
+    dims = ", ".join(f"{k}={v}" for k, v in DEFAULT_DIMS.items() if k != "chunk_size")
     what = ("AOT build, backend triton" if backend == "triton" else
             f"Cross build, TileLang CUDA dialect (nvcc {nvcc.nvcc_version()}) next to Triton AOT")
     return [f"{what}, default schedule per target; static dims {dims}; bfloat16 inputs; shared = static + dynamic bytes",
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             print("hola build --backend tilelang: nvcc not found (set $NVCC or put nvcc on PATH); "
                   "skipping the TileLang CUDA builds")
             return 0
-    plan = _plan(args.backend, args.kernel or backends.KERNELS, names)
+    plan = _plan(args.backend, args.kernel or KERNELS, names)
     if not args.json:
         print("\n".join(_header(args.backend)), flush=True)
     failed = False
@@ -109,10 +110,10 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(plan), unit="build", disable=None, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
         for backend, kernel, target in plan:
             bar.set_description(f"{backend} {kernel} {target}")
-            r = _build(backend, kernel, target, config if backend == args.backend else None)
-            bar.write(json.dumps(r.__dict__, sort_keys=True, default=str) if args.json else _row(r), file=sys.stdout)
-            sys.stdout.flush()
+            for r in _build(backend, kernel, target, config if backend == args.backend else None):
+                bar.write(json.dumps(r.__dict__, sort_keys=True, default=str) if args.json else _row(r), file=sys.stdout)
+                sys.stdout.flush()
+                # The Triton rows next to TileLang's are for comparison; they decide nothing.
+                failed |= backend == args.backend and (not r.ok or bool(r.extra.get("sync_problems")))
             bar.update()
-            # The Triton rows next to TileLang's are for comparison; they decide nothing.
-            failed |= backend == args.backend and (not r.ok or bool(r.extra.get("sync_problems")))
     return 1 if failed else 0

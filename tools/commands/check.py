@@ -13,6 +13,7 @@ from typing import Optional
 from hola_dsl import backends
 from hola_dsl.testing import SCAN_CASES, Shape, run_check
 from schedules import targets
+from schedules.kernels import KERNELS
 from tools import arguments
 
 NAME = "check"
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", action="append",
                         help=f"check only this backend (repeatable; one of {backends.names()}); "
                              f"default: all that run here")
-    parser.add_argument("--kernel", action="append", choices=backends.KERNELS, help="check only this kernel (repeatable)")
+    parser.add_argument("--kernel", action="append", choices=KERNELS, help="check only this kernel (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="input seed (default: a fresh one each run)")
     parser.add_argument("--no-nvcc", action="store_true",
                         help=f"skip the TileLang CUDA-dialect nvcc build ({targets.CHECK_NVCC_ARCH})")
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     print(header)
     print("-" * len(header))
     failed = 0
-    for kernel in args.kernel or backends.KERNELS:
+    for kernel in args.kernel or KERNELS:
         for name, device in checked.items():
             worst, seconds, ok, note = 0.0, 0.0, True, ""
             try:
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{seconds * 1e3:>8.1f}ms {unit}{note}")
     if "tilelang" in checked and not args.no_nvcc:
         from hola_dsl.backends.tilelang import nvcc
-        failed += nvcc.check_rows(targets.CHECK_NVCC_ARCH, args.kernel or backends.KERNELS)
+        failed += nvcc.check_rows(targets.CHECK_NVCC_ARCH, args.kernel or KERNELS)
     for name, reason in skipped.items():
         print(f"(backend {name} not checked: {reason})")
     print(f"{'all passed' if not failed else f'{failed} FAILED'}")

@@ -9,6 +9,7 @@ import torch
 
 from hola_dsl import backends
 from hola_dsl.testing import SCAN_CASES, TOLERANCE, run_check
+from schedules.kernels import KERNELS
 from tools import arguments
 
 NAME = "diff"
@@ -18,7 +19,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kernel", required=True, choices=backends.KERNELS)
+    parser.add_argument("--kernel", required=True, choices=KERNELS)
     parser.add_argument("--backend", default="eager", help=f"one of {backends.names()} (default eager)")
     parser.add_argument("--shape", default="B=2,T=300,H=2,K=32,V=48",
                         help="B,T,H,K,V and W (cache capacity), C (cache block), each >= 1, "

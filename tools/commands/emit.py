@@ -1,14 +1,15 @@
-"""`hola emit`: write the generated source of one kernel for one backend and target."""
+"""`hola emit`: write the generated source of one kernel for one backend and target (one source
+per DSL kernel the kernel launches)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from hola_dsl import backends
-from hola_dsl.emit import EMITTERS, emit_source
+from hola_dsl.emit import EMITTERS, emit_sources
 from hola_dsl.testing import Shape
 from schedules import targets
+from schedules.kernels import KERNELS
 from tools import arguments
 
 NAME = "emit"
@@ -21,7 +22,7 @@ def _target_help() -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kernel", required=True, choices=backends.KERNELS)
+    parser.add_argument("--kernel", required=True, choices=KERNELS)
     parser.add_argument("--backend", default="triton", choices=sorted(EMITTERS))
     parser.add_argument("--target", default="sm_90", help=_target_help())
     parser.add_argument("--config", default=None, help='schedule as a JSON object, e.g. \'{"BV": 64, "num_warps": 8}\'')
@@ -41,11 +42,12 @@ def run(args: argparse.Namespace) -> int:
         from schedules.lookup import lookup_for_arch
         record = lookup_for_arch(args.kernel, args.backend, args.target, args.dtype, dims)
         config = dict(record["config"]) if record else None
-    name, text, sched = emit_source(args.kernel, args.backend, args.target, config, dims, args.dtype)
-    if out is None:
-        print(text, end="")
-        return 0
-    path = out / name
-    path.write_text(text)
-    print(f"wrote {path} ({len(text.splitlines())} lines; schedule {json.dumps(sched, sort_keys=True)})")
+    sources, sched = emit_sources(args.kernel, args.backend, args.target, config, dims, args.dtype)
+    for name, text in sources:
+        if out is None:
+            print(text, end="")
+            continue
+        path = out / name
+        path.write_text(text)
+        print(f"wrote {path} ({len(text.splitlines())} lines; schedule {json.dumps(sched, sort_keys=True)})")
     return 0

@@ -10,6 +10,7 @@ from typing import Optional
 
 from hola_dsl import backends
 from hola_dsl.testing import Shape
+from schedules.kernels import KERNELS
 from tools import arguments
 
 NAME = "tune"
@@ -24,7 +25,7 @@ _POSITIVE = (("trials", "--trials", 1, True), ("timeout", "--timeout", 0, False)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from autotune.measure import MAX_SPREAD, REMEASURES
-    parser.add_argument("--kernel", required=True, choices=backends.KERNELS)
+    parser.add_argument("--kernel", required=True, choices=KERNELS)
     parser.add_argument("--backend", required=True, help=f"backend name, one of {backends.names()}")
     parser.add_argument("--shape", type=Shape.parse, default=Shape(),
                         help="problem size, e.g. B=1,T=4096,H=4,K=128,V=128 (missing fields keep their defaults)")

@@ -4,17 +4,24 @@ CPU tensors run the CPU dialect (``tilelang.cpu.language``, compiled to C with -
 -march=native, the grid split over host threads); CUDA tensors run the CUDA dialect
 (fragments, shared memory, ``T.gemm``, ``T.Pipelined``). Schedules come from
 ``schedules.tilelang`` (target "cpu" or the GPU's "sm_XY").
+
+``lower_common`` is what both dialects' lowerings share, ``lower_cpu`` and ``lower_cuda`` the
+two dialects, ``c_helpers`` the C the CPU dialect calls; ``runtime`` caches, compiles and
+launches the sources (``cpu_parallel`` runs a CPU grid on torch's OpenMP team); ``nvcc``
+cross-compiles the CUDA dialect where no GPU is.
 """
 
 from __future__ import annotations
 
 import shutil
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
-from hola_dsl import launch
-from hola_dsl.backends import Backend
+import schedules
+from hola_dsl import ir
+from hola_dsl.backends import dsl
+from hola_dsl.backends.tilelang import runtime
 from schedules import targets
 
 # The C dialect computes in these element types; other inputs are rejected with a clear message.
@@ -38,54 +45,35 @@ def _dtype_problem(device_type: str, dtype: torch.dtype) -> Optional[str]:
     return None
 
 
-def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
+def schedule(kernel: str, config: Optional[Mapping[str, Any]], target: str) -> dict:
     """The completed TileLang schedule of ``kernel`` for ``target`` (config entries win); a
     config the space rejects raises ``schedules.ConfigError`` naming ``config`` and the knob."""
-    import schedules
     return schedules.space(kernel, "tilelang").check(config, target)
 
 
-def _runner(kernel: str, config: Optional[dict], device: torch.device):
-    from hola_dsl.backends.tilelang import runtime as tilelang_runtime
-
-    sched = schedule(kernel, config, targets.arch_of(device))
-
-    def run(kdef, consts, args) -> None:
-        ir_kernel = launch.specialize(kdef, consts, args)
+def _runner(sched: Mapping[str, Any], device: torch.device):
+    def run(kernel: ir.Kernel, args: Mapping[str, Any]) -> None:
         if device.type == "cpu":
             for name, x in args.items():
                 if isinstance(x, torch.Tensor) and (reason := _dtype_problem("cpu", x.dtype)):
                     raise TypeError(f"{name}: {reason}")
-            tilelang_runtime.launch_cpu(ir_kernel, sched, args)
+            runtime.launch_cpu(kernel, sched, args)
         else:
-            tilelang_runtime.launch_cuda(ir_kernel, sched, args)
-    return run, sched
+            runtime.launch_cuda(kernel, sched, args)
+    return run
 
 
-def _delta_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, chunk_size, config):
-    run, sched = _runner("delta_scan", config, q.device)
-    if not (config and "chunk_size" in config):
-        sched.pop("chunk_size", None)       # the caller's chunk_size stands unless a config sets one
-    return launch.delta_scan(run, sched, q, k, v, g, beta, scale=scale, initial_state=initial_state,
-                             output_final_state=output_final_state, chunk_size=chunk_size)
+def emit(kernel: ir.Kernel, sched: Mapping[str, Any], target: str) -> tuple[str, str]:
+    """(file suffix, TileLang source) of a traced kernel for ``target``: the C dialect for "cpu",
+    the CUDA dialect for a GPU arch, as the runtime writes it."""
+    dialect = "cuda" if targets.is_gpu(target) else "cpu"
+    return ".py", runtime.emit(kernel, runtime.code_schedule(sched), target, dialect)
 
 
-def _cache_select(scores, *, capacity, block_size, policy, config):
-    run, sched = _runner("cache_select", config, scores.device)
-    return launch.cache_select(run, sched, scores, capacity=capacity, block_size=block_size, policy=policy)
-
-
-def _cache_read(q, k, v, idx, gamma_q, gamma_k, sink, *, block_size, eps, config):
-    run, sched = _runner("cache_read", config, q.device)
-    return launch.cache_read(run, sched, q, k, v, idx, gamma_q, gamma_k, sink, block_size=block_size, eps=eps)
-
-
-BACKEND = Backend(
-    name="tilelang",
-    description="DSL kernels lowered to TileLang (CPU: C dialect, -O3 -march=native; GPU: CUDA dialect)",
-    delta_scan=_delta_scan,
-    cache_select=_cache_select,
-    cache_read=_cache_read,
+BACKEND = dsl.backend(
+    "tilelang", "DSL kernels lowered to TileLang (CPU: C dialect, -O3 -march=native; GPU: CUDA dialect)",
+    schedule=lambda kernel, config, device, dtype: schedule(kernel, config, targets.arch_of(device)),
+    runner=_runner,
     devices=("cpu", "cuda"),
     unavailable=_unavailable,
     dtype_problem=_dtype_problem,

@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import torch
 
-from hola_dsl import eager, ir, source_cache
+from hola_dsl import ir, source_cache
 from hola_dsl.backends.tilelang import cpu_parallel
 from schedules import targets
 
@@ -211,7 +211,7 @@ def launch_cpu(kernel: ir.Kernel, schedule: dict, args: dict[str, Any], threads:
     ``pool`` ("omp" or "python") to :func:`cpu_pool`. Returns how it ran: "serial", "omp" or "python"."""
     module, compiled, launcher, need = _prepared_cpu(kernel, schedule)
     stack = thread_stack(kernel, schedule, need)
-    sizes = eager.sizes_of(kernel, args)
+    sizes = kernel.sizes_of(args)
     grid = kernel.grid_extents(sizes)
     programs = math.prod(grid)
     if programs == 0:
@@ -269,7 +269,7 @@ def launch_cuda(kernel: ir.Kernel, schedule: dict, args: dict[str, Any]) -> None
     device = next(x.device for x in args.values() if isinstance(x, torch.Tensor))
     major, minor = torch.cuda.get_device_capability(device)
     module, compiled = compiled_cuda(kernel, code_schedule(schedule), f"sm_{major}{minor}")
-    sizes = eager.sizes_of(kernel, args)
+    sizes = kernel.sizes_of(args)
     grid = kernel.grid_extents(sizes)
     if 0 in grid:
         return

@@ -1,14 +1,19 @@
 """Backend "triton": the DSL kernels lowered to Triton (GPU, or the CPU interpreter when
-TRITON_INTERPRET=1 is set before the first launch)."""
+TRITON_INTERPRET=1 is set before the first launch).
+
+``lower`` writes the Triton source of a traced kernel, ``runtime`` caches, imports and launches
+it, ``aot`` compiles it for GPUs this machine does not have."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
-from hola_dsl import launch
-from hola_dsl.backends import Backend
+import schedules
+from hola_dsl import ir
+from hola_dsl.backends import dsl
+from hola_dsl.backends.triton import lower, runtime
 
 
 def _unavailable() -> Optional[str]:
@@ -16,15 +21,13 @@ def _unavailable() -> Optional[str]:
         import triton  # noqa: F401
     except ImportError as exc:
         return f"triton is not installed ({exc})"
-    from hola_dsl.backends.triton import runtime as triton_runtime
-    if not triton_runtime.interpreting() and not torch.cuda.is_available():
+    if not runtime.interpreting() and not torch.cuda.is_available():
         return "no GPU here (set TRITON_INTERPRET=1 to run the generated kernels in Triton's CPU interpreter)"
     return None
 
 
 def _unavailable_on(device_type: str) -> Optional[str]:
-    from hola_dsl.backends.triton import runtime as triton_runtime
-    if device_type == "cpu" and not triton_runtime.interpreting():
+    if device_type == "cpu" and not runtime.interpreting():
         return "Triton runs CPU tensors only in its interpreter (set TRITON_INTERPRET=1)"
     return None
 
@@ -35,61 +38,44 @@ def _dtype_problem(device_type: str, dtype: torch.dtype) -> Optional[str]:
     return None
 
 
-def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
-    """The completed Triton schedule of ``kernel`` for ``target`` (config entries win); a config
-    the space rejects raises ``schedules.ConfigError`` naming ``config`` and the knob."""
-    import schedules
-    return schedules.space(kernel, "triton").check(config, target)
-
-
-def _runner(kernel: str, config: Optional[dict], dtype: torch.dtype = torch.bfloat16):
-    from hola_dsl.backends.triton import runtime as triton_runtime
-
-    target = triton_runtime.current_target()
-    sched = schedule(kernel, config, target)
+def schedule(kernel: str, config: Optional[Mapping[str, Any]], target: str,
+             dtype: Optional[torch.dtype] = None) -> dict:
+    """The completed Triton schedule of ``kernel`` for ``target`` and inputs of ``dtype`` (config
+    entries win); a config the space rejects raises ``schedules.ConfigError`` naming ``config``
+    and the knob."""
+    sched = schedules.space(kernel, "triton").check(config, target)
     # TF32 dots meet the bf16/fp16 tolerance, not float32's 1e-5 (SPEC.md section 6): float32
     # inputs get 3xTF32 unless a config asks for a precision.
     if dtype == torch.float32 and sched.get("dot_precision") == "tf32" and not (config and "dot_precision" in config):
         sched["dot_precision"] = "tf32x3"
+    return sched
 
-    def run(kdef, consts, args) -> None:
-        device = next(x.device for x in args.values() if isinstance(x, torch.Tensor))
-        if device.type == "cpu" and not triton_runtime.interpreting():
+
+def _runner(sched: Mapping[str, Any], device: torch.device):
+    target = runtime.target_of(device)
+    source_schedule = lower.source_schedule(sched)
+
+    def run(kernel: ir.Kernel, args: Mapping[str, Any]) -> None:
+        if device.type == "cpu" and not runtime.interpreting():
             raise ValueError("backend: 'triton' got cpu tensors; they need TRITON_INTERPRET=1 "
                              "(Triton's CPU interpreter), else move them to the GPU")
-        launch_sched = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}
-        triton_runtime.launch(launch.specialize(kdef, consts, args), launch_sched, args, target)
-    return run, sched
+        runtime.launch(kernel, source_schedule, args, target)
+    return run
 
 
-def _delta_scan(q, k, v, g, beta, *, scale, initial_state, output_final_state, chunk_size, config):
-    from hola_dsl.backends.triton import runtime as triton_runtime
-    run, sched = _runner("delta_scan", config, q.dtype)
+def emit(kernel: ir.Kernel, sched: Mapping[str, Any], target: str) -> tuple[str, str]:
+    """(file suffix, Triton source) of a traced kernel for ``target``, as the runtime writes it."""
+    return ".py", lower.emit(kernel, lower.source_schedule(sched), target)
+
+
+BACKEND = dsl.backend(
+    "triton", "DSL kernels lowered to Triton (GPU; CPU via TRITON_INTERPRET=1)",
+    schedule=lambda kernel, config, device, dtype: schedule(kernel, config, runtime.target_of(device), dtype),
+    runner=_runner,
     # On a GPU the schedule's chunk size (tuned or the target default) is part of what keeps the
     # kernel in registers, so it wins; in the interpreter the caller's chunk_size stands unless a
     # config sets one. Results do not depend on the chunk size beyond rounding.
-    if triton_runtime.current_target() == "interpreter" and not (config and "chunk_size" in config):
-        sched.pop("chunk_size", None)
-    return launch.delta_scan(run, sched, q, k, v, g, beta, scale=scale, initial_state=initial_state,
-                             output_final_state=output_final_state, chunk_size=chunk_size)
-
-
-def _cache_select(scores, *, capacity, block_size, policy, config):
-    run, sched = _runner("cache_select", config)
-    return launch.cache_select(run, sched, scores, capacity=capacity, block_size=block_size, policy=policy)
-
-
-def _cache_read(q, k, v, idx, gamma_q, gamma_k, sink, *, block_size, eps, config):
-    run, sched = _runner("cache_read", config, q.dtype)
-    return launch.cache_read(run, sched, q, k, v, idx, gamma_q, gamma_k, sink, block_size=block_size, eps=eps)
-
-
-BACKEND = Backend(
-    name="triton",
-    description="DSL kernels lowered to Triton (GPU; CPU via TRITON_INTERPRET=1)",
-    delta_scan=_delta_scan,
-    cache_select=_cache_select,
-    cache_read=_cache_read,
+    caller_wins=lambda device: runtime.target_of(device) == "interpreter",
     devices=("cuda", "cpu"),
     unavailable=_unavailable,
     unavailable_on=_unavailable_on,

@@ -13,12 +13,15 @@ loops) and ``dot_precision`` ("ieee" or "tf32") for float32 dots.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from hola_dsl import ir
 from hola_dsl.backends.codegen import checked, doc_text, literal, schedule_kwargs, source_comment, symbol
 
 EMITTER_VERSION = "1"
+
+# The schedule knobs a Triton source uses itself (tile sizes reach it as the IR's constants).
+SOURCE_KNOBS = ("num_warps", "num_stages", "dot_precision")
 
 TL_DTYPE = {
     "float16": "tl.float16", "bfloat16": "tl.bfloat16", "float32": "tl.float32", "float64": "tl.float64",
@@ -308,6 +311,11 @@ LOWER: dict[str, Callable[[Emitter, ir.Op, list], Optional[str]]] = {
     "load": _load,
     "store": _store,
 }
+
+
+def source_schedule(schedule: Mapping[str, Any]) -> dict:
+    """The part of a completed schedule a Triton source depends on (``SOURCE_KNOBS``)."""
+    return {k: schedule[k] for k in SOURCE_KNOBS if k in schedule}
 
 
 def kernel_function_name(kernel: ir.Kernel) -> str:

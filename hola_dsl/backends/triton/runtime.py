@@ -12,12 +12,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
-from hola_dsl import eager, ir, source_cache
-from hola_dsl.backends.triton import lower as lower_triton
+from hola_dsl import ir, source_cache
+from hola_dsl.backends.triton import lower
 from schedules import targets
 
 _MODULES: dict[str, Any] = {}
@@ -44,16 +44,17 @@ def cache_dir() -> Path:
 def tool_versions() -> dict[str, str]:
     """Versions that change generated code: triton, torch, and the emitter's own source."""
     import triton
-    emitter = hashlib.sha256(Path(lower_triton.__file__).read_bytes()).hexdigest()[:12]
+    emitter = hashlib.sha256(Path(lower.__file__).read_bytes()).hexdigest()[:12]
     return {"triton": triton.__version__, "torch": torch.__version__,
-            "emitter": f"{lower_triton.EMITTER_VERSION}+{emitter}"}
+            "emitter": f"{lower.EMITTER_VERSION}+{emitter}"}
 
 
-def current_target() -> str:
-    """"interpreter", or the GPU's arch name ("sm_90", "gfx942")."""
-    if interpreting() or not torch.cuda.is_available():
+def target_of(device: torch.device) -> str:
+    """What tensors on ``device`` run as: "interpreter" (Triton's CPU interpreter), or the GPU's
+    arch ("sm_90", "gfx942")."""
+    if interpreting() or device.type != "cuda":
         return "interpreter"
-    return targets.arch_of("cuda")
+    return targets.arch_of(device)
 
 
 def source_key(kernel: ir.Kernel, schedule: dict, target: str) -> str:
@@ -66,7 +67,7 @@ def source_key(kernel: ir.Kernel, schedule: dict, target: str) -> str:
 def source_path(kernel: ir.Kernel, schedule: dict, target: str) -> Path:
     """Write the generated source (if not already there) and return its path."""
     path = cache_dir() / f"{kernel.name}_{source_key(kernel, schedule, target)}.py"
-    return source_cache.write_once(path, lambda: lower_triton.emit(kernel, schedule, target))
+    return source_cache.write_once(path, lambda: lower.emit(kernel, schedule, target))
 
 
 def load(kernel: ir.Kernel, schedule: dict, target: str):
@@ -79,12 +80,12 @@ def load(kernel: ir.Kernel, schedule: dict, target: str):
     return _MODULES[key]
 
 
-def launch(kernel: ir.Kernel, schedule: dict, args: dict[str, Any], target: str = None) -> None:
-    """Run ``kernel`` with ``args`` ({param: tensor or number}); outputs are written in place."""
-    target = target or current_target()
+def launch(kernel: ir.Kernel, schedule: dict, args: Mapping[str, Any], target: str) -> None:
+    """Run ``kernel`` with ``args`` ({param: tensor or number}) as generated for ``target``;
+    outputs are written in place."""
     module = load(kernel, schedule, target)
-    fn = getattr(module, lower_triton.kernel_function_name(kernel))
-    sizes = eager.sizes_of(kernel, args)
+    fn = getattr(module, lower.kernel_function_name(kernel))
+    sizes = kernel.sizes_of(args)
     grid = kernel.grid_extents(sizes)
     if 0 in grid:
         return
