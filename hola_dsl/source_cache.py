@@ -1,9 +1,11 @@
 """The on-disk cache of generated kernel sources, shared by every DSL backend's runtime:
 write a source once (atomically, so concurrent processes agree on the content) and import it
-as a module."""
+as a module; and the hash of the emitters' own source files, part of every source's cache key
+(an edit to an emitter makes new files, with no version number to bump by hand)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import sys
@@ -42,3 +44,11 @@ def import_file(path: Path, module_name: str) -> ModuleType:
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def modules_hash(*modules: ModuleType) -> str:
+    """A short hash of the source files of ``modules``, in order (the emitters of a backend)."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:12]

@@ -124,12 +124,12 @@ def test_inline_expf_is_accurate_and_keeps_special_values(tmp_path):
     1e-6 over float32's normal range; -inf -> 0, +inf -> inf, NaN -> NaN, underflow -> 0."""
     import shutil
     import subprocess
-    from hola_dsl.backends.tilelang import lower_cpu as tilelang_cpu
+    from hola_dsl.backends.tilelang import c_helpers, lower_cpu as tilelang_cpu
     cxx = shutil.which("g++")
     if cxx is None:
         pytest.skip("no g++")
     src = tmp_path / "expf.cpp"
-    src.write_text("#include <cstdint>\n#include <cstdio>\n" + tilelang_cpu._EXPF + r"""
+    src.write_text("#include <cstdint>\n#include <cstdio>\n" + c_helpers.EXPF + r"""
 int main() {
   float xs[] = {-1e30f, -INFINITY, INFINITY, NAN, -100.0f, 100.0f};
   for (float x : xs) printf("%a\n", (double)hola_expf(x));

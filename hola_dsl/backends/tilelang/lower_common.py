@@ -1,7 +1,11 @@
-"""What the two TileLang dialects share: turning IR values into TileLang expressions.
+"""What the two TileLang dialects share: the walk over a kernel's IR, and IR values as TileLang
+expressions. ``lower_cpu`` and ``lower_cuda`` are siblings over this base; each supplies its
+storage (``alloc_text``), its loops (``loops``), its dots, reductions, prefix sums and triangular
+inverse, and its module; hooks (``grid_position``, ``checked_load``, ``checked_store``,
+``unary_template``, ``binary_template``, ``loop_header``) let a dialect refine a step of the walk.
 
-Both dialects keep every tile in a buffer the program owns (a C local array on the CPU, a
-register fragment on the GPU) and compute element by element. Elementwise ops, broadcasts,
+Both dialects keep every tile in a buffer the program owns (a C local array on the CPU, shared
+memory on the GPU) and compute element by element. Elementwise ops, broadcasts,
 transposes, ``iota`` and ``full`` are *lazy*: they become an expression over index variables
 that is inlined where it is consumed, so a chain like ``exp(where(c, a - b, -inf))`` costs one
 pass instead of four. A lazy value is written to a buffer ("materialised") only when it is
@@ -14,15 +18,13 @@ whether writing one carried buffer would change another carried value's expressi
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from hola_dsl import ir
-from hola_dsl.backends.codegen import source_comment
-
-# Bump when generated code changes meaning or speed; it is part of the source-cache key.
-EMITTER_VERSION = "11"
+from hola_dsl.backends.codegen import doc_text, schedule_repr, source_comment
 
 
 class EmitError(ValueError):
@@ -30,6 +32,18 @@ class EmitError(ValueError):
 
 
 BUF_DTYPE = {"int1": "bool"}          # TileLang's name for an element type, where it differs
+
+
+# Parameter names that would shadow a name of the generated module; such a parameter gets a "_".
+_RESERVED = {"T", "tilelang", "build", "pid", "pid_lo", "pid_hi"}
+
+
+def and_all(conds: Sequence[str]) -> str:
+    """The TileLang conjunction of ``conds`` (at least one)."""
+    out = conds[0]
+    for c in conds[1:]:
+        out = f"T.And({out}, {c})"
+    return out
 
 
 def buf_dtype(dtype: str) -> str:
@@ -93,6 +107,8 @@ BINARY: dict[str, Callable[[str, str], str]] = {
     "and": lambda a, b: f"T.And({a}, {b})",
     "or": lambda a, b: f"T.Or({a}, {b})",
 }
+# Ops lowered by ``BaseEmitter.elementwise``: one expression per element, fused where consumed.
+ELEMENTWISE = frozenset(UNARY) | frozenset(BINARY) | {"where", "cast"}
 # A value used twice by one elementwise op (``x * x``) is inlined twice when its expression has
 # at most this many ops, rather than written to a buffer.
 SQUARE_INLINE_COST = 2
@@ -178,10 +194,12 @@ def loop_reads_home(kernel: ir.Kernel) -> dict:
     return where
 
 
-class BaseEmitter:
-    """The dialect-independent walk over a kernel; subclasses supply the statements."""
+class BaseEmitter(abc.ABC):
+    """The dialect-independent walk over a kernel; a dialect supplies the abstract methods and
+    the lowerings of the ops with no dialect-independent form (``op_dot``, ``op_cumsum``,
+    ``op_unit_lower_inverse``)."""
 
-    DIALECT = ""        # "cpu" or "cuda"
+    DIALECT = ""        # "cpu" or "cuda", for messages
 
     def __init__(self, kernel: ir.Kernel, schedule: dict, target: str):
         self.kernel = kernel
@@ -202,6 +220,13 @@ class BaseEmitter:
         for op in ir.walk(kernel.body):
             for a in op.args:
                 self.users.setdefault(a, []).append(op)
+        self.const_value: dict[ir.Value, object] = {}
+        self.tensor_name: dict[ir.Value, str] = {}
+        # Copies a loop body makes (the C dialect's row-major copies of transposed dot
+        # operands) die with the body: the walk restores this memo after each loop.
+        self.trans_memo: dict[ir.Value, str] = {}
+        # Inside a loop body: the value each carry is yielded from -> (carried buffer, body arg).
+        self.carry_homes: dict[ir.Value, tuple[str, ir.Value]] = {}
 
     # ------------------------------------------------------------ small helpers
     def fresh(self, stem: str) -> str:
@@ -238,8 +263,14 @@ class BaseEmitter:
         self.allocs.append(self.alloc_text(name, shape if shape else (1,), buf_dtype(dtype)))
         return name
 
+    @abc.abstractmethod
     def alloc_text(self, name: str, shape: tuple, dtype: str) -> str:
-        raise NotImplementedError
+        """The declaration of a tile buffer in this dialect's storage."""
+
+    @abc.abstractmethod
+    def loops(self, shape: Sequence[int], stem: str = "i") -> list[str]:
+        """Open a loop nest over ``shape`` in this dialect (the caller pops one level); return
+        the index names."""
 
     def ex(self, v: ir.Value, idx: Sequence[str] = ()) -> str:
         """Expression of ``v`` at ``idx`` (``v`` may have broadcast dims of size 1)."""
@@ -310,16 +341,27 @@ class BaseEmitter:
 
     def write_tile(self, name: str, shape: tuple, at, reads_from=None) -> None:
         """``name[idx] = at(idx)`` over the whole tile."""
-        raise NotImplementedError
+        if shape == ():
+            self.line(f"{name}[0] = {at([])}")
+            return
+        idx = self.loops(shape)
+        self.line(f"{name}[{', '.join(idx)}] = {at(idx)}")
+        self.pop()
 
     # ------------------------------------------------------------ the walk
+    @classmethod
+    def lowers(cls, op_name: str) -> bool:
+        """Whether this dialect has a lowering for IR op ``op_name`` (an ``op_<name>`` method, or
+        the shared elementwise lowering)."""
+        return callable(getattr(cls, f"op_{op_name}", None)) or op_name in ELEMENTWISE
+
     def block(self, block: ir.Block) -> None:
         for op in block.ops:
             if op.name != "const":
                 self.loc_comment(op)
             handler = getattr(self, f"op_{op.name}", None)
             if handler is None:
-                if op.name in UNARY or op.name in BINARY or op.name in ("where", "cast"):
+                if op.name in ELEMENTWISE:
                     self.elementwise(op)
                     continue
                 raise self.fail(op, "no lowering registered for this op")
@@ -375,6 +417,10 @@ class BaseEmitter:
 
     def op_const(self, op: ir.Op) -> None:
         self.reprs[op.result] = scalar_repr(literal(op.attrs["value"], op.attrs["dtype"]), op.attrs["dtype"])
+        self.const_value[op.result] = op.attrs["value"]
+
+    def is_const(self, v: ir.Value, value) -> bool:
+        return v in self.const_value and self.const_value[v] == value
 
     def op_full(self, op: ir.Op) -> None:
         text = literal(op.attrs["value"], op.attrs["dtype"])
@@ -402,3 +448,278 @@ class BaseEmitter:
         src = self.reprs[a]
         self.reprs[op.result] = Repr(op.result.type.shape, src.dtype,
                                      lambda idx: self.reprs[a].at([idx[1], idx[0]]), src.cost, src.reads)
+
+    # ------------------------------------------------------------ params, grid
+    def op_program_id(self, op: ir.Op) -> None:
+        self.reprs[op.result] = scalar_repr(self.grid_position(op.attrs["axis"]), "int32")
+
+    @abc.abstractmethod
+    def grid_position(self, axis: int) -> str:
+        """The expression of the program's position along grid ``axis``."""
+
+    # ------------------------------------------------------------ memory
+    def address(self, op: ir.Op, idx: Sequence[str]):
+        """(element expression, bounds conditions, whole-tile-in-range conditions or None)."""
+        tensor = op.args[0]
+        kinds = op.attrs["index"]
+        index_args = op.args[1:1 + len(kinds)]
+        subs, conds, tile_ok, pos = [], [], [], 0
+        for dim, kind, val in zip(tensor.type.dims, kinds, index_args):
+            extent = self.dim_expr(dim)
+            if kind[0] == "scalar":
+                subs.append(self.ex(val))
+                continue
+            i = idx[pos]
+            pos += 1
+            if kind[0] == "slice":
+                size = kind[1]
+                zero = self.is_const(val, 0)
+                e = i if zero else f"{self.ex(val)} + {i}"
+                subs.append(e)
+                if zero and dim in self.kernel.consts and size <= self.kernel.consts[dim]:
+                    continue
+                conds.append(f"{e} < {extent}")
+                if tile_ok is not None:
+                    tile_ok.append(f"{size} <= {extent}" if zero else f"{self.ex(val)} + {size} <= {extent}")
+            else:                                               # gather
+                g = self.ex(val, [i])
+                subs.append(g)
+                conds += [f"{g} >= 0", f"{g} < {extent}"]
+                tile_ok = None
+        return f"{self.tensor_name[tensor]}[{', '.join(subs)}]", conds, tile_ok
+
+    def op_load(self, op: ir.Op) -> None:
+        res = op.result
+        shape, dtype = res.type.shape, self.load_dtype(op)
+        name = self.alloc(res.hint or "ld", shape, dtype)
+        other = literal(op.attrs.get("other", 0), dtype)
+        user_mask = op.args[-1] if op.attrs.get("has_mask") else None
+        convert = dtype != res.type.dtype
+
+        def body(idx, checked):
+            elem, conds, _ = self.address(op, idx)
+            if convert:
+                elem = f'T.Cast("{dtype}", {elem})'
+            if user_mask is not None:
+                conds = conds + [self.ex_b(user_mask, shape, idx)]
+            if checked and conds:
+                return f"T.if_then_else({and_all(conds)}, {elem}, {other})"
+            return elem
+        self._fast_path(op, shape, name, body, user_mask)
+        self.reprs[res] = buffer_repr(name, shape, dtype)
+
+    def _fast_path(self, op: ir.Op, shape: tuple, name: str, body, user_mask) -> None:
+        """Emit ``name[idx] = body(idx, checked)``; unchecked when the tile is all in range."""
+        probe = [f"_{d}" for d in range(len(shape))]
+        _, conds, tile_ok = self.address(op, probe)
+        write = (lambda idx, checked: f"{name}[0] = {body(idx, checked)}") if shape == () else \
+            (lambda idx, checked: f"{name}[{', '.join(idx)}] = {body(idx, checked)}")
+        if not conds and user_mask is None:
+            self._nest(shape, lambda idx: write(idx, False))
+            return
+        checked = lambda: self.checked_load(op, shape, name, write, user_mask)
+        if tile_ok and user_mask is None:
+            self.line(f"if {and_all(tile_ok)}:")
+            self.push()
+            self._nest(shape, lambda idx: write(idx, False))
+            self.pop()
+            self.line("else:")
+            self.push()
+            checked()
+            self.pop()
+            return
+        checked()
+
+    def checked_load(self, op: ir.Op, shape: tuple, name: str, write, user_mask) -> None:
+        """A load that may leave its tensor or its mask: ``write(idx, True)`` (a condition per
+        element) over the tile. A dialect may test what it can once per row."""
+        self._nest(shape, lambda idx: write(idx, True))
+
+    def _nest(self, shape: tuple, stmt) -> None:
+        if shape == ():
+            self.line(stmt([]))
+            return
+        idx = self.loops(shape)
+        self.line(stmt(idx))
+        self.pop()
+
+    def op_store(self, op: ir.Op) -> None:
+        n = len(op.attrs["index"])
+        value = op.args[1 + n]
+        shape = value.type.shape
+        user_mask = op.args[-1] if op.attrs.get("has_mask") else None
+        probe = [f"_{d}" for d in range(len(shape))]
+        _, conds, tile_ok = self.address(op, probe)
+
+        def nest(checked):
+            if shape == ():
+                self.store_element(op, value, user_mask, [], checked)
+            elif checked:
+                self.checked_store(op, value, user_mask)
+            else:
+                idx = self.loops(shape)
+                self.store_element(op, value, user_mask, idx, False)
+                self.pop()
+        if not conds and user_mask is None:
+            nest(False)
+        elif tile_ok and user_mask is None:
+            self.line(f"if {and_all(tile_ok)}:")
+            self.push()
+            nest(False)
+            self.pop()
+            self.line("else:")
+            self.push()
+            nest(True)
+            self.pop()
+        else:
+            nest(True)
+
+    def store_element(self, op: ir.Op, value: ir.Value, user_mask, idx: Sequence[str], checked: bool,
+                      skip: Sequence[str] = ()) -> None:
+        """The statement storing element ``idx`` of ``value``; when ``checked``, under the access's
+        conditions (those in ``skip`` already hold)."""
+        elem, conds, _ = self.address(op, idx)
+        if user_mask is not None:
+            conds = conds + [self.ex_b(user_mask, value.type.shape, idx)]
+        conds = [c for c in conds if c not in skip]
+        stmt = f"{elem} = {self.ex(value, idx)}"
+        if checked and conds:
+            self.line(f"if {and_all(conds)}:")
+            self.push()
+            self.line(stmt)
+            self.pop()
+        else:
+            self.line(stmt)
+
+    def checked_store(self, op: ir.Op, value: ir.Value, user_mask) -> None:
+        """A store that may leave its tensor or its mask: a condition per element. A dialect may
+        test what it can once per row."""
+        idx = self.loops(value.type.shape)
+        self.store_element(op, value, user_mask, idx, True)
+        self.pop()
+
+    # ------------------------------------------------------------ reductions
+    def op_sum(self, op: ir.Op) -> None:
+        self._reduce(op, "sum")
+
+    def op_max(self, op: ir.Op) -> None:
+        self._reduce(op, "max")
+
+    def op_min(self, op: ir.Op) -> None:
+        self._reduce(op, "min")
+
+    @abc.abstractmethod
+    def _reduce(self, op: ir.Op, kind: str) -> None:
+        """A sum/max/min reduction along ``op.attrs["axis"]`` in this dialect."""
+
+    # ------------------------------------------------------------ control flow
+    def op_loop(self, op: ir.Op) -> None:
+        body = op.regions[0]
+        start, stop, step = (self.ex(a) for a in op.args[:3])
+        carried = []
+        for arg, init in zip(body.args[1:], op.args[3:]):
+            ri = self.reprs[init]
+            if (ri.buffer is not None and self.uses.get(init, 0) == 1 and ri.shape == arg.type.shape
+                    and ri.buffer not in carried and ri.dtype == arg.type.dtype
+                    and ri.buffer not in self.scratch_pool.values()):
+                name = ri.buffer                  # the loop is the init's only use: carry in place
+            else:
+                name = self.alloc(arg.hint or "carry", arg.type.shape, arg.type.dtype)
+                self.write_tile(name, arg.type.shape, lambda idx, v=init: self.ex(v, idx))
+            carried.append(name)
+            self.reprs[arg] = buffer_repr(name, arg.type.shape, arg.type.dtype)
+        iv = self.fresh("it")
+        self.reprs[body.args[0]] = scalar_repr(iv, "int32")
+        self.line(self.loop_header(op, iv, start, stop, step))
+        self.push()
+        self.last_loc = None
+        outer_memo = dict(self.trans_memo)
+        outer_homes = self.carry_homes
+        self.carry_homes = {**outer_homes, **{y: (name, arg) for name, arg, y in zip(carried, body.args[1:], body.yields)}}
+        self.block(body)
+        self.carry_homes = outer_homes
+        written = set(carried)
+        hazards, direct = [], []
+        for name, arg, y in zip(carried, body.args[1:], body.yields):
+            r = self.reprs[y]
+            if r.buffer == name:
+                continue                      # carried through unchanged
+            (hazards if r.reads & written else direct).append((name, arg, y))
+        temps = []
+        for name, arg, y in hazards:          # values that read the old carried state
+            tmp = self.alloc(f"{arg.hint or 'carry'}_next", arg.type.shape, arg.type.dtype)
+            self.write_tile(tmp, arg.type.shape, lambda idx, v=y: self.ex(v, idx))
+            temps.append((name, tmp, arg))
+        for name, arg, y in direct:
+            self.write_tile(name, arg.type.shape, lambda idx, v=y: self.ex(v, idx))
+        for name, tmp, arg in temps:
+            self.write_tile(name, arg.type.shape, lambda idx, t=tmp: f"{t}[{', '.join(idx)}]" if idx else f"{t}[0]")
+        if not body.ops and not carried:
+            self.line("pass")
+        self.trans_memo = outer_memo              # copies made in the body die with it
+        self.pop()
+        self.last_loc = None
+        for r, name in zip(op.results, carried):
+            self.reprs[r] = buffer_repr(name, r.type.shape, r.type.dtype)
+
+    def loop_header(self, op: ir.Op, iv: str, start: str, stop: str, step: str) -> str:
+        rng = f"{start}, {stop}" if self.is_const(op.args[2], 1) else f"{start}, {stop}, {step}"
+        return f"for {iv} in T.serial({rng}):"
+
+    # ------------------------------------------------------------ the module
+    def bind_params(self) -> tuple[list[str], list[str], list[str]]:
+        """(prim_func signature entries, IR param names in call order, dynamic-dim lines)."""
+        k = self.kernel
+        sig, order = [], []
+        dyn = [f'{self.size_var[p.name]} = T.dynamic("{p.name}")' for p in k.sizes()]
+        for p in k.params:
+            pname = f"{p.name}_" if p.name in _RESERVED else p.name
+            if p.kind in ("in", "out"):
+                t: ir.TensorType = p.value.type
+                shape = ", ".join(self.dim_expr(d) for d in t.dims)
+                sig.append(f'{pname}: T.Tensor(({shape},), "{buf_dtype(t.dtype)}")')
+                self.tensor_name[p.value] = pname
+                order.append(p.name)
+            elif p.kind == "size":
+                self.reprs[p.value] = scalar_repr(self.size_var[p.name], "int32")
+            else:
+                sig.append(f"{pname}: T.{p.value.type.dtype}")
+                self.reprs[p.value] = scalar_repr(pname, p.value.type.dtype)
+                order.append(p.name)
+        return sig, order, dyn
+
+    def module_text(self, order: list[str], sig: list[str], dyn: list[str], how_to_run: str, language: str,
+                    settings: list[str], kernel_open: str) -> str:
+        """The generated module around the walked body: a docstring naming the generator
+        (``type(self).__module__``), kernel, IR hash, schedule and target and ``how_to_run``;
+        ``import language as T``; PARAMS, GRID_RANK and the dialect's ``settings`` lines; and
+        ``build()``, which returns the ``T.prim_func`` whose body opens with ``kernel_open``."""
+        k = self.kernel
+        fname = self.function_name()
+        head = [
+            f'"""Generated by {type(self).__module__} from kernel {k.name!r}.',
+            "",
+            f"IR hash {k.hash()}; schedule {schedule_repr(self.schedule)}; target {doc_text(self.target)}.",
+            how_to_run,
+            '"""',
+            f"import {language} as T",
+            "",
+            f"PARAMS = {order!r}    # prim_func parameters before the grid extents",
+            f"GRID_RANK = {len(k.grid)}",
+            *settings,
+            "",
+            "def build():",
+            *[f"    {d}" for d in dyn],
+            "",
+            "    @T.prim_func",
+            f"    def {fname}(",
+            *[f"        {s}," for s in sig],
+            "    ):",
+            f"        {kernel_open}",
+            *[f"            {a}" for a in self.allocs],
+        ]
+        return "\n".join(head + self.lines + ["", f"    return {fname}", ""])
+
+    def function_name(self) -> str:
+        """The generated prim_func's name: the kernel's, with the dialect."""
+        return f"{self.kernel.name}_{self.DIALECT}"

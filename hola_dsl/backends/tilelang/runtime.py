@@ -27,7 +27,8 @@ from typing import Any, Optional
 import torch
 
 from hola_dsl import ir, source_cache
-from hola_dsl.backends.tilelang import cpu_parallel
+from hola_dsl.backends import codegen
+from hola_dsl.backends.tilelang import c_helpers, cpu_parallel, lower_common, lower_cpu, lower_cuda
 from schedules import targets
 
 _MODULES: dict[str, Any] = {}
@@ -50,14 +51,16 @@ def cache_dir() -> Path:
     return source_cache.cache_dir("tilelang")
 
 
+# The emitter of each dialect, and every module whose source shapes what it writes (the source
+# cache key hashes them).
+_LOWERINGS = {"cpu": lower_cpu, "cuda": lower_cuda}
+_EMITTER_SOURCES = {"cpu": (codegen, lower_common, c_helpers, lower_cpu), "cuda": (codegen, lower_common, lower_cuda)}
+
+
 def _lowering(dialect: str):
-    if dialect == "cpu":
-        from hola_dsl.backends.tilelang import lower_cpu as mod
-    elif dialect == "cuda":
-        from hola_dsl.backends.tilelang import lower_cuda as mod
-    else:
+    if dialect not in _LOWERINGS:
         raise ValueError(f"dialect: expected 'cpu' or 'cuda', got {dialect!r}")
-    return mod
+    return _LOWERINGS[dialect]
 
 
 def cpu_target() -> str:
@@ -66,9 +69,11 @@ def cpu_target() -> str:
 
 
 def tool_versions(dialect: str) -> dict[str, str]:
+    """Versions that change generated code: tilelang, torch, and the dialect's emitter sources."""
     import tilelang
+    _lowering(dialect)
     return {"tilelang": tilelang.__version__, "torch": torch.__version__,
-            "emitter": _lowering(dialect).EMITTER_VERSION, "dialect": dialect}
+            "emitter": source_cache.modules_hash(*_EMITTER_SOURCES[dialect]), "dialect": dialect}
 
 
 def source_key(kernel: ir.Kernel, schedule: dict, target: str, dialect: str) -> str:

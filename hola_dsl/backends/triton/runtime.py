@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import torch
 
 from hola_dsl import ir, source_cache
+from hola_dsl.backends import codegen
 from hola_dsl.backends.triton import lower
 from schedules import targets
 
@@ -42,11 +43,10 @@ def cache_dir() -> Path:
 
 
 def tool_versions() -> dict[str, str]:
-    """Versions that change generated code: triton, torch, and the emitter's own source."""
+    """Versions that change generated code: triton, torch, and the emitter's own sources."""
     import triton
-    emitter = hashlib.sha256(Path(lower.__file__).read_bytes()).hexdigest()[:12]
     return {"triton": triton.__version__, "torch": torch.__version__,
-            "emitter": f"{lower.EMITTER_VERSION}+{emitter}"}
+            "emitter": f"{lower.EMITTER_VERSION}+{source_cache.modules_hash(lower, codegen)}"}
 
 
 def target_of(device: torch.device) -> str:
