@@ -27,11 +27,6 @@ class ReplayEvaluator:
         self.table, self.noise, self.rng = dict(table), noise, random.Random(seed)
         self.calls: list[dict] = []
 
-    @staticmethod
-    def from_records(records: Sequence[Mapping]) -> "ReplayEvaluator":
-        """From a list of {"config": {...}, "time_s": x} or {"config": {...}, "status": "fail"|"wrong"}."""
-        return ReplayEvaluator({config_id(r["config"]): r.get("time_s", r.get("status")) for r in records})
-
     def _time(self, config: Mapping) -> Optional[Union[float, str]]:
         return self.table.get(config_id(config))
 

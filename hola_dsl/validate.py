@@ -130,14 +130,6 @@ def positive_int(name: str, value, *, power_of_two: bool = False) -> int:
     return value
 
 
-def block_multiple_of_chunk(block_size: int, chunk_size: int) -> None:
-    """SPEC section 2: the cache block C must be a multiple of the scan chunk."""
-    if block_size % chunk_size:
-        raise ValueError(
-            f"block_size: expected a multiple of chunk_size={chunk_size}, got {block_size}"
-        )
-
-
 def policy(value: str) -> str:
     """Check a cache policy name."""
     if value not in POLICIES:

@@ -55,13 +55,6 @@ def test_read_errors():
         ops.cache_read(**{**x, "gamma_q": torch.ones(5)}, block_size=8, backend="reference")
 
 
-def test_block_must_be_multiple_of_chunk():
-    from hola_dsl.validate import block_multiple_of_chunk
-    block_multiple_of_chunk(256, 64)
-    with pytest.raises(ValueError, match="block_size: expected a multiple of chunk_size=64, got 96"):
-        block_multiple_of_chunk(96, 64)
-
-
 def test_value_checks_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("HOLA_CHECK_VALUES", "0")
     _scan(g=torch.full((1, 8, 2), 0.1))  # accepted: the caller took responsibility

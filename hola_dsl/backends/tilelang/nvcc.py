@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from hola_dsl import source_cache
 from hola_dsl.backends.builds import BuildResult, each_kernel
@@ -115,15 +115,6 @@ class CubinReport:
     def smem(self) -> int:
         """Total shared memory per block (static + dynamic)."""
         return self.static_smem + self.dynamic_smem
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "arch": self.arch, "entry": self.entry, "registers": self.registers,
-            "spill_stores": self.spill_stores, "spill_loads": self.spill_loads, "stack": self.stack,
-            "smem": self.smem, "static_smem": self.static_smem, "dynamic_smem": self.dynamic_smem,
-            "threads": self.threads, "cubin": str(self.cubin), "seconds": round(self.seconds, 3),
-            "sync_problems": list(self.sync_problems),
-        }
 
 
 class NvccError(RuntimeError):
