@@ -13,8 +13,10 @@ import importlib
 import multiprocessing
 from typing import Any, Optional, Sequence
 
-from autotune.evaluate import FAILED, Outcome
+from autotune.evaluate import FAILED, KernelEvaluator, Outcome
 from autotune.measure import MeasureSettings, Timing
+from autotune.runner import Runner
+from hola_dsl.testing import Shape
 
 START_TIMEOUT = 300.0     # seconds for a fresh worker to import torch and build its evaluator
 
@@ -41,9 +43,6 @@ def kernel_evaluator(kernel: str, backend: str, shape: dict, dtype: str, device:
                      settings: dict):
     """Factory for the worker: a ``KernelEvaluator`` of a real kernel (no thread timeout inside:
     the parent's kill is the timeout)."""
-    from autotune.evaluate import KernelEvaluator
-    from autotune.runner import Runner
-    from hola_dsl.testing import Shape
     return KernelEvaluator(Runner(kernel, backend, Shape(**shape), dtype, device, check_T),
                            MeasureSettings(**settings), compile_timeout=None)
 

@@ -28,7 +28,7 @@ import torch
 from optuna.trial import TrialState
 
 import schedules
-from autotune import db
+from autotune import db, isolate
 from autotune.evaluate import FAILED, ILLEGAL, OK, WRONG, Evaluator, KernelEvaluator, Outcome
 from autotune.measure import MAX_SPREAD, REMEASURES, MeasureSettings
 from autotune.replay import config_id
@@ -178,81 +178,145 @@ def _trial_rows(study: optuna.Study) -> list[dict]:
     return rows
 
 
-def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, device: Optional[str] = None,
-         trials: Optional[int] = None, timeout: Optional[float] = None, storage: Optional[str] = None,
-         db_path: Optional[str] = None, seed: int = 0, force: bool = False, finalists: int = 3, rounds: int = 5,
-         patience: Optional[int] = None, exhaustive_limit: int = EXHAUSTIVE_LIMIT, check_T: Optional[int] = None,
-         compile_timeout: Optional[float] = 120.0, settings: MeasureSettings = MeasureSettings(),
-         progress: Optional[bool] = None, evaluator: Optional[Evaluator] = None, target: Optional[str] = None,
-         space: Optional[schedules.Space] = None, isolate: bool = False, max_spread: float = MAX_SPREAD,
-         log: Callable[[str], None] = print) -> TuneResult:
-    """Tune ``kernel`` on ``backend`` for ``shape`` and ``dtype`` and merge the best record into the
-    database (``db_path``, else $HOLA_TUNING_DB, else ~/.cache/hola-dsl/tuning).
+@dataclass(frozen=True)
+class TuneRequest:
+    """What to tune, and how hard.
 
-    trials: budget of finished trials over all workers of the study (default: the whole space
-    when it is searched exhaustively, else DEFAULT_TRIALS); timeout: seconds of search for this
-    worker; storage: Optuna storage URL shared by workers (None: in memory); force: tune even
-    when the database already has this exact key; finalists: how many of the best configs are
-    re-measured interleaved (``rounds`` rounds) with the default; patience: early stopping
-    (default: off for exhaustive search, max(15, trials // 2) for TPE); check_T: length of the
-    correctness check (default ``runner.DEFAULT_CHECK_T``); evaluator: what runs candidates
-    (default: the real kernel; tests pass a ``replay.ReplayEvaluator``); target: target name
-    override (default: the machine of ``device``); space: schedule space override (default: the
-    registered ``schedules.space(kernel, backend)``); isolate: evaluate candidates in a worker
-    process that is killed at ``compile_timeout`` and restarted after a crash (the CLI's default;
-    in process, a timed-out compile can only be abandoned); max_spread: the largest ``Timing.spread``
-    of the winner's and the default's final timings that is written (noisier ones are re-measured
-    up to REMEASURES times, then the record is not written). Times in records are seconds per call.
+    ``kernel`` on ``backend`` for ``shape`` and input ``dtype``, on ``device`` (default: a GPU
+    when the backend runs there, else the CPU); the record goes to the database ``db_path``
+    (else $HOLA_TUNING_DB, else ~/.cache/hola-dsl/tuning). ``trials``: budget of finished
+    trials over all workers of the study (default: the whole space when it is searched
+    exhaustively, i.e. it has at most ``exhaustive_limit`` points, else DEFAULT_TRIALS);
+    ``timeout``: seconds of search for this worker; ``storage``: Optuna storage URL shared by
+    workers (None: in memory); ``force``: tune even when the database already has this exact
+    key; ``finalists``: how many of the best configs are re-measured interleaved (``rounds``
+    rounds) with the default; ``patience``: early stopping (default: off for exhaustive
+    search, max(15, trials // 2) for TPE); ``check_T``: length of the correctness check
+    (default ``runner.DEFAULT_CHECK_T``); ``target``: target name override (default: the
+    machine of ``device``); ``space``: schedule space override (default: the registered
+    ``schedules.space(kernel, backend)``); ``isolate``: evaluate candidates in a worker
+    process that is killed at ``compile_timeout`` and restarted after a crash (the CLI's
+    default; in process, a timed-out compile can only be abandoned); ``max_spread``: the
+    largest ``Timing.spread`` of the winner's and the default's final timings that is written
+    (noisier ones are re-measured up to REMEASURES times, then the record is not written).
+    """
+
+    kernel: str
+    backend: str
+    shape: Shape
+    dtype: Any = "float32"
+    device: Optional[str] = None
+    trials: Optional[int] = None
+    timeout: Optional[float] = None
+    storage: Optional[str] = None
+    db_path: Optional[str] = None
+    seed: int = 0
+    force: bool = False
+    finalists: int = 3
+    rounds: int = 5
+    patience: Optional[int] = None
+    exhaustive_limit: int = EXHAUSTIVE_LIMIT
+    check_T: Optional[int] = None
+    compile_timeout: Optional[float] = 120.0
+    settings: MeasureSettings = MeasureSettings()
+    progress: Optional[bool] = None
+    target: Optional[str] = None
+    space: Optional[schedules.Space] = None
+    isolate: bool = False
+    max_spread: float = MAX_SPREAD
+
+
+def tune(request: TuneRequest, *, evaluator: Optional[Evaluator] = None,
+         log: Callable[[str], None] = print) -> TuneResult:
+    """Tune as ``request`` asks and merge the best record into the database. ``evaluator``:
+    what runs candidates (default: the real kernel; tests pass a ``replay.ReplayEvaluator``);
+    ``log``: where progress lines and warnings go. Times in records are seconds per call.
 
     Invalid records and files of the database are skipped with a warning through ``log``; when
     the record cannot be written (a read-only or invalid database file), the winner is still
     reported and ``TuneResult.message`` says where it could not be written.
     """
+    session = _set_up(request, log)
+    if isinstance(session, TuneResult):
+        return session
+    evaluator = evaluator or _kernel_evaluator(request, session.device)
+    try:
+        search = _Search(session, evaluator)
+        search.run()
+        return search.finalise()
+    finally:
+        if hasattr(evaluator, "close"):
+            evaluator.close()
+
+
+@dataclass
+class _Session:
+    """What the set-up resolved: the request, its space, target, static dims and key, the legal
+    configs and the default, the database records read, and this key's record if any."""
+
+    request: TuneRequest
+    log: Callable[[str], None]
+    t_start: float
+    device: str
+    space: schedules.Space
+    target: Target
+    dims: dict
+    key: TuningKey
+    store: db.Store
+    loaded: list
+    existing: Optional[dict]
+    exact: bool
+    legal: list
+    default: dict
+
+
+def _set_up(r: TuneRequest, log: Callable[[str], None]):
+    """The ``_Session`` of a request, or the ``TuneResult`` of a database record reused as it is."""
     t_start = time.perf_counter()
+    space = r.space
     if space is None:
         try:
-            space = schedules.space(kernel, backend)
+            space = schedules.space(r.kernel, r.backend)
         except KeyError as exc:
             raise ValueError(f"backend: {exc.args[0]}") from None
+    device = r.device
     if device is None:
-        devices = backends.get(backend).devices
+        devices = backends.get(r.backend).devices
         device = "cuda" if torch.cuda.is_available() and "cuda" in devices else "cpu"
-    tgt = Target.parse(target) if target else machine_of(device)
-    dims = static_dims(kernel, shape)
-    key = TuningKey.make(kernel, backend, tgt.name, dtype_name(dtype), dims, shape.T)
-    store = db.Store(database.user_paths(db_path)[0])
-    dest = store.file_for(key.target, key.kernel)
-    loaded = [db.Store(p).records(on_skip=lambda message: log(f"hola tune: warning: {message}"))
-              for p in database.search_paths(db_path)]
+    tgt = Target.parse(r.target) if r.target else machine_of(device)
+    dims = static_dims(r.kernel, r.shape)
+    key = TuningKey.make(r.kernel, r.backend, tgt.name, dtype_name(r.dtype), dims, r.shape.T)
+    store = db.Store(database.user_paths(r.db_path)[0])
+    loaded = [database.Store(p).records(on_skip=lambda message: log(f"hola tune: warning: {message}"))
+              for p in database.search_paths(r.db_path)]
 
     existing, how = database.find(key, loaded, records_of=lambda records: records)
-    if existing is not None and how == "exact" and not force:
+    if existing is not None and how == "exact" and not r.force:
         log(f"hola tune: {key.id}: reusing the database record ({_fmt_config(existing['config'])}, "
             f"{existing['time_s'] * 1e3:.3f} ms); pass --force to tune again")
         return TuneResult(key, existing, reused=True, wall_s=time.perf_counter() - t_start)
 
     legal = list(space.legal(tgt.arch, dims))
     if not legal:
-        raise ValueError(f"{key.id}: no legal config in the {kernel}/{backend} space for target {tgt.arch} and dims {dims}")
+        raise ValueError(f"{key.id}: no legal config in the {r.kernel}/{r.backend} space for target {tgt.arch} "
+                         f"and dims {dims}")
     default = space.default(tgt.arch)
     if space.violations(default, tgt.arch, dims):
         default = legal[0]
-    if evaluator is None and isolate:
-        from autotune import isolate as isolation
-        evaluator = isolation.for_kernel(kernel, backend, shape, dtype_name(dtype), device, check_T, settings,
-                                         compile_timeout)
-    evaluator = evaluator or KernelEvaluator(Runner(kernel, backend, shape, dtype, device, check_T), settings,
-                                             compile_timeout)
-    unwritable = _unwritable(dest)
+    unwritable = _unwritable(store.file_for(key.target, key.kernel))
     if unwritable:
         log(f"hola tune: warning: {unwritable}; the winner will be reported but not recorded")
-    try:
-        return _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evaluator, existing, how,
-                       loaded, store, trials, timeout, storage, seed, finalists, rounds, patience,
-                       exhaustive_limit, progress, max_spread, log, t_start)
-    finally:
-        if hasattr(evaluator, "close"):
-            evaluator.close()
+    return _Session(r, log, t_start, device, space, tgt, dims, key, store, loaded, existing, how == "exact", legal,
+                    default)
+
+
+def _kernel_evaluator(r: TuneRequest, device: str) -> Evaluator:
+    """What runs the real kernel's candidates: in this process, or in a worker when isolated."""
+    if r.isolate:
+        return isolate.for_kernel(r.kernel, r.backend, r.shape, dtype_name(r.dtype), device, r.check_T,
+                                  r.settings, r.compile_timeout)
+    return KernelEvaluator(Runner(r.kernel, r.backend, r.shape, r.dtype, device, r.check_T), r.settings,
+                           r.compile_timeout)
 
 
 def _unwritable(path: Path) -> Optional[str]:
@@ -290,73 +354,76 @@ def _final_timings(evaluator: Evaluator, configs: list[dict], rounds: int, defau
                      f"the machine is too busy for a trustworthy record (tune on a quiet machine, or raise --max-spread)")
 
 
-def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evaluator, existing, how, loaded,
-            store, trials, timeout, storage, seed, finalists, rounds, patience, exhaustive_limit, progress,
-            max_spread, log, t_start) -> TuneResult:
-    """The study, the final re-measure and the record (the body of ``tune``)."""
+class _Search:
+    """One study of a session: the sampler and its warm start, the objective, and the final
+    decision with its record."""
 
-    # Sample only values that occur in some legal config for this target and dims: a knob that
-    # does nothing here (another dialect's, pinned by a constraint) then has one value and costs
-    # no trials. The grid is the product of these values; its illegal points fail for free.
-    choices = {k.name: [v for v in k.choices if any(c[k.name] == v for c in legal)] for k in space.knobs}
-    grid_size = math.prod(len(v) for v in choices.values())
-    exhaustive = grid_size <= exhaustive_limit
-    if trials is None:
-        trials = grid_size if exhaustive else DEFAULT_TRIALS
-    if patience is None and not exhaustive:
-        patience = max(15, trials // 2)  # TPE starts with ~10 random trials: let it model first
-    if exhaustive:
-        sampler = optuna.samplers.GridSampler(choices, seed=seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, trials // 4)))
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(storage=make_storage(storage), sampler=sampler, study_name=key.id,
-                                direction="minimize", load_if_exists=True)
+    def __init__(self, session: _Session, evaluator: Evaluator):
+        self.s, self.evaluator = session, evaluator
+        r, legal = session.request, session.legal
+        # Sample only values that occur in some legal config for this target and dims: a knob
+        # that does nothing here (another dialect's, pinned by a constraint) then has one value
+        # and costs no trials. The grid is the product of these values; its illegal points fail
+        # for free.
+        self.choices = {k.name: [v for v in k.choices if any(c[k.name] == v for c in legal)]
+                        for k in session.space.knobs}
+        grid_size = math.prod(len(v) for v in self.choices.values())
+        self.exhaustive = grid_size <= r.exhaustive_limit
+        self.trials = r.trials if r.trials is not None else (grid_size if self.exhaustive else DEFAULT_TRIALS)
+        self.patience = r.patience
+        if self.patience is None and not self.exhaustive:
+            self.patience = max(15, self.trials // 2)  # TPE starts with ~10 random trials: let it model first
+        if self.exhaustive:
+            sampler = optuna.samplers.GridSampler(self.choices, seed=r.seed)
+        else:
+            sampler = optuna.samplers.TPESampler(seed=r.seed, n_startup_trials=min(10, max(1, self.trials // 4)))
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        self.study = optuna.create_study(storage=make_storage(r.storage), sampler=sampler, study_name=session.key.id,
+                                         direction="minimize", load_if_exists=True)
+        # Remembered outcomes: configs tried before (by this worker, another worker of the study,
+        # or listed as failures in a database record of this key) are not compiled again.
+        self.memo: dict[str, Outcome] = {}
+        for f in (session.existing or {}).get("failures", []) if session.exact else []:
+            self.memo[config_id(f["config"])] = Outcome(f.get("status", FAILED), error=f.get("error", "failed before"))
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
-    # Remembered outcomes: configs tried before (by this worker, another worker of the study, or
-    # listed as failures in a database record of this key) are not compiled again.
-    memo: dict[str, Outcome] = {}
-    for f in (existing or {}).get("failures", []) if existing is not None and how == "exact" else []:
-        memo[config_id(f["config"])] = Outcome(f.get("status", FAILED), error=f.get("error", "failed before"))
+    def _warm_start(self) -> None:
+        """The default, then the winners of the nearest T buckets of this static key."""
+        s = self.s
+        self.study.enqueue_trial(s.default, user_attrs={"source": "default"}, skip_if_exists=True)
+        nearby = sorted((r for records in s.loaded for r in records
+                         if database.record_key(r).static == s.key.static and database.record_key(r) != s.key),
+                        key=lambda r: s.key.distance(database.record_key(r)))
+        for r in nearby[:3]:
+            if not s.space.violations(r["config"], s.target.arch, s.dims):
+                self.study.enqueue_trial(r["config"], user_attrs={"source": f"record {database.record_key(r).id}"},
+                                         skip_if_exists=True)
 
-    def remembered(cid: str) -> Optional[Outcome]:
-        if cid in memo:
-            return memo[cid]
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+    def _remembered(self, cid: str) -> Optional[Outcome]:
+        if cid in self.memo:
+            return self.memo[cid]
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
             if config_id(t.user_attrs.get("config", {})) == cid and not t.user_attrs.get("duplicate"):
                 if t.state == TrialState.COMPLETE:
                     return Outcome(OK, t.value, t.user_attrs.get("spread"), t.user_attrs.get("check_error"))
                 return Outcome(t.user_attrs.get("status", FAILED), error=t.user_attrs.get("error", ""))
         return None
 
-    if not space.knobs:
-        trials = 1
-    elif not exhaustive and not study.get_trials(deepcopy=False):
-        # Warm start: the default, then the winners of the nearest T buckets of this static key.
-        study.enqueue_trial(default, user_attrs={"source": "default"}, skip_if_exists=True)
-        nearby = sorted((r for records in loaded for r in records
-                         if database.record_key(r).static == key.static and database.record_key(r) != key),
-                        key=lambda r: key.distance(database.record_key(r)))
-        for r in nearby[:3]:
-            if not space.violations(r["config"], tgt.arch, dims):
-                study.enqueue_trial(r["config"], user_attrs={"source": f"record {database.record_key(r).id}"},
-                                    skip_if_exists=True)
-
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-
-    def objective(trial: optuna.Trial) -> float:
-        config = {k.name: trial.suggest_categorical(k.name, choices[k.name]) for k in space.knobs}
+    def objective(self, trial: optuna.Trial) -> float:
+        """One candidate: illegal, remembered, or evaluated; a failure is a FAIL trial."""
+        s = self.s
+        config = {k.name: trial.suggest_categorical(k.name, self.choices[k.name]) for k in s.space.knobs}
         cid = config_id(config)
         trial.set_user_attr("config", config)
-        trial.set_user_attr("worker", worker)
-        reasons = space.violations(config, tgt.arch, dims)
+        trial.set_user_attr("worker", self.worker)
+        reasons = s.space.violations(config, s.target.arch, s.dims)
         if reasons:
             outcome = Outcome(ILLEGAL, error="illegal: " + "; ".join(reasons))
-        elif (outcome := remembered(cid)) is not None:
+        elif (outcome := self._remembered(cid)) is not None:
             trial.set_user_attr("duplicate", True)
         else:
-            outcome = evaluator.evaluate(config, seed + 1000 + trial.number)
-        memo[cid] = outcome
+            outcome = self.evaluator.evaluate(config, s.request.seed + 1000 + trial.number)
+        self.memo[cid] = outcome
         trial.set_user_attr("status", outcome.status)
         if outcome.check_error is not None:
             trial.set_user_attr("check_error", outcome.check_error)
@@ -366,84 +433,104 @@ def _search(kernel, backend, shape, space, tgt, dims, key, legal, default, evalu
         trial.set_user_attr("spread", outcome.spread)
         return outcome.time_s
 
-    bar = _Progress(trials, progress)
-    try:
-        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(_TrialFailed,),
-                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED), _EarlyStop(patience), bar])
-    finally:
-        bar.close()
+    def run(self) -> None:
+        """The search: warm-started (TPE on a fresh study) and stopped early without progress."""
+        if not self.s.space.knobs:
+            self.trials = 1
+        elif not self.exhaustive and not self.study.get_trials(deepcopy=False):
+            self._warm_start()
+        bar = _Progress(self.trials, self.s.request.progress)
+        try:
+            self.study.optimize(self.objective, n_trials=self.trials, timeout=self.s.request.timeout,
+                                catch=(_TrialFailed,),
+                                callbacks=[optuna.study.MaxTrialsCallback(self.trials, states=FINISHED),
+                                           _EarlyStop(self.patience), bar])
+        finally:
+            bar.close()
 
-    rows = _trial_rows(study)
-    counts = {s: sum(1 for r in rows if r["status"] == s) for s in (OK, FAILED, WRONG, ILLEGAL)}
-    counts["trials"] = len(rows)
-    counts["duplicates"] = sum(1 for r in rows if r["duplicate"])
-    best: dict[str, tuple[float, dict]] = {}
-    for r in rows:
-        if r["status"] == OK:
-            cid = config_id(r["config"])
-            if cid not in best or r["time_s"] < best[cid][0]:
-                best[cid] = (r["time_s"], r["config"])
-    result = TuneResult(key, None, trials=rows, counts=counts)
-    if not best:
-        result.wall_s = time.perf_counter() - t_start
-        result.message = f"{key.id}: no candidate passed ({counts}); nothing written"
-        log(f"hola tune: {result.message}")
+    def finalise(self) -> TuneResult:
+        """The best few and the default, re-measured interleaved (median wins), written as one
+        record, with the summary table logged."""
+        s, r = self.s, self.s.request
+        rows = _trial_rows(self.study)
+        counts = {status: sum(1 for row in rows if row["status"] == status) for status in (OK, FAILED, WRONG, ILLEGAL)}
+        counts["trials"] = len(rows)
+        counts["duplicates"] = sum(1 for row in rows if row["duplicate"])
+        best: dict[str, tuple[float, dict]] = {}
+        for row in rows:
+            if row["status"] == OK:
+                cid = config_id(row["config"])
+                if cid not in best or row["time_s"] < best[cid][0]:
+                    best[cid] = (row["time_s"], row["config"])
+        result = TuneResult(s.key, None, trials=rows, counts=counts)
+        if not best:
+            result.wall_s = time.perf_counter() - s.t_start
+            result.message = f"{s.key.id}: no candidate passed ({counts}); nothing written"
+            s.log(f"hola tune: {result.message}")
+            return result
+
+        ranked = sorted(best.values(), key=lambda tc: tc[0])[:max(1, r.finalists)]
+        final_configs = [c for _, c in ranked]
+        default_id = config_id(s.default)
+        default_ok = default_id in best or (self.memo.get(default_id) or Outcome(FAILED)).status == OK
+        if default_ok and default_id not in {config_id(c) for c in final_configs}:
+            final_configs.append(s.default)
+        d_index = next((i for i, c in enumerate(final_configs) if config_id(c) == default_id), None)
+        timings, noisy = _final_timings(self.evaluator, final_configs, r.rounds, d_index, r.max_spread, s.log)
+        order = sorted(range(len(final_configs)), key=lambda i: timings[i].median)
+        result.record = self._record(final_configs, timings, order, d_index, rows, counts)
+        result.wall_s = result.record["search"]["wall_s"] = time.perf_counter() - s.t_start
+        if noisy:
+            result.message = f"{s.key.id}: record not written: {noisy}"
+        else:
+            dest = s.store.file_for(s.key.target, s.key.kernel)
+            try:
+                s.store.add([result.record])
+            except (OSError, database.DatabaseError) as exc:
+                result.message = f"{s.key.id}: could not write the record to {dest}: {exc}"
+            else:
+                result.written_to = dest
+        fixed = {name for name, values in self.choices.items() if len(values) == 1}
+        for line in summary(result, [(final_configs[i], timings[i]) for i in order], s.default, fixed):
+            s.log(line)
+        if result.message:
+            s.log(result.message)
         return result
 
-    # Final decision: the best few and the default, re-measured interleaved, median wins.
-    ranked = sorted(best.values(), key=lambda tc: tc[0])[:max(1, finalists)]
-    final_configs = [c for _, c in ranked]
-    default_ok = config_id(default) in best or (memo.get(config_id(default)) or Outcome(FAILED)).status == OK
-    if default_ok and config_id(default) not in {config_id(c) for c in final_configs}:
-        final_configs.append(default)
-    d_index = next((i for i, c in enumerate(final_configs) if config_id(c) == config_id(default)), None)
-    timings, noisy = _final_timings(evaluator, final_configs, rounds, d_index, max_spread, log)
-    order = sorted(range(len(final_configs)), key=lambda i: timings[i].median)
-    win = order[0]
-    default_time = timings[d_index].median if d_index is not None else None
-    failures = list({config_id(r["config"]): {"config": r["config"], "status": r["status"], "error": r["error"]}
-                     for r in rows if r["status"] != OK}.values())
-    record = {
-        "key": key.to_json(), "id": key.id,
-        "config": final_configs[win],
-        "time_s": timings[win].median,
-        "spread": timings[win].spread,
-        "default_config": default,
-        "default_time_s": default_time,
-        "speedup_vs_default": (default_time / timings[win].median) if default_time else None,
-        "shape": dataclasses.asdict(shape),
-        "measurement": {"method": "interleaved re-measure of the finalists, median", "rounds": rounds,
-                        "clock": "cuda events" if evaluator.device == "cuda" else
-                        ("monotonic perf_counter_ns" if evaluator.device == "cpu" else evaluator.device),
-                        "samples": len(timings[win].samples)},
-        "finalists": [{"config": final_configs[i], "time_s": timings[i].median, "spread": timings[i].spread}
-                      for i in order],
-        "search": {"sampler": "grid" if exhaustive else "tpe", "seed": seed, "study": key.id,
-                   "storage": _storage_label(storage), **counts},
-        "failures": failures,
-        "ir_hash": ir_hash(kernel, backend, final_configs[win], dims, key.dtypes),
-        "versions": versions(),
-        "provenance": {"host": socket.gethostname(), "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       "tool": "hola tune", "device": evaluator.device},
-    }
-    result.wall_s = record["search"]["wall_s"] = time.perf_counter() - t_start
-    result.record = record
-    if noisy:
-        result.message = f"{key.id}: record not written: {noisy}"
-    else:
-        dest = store.file_for(key.target, key.kernel)
-        try:
-            store.add([record])
-        except (OSError, database.DatabaseError) as exc:
-            result.message = f"{key.id}: could not write the record to {dest}: {exc}"
-        else:
-            result.written_to = dest
-    fixed = {name for name, values in choices.items() if len(values) == 1}
-    for line in summary(result, [(final_configs[i], timings[i]) for i in order], default, fixed):
-        log(line)
-    if result.message:
-        log(result.message)
-    return result
+    def _record(self, final_configs: list, timings: list, order: list, d_index: Optional[int], rows: list,
+                counts: dict) -> dict:
+        """The database record of the winner ``final_configs[order[0]]``, with its evidence."""
+        s, r = self.s, self.s.request
+        win = order[0]
+        default_time = timings[d_index].median if d_index is not None else None
+        failures = list({config_id(row["config"]): {"config": row["config"], "status": row["status"],
+                                                    "error": row["error"]}
+                         for row in rows if row["status"] != OK}.values())
+        device = self.evaluator.device
+        return {
+            "key": s.key.to_json(), "id": s.key.id,
+            "config": final_configs[win],
+            "time_s": timings[win].median,
+            "spread": timings[win].spread,
+            "default_config": s.default,
+            "default_time_s": default_time,
+            "speedup_vs_default": (default_time / timings[win].median) if default_time else None,
+            "shape": dataclasses.asdict(r.shape),
+            "measurement": {"method": "interleaved re-measure of the finalists, median", "rounds": r.rounds,
+                            "clock": "cuda events" if device == "cuda" else
+                            ("monotonic perf_counter_ns" if device == "cpu" else device),
+                            "samples": len(timings[win].samples)},
+            "finalists": [{"config": final_configs[i], "time_s": timings[i].median, "spread": timings[i].spread}
+                          for i in order],
+            "search": {"sampler": "grid" if self.exhaustive else "tpe", "seed": r.seed, "study": s.key.id,
+                       "storage": _storage_label(r.storage), **counts},
+            "failures": failures,
+            "ir_hash": ir_hash(r.kernel, r.backend, final_configs[win], s.dims, s.key.dtypes),
+            "versions": versions(),
+            "provenance": {"host": socket.gethostname(),
+                           "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                           "tool": "hola tune", "device": device},
+        }
 
 
 def summary(result: TuneResult, timings: list, default: dict, fixed: set = frozenset()) -> list[str]:

@@ -9,7 +9,7 @@ import schedules
 from autotune import db
 from schedules.key import TuningKey
 from autotune.replay import ReplayEvaluator, config_id
-from autotune.tuner import tune
+from autotune.tuner import TuneRequest, tune
 from hola_dsl.testing import Shape
 from schedules import Knob, Space
 
@@ -46,8 +46,8 @@ def bowl(config):
 def run(space, evaluator, tmp_path, **kw):
     kw.setdefault("progress", False)
     logs = []
-    result = tune("delta_scan", space.backend, SHAPE, device="cpu", target=TARGET, space=space, evaluator=evaluator,
-                  db_path=str(tmp_path / "db"), log=logs.append, **kw)
+    result = tune(TuneRequest("delta_scan", space.backend, SHAPE, device="cpu", target=TARGET, space=space,
+                              db_path=str(tmp_path / "db"), **kw), evaluator=evaluator, log=logs.append)
     return result, logs
 
 
@@ -107,8 +107,8 @@ def test_second_tune_of_the_same_key_reuses_the_record_and_force_remembers_failu
     assert second.reused and again.calls == [] and second.record["config"] == first.record["config"]
     assert "reusing the database record" in logs[0]
     # A shape in the same T bucket is the same key; a different bucket is tuned anew.
-    assert tune("delta_scan", "replay", Shape(B=1, T=1024, H=2, K=64, V=64), device="cpu", target=TARGET,
-                space=small_space(), evaluator=again, db_path=str(tmp_path / "db"), log=print).reused
+    assert tune(TuneRequest("delta_scan", "replay", Shape(B=1, T=1024, H=2, K=64, V=64), device="cpu", target=TARGET,
+                            space=small_space(), db_path=str(tmp_path / "db")), evaluator=again).reused
     forced = ReplayEvaluator(table)
     run(small_space(), forced, tmp_path, force=True)
     assert {"A": 2, "B": "y"} not in forced.calls and len(forced.calls) == 6   # the failure was remembered

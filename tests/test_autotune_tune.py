@@ -12,7 +12,7 @@ from schedules import database, lookup
 from autotune.evaluate import KernelEvaluator
 from autotune.measure import MeasureSettings
 from schedules.targets import cpu_machine
-from autotune.tuner import tune
+from autotune.tuner import TuneRequest, tune
 from hola_dsl import backends
 from hola_dsl.backends import Backend
 from hola_dsl.testing import Shape
@@ -76,9 +76,9 @@ def test_broken_configs_are_recorded_as_failed_and_the_study_goes_on(tmp_path, m
     space = Space("delta_scan", "faulty", (Knob("mode", ("ok", "raise", "wrong", "hang")), Knob("chunk_size", (32, 64))),
                   {"*": {"mode": "ok", "chunk_size": 64}})
     with overlay(space):
-        result = tune("delta_scan", "faulty", Shape(B=1, T=100, H=1, K=16, V=16), device="cpu", space=space,
-                      db_path=str(tmp_path / "db"), compile_timeout=3.0, settings=FAST, rounds=2, progress=False,
-                      max_spread=math.inf)
+        result = tune(TuneRequest("delta_scan", "faulty", Shape(B=1, T=100, H=1, K=16, V=16), device="cpu",
+                                  space=space, db_path=str(tmp_path / "db"), compile_timeout=3.0, settings=FAST,
+                                  rounds=2, progress=False, max_spread=math.inf))
         stored = db.Store(tmp_path / "db").records()
     assert result.counts["trials"] == 8 and result.counts["ok"] == 2
     assert result.counts["wrong"] == 2 and result.counts["failed"] == 4
@@ -127,8 +127,9 @@ def test_isolated_worker_survives_crashing_and_hanging_candidates(tmp_path, monk
     space = Space("delta_scan", "crashy", (Knob("mode", ("slow", "segfault", "hang", "fast")),), {"*": {"mode": "slow"}})
     ev = IsolatedEvaluator("crashy_candidates:make", timeout=3.0)
     with overlay(space):
-        result = tune("delta_scan", "crashy", Shape(B=1, T=64, H=1, K=8, V=8), device="cpu", target="test-box/x86_64",
-                      space=space, evaluator=ev, db_path=str(tmp_path / "db"), progress=False)
+        result = tune(TuneRequest("delta_scan", "crashy", Shape(B=1, T=64, H=1, K=8, V=8), device="cpu",
+                                  target="test-box/x86_64", space=space, db_path=str(tmp_path / "db"), progress=False),
+                      evaluator=ev)
     errors = {f["config"]["mode"]: f["error"] for f in result.record["failures"]}
     assert errors["segfault"].startswith("crash: the worker process died (exit code -11)")
     assert errors["hang"].startswith("timeout")

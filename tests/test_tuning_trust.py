@@ -20,7 +20,7 @@ from schedules.key import TuningKey
 from autotune.measure import Timing
 from autotune.replay import ReplayEvaluator, config_id
 from schedules.targets import cpu_machine
-from autotune.tuner import tune
+from autotune.tuner import TuneRequest, tune
 from hola_dsl import backends, ops
 from hola_dsl.testing import Shape, scan_inputs
 from schedules import Knob, Space
@@ -383,8 +383,8 @@ def test_a_read_only_database_prints_the_winner_and_says_where_it_could_not_writ
     space = Space("delta_scan", "replay", (Knob("A", (1, 2)),), {"*": {"A": 1}})
     logs = []
     with schedules.overlay(space):
-        result = tune("delta_scan", "replay", Shape(B=1, T=64, H=1, K=8, V=8), device="cpu",
-                      target="replay-box/x86_64", space=space, db_path=str(tmp_path / "db"), progress=False,
+        result = tune(TuneRequest("delta_scan", "replay", Shape(B=1, T=64, H=1, K=8, V=8), device="cpu",
+                                  target="replay-box/x86_64", space=space, db_path=str(tmp_path / "db"), progress=False),
                       evaluator=ReplayEvaluator({config_id({"A": 1}): 2e-3, config_id({"A": 2}): 1e-3}), log=logs.append)
     assert result.record["config"] == {"A": 2} and result.written_to is None
     assert any("best A=2" in line for line in logs)
@@ -413,8 +413,9 @@ def _noisy_tune(tmp_path, spreads, **kw):
     ev = Noisy({config_id({"A": 1}): 2e-3, config_id({"A": 2}): 1e-3}, spreads)
     logs = []
     with schedules.overlay(space):
-        result = tune("delta_scan", "replay", Shape(B=1, T=64, H=1, K=8, V=8), device="cpu", target="replay-box/x86_64",
-                      space=space, evaluator=ev, db_path=str(tmp_path / "db"), progress=False, log=logs.append, **kw)
+        result = tune(TuneRequest("delta_scan", "replay", Shape(B=1, T=64, H=1, K=8, V=8), device="cpu",
+                                  target="replay-box/x86_64", space=space, db_path=str(tmp_path / "db"), progress=False,
+                                  **kw), evaluator=ev, log=logs.append)
         stored = db.Store(tmp_path / "db").records()
     return result, ev, logs, stored
 

@@ -124,15 +124,15 @@ def check_arguments(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     from autotune.measure import MeasureSettings
-    from autotune.tuner import tune  # Optuna is imported only when tuning
+    from autotune.tuner import TuneRequest, tune  # Optuna is imported only when tuning
 
     settings = MeasureSettings(target_s=args.measure_seconds)
-    result = tune(args.kernel, args.backend, args.shape, args.dtype, device=args.device, trials=args.trials,
-                  timeout=args.timeout, storage=args.storage, db_path=args.db, seed=args.seed, force=args.force,
-                  finalists=args.finalists, rounds=args.rounds, patience=args.patience, check_T=args.check_T,
-                  compile_timeout=args.compile_timeout, target=args.target, settings=settings,
-                  isolate=not args.no_isolate, max_spread=args.max_spread,
-                  progress=False if args.no_progress else None)
+    result = tune(TuneRequest(
+        args.kernel, args.backend, args.shape, args.dtype, device=args.device, trials=args.trials,
+        timeout=args.timeout, storage=args.storage, db_path=args.db, seed=args.seed, force=args.force,
+        finalists=args.finalists, rounds=args.rounds, patience=args.patience, check_T=args.check_T,
+        compile_timeout=args.compile_timeout, target=args.target, settings=settings,
+        isolate=not args.no_isolate, max_spread=args.max_spread, progress=False if args.no_progress else None))
     if args.plot:
         if result.trials:
             from autotune.plot import plot_history
