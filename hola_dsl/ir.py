@@ -20,7 +20,7 @@ Node types
 Contiguous row-major layout is implied for every tensor; strides follow from the dims.
 
 The op list, with shape rules and eager meanings, lives in :mod:`hola_dsl.registry` (one entry
-per op); backends lower ops by name (see ``hola_dsl/lower/``). ``format_kernel`` prints the IR
+per op); backends lower ops by name (see ``hola_dsl/backends/``). ``format_kernel`` prints the IR
 as text; its hash keys the generated-source cache.
 """
 

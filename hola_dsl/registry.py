@@ -3,7 +3,7 @@
 An :class:`OpDef` has
   ``infer(arg_types, attrs) -> list[TileType]``  the shape/dtype rule (raise TypeError to reject),
   ``eager(args, attrs, ctx) -> tuple``           the meaning, on torch tensors (any device).
-Backends lower ops by name in one file each (``hola_dsl/lower/<backend>.py``); a backend that
+Backends lower ops by name in one file each (``hola_dsl/backends/<backend>/``); a backend that
 lacks an op fails loudly at emit time, naming the op.
 
 Op list (args; attrs) -> result:

@@ -1,7 +1,7 @@
 """The DSL's eager interpreter (backend "eager") against the float64 oracle (SPEC.md section 6).
 
 Shapes follow the foundation issue: T not a multiple of the chunk or the cache block, K != V,
-several heads and batches. Outputs are poisoned (NaN, or -2 for indices) by hola_dsl.launch
+several heads and batches. Outputs are poisoned (NaN, or -2 for indices) by the kernels' plans (hola_dsl.spec)
 before the kernel runs, and rel_err is inf on NaN, so an unwritten element fails.
 """
 

@@ -403,7 +403,7 @@ def _cached_report(entry: Path) -> Optional[CubinReport]:
 
 
 def cached_cross_build(module, arch: str, nvcc: str) -> tuple[CubinReport, bool]:
-    """``cross_build`` of a generated TileLang CUDA module (``tilelang_runtime.load``), reused
+    """``cross_build`` of a generated TileLang CUDA module (``runtime.load``), reused
     from ``$HOLA_CACHE_DIR/nvcc/<build_key>`` when nothing it depends on changed: lowering and
     nvcc take seconds per kernel and `hola check` repeats them on unchanged sources. Returns the
     report and whether it came from the cache. A new entry is built in a private folder and
