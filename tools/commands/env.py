@@ -39,13 +39,14 @@ def facts() -> list[tuple[str, str]]:
     """(label, value) rows describing this machine and what each backend can do here."""
     import torch
     from hola_dsl import backends
+    from schedules import targets
 
     rows = [("python", platform.python_version()), ("machine", f"{platform.machine()} {platform.processor() or ''}".strip()),
             ("cpu cores", str(torch.get_num_threads())), ("torch", torch.__version__)]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
-            rows.append((f"gpu {i}", f"{p.name}, sm_{p.major}{p.minor}, {p.total_memory / 2**30:.0f} GiB"))
+            rows.append((f"gpu {i}", f"{p.name}, {targets.arch_of(f'cuda:{i}')}, {p.total_memory / 2**30:.0f} GiB"))
     else:
         rows.append(("gpu", "none (torch.cuda.is_available() is False)"))
     triton = _version("triton")

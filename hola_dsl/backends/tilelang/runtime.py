@@ -272,8 +272,7 @@ def compiled_cuda(kernel: ir.Kernel, schedule: dict, arch: str):
 def launch_cuda(kernel: ir.Kernel, schedule: dict, args: dict[str, Any]) -> None:
     """Run ``kernel`` on CUDA tensors ``args``: one thread block per program of the grid."""
     device = next(x.device for x in args.values() if isinstance(x, torch.Tensor))
-    major, minor = torch.cuda.get_device_capability(device)
-    module, compiled = compiled_cuda(kernel, code_schedule(schedule), f"sm_{major}{minor}")
+    module, compiled = compiled_cuda(kernel, code_schedule(schedule), targets.arch_of(device))
     sizes = kernel.sizes_of(args)
     grid = kernel.grid_extents(sizes)
     if 0 in grid:
