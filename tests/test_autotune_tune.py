@@ -46,12 +46,14 @@ def _tune_cli_twice(backend, shape, tmp_path, monkeypatch, capsys, extra=()):
     return record
 
 
+@pytest.mark.slow
 def test_hola_tune_reference_scan_beats_or_matches_the_default_and_is_reused(tmp_path, monkeypatch, capsys):
     _tune_cli_twice("reference", "B=1,T=192,H=2,K=16,V=16", tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.skipif(backends.unavailable_reason("tilelang") is not None or not has_space("delta_scan", "tilelang"),
                     reason="TileLang backend or its delta_scan schedule space is not available here")
+@pytest.mark.slow
 def test_hola_tune_tilelang_cpu_scan(tmp_path, monkeypatch, capsys):
     # Each candidate is a C compile of some seconds: a few trials show the flow, not the optimum.
     record = _tune_cli_twice("tilelang", "B=1,T=256,H=2,K=32,V=32", tmp_path, monkeypatch, capsys, extra=("--trials", "3"))
@@ -69,6 +71,7 @@ def _faulty_run(kernel, *inputs, config, **options):
     return (o * 1.01 if mode == "wrong" else o), m, s
 
 
+@pytest.mark.slow
 def test_broken_configs_are_recorded_as_failed_and_the_study_goes_on(tmp_path, monkeypatch):
     faulty = Backend("faulty", "reference scan with broken schedules", _faulty_run)
     monkeypatch.setitem(backends.BACKEND_MODULES, "faulty", "(test)")
@@ -120,6 +123,7 @@ def make():
 '''
 
 
+@pytest.mark.slow
 def test_isolated_worker_survives_crashing_and_hanging_candidates(tmp_path, monkeypatch):
     from autotune.isolate import IsolatedEvaluator
     (tmp_path / "crashy_candidates.py").write_text(CRASHY)

@@ -46,6 +46,7 @@ def _two_workers(storage: str, db_path: Path) -> None:
     assert records[0]["search"]["trials"] >= TRIALS
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_journal_file_study(tmp_path):
     _two_workers(f"journal:{tmp_path / 'study.log'}", tmp_path / "db")
 
@@ -108,5 +109,6 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_postgresql_study(postgres_url, tmp_path):
     _two_workers(postgres_url, tmp_path / "db")

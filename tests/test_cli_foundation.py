@@ -5,6 +5,7 @@ import pytest
 from tools.cli import main
 
 
+@pytest.mark.slow
 def test_check_reference_passes(capsys):
     assert main(["check", "--backend", "reference", "--seed", "3"]) == 0
     out = capsys.readouterr().out
@@ -13,6 +14,7 @@ def test_check_reference_passes(capsys):
     assert "FAIL" not in out and "all passed" in out
 
 
+@pytest.mark.slow
 def test_check_reports_a_failing_backend(capsys, monkeypatch):
     from hola_dsl import backends
     ref = backends.get("reference")

@@ -54,6 +54,7 @@ def _need_omp():
         pytest.skip("no C compiler for the OpenMP shim")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pool", ["omp", "python"])
 def test_two_threads_give_the_serial_bits(pool, modes, monkeypatch):
     """Programs are independent: any split of the grid over threads changes no bit."""
@@ -121,6 +122,7 @@ int32_t call(float* a, int64_t* idx, float scale, int32_t grid_0, int32_t pid_lo
     assert cpu_parallel.call_signature("int32_t call(struct s* a) {") is None
 
 
+@pytest.mark.slow
 def test_thread_count_follows_torch_unless_a_config_sets_it(modes):
     """Like any torch op, a launch uses torch's intra-op threads; ``cpu_threads`` overrides."""
     _need_omp()
@@ -185,6 +187,7 @@ def test_chunk_1024_on_one_thread_runs(threads, tmp_path):
     assert float(run.stdout.split()[-1]) <= 1e-5
 
 
+@pytest.mark.slow
 def test_tiles_beyond_the_stack_limit_are_refused_by_name(monkeypatch):
     """A schedule whose program would need more stack than any thread should get is an error
     that names the kernel and the knobs to shrink, not a crash."""

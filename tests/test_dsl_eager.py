@@ -14,7 +14,7 @@ from hola_dsl import kernels, ops, spec
 from hola_dsl.testing import SCAN_CASES, TOLERANCE, Shape, run_check, scan_inputs
 
 SHAPES = [Shape(B=2, T=1, H=2, K=32, V=48, W=8, C=64), Shape(B=2, T=65, H=2, K=32, V=48, W=8, C=64),
-          Shape(B=1, T=300, H=3, K=32, V=48, W=16, C=128)]
+          pytest.param(Shape(B=1, T=300, H=3, K=32, V=48, W=16, C=128), marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("case", SCAN_CASES)

@@ -52,6 +52,7 @@ def test_float32_inputs_get_tf32x3_on_gpus():
     assert schedule("cache_read", {"dot_precision": "tf32"}, "sm_90", torch.float32)["dot_precision"] == "tf32"
 
 
+@pytest.mark.slow
 def test_float32_with_tf32x3_within_float32_tolerance(tf32x3_dots):
     r = run_check("delta_scan", "eager", Shape(B=1, T=40, H=1, K=128, V=128), torch.float32, case="repeated",
                   seed=4, config={"chunk_size": 16, "BV": 16})
@@ -60,6 +61,7 @@ def test_float32_with_tf32x3_within_float32_tolerance(tf32x3_dots):
     assert r.ok, r.errors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["random", "repeated"])
 def test_delta_scan_gpu_default_within_bf16_tolerance(tf32_dots, case):
     shape = Shape(B=1, T=70, H=1, K=128, V=128)
@@ -68,6 +70,7 @@ def test_delta_scan_gpu_default_within_bf16_tolerance(tf32_dots, case):
     assert r.ok, r.errors
 
 
+@pytest.mark.slow
 def test_cache_read_gpu_default_within_bf16_tolerance(tf32_dots):
     shape = Shape(B=1, T=150, H=1, K=128, V=128, W=64, C=64)
     r = run_check("cache_read", "eager", shape, torch.bfloat16, seed=4, config={"BQ": 64, "BKV": 32})

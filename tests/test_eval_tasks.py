@@ -1,8 +1,11 @@
 """`hola eval --task` scores any model whose vocabulary holds the task's ids."""
 
+import pytest
+
 from tools.cli import main
 
 
+@pytest.mark.slow
 def test_passkey_model_from_the_tiny_preset_can_be_evaluated(tmp_path, capsys):
     out = tmp_path / "pk"
     assert main(["train", "--task", "passkey", "--preset", "tiny", "--steps", "2", "--eval-every", "2",

@@ -27,6 +27,7 @@ def _scan_config(backend: str, bv: int):
     return {"BV": bv} if backend in DSL else None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("bv", [16, 64], ids=["3-V-tiles", "1-V-tile"])
 @pytest.mark.parametrize("magnitude", [1e19, 1e35, 1e-21, 1e-30])
@@ -41,6 +42,7 @@ def test_scan_with_huge_or_tiny_values(backend, bv, magnitude):
     assert max(errors.values()) <= TOL, errors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("magnitude", [1e20, 1e37, 1e-20])
 def test_cache_read_with_huge_or_tiny_queries_and_keys(backend, magnitude):
@@ -62,6 +64,7 @@ def test_l2norm_scales_before_squaring(magnitude):
     assert ops.l2norm(torch.zeros(2, 8)).eq(0).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_use_qk_l2norm_with_huge_queries_and_keys(backend):
     x = scan_inputs(Shape(B=1, T=40, H=2, K=32, V=48), seed=5)

@@ -77,6 +77,7 @@ def test_prefill_matches_float64_oracle(variant):
     assert rel_err(y, ref) <= 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["hola", "hola-recency", "ahn", "gdn"])
 def test_decode_reproduces_prefill(variant):
     mixer = make_mixer(variant)
@@ -102,6 +103,7 @@ def test_decode_reproduces_prefill(variant):
         assert sizes[C - 1] == sizes[2 * C - 1] == sizes[3 * C - 1]  # right after each merge
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["hola", "ahn"])
 def test_prefill_memory_continues_decoding(variant):
     mixer = make_mixer(variant)

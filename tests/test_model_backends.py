@@ -25,6 +25,7 @@ def make_lm(variant: str) -> HOLALM:
     return lm.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not OTHER_BACKENDS, reason="only the reference backend is available here")
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -38,6 +39,7 @@ def test_logits_agree_across_backends(variant, backend):
     assert rel_err(out, ref) <= TOLERANCE[torch.float32]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not OTHER_BACKENDS, reason="only the reference backend is available here")
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_perplexity_agrees_across_backends(backend):

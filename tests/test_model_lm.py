@@ -23,6 +23,7 @@ def make_lm(variant: str) -> HOLALM:
     return lm.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_decode_steps_reproduce_prefill_logits(variant):
     lm = make_lm(variant)
@@ -44,6 +45,7 @@ def test_decode_steps_reproduce_prefill_logits(variant):
     assert rel_err(torch.cat(cont, 1), logits) <= 1e-5
 
 
+@pytest.mark.slow
 def test_generate_is_greedy_decoding():
     lm = make_lm("hola")
     ids = torch.randint(0, 64, (1, 20), generator=torch.Generator().manual_seed(2))

@@ -3,12 +3,14 @@ reads the checkpoint back (perplexity, and a recall task with its plot)."""
 
 import json
 
+import pytest
 import torch
 
 from model import HOLAConfig, HOLALM, tasks
 from tools.cli import main
 
 
+@pytest.mark.slow
 def test_short_training_lowers_validation_loss(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["train", "--variant", "hola", "--preset", "tiny", "--corpus", "pydoc-topics", "--steps", "30",

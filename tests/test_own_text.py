@@ -64,6 +64,7 @@ def test_single_file_is_cut_into_pieces_at_line_ends(tmp_path):
     assert [n for n, _ in docs] == sorted(n for n, _ in docs) and docs[0][0] == "book#000000"
 
 
+@pytest.mark.slow
 def test_corpus_folder_trains_and_evaluates(tmp_path, capsys):
     root = write_corpus(tmp_path / "text")
     out = tmp_path / "run"
@@ -92,6 +93,7 @@ def test_json_tokenizer_round_trips(tmp_path):
     assert JSONTokenizer(path).name != tok.name  # the identity is the file's bytes
 
 
+@pytest.mark.slow
 def test_train_and_eval_with_a_json_tokenizer(tmp_path, capsys, hola_fails):
     root = write_corpus(tmp_path / "text")
     path = train_tokenizer(tmp_path / "tok.json")

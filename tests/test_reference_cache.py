@@ -32,7 +32,7 @@ def test_select_scores_are_numbers_in_any_float_dtype():
 
 
 @pytest.mark.parametrize("policy", ["hola", "recency"])
-@pytest.mark.parametrize("T,W,C", [(1, 8, 64), (65, 8, 32), (300, 16, 128)])
+@pytest.mark.parametrize("T,W,C", [(1, 8, 64), (65, 8, 32), pytest.param(300, 16, 128, marks=pytest.mark.slow)])
 def test_read_matches_oracle(policy, T, W, C):
     x = read_inputs(Shape(B=2, T=T, H=2, K=32, V=48, W=W, C=C), seed=T, policy=policy)
     o = ops.cache_read(**x, block_size=C, backend="reference")

@@ -18,11 +18,13 @@ def _check(shape, case, seed, dtype=torch.float32, initial_state=True, chunk_siz
         assert err <= TOLERANCE[dtype], f"{name}: relative error {err:.3g} for {shape}, case {case}"
 
 
-@pytest.mark.parametrize("T", [1, 63, 64, 65, 300, 1000])
+@pytest.mark.parametrize("T", [1, 63, 64, 65, pytest.param(300, marks=pytest.mark.slow),
+                               pytest.param(1000, marks=pytest.mark.slow)])
 def test_scan_lengths(T):
     _check(Shape(B=2, T=T, H=3, K=32, V=48), "random", seed=T)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", SCAN_CASES)
 def test_scan_hard_cases(case):
     _check(Shape(B=2, T=200, H=2, K=32, V=16), case, seed=7)

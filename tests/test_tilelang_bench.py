@@ -16,6 +16,7 @@ def test_scan_flops_counts_the_chunked_products():
     assert scan_flops(1, 4096, 4, 128, 128) == pytest.approx(2.953e9, rel=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(backends.unavailable_reason("tilelang") is not None, reason="tilelang unavailable")
 def test_bench_runs_reference_and_tilelang_side_by_side(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))

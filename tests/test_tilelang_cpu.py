@@ -23,6 +23,7 @@ def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hola-cache"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", SHAPES[:2], ids=["T1", "T300"])
 @pytest.mark.parametrize("case", SCAN_CASES)
 def test_delta_scan_matches_oracle(shape, case):
@@ -30,6 +31,7 @@ def test_delta_scan_matches_oracle(shape, case):
     assert r.ok, (case, r.errors)
 
 
+@pytest.mark.slow
 def test_delta_scan_without_state_several_value_tiles_small_chunks():
     """No initial state, no final state, chunk 16 and BV 16 (three programs per head)."""
     shape = Shape(B=1, T=77, H=2, K=32, V=48)
@@ -49,6 +51,7 @@ def test_cache_select_matches_oracle_exactly(shape, policy):
     assert r.errors["idx"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", SHAPES, ids=["T1", "T300", "T200W12"])
 @pytest.mark.parametrize("policy", ["hola", "recency"])
 def test_cache_read_matches_oracle(shape, policy):
@@ -56,6 +59,7 @@ def test_cache_read_matches_oracle(shape, policy):
     assert r.ok, r.errors
 
 
+@pytest.mark.slow
 def test_other_micro_kernel_and_tiles_agree_with_oracle():
     """Non-default knobs: a 2 x 16 register tile, single thread, small query/key tiles."""
     cfg = {"cpu_mr": 2, "cpu_nr": 16, "cpu_threads": 1, "BQ": 16, "BKV": 16}
@@ -66,6 +70,7 @@ def test_other_micro_kernel_and_tiles_agree_with_oracle():
     assert r.ok, r.errors
 
 
+@pytest.mark.slow
 def test_thread_split_gives_identical_results():
     """Programs are independent, so splitting the grid over threads changes no bit."""
     from hola_dsl import ops

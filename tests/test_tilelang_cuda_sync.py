@@ -157,6 +157,7 @@ def test_checks_catch_the_old_single_thread_scalar():
 CASES = [(kernel, dims) for dims in (nvcc.CHECK_DIMS, None) for kernel in KERNELS]
 
 
+@pytest.mark.slow
 @needs_tilelang
 @pytest.mark.parametrize("kernel,dims", CASES, ids=lambda c: c if isinstance(c, str) else ("small" if c else "aot"))
 def test_cuda_dialect_lowers_without_races(kernel, dims, tmp_path, monkeypatch):

@@ -41,6 +41,7 @@ def test_lower_cuda_rejects_a_non_arch():
         nvcc.lower_cuda(None, "hopper")
 
 
+@pytest.mark.slow
 @needs_tilelang
 @needs_nvcc
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -60,6 +61,7 @@ def test_cuda_dialect_compiles_for_sm90a(kernel, tmp_path, monkeypatch):
         assert "T.Pipelined(" in source
 
 
+@pytest.mark.slow
 @needs_tilelang
 @needs_nvcc
 def test_nvcc_results_are_reused_for_unchanged_sources(tmp_path, monkeypatch):

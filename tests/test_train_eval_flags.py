@@ -56,6 +56,7 @@ def test_train_out_and_task_flags(tmp_path, hola_fails):
         hola_fails(TRAIN + ["--device", "cuda", "--out", str(tmp_path / "r")], "--device: 'cuda' asked for")
 
 
+@pytest.mark.slow
 def test_a_tiny_passkey_model_evaluates(tmp_path):
     out = tmp_path / "passkey"
     assert main(["train", "--task", "passkey", "--preset", "tiny", "--steps", "2", "--seq-len", "32",

@@ -43,6 +43,7 @@ def one_process(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_resume_continues_the_curve_exactly(one_process, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(RUN + ["--out", str(out), "--threads", "1", "--stop-at", "10"]) == 0

@@ -23,6 +23,7 @@ def _has_backend(name: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_backend("nvidia"), reason="triton built without its NVIDIA backend")
 @pytest.mark.parametrize("kernel", ["delta_scan", "cache_select", "cache_read"])
 def test_sm90_default_schedule_has_no_spills(kernel):
@@ -33,6 +34,7 @@ def test_sm90_default_schedule_has_no_spills(kernel):
         assert r.shared is not None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_backend("amd"), reason="triton built without its AMD backend")
 def test_gfx942_build_reports_resources():
     (r,) = aot.build("cache_select", "gfx942")

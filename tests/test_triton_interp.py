@@ -39,6 +39,7 @@ def test_triton_backend_available_under_interpreter():
 @pytest.mark.parametrize("shape,case", [(SMALL, "random"), (ODD, "strong_decay"), (ODD, "beta0"),
                                         (LONG, "repeated"), (LONG, "random")],
                          ids=["T1-random", "T65-strong_decay", "T65-beta0", "T300-repeated", "T300-random"])
+@pytest.mark.slow
 def test_delta_scan(shape, case):
     r = run_check("delta_scan", "triton", shape, case=case, seed=21)
     assert r.ok, r.errors
@@ -103,6 +104,7 @@ def _low_precision_outputs(dtype):
     return low, f32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_low_precision_stores_round_to_nearest(dtype):
     """SPEC.md section 6: low-precision outputs are the float32 results rounded to nearest (ties
