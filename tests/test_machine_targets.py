@@ -1,7 +1,12 @@
-"""Target names: what keys and database folders call a machine."""
+"""Target names (schedules/targets.py): what keys and database folders call a machine, and the
+arch a device is to schedules and code generators, NVIDIA and AMD alike."""
+
+from types import SimpleNamespace
 
 import pytest
+import torch
 
+from schedules import targets
 from schedules.targets import Target, cpu_machine, normalise_name
 
 
@@ -28,3 +33,21 @@ def test_this_cpu_has_a_path_safe_two_part_name():
     t = cpu_machine()
     assert t.kind == "cpu" and Target.parse(t.name) == t
     assert all(c.isalnum() or c in "-_./" for c in t.name)
+
+
+@pytest.mark.parametrize("props, arch", [
+    (SimpleNamespace(name="NVIDIA H100 80GB HBM3", major=9, minor=0, gcnArchName=""), "sm_90"),
+    (SimpleNamespace(name="NVIDIA A100-SXM4-80GB", major=8, minor=0), "sm_80"),
+    (SimpleNamespace(name="AMD Instinct MI300X", major=9, minor=4, gcnArchName="gfx942:sramecc+:xnack-"), "gfx942"),
+])
+def test_arch_and_machine_of_a_gpu_cuda_or_rocm(monkeypatch, props, arch):
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
+    targets._gpu_arch.cache_clear()
+    targets.gpu_machine.cache_clear()
+    try:
+        assert targets.arch_of("cuda:0") == arch
+        assert targets.machine_of("cuda:0").name == f"{normalise_name(props.name)}/{arch}"
+    finally:
+        targets._gpu_arch.cache_clear()
+        targets.gpu_machine.cache_clear()
+    assert targets.arch_of("cpu") == "cpu"
