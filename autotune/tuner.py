@@ -115,7 +115,7 @@ def ir_hash(kernel: str, backend: str, config: dict, dims: dict, dtype: str) -> 
         return None
     try:
         from hola_dsl import aot
-        return str(aot.specialise(kernel, dict(config), dict(dims), dtype).hash())
+        return aot.pipeline_hash(kernel, dict(config), dict(dims), dtype)
     except Exception:  # informational field: never fail a tuning run over it
         return None
 

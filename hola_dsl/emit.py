@@ -48,12 +48,18 @@ def schedule_for(kernel: str, backend: str, target: str, config: Optional[dict])
 
 def emit_source(kernel: str, backend: str, target: str, config: Optional[dict] = None,
                 dims: Optional[dict] = None, dtype: str = "bfloat16") -> tuple[str, str, dict]:
-    """(file name, source, schedule) of ``kernel`` lowered for ``backend`` and ``target``."""
+    """(file name, source, schedule) of ``kernel`` lowered for ``backend`` and ``target``; when its
+    schedule splits it into phases, the sources of every phase in launch order, one after another."""
     from hola_dsl import aot
     if backend not in EMITTERS:
         raise ValueError(f"--backend: expected one of {list(EMITTERS)}, got {backend!r}")
     sched = schedule_for(kernel, backend, target, config)
-    kir = aot.specialise(kernel, sched, dims, dtype)
     launch_sched = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}
-    suffix, text = EMITTERS[backend](kir, launch_sched if backend == "triton" else sched, target)
-    return f"{kernel}_{target}{suffix}", text, sched
+    kernels = aot.pipeline(kernel, sched, dims, dtype)
+    texts = []
+    for n, kir in enumerate(kernels):
+        suffix, text = EMITTERS[backend](kir, launch_sched if backend == "triton" else sched, target)
+        if len(kernels) > 1:
+            text = f"# ---- kernel {n + 1} of {len(kernels)} ({sched.get('split')}): {kir.name}\n{text}"
+        texts.append(text)
+    return f"{kernel}_{target}{suffix}", "\n\n".join(texts), sched

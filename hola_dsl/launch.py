@@ -110,8 +110,14 @@ def run_phases(run: Runner, cfg: dict, q, k, v, g, beta, *, scale: float, initia
     q, k, v, g, beta = _dense(q, k, v, g, beta)
     B, T, H, K = q.shape
     V = v.shape[-1]
-    rec = delta_scan_consts(K, V, chunk_size, cfg, has_h0=initial_state is not None, store_final=output_final_state)
-    BT, BK, BV = rec["BT"], rec["BK"], rec["BV"]
+    fused = delta_scan_consts(K, V, chunk_size, cfg, has_h0=initial_state is not None, store_final=output_final_state)
+    BT, BV = fused["BT"], fused["BV"]
+    # The recurrence and the output take the state, K, W and Q in pieces of 64 key columns (fla's
+    # choice: a whole [BT, 128] operand does not fit in registers); prepare steps through K and V
+    # prepare_cols columns at a time.
+    CK = min(64, fused["BK"])
+    step = int(cfg.get("prepare_cols", 64))
+    rec = dict(K=K, V=V, BT=BT, CK=CK, BV=BV, HAS_H0=fused["HAS_H0"], STORE_FINAL=fused["STORE_FINAL"])
     NT, nv = -(-T // BT), -(-V // BV)
     TP = NT * BT
     dev, dt = q.device, q.dtype
@@ -121,9 +127,9 @@ def run_phases(run: Runner, cfg: dict, q, k, v, g, beta, *, scale: float, initia
     ht = _poisoned((B, H, K, V), torch.float32, dev) if output_final_state else _unused((B, H, K, V), torch.float32, dev)
     h0 = initial_state.contiguous() if initial_state is not None else _unused((B, H, K, V), torch.float32, dev)
     w, u = _poisoned((B, TP, H, K), dt, dev), _poisoned((B, TP, H, V), dt, dev)
-    gh, gl = _poisoned((B, TP, H), torch.float32, dev), _poisoned((B, TP, H), torch.float32, dev)
+    gh, gl = _poisoned((B, TP, H), torch.int32, dev), _poisoned((B, TP, H), torch.float32, dev)
     aqk = _poisoned((B, TP, H, BT), dt, dev) if emit_o else _unused((B, TP, H, BT), dt, dev)
-    run(phases.delta_scan_prepare, dict(K=K, V=V, BT=BT, BK=BK, BVP=pow2(V), STORE_AQK=emit_o),
+    run(phases.delta_scan_prepare, dict(K=K, V=V, BT=BT, CK=min(step, fused["BK"]), CV=min(step, pow2(V)), STORE_AQK=emit_o),
         dict(q=q, k=k, v=v, g=g, beta=beta, w=w, u=u, gh=gh, gl=gl, aqk=aqk))
     if emit_o:
         run(phases.delta_scan_recur_output, rec, dict(q=q, k=k, w=w, u=u, gh=gh, gl=gl, aqk=aqk, h0=h0, o=o,
@@ -131,7 +137,7 @@ def run_phases(run: Runner, cfg: dict, q, k, v, g, beta, *, scale: float, initia
     else:
         un, hs = _poisoned((B, TP, H, V), dt, dev), _poisoned((B, NT, H, V, K), dt, dev)
         run(phases.delta_scan_recur, rec, dict(k=k, w=w, u=u, gh=gh, gl=gl, h0=h0, un=un, hs=hs, msq=msq, ht=ht))
-        consts = {n: rec[n] for n in ("K", "V", "BT", "BK", "BV")}
+        consts = {n: rec[n] for n in ("K", "V", "BT", "CK", "BV")}
         run(phases.delta_scan_output, consts, dict(q=q, k=k, un=un, gh=gh, gl=gl, hs=hs, o=o, scale=float(scale)))
     return o, _finish_m(msq), (ht if output_final_state else None)
 

@@ -381,35 +381,40 @@ def cross_build(func, arch: str, out_dir: Path, stem: str, nvcc: Optional[str] =
 
 
 def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[dict] = None,
-          dtype: str = "bfloat16", out_dir: Optional[Path] = None):
+          dtype: str = "bfloat16", out_dir: Optional[Path] = None, phase: Optional[str] = None):
     """Cross-build one DSL kernel's TileLang CUDA dialect for ``arch`` with its default schedule
-    (``config`` entries win): trace, emit (cached source), lower, nvcc. Returns a row of
-    ``hola build``'s table (``hola_dsl.aot.BuildResult``); a failure is a row, not an exception.
+    (``config`` entries win): trace, emit (cached source), lower, nvcc. ``phase`` names the
+    kernel to build when the schedule splits ``kernel`` into several (``aot.specialise``).
+    Returns a row of ``hola build``'s table (``hola_dsl.aot.BuildResult``); a failure is a row,
+    not an exception.
     """
     from hola_dsl import aot, tilelang_runtime
     from hola_dsl.tilelang_backend import schedule
 
     sched = schedule(kernel, config, arch)
     t0 = time.perf_counter()
+    name = phase or kernel
     try:
         nvcc = find_nvcc()
         if nvcc is None:
             raise NvccError("nvcc not found (set $NVCC or put nvcc on PATH); nothing compiled")
-        kir = aot.specialise(kernel, sched, dims, dtype)
+        kir = aot.specialise(kernel, sched, dims, dtype, phase)
         module = tilelang_runtime.load(kir, sched, arch, "cuda")
         out = Path(out_dir) if out_dir else tilelang_runtime.cache_dir() / "cubin"
         stem = Path(module.__file__).stem
         r = cross_build(module.build(), arch, out, stem, nvcc=nvcc, pass_configs=module.PASS_CONFIGS)
-        res = aot.BuildResult(kernel, arch, sched, True, registers=r.registers,
+        res = aot.BuildResult(name, arch, sched, True, registers=r.registers,
                               spills=r.spill_stores + r.spill_loads, shared=r.smem,
                               extra={"threads": r.threads, "cubin": str(r.cubin), "source": module.__file__,
-                                     "sync_problems": r.sync_problems})
+                                     "sync_problems": r.sync_problems}, dtype=dtype)
     except Exception as exc:  # a failed build is a row of the table, not a crash
         if os.environ.get("HOLA_DEBUG"):
             raise
-        res = aot.BuildResult(kernel, arch, sched, False, error=f"{type(exc).__name__}: {str(exc).strip()[-400:]}")
+        res = aot.BuildResult(name, arch, sched, False, error=f"{type(exc).__name__}: {str(exc).strip()[-400:]}",
+                              dtype=dtype)
     res.seconds = time.perf_counter() - t0
     return res
+
 
 
 # The Triton AOT target each TileLang arch is compared with (Triton names archs without suffix).
@@ -425,6 +430,7 @@ def report(kernels, archs=CROSS_ARCHS, config: Optional[dict] = None, json_lines
     import json
 
     from hola_dsl import aot
+    from hola_dsl.tilelang_backend import schedule
 
     for arch in archs:
         if not re.fullmatch(r"sm_\d+[af]?", arch):
@@ -455,15 +461,16 @@ def report(kernels, archs=CROSS_ARCHS, config: Optional[dict] = None, json_lines
     rows = []
     for kernel in kernels:
         for arch in archs:
-            r = build(kernel, arch, config, dims)
-            r.extra["backend"] = "tilelang"
-            rows.append(r)
-            show(r)
-            twin = TRITON_TWIN.get(arch)
-            if with_triton and twin:
-                t = aot.build(kernel, twin, None, dims)
-                t.extra["backend"] = "triton"
-                show(t)
+            for phase in aot.phases(kernel, schedule(kernel, config, arch), dims):
+                r = build(kernel, arch, config, dims, phase=phase)
+                r.extra["backend"] = "tilelang"
+                rows.append(r)
+                show(r)
+                twin = TRITON_TWIN.get(arch)
+                if with_triton and twin:
+                    t = aot.build(kernel, twin, None, dims, phase=phase)
+                    t.extra["backend"] = "triton"
+                    show(t)
     return 0 if all(r.ok and not r.extra.get("sync_problems") for r in rows if r.extra.get("backend") == "tilelang") else 1
 
 
@@ -486,15 +493,19 @@ def check_rows(arch: str = "sm_90a", kernels=("delta_scan", "cache_select", "cac
     if nvcc is None:
         print("(tilelang nvcc build not checked: nvcc not found)")
         return 0
+    from hola_dsl import aot
+    from hola_dsl.tilelang_backend import schedule
+
     failed = 0
     for kernel in kernels:
-        r = build(kernel, arch, dims=CHECK_DIMS)
-        sync = r.extra.get("sync_problems") or []
-        ok = r.ok and not sync
-        failed += not ok
-        what = (f"{r.registers} regs, {r.spills} B spilled, {r.shared} B smem" if r.ok else r.error)
-        if sync:
-            what = f"sync: {_sync_summary(sync)}"
-        print(f"{kernel:<13} {'tilelang':<10} {'nvcc ' + arch:>12} {'PASS' if ok else 'FAIL':>6} "
-              f"{r.seconds * 1e3:>8.1f}ms {what}")
+        for phase in aot.phases(kernel, schedule(kernel, None, arch), CHECK_DIMS):
+            r = build(kernel, arch, dims=CHECK_DIMS, phase=phase)
+            sync = r.extra.get("sync_problems") or []
+            ok = r.ok and not sync
+            failed += not ok
+            what = (f"{r.registers} regs, {r.spills} B spilled, {r.shared} B smem" if r.ok else r.error)
+            if sync:
+                what = f"sync: {_sync_summary(sync)}"
+            print(f"{r.kernel:<13} {'tilelang':<10} {'nvcc ' + arch:>12} {'PASS' if ok else 'FAIL':>6} "
+                  f"{r.seconds * 1e3:>8.1f}ms {what}")
     return failed

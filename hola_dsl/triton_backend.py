@@ -8,8 +8,9 @@ from typing import Optional
 
 import torch
 
-from hola_dsl import launch
+from hola_dsl import launch, registry
 from hola_dsl.backends import Backend
+from schedules.space import float32_dot_precision
 
 
 def _unavailable() -> Optional[str]:
@@ -23,21 +24,23 @@ def _unavailable() -> Optional[str]:
     return None
 
 
-def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
-    """The completed Triton schedule of ``kernel`` for ``target`` (config entries win)."""
+def schedule(kernel: str, config: Optional[dict], target: str, dtype: torch.dtype = torch.bfloat16) -> dict:
+    """The completed Triton schedule of ``kernel`` for ``target`` and inputs of ``dtype`` (config
+    entries win)."""
     space = importlib.import_module(f"schedules.{kernel}").SPACES["triton"]
-    return space.complete(config, target)
+    sched = space.complete(config, target, registry.DTYPE_NAME.get(dtype))
+    # TF32 dots meet the bf16/fp16 tolerance, not float32's 1e-5 (SPEC.md section 6): float32
+    # inputs get what the target accepts for that unless a config asks for a precision.
+    if dtype == torch.float32 and sched.get("dot_precision") == "tf32" and not (config and "dot_precision" in config):
+        sched["dot_precision"] = float32_dot_precision(target)
+    return sched
 
 
 def _runner(kernel: str, config: Optional[dict], dtype: torch.dtype = torch.bfloat16):
     from hola_dsl import triton_runtime
 
     target = triton_runtime.current_target()
-    sched = schedule(kernel, config, target)
-    # TF32 dots meet the bf16/fp16 tolerance, not float32's 1e-5 (SPEC.md section 6): float32
-    # inputs get 3xTF32 unless a config asks for a precision.
-    if dtype == torch.float32 and sched.get("dot_precision") == "tf32" and not (config and "dot_precision" in config):
-        sched["dot_precision"] = "tf32x3"
+    sched = schedule(kernel, config, target, dtype)
 
     def run(kdef, consts, args) -> None:
         device = next(x.device for x in args.values() if isinstance(x, torch.Tensor))

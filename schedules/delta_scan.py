@@ -16,7 +16,10 @@ SPLIT = Knob("split", SPLITS,
              "program holds the whole V); prepare+recur+output: chunk-parallel W/U preparation, a "
              "two-dot sequential recurrence, chunk-parallel output (GPUs); prepare+recur_output: the "
              "recurrence writes the output itself")
-KNOBS = TILES + (SPLIT,)
+PREPARE_COLS = Knob("prepare_cols", (16, 32, 64),
+                    "key and value columns the prepare phase loads per step (its 16 x 16 blocks are "
+                    "register-bound: float32 operands on GPUs want 16)")
+KNOBS = TILES + (SPLIT, PREPARE_COLS)
 WARPS = Knob("num_warps", (1, 2, 4, 8), "warps per program")
 STAGES = Knob("num_stages", (1, 2, 3, 4), "software pipelining depth of the chunk loop")
 PRECISION = DOT_PRECISION
@@ -25,16 +28,32 @@ PRECISION = DOT_PRECISION
 # when a program holds all of V, and writes no per-chunk states).
 _PHASES = "prepare+recur+output"
 
-# GPU defaults: the smallest tiles keep the fused chunk (solve, u, o, state update) in registers
-# with zero spills on sm_90 for K = V = 128 (see `hola build`); TF32 dots stay within the bf16
-# tolerance (checked by emulating TF32 rounding in the eager interpreter).
+# GPU defaults (`hola build`, K = V = 128): every kernel of the split without register spills on
+# sm_80, sm_90, sm_100 and gfx942 in bfloat16 and float32. float32 operands (and 3xTF32's split of
+# each into two) take twice the registers: float32 inputs get 32-token chunks, 16-column prepare
+# steps and 16-column V tiles. The recurrence that also writes the output does four dots a chunk:
+# eight warps (and 16-token chunks in float32). TF32 dots stay within the bf16 tolerance; float32
+# inputs get the target's float32 precision (hola_dsl.triton_backend.schedule).
+# `hola build --dtype float32` / `--config '{"split": ...}'` shows each.
+_GPU = {"BV": 32, "chunk_size": 64, "split": _PHASES, "prepare_cols": 64, "num_warps": 4, "num_stages": 1,
+        "dot_precision": "tf32"}
 TRITON = Space(
     "delta_scan", "triton", KNOBS + (WARPS, STAGES, PRECISION),
     defaults={
-        "*": {"BV": 32, "chunk_size": 64, "split": "fused", "num_warps": 4, "num_stages": 1, "dot_precision": "ieee"},
-        "sm_": {"BV": 32, "chunk_size": 64, "split": _PHASES, "num_warps": 4, "num_stages": 1, "dot_precision": "tf32"},
-        "gfx": {"BV": 32, "chunk_size": 64, "split": _PHASES, "num_warps": 4, "num_stages": 1, "dot_precision": "tf32"},
+        "*": {"BV": 32, "chunk_size": 64, "split": "fused", "prepare_cols": 64, "num_warps": 4, "num_stages": 1,
+              "dot_precision": "ieee"},
+        "sm_": _GPU,
+        "gfx": _GPU,
     },
+    overlays=(
+        ({"dtype": "float32"}, {"sm_": {"chunk_size": 32, "prepare_cols": 16, "BV": 16},
+                                "gfx": {"chunk_size": 32, "prepare_cols": 16, "BV": 16}}),
+        ({"split": "prepare+recur_output"}, {"sm_": {"num_warps": 8}, "gfx": {"num_warps": 8}}),
+        ({"split": "prepare+recur_output", "dtype": "float32"}, {"sm_": {"chunk_size": 16, "BV": 32},
+                                                                  "gfx": {"chunk_size": 16, "BV": 32}}),
+        # The fused kernel holds the whole chunk (solve, u, o, update) in registers: the smallest tiles.
+        ({"split": "fused"}, {"sm_": {"BV": 16, "chunk_size": 16}, "gfx": {"BV": 16, "chunk_size": 16}}),
+    ),
 )
-EAGER = Space("delta_scan", "eager", KNOBS, defaults={"*": {"BV": 64, "chunk_size": 64, "split": "fused"}})
+EAGER = Space("delta_scan", "eager", KNOBS, defaults={"*": {"BV": 64, "chunk_size": 64, "split": "fused", "prepare_cols": 64}})
 SPACES = {"triton": TRITON, "eager": EAGER}

@@ -26,9 +26,9 @@ the power product (I - A)(I + A^2)(I + A^4)..., which loses every digit on repea
 Scratch tensors (hola_dsl.launch allocates them; NT = cdiv(T, BT) chunks, TP = NT BT rows, so
 the last chunk is whole and later phases read it without masks):
   w, u    [B, TP, H, K], [B, TP, H, V]  input dtype: W and U, dot operands of the recurrence.
-  gh, gl  [B, TP, H] float32: chunk-local prefix sums of the gates' coarse and fine parts
-          (decay.py); float32 because every decay is exp of them (an input-dtype exponent
-          would be off by whole percents).
+  gh, gl  [B, TP, H] int32, float32: chunk-local prefix sums of the gates' coarse parts (exact
+          counts of 2^-F) and fine parts (decay.py): every decay is exp of them, so they keep
+          full precision (an input-dtype exponent would be off by whole percents).
   aqk     [B, TP, H, BT] input dtype: (Q K^T * Gamma, causal), a dot operand (recur_output).
   un      [B, TP, H, V] input dtype: u = U - W S, a dot operand of the output phase.
   hs      [B, NT, H, V, K] input dtype: the state at each chunk start, transposed (S^T, as
@@ -43,12 +43,39 @@ and the state is unchanged; their gate sums repeat the last token's, so the chun
 holds the whole chunk's sums.
 """
 
-from __future__ import annotations
-
 from hola_dsl import lang as hl
 from hola_dsl.kernels import decay
 
 BC = 16     # rows of a diagonal block of the triangular inverse
+
+
+def _row_blocks(x, y, b, h, rows, r: int, upto: int, K: int, CK: int) -> list:
+    """[x_r y_s^T for s < upto]: [BC, BC] float32 blocks of block row r of the chunk's x y^T (x, y
+    [B, T, H, K], block rows ``rows``), summed over steps of CK key columns (a loop: one step's
+    loads are live at a time)."""
+    @hl.loop(0, hl.cdiv(K, CK), carry=[hl.zeros((BC, BC)) for _ in range(upto)])
+    def sums(j, *acc):
+        cols = hl.tile(j * CK, CK)
+        xr = x[b, rows[r], h, cols]
+        return tuple(hl.dot(xr, xr if (y is x and s == r) else y[b, rows[s], h, cols], a, trans_b=True)
+                     for s, a in enumerate(acc))
+    return list(sums)
+
+
+def _apply_lower(Tm, x, scales, out, b, h, rows, N: int, CN: int):
+    """out's block rows r = sum_{s <= r} Tm_rs diag(scales_s) x_s (x, out [B, T, H, N]), by steps
+    of CN columns; ``Tm`` blocks are in the dtype of x, the products accumulate in float32."""
+    dt = x.dtype
+
+    @hl.loop(0, hl.cdiv(N, CN))
+    def step(j):
+        cols = hl.tile(j * CN, CN)
+        xs = [(x[b, r, h, cols].to("float32") * sc[:, None]).to(dt) for r, sc in zip(rows, scales)]
+        for r in range(len(rows)):
+            acc = None
+            for s in range(r + 1):
+                acc = hl.dot(Tm[r, s], xs[s], acc)
+            out[b, rows[r], h, cols] = acc
 
 
 @hl.kernel
@@ -56,23 +83,21 @@ def delta_scan_prepare(
     q: hl.In("B", "T", "H", "K"), k: hl.In("B", "T", "H", "K"), v: hl.In("B", "T", "H", "V"),
     g: hl.In("B", "T", "H"), beta: hl.In("B", "T", "H"),
     w: hl.Out("B", "TP", "H", "K"), u: hl.Out("B", "TP", "H", "V"),
-    gh: hl.Out("B", "TP", "H", dtype="float32"), gl: hl.Out("B", "TP", "H", dtype="float32"),
+    gh: hl.Out("B", "TP", "H", dtype="int32"), gl: hl.Out("B", "TP", "H", dtype="float32"),
     aqk: hl.Out("B", "TP", "H", "BT"),
-    *, K: int, V: int, BT: int, BK: int, BVP: int, STORE_AQK: bool,
+    *, K: int, V: int, BT: int, CK: int, CV: int, STORE_AQK: bool,
 ):
     c, b, h = hl.grid(hl.cdiv(hl.dim("TP"), BT), hl.dim("B"), hl.dim("H"))
     NB = BT // BC
-    dt = k.dtype
-    keys, vals = hl.tile(0, BK), hl.tile(0, BVP)
     i = hl.iota(BC)
-    strict, causal = i[:, None] > i[None, :], i[:, None] >= i[None, :]
+    strict = i[:, None] > i[None, :]
     rows = [hl.tile(c * BT + n * BC, BC) for n in range(NB)]
 
     # Gate sums from the chunk start, block by block (the coarse sums stay exact: decay.py).
     Hs, Ls, bs = [], [], []
     for n in range(NB):
-        hi, lo = decay.split(g[b, rows[n], h].to("float32"), BT)
-        Hn, Ln = hl.cumsum(hi, 0), hl.cumsum(lo, 0)
+        steps, lo = decay.split(g[b, rows[n], h].to("float32"), BT)
+        Hn, Ln = hl.cumsum(steps, 0), hl.cumsum(lo, 0)
         if n:
             Hn, Ln = Hn + decay.last(Hs[-1], BC), Ln + decay.last(Ls[-1], BC)
         gh[b, rows[n], h] = Hn
@@ -80,129 +105,140 @@ def delta_scan_prepare(
         Hs.append(Hn)
         Ls.append(Ln)
         bs.append(beta[b, rows[n], h].to("float32"))
-    kb = [k[b, rows[n], h, keys] for n in range(NB)]                 # [BC, BK] input dtype
 
-    # Tm = (I + A)^-1 block row by block row, in float32.
+    # Tm = (I + A)^-1, A = strict_lower(diag(beta) K K^T * Gamma), block row by block row, in
+    # float32: diagonal blocks by forward substitution, the rest by block forward substitution.
     Tm = {}
-    A = {}
     for r in range(NB):
-        for s in range(r + 1):
-            gamma = decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], strict if s == r else None)
-            A[r, s] = bs[r][:, None] * hl.dot(kb[r], kb[s], trans_b=True) * gamma
-        Tm[r, r] = hl.unit_lower_inverse(A[r, r])
+        kk = _row_blocks(k, k, b, h, rows, r, r + 1, K, CK)
+        A = [bs[r][:, None] * kk[s] * decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], BT, strict if s == r else None)
+             for s in range(r + 1)]
+        Tm[r, r] = hl.unit_lower_inverse(A[r])
         for s in range(r - 1, -1, -1):
             acc = None
             for m in range(s, r):
-                acc = hl.dot(A[r, m], Tm[m, s], acc)
+                acc = hl.dot(A[m], Tm[m, s], acc)
             Tm[r, s] = -hl.dot(Tm[r, r], acc)
 
-    # W = Tm diag(beta) (K exp G), U = Tm diag(beta) V, by block rows.
-    kg = [(kb[n].to("float32") * (bs[n] * decay.from_start(Hs[n], Ls[n]))[:, None]).to(dt) for n in range(NB)]
-    vb = [(v[b, rows[n], h, vals].to("float32") * bs[n][:, None]).to(dt) for n in range(NB)]
-    for r in range(NB):
-        W = U = None
-        for s in range(r + 1):
-            t = Tm[r, s].to(dt)
-            W = hl.dot(t, kg[s], W)
-            U = hl.dot(t, vb[s], U)
-        w[b, rows[r], h, keys] = W
-        u[b, rows[r], h, vals] = U
+    # W = Tm diag(beta) (K exp G), U = Tm diag(beta) V, Tm rounded to the input dtype (a dot operand).
+    Tm = {rs: t.to(k.dtype) for rs, t in Tm.items()}
+    _apply_lower(Tm, k, [bs[n] * decay.from_start(Hs[n], Ls[n], BT) for n in range(NB)], w, b, h, rows, K, CK)
+    _apply_lower(Tm, v, bs, u, b, h, rows, V, CV)
 
-    if STORE_AQK:
-        for r in range(NB):
-            qr = q[b, rows[r], h, keys]
-            for s in range(NB):
-                if s <= r:
-                    gamma = decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], causal if s == r else None)
-                    blk = hl.dot(qr, kb[s], trans_b=True) * gamma
-                else:
-                    blk = hl.zeros((BC, BC))
-                aqk[b, rows[r], h, hl.tile(s * BC, BC)] = blk
+    if STORE_AQK:                     # (Q K^T * Gamma, causal) for the recurrence that writes o
+        # Whole-chunk tiles: one [BT, BT] product, and the chunk's gate sums in one piece (the
+        # same sums as the blocks': the coarse ones are exact, the fine ones tiny).
+        rows = hl.tile(c * BT, BT)
+        steps, lo = decay.split(g[b, rows, h].to("float32"), BT)
+        Hc, Lc = hl.cumsum(steps, 0), hl.cumsum(lo, 0)
+        qk = None
+        for p in _pieces(K, CK):
+            qk = hl.dot(q[b, rows, h, p], k[b, rows, h, p], qk, trans_b=True)
+        i = hl.iota(BT)
+        aqk[b, rows, h, :] = qk * decay.segment(Hc, Lc, Hc, Lc, BT, i[:, None] >= i[None, :])
 
 
-def _initial_state(h0, b, h, keys, cols, BV: int, BK: int, HAS_H0: bool):
-    """The state's [BV, BK] slice S^T in float32: initial_state's, or zeros."""
-    return h0[b, h, keys, cols].to("float32").T if HAS_H0 else hl.zeros((BV, BK))
+def _pieces(K: int, CK: int) -> list:
+    """Index entries of the key dims in pieces of CK (the state and K, W, Q are handled a piece at
+    a time, as fla does with 64 columns: a whole [BT, 128] operand would not fit in registers)."""
+    return [hl.tile(j * CK, CK) for j in range(hl.cdiv(K, CK))]
 
 
-def _recur_chunk(c, St, Sd, k, w, u, gh, gl, msq, iv, b, h, keys, cols, BT: int):
-    """One chunk of the recurrence for state S^T = ``St`` (float32, [BV, BK]; ``Sd`` the same in
-    the input dtype): writes m's partial sums of squares; returns u = U - W S [BT, BV] float32,
-    the chunk's gate sums (H, L) and the next state."""
+def _initial_state(h0, b, h, pieces, cols, BV: int, CK: int, HAS_H0: bool) -> list:
+    """The state's [BV, CK] pieces of S^T in float32: initial_state's, or zeros."""
+    return [h0[b, h, p, cols].to("float32").T if HAS_H0 else hl.zeros((BV, CK)) for p in pieces]
+
+
+def _recur_chunk(c, St, Sd, k, w, u, gh, gl, msq, iv, b, h, pieces, cols, BT: int):
+    """One chunk of the recurrence for state S^T in pieces ``St`` (float32, [BV, CK] each; ``Sd``
+    the same in the input dtype): writes m's partial sums of squares; returns u = U - W S
+    [BT, BV] float32, the chunk's gate sums (H, L) and the next state's pieces."""
     rows = hl.tile(c * BT, BT)
-    uc = u[b, rows, h, cols].to("float32") - hl.dot(w[b, rows, h, keys], Sd, trans_b=True)
+    ws = None
+    for p, s in zip(pieces, Sd):
+        ws = hl.dot(w[b, rows, h, p], s, ws, trans_b=True)
+    uc = u[b, rows, h, cols].to("float32") - ws
     msq[iv, b, rows, h] = hl.sum(uc * uc, 1)
     Hc, Lc = gh[b, rows, h], gl[b, rows, h]
     end = c * BT + BT - 1
     H_last, L_last = gh[b, end, h], gl[b, end, h]
-    ud = (uc * decay.to_end(Hc, Lc, H_last, L_last)[:, None]).to(Sd.dtype)
-    St_next = decay.over_chunk(H_last, L_last) * St + hl.dot(ud, k[b, rows, h, keys], trans_a=True)
+    ud = (uc * decay.to_end(Hc, Lc, H_last, L_last, BT)[:, None]).to(k.dtype)
+    chunk = decay.over_chunk(H_last, L_last, BT)
+    St_next = tuple(chunk * s + hl.dot(ud, k[b, rows, h, p], trans_a=True) for p, s in zip(pieces, St))
     return uc, Hc, Lc, St_next
 
 
 @hl.kernel
 def delta_scan_recur(
     k: hl.In("B", "T", "H", "K"), w: hl.In("B", "TP", "H", "K"), u: hl.In("B", "TP", "H", "V"),
-    gh: hl.In("B", "TP", "H", dtype="float32"), gl: hl.In("B", "TP", "H", dtype="float32"),
+    gh: hl.In("B", "TP", "H", dtype="int32"), gl: hl.In("B", "TP", "H", dtype="float32"),
     h0: hl.In("B", "H", "K", "V"),
     un: hl.Out("B", "TP", "H", "V"), hs: hl.Out("B", "NT", "H", "V", "K"),
     msq: hl.Out("NV", "B", "T", "H", dtype="float32"), ht: hl.Out("B", "H", "K", "V", dtype="float32"),
-    *, K: int, V: int, BT: int, BK: int, BV: int, HAS_H0: bool, STORE_FINAL: bool,
+    *, K: int, V: int, BT: int, CK: int, BV: int, HAS_H0: bool, STORE_FINAL: bool,
 ):
     iv, b, h = hl.grid(hl.cdiv(V, BV), hl.dim("B"), hl.dim("H"))
-    keys, cols = hl.tile(0, BK), hl.tile(iv * BV, BV)
+    pieces, cols = _pieces(K, CK), hl.tile(iv * BV, BV)
 
-    @hl.loop(0, hl.dim("NT"), carry=_initial_state(h0, b, h, keys, cols, BV, BK, HAS_H0), pipelined=True)
-    def St(c, St):
-        Sd = St.to(k.dtype)
-        hs[b, c, h, cols, keys] = Sd
-        uc, _, _, St_next = _recur_chunk(c, St, Sd, k, w, u, gh, gl, msq, iv, b, h, keys, cols, BT)
+    @hl.loop(0, hl.dim("NT"), carry=_initial_state(h0, b, h, pieces, cols, BV, CK, HAS_H0), pipelined=True)
+    def St(c, *St):
+        Sd = [s.to(k.dtype) for s in St]
+        for p, s in zip(pieces, Sd):
+            hs[b, c, h, cols, p] = s
+        uc, _, _, St_next = _recur_chunk(c, St, Sd, k, w, u, gh, gl, msq, iv, b, h, pieces, cols, BT)
         un[b, hl.tile(c * BT, BT), h, cols] = uc
         return St_next
 
     if STORE_FINAL:
-        ht[b, h, keys, cols] = St.T
+        for p, s in zip(pieces, St):
+            ht[b, h, p, cols] = s.T
 
 
 @hl.kernel
 def delta_scan_output(
     q: hl.In("B", "T", "H", "K"), k: hl.In("B", "T", "H", "K"), un: hl.In("B", "TP", "H", "V"),
-    gh: hl.In("B", "TP", "H", dtype="float32"), gl: hl.In("B", "TP", "H", dtype="float32"),
+    gh: hl.In("B", "TP", "H", dtype="int32"), gl: hl.In("B", "TP", "H", dtype="float32"),
     hs: hl.In("B", "NT", "H", "V", "K"), o: hl.Out("B", "T", "H", "V"), scale: hl.Scalar("float32"),
-    *, K: int, V: int, BT: int, BK: int, BV: int,
+    *, K: int, V: int, BT: int, CK: int, BV: int,
 ):
     iv, c, bh = hl.grid(hl.cdiv(V, BV), hl.dim("NT"), hl.dim("B") * hl.dim("H"))
     b, h = bh // hl.dim("H"), bh % hl.dim("H")
-    rows, keys, cols = hl.tile(c * BT, BT), hl.tile(0, BK), hl.tile(iv * BV, BV)
-    i = hl.iota(BT)
-    qc, kc = q[b, rows, h, keys], k[b, rows, h, keys]
+    rows, cols = hl.tile(c * BT, BT), hl.tile(iv * BV, BV)
+    qk = qs = None
+    for p in _pieces(K, CK):
+        qp = q[b, rows, h, p]
+        qk = hl.dot(qp, k[b, rows, h, p], qk, trans_b=True)              # [BT, BT]
+        qs = hl.dot(qp, hs[b, c, h, cols, p], qs, trans_b=True)          # [BT, BV]
     Hc, Lc = gh[b, rows, h], gl[b, rows, h]
-    inner = hl.dot(qc, kc, trans_b=True) * decay.segment(Hc, Lc, Hc, Lc, i[:, None] >= i[None, :])
-    qs = hl.dot(qc, hs[b, c, h, cols, keys], trans_b=True)            # [BT, BV]
-    o[b, rows, h, cols] = (decay.from_start(Hc, Lc)[:, None] * qs + hl.dot(inner.to(k.dtype), un[b, rows, h, cols])) * scale
+    i = hl.iota(BT)
+    inner = (qk * decay.segment(Hc, Lc, Hc, Lc, BT, i[:, None] >= i[None, :])).to(k.dtype)
+    o[b, rows, h, cols] = (decay.from_start(Hc, Lc, BT)[:, None] * qs + hl.dot(inner, un[b, rows, h, cols])) * scale
 
 
 @hl.kernel
 def delta_scan_recur_output(
     q: hl.In("B", "T", "H", "K"), k: hl.In("B", "T", "H", "K"), w: hl.In("B", "TP", "H", "K"),
-    u: hl.In("B", "TP", "H", "V"), gh: hl.In("B", "TP", "H", dtype="float32"),
+    u: hl.In("B", "TP", "H", "V"), gh: hl.In("B", "TP", "H", dtype="int32"),
     gl: hl.In("B", "TP", "H", dtype="float32"), aqk: hl.In("B", "TP", "H", "BT"),
     h0: hl.In("B", "H", "K", "V"), o: hl.Out("B", "T", "H", "V"),
     msq: hl.Out("NV", "B", "T", "H", dtype="float32"), ht: hl.Out("B", "H", "K", "V", dtype="float32"),
     scale: hl.Scalar("float32"),
-    *, K: int, V: int, BT: int, BK: int, BV: int, HAS_H0: bool, STORE_FINAL: bool,
+    *, K: int, V: int, BT: int, CK: int, BV: int, HAS_H0: bool, STORE_FINAL: bool,
 ):
     iv, b, h = hl.grid(hl.cdiv(V, BV), hl.dim("B"), hl.dim("H"))
-    keys, cols = hl.tile(0, BK), hl.tile(iv * BV, BV)
+    pieces, cols = _pieces(K, CK), hl.tile(iv * BV, BV)
 
-    @hl.loop(0, hl.cdiv(hl.dim("TP"), BT), carry=_initial_state(h0, b, h, keys, cols, BV, BK, HAS_H0), pipelined=True)
-    def St(c, St):
-        Sd = St.to(k.dtype)
-        uc, Hc, Lc, St_next = _recur_chunk(c, St, Sd, k, w, u, gh, gl, msq, iv, b, h, keys, cols, BT)
+    @hl.loop(0, hl.cdiv(hl.dim("TP"), BT), carry=_initial_state(h0, b, h, pieces, cols, BV, CK, HAS_H0), pipelined=True)
+    def St(c, *St):
+        Sd = [s.to(k.dtype) for s in St]
         rows = hl.tile(c * BT, BT)
-        qs = hl.dot(q[b, rows, h, keys], Sd, trans_b=True)          # [BT, BV]
-        o[b, rows, h, cols] = (decay.from_start(Hc, Lc)[:, None] * qs + hl.dot(aqk[b, rows, h, :], uc.to(k.dtype))) * scale
+        qs = None
+        for p, s in zip(pieces, Sd):
+            qs = hl.dot(q[b, rows, h, p], s, qs, trans_b=True)          # [BT, BV]
+        uc, Hc, Lc, St_next = _recur_chunk(c, St, Sd, k, w, u, gh, gl, msq, iv, b, h, pieces, cols, BT)
+        o[b, rows, h, cols] = (decay.from_start(Hc, Lc, BT)[:, None] * qs + hl.dot(aqk[b, rows, h, :], uc.to(k.dtype))) * scale
         return St_next
 
     if STORE_FINAL:
-        ht[b, h, keys, cols] = St.T
+        for p, s in zip(pieces, St):
+            ht[b, h, p, cols] = s.T

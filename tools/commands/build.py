@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated targets (default sm_80,sm_90,sm_100,gfx942; tilelang: sm_80,sm_90a,sm_100a)")
     parser.add_argument("--kernel", action="append", choices=backends.KERNELS, help="only this kernel (repeatable)")
     parser.add_argument("--config", default=None, help="schedule overrides as JSON (applied to every kernel)")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
+                        help="input dtype to specialise for (triton; default bfloat16)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
 
 
@@ -35,12 +37,12 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for kernel in args.kernel or backends.KERNELS:
         for target in targets:
-            r = aot.build(kernel, target, config)
-            results.append(r)
-            if args.json:
-                print(json.dumps(r.__dict__, sort_keys=True), flush=True)
+            for r in aot.build_pipeline(kernel, target, config, dtype=args.dtype):  # every phase of a split
+                results.append(r)
+                if args.json:
+                    print(json.dumps(r.__dict__, sort_keys=True), flush=True)
     if not args.json:
         dims = ", ".join(f"{k}={v}" for k, v in aot.DEFAULT_DIMS.items() if k != "chunk_size")
-        print(f"AOT build, backend triton, default schedule per target; static dims {dims}; bfloat16 inputs")
+        print(f"AOT build, backend triton, default schedule per target; static dims {dims}; {args.dtype} inputs")
         print(aot.format_table(results))
     return 0 if all(r.ok for r in results) else 1
