@@ -29,7 +29,8 @@ def _stat(path: Path) -> Optional[tuple[int, int]]:
 
 def _legal(record: dict) -> bool:
     """A record whose config the current schedule space rejects (renamed knob, tighter
-    constraint) is ignored rather than handed to a backend."""
+    constraint) is ignored rather than handed to a backend. A knob added since the record was
+    made takes its default (as it does when the backend completes the config)."""
     import schedules
     key = db.record_key(record)
     try:
@@ -37,7 +38,8 @@ def _legal(record: dict) -> bool:
     except (KeyError, ImportError):
         return True  # no space registered: the backend validates its own config
     from autotune.target import Target
-    return not space.violations(record["config"], Target.parse(key.target).arch, dict(key.dims))
+    arch = Target.parse(key.target).arch
+    return not space.violations(space.complete(record["config"], arch), arch, dict(key.dims))
 
 
 def _records(path: Path) -> list[dict]:
