@@ -49,16 +49,16 @@ from hola_dsl.kernels import decay
 BC = 16     # rows of a diagonal block of the triangular inverse
 
 
-def _row_blocks(x, y, b, h, rows, r: int, upto: int, K: int, CK: int) -> list:
-    """[x_r y_s^T for s < upto]: [BC, BC] float32 blocks of block row r of the chunk's x y^T (x, y
-    [B, T, H, K], block rows ``rows``), summed over steps of CK key columns (a loop: one step's
-    loads are live at a time)."""
-    @hl.loop(0, hl.cdiv(K, CK), carry=[hl.zeros((BC, BC)) for _ in range(upto)])
+def _gram_row(k, b, h, rows, r: int, K: int, CK: int) -> list:
+    """[k_r k_s^T for s <= r]: the [BC, BC] float32 blocks of block row r of the chunk's K K^T
+    (block rows ``rows`` of k [B, T, H, K]), summed over steps of CK key columns (a loop: one
+    step's loads are live at a time)."""
+    @hl.loop(0, hl.cdiv(K, CK), carry=[hl.zeros((BC, BC)) for _ in range(r + 1)])
     def sums(j, *acc):
         cols = hl.tile(j * CK, CK)
-        xr = x[b, rows[r], h, cols]
-        return tuple(hl.dot(xr, xr if (y is x and s == r) else y[b, rows[s], h, cols], a, trans_b=True)
-                     for s, a in enumerate(acc))
+        kr = k[b, rows[r], h, cols]
+        ks = [k[b, rows[s], h, cols] for s in range(r)] + [kr]
+        return tuple(hl.dot(kr, ks[s], a, trans_b=True) for s, a in enumerate(acc))
     return list(sums)
 
 
@@ -110,7 +110,7 @@ def delta_scan_prepare(
     # float32: diagonal blocks by forward substitution, the rest by block forward substitution.
     Tm = {}
     for r in range(NB):
-        kk = _row_blocks(k, k, b, h, rows, r, r + 1, K, CK)
+        kk = _gram_row(k, b, h, rows, r, K, CK)
         A = [bs[r][:, None] * kk[s] * decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], BT, strict if s == r else None)
              for s in range(r + 1)]
         Tm[r, r] = hl.unit_lower_inverse(A[r])
