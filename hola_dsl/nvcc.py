@@ -486,8 +486,8 @@ CHECK_DIMS = {"K": 32, "V": 32, "W": 16, "C": 64}
 
 
 def check_rows(arch: str = "sm_90a", kernels=("delta_scan", "cache_select", "cache_read")) -> int:
-    """Print one `hola check` row per kernel: its TileLang CUDA dialect built by nvcc for
-    ``arch``. Returns the number of failures, sync problems included (0, with a note, when nvcc
+    """Print one `hola check` row per kernel (per phase of a split one): its TileLang CUDA dialect
+    built by nvcc for ``arch``. Returns the number of failures, sync problems included (0, with a note, when nvcc
     is missing)."""
     nvcc = find_nvcc()
     if nvcc is None:
