@@ -58,6 +58,7 @@ def gpu_target(name: str):
 
 
 def default_schedule(kernel: str, target: str, config: Optional[dict] = None, dtype: str = "bfloat16") -> dict:
+    """The completed Triton schedule of ``kernel`` for ``target`` and ``dtype`` inputs."""
     from hola_dsl.triton_backend import schedule
     return schedule(kernel, config, target, registry.TORCH_DTYPE[dtype])
 
@@ -162,6 +163,7 @@ def build(kernel: str, target: str, config: Optional[dict] = None, dims: dict = 
     """Compile ``kernel`` (its kernel called ``phase`` when its schedule splits it, see
     :func:`specialise`) for ``target`` with its default schedule (``config`` entries win)."""
     from hola_dsl import triton_runtime
+    from hola_dsl.triton_backend import code_schedule
     if triton_runtime.interpreter_used():
         return _build_in_subprocess(kernel, target, config, dims, dtype, phase)
     import triton
@@ -172,8 +174,7 @@ def build(kernel: str, target: str, config: Optional[dict] = None, dims: dict = 
     name = phase or kernel
     try:
         kir = specialise(kernel, sched, dims, dtype, phase)
-        launch_sched = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}
-        module = triton_runtime.load(kir, launch_sched, target)
+        module = triton_runtime.load(kir, code_schedule(kernel, sched, kir.name), target)
         fn = getattr(module, lower_triton.kernel_function_name(kir))
         gt = gpu_target(target)
         sig = lower_triton.signature(kir)

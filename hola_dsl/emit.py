@@ -54,11 +54,12 @@ def emit_source(kernel: str, backend: str, target: str, config: Optional[dict] =
     if backend not in EMITTERS:
         raise ValueError(f"--backend: expected one of {list(EMITTERS)}, got {backend!r}")
     sched = schedule_for(kernel, backend, target, config)
-    launch_sched = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}
+    from hola_dsl.triton_backend import code_schedule
     kernels = aot.pipeline(kernel, sched, dims, dtype)
     texts = []
     for n, kir in enumerate(kernels):
-        suffix, text = EMITTERS[backend](kir, launch_sched if backend == "triton" else sched, target)
+        suffix, text = EMITTERS[backend](kir, code_schedule(kernel, sched, kir.name) if backend == "triton" else sched,
+                                         target)
         if len(kernels) > 1:
             text = f"# ---- kernel {n + 1} of {len(kernels)} ({sched.get('split')}): {kir.name}\n{text}"
         texts.append(text)

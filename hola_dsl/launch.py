@@ -126,7 +126,7 @@ def run_phases(run: Runner, cfg: dict, q, k, v, g, beta, *, scale: float, initia
     msq = _poisoned((nv, B, T, H), torch.float32, dev)
     ht = _poisoned((B, H, K, V), torch.float32, dev) if output_final_state else _unused((B, H, K, V), torch.float32, dev)
     h0 = initial_state.contiguous() if initial_state is not None else _unused((B, H, K, V), torch.float32, dev)
-    w, u = _poisoned((B, TP, H, K), dt, dev), _poisoned((B, TP, H, V), dt, dev)
+    w, u = _poisoned((B, TP, H, K), dt, dev), _poisoned((B, TP, H, V), torch.float32, dev)
     gh, gl = _poisoned((B, TP, H), torch.int32, dev), _poisoned((B, TP, H), torch.float32, dev)
     aqk = _poisoned((B, TP, H, BT), dt, dev) if emit_o else _unused((B, TP, H, BT), dt, dev)
     run(phases.delta_scan_prepare, dict(K=K, V=V, BT=BT, CK=min(step, fused["BK"]), CV=min(step, pow2(V)), STORE_AQK=emit_o),
@@ -135,7 +135,7 @@ def run_phases(run: Runner, cfg: dict, q, k, v, g, beta, *, scale: float, initia
         run(phases.delta_scan_recur_output, rec, dict(q=q, k=k, w=w, u=u, gh=gh, gl=gl, aqk=aqk, h0=h0, o=o,
                                                       msq=msq, ht=ht, scale=float(scale)))
     else:
-        un, hs = _poisoned((B, TP, H, V), dt, dev), _poisoned((B, NT, H, V, K), dt, dev)
+        un, hs = _poisoned((B, TP, H, V), torch.float32, dev), _poisoned((B, NT, H, V, K), dt, dev)
         run(phases.delta_scan_recur, rec, dict(k=k, w=w, u=u, gh=gh, gl=gl, h0=h0, un=un, hs=hs, msq=msq, ht=ht))
         consts = {n: rec[n] for n in ("K", "V", "BT", "CK", "BV")}
         run(phases.delta_scan_output, consts, dict(q=q, k=k, un=un, gh=gh, gl=gl, hs=hs, o=o, scale=float(scale)))

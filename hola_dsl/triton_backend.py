@@ -36,6 +36,17 @@ def schedule(kernel: str, config: Optional[dict], target: str, dtype: torch.dtyp
     return sched
 
 
+def code_schedule(kernel: str, sched: dict, program: str) -> dict:
+    """What of ``kernel``'s completed Triton schedule shapes the code of its DSL kernel called
+    ``program`` (one phase of a split op): warps, stages and dot precision, with the warps a knob
+    of the program's own sets (``schedules.<kernel>.PROGRAM_WARPS``) where there is one."""
+    out = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}
+    own = getattr(importlib.import_module(f"schedules.{kernel}"), "PROGRAM_WARPS", {}).get(program)
+    if own in sched:
+        out["num_warps"] = sched[own]
+    return out
+
+
 def _runner(kernel: str, config: Optional[dict], dtype: torch.dtype = torch.bfloat16):
     from hola_dsl import triton_runtime
 
@@ -47,8 +58,8 @@ def _runner(kernel: str, config: Optional[dict], dtype: torch.dtype = torch.bflo
         if device.type == "cpu" and not triton_runtime.interpreting():
             raise ValueError("backend: 'triton' got cpu tensors; they need TRITON_INTERPRET=1 "
                              "(Triton's CPU interpreter), else move them to the GPU")
-        launch_sched = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}
-        triton_runtime.launch(launch.specialize(kdef, consts, args), launch_sched, args, target)
+        triton_runtime.launch(launch.specialize(kdef, consts, args), code_schedule(kernel, sched, kdef.name),
+                              args, target)
     return run, sched
 
 

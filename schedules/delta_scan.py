@@ -21,6 +21,9 @@ PREPARE_COLS = Knob("prepare_cols", (16, 32, 64),
                     "register-bound: float32 operands on GPUs want 16)")
 KNOBS = TILES + (SPLIT, PREPARE_COLS)
 WARPS = Knob("num_warps", (1, 2, 4, 8), "warps per program")
+PREPARE_WARPS = Knob("prepare_warps", (1, 2, 4, 8), "warps per program of the prepare phase (Triton)")
+# Phase kernels whose warps a knob of their own sets (the others take num_warps).
+PROGRAM_WARPS = {"delta_scan_prepare": "prepare_warps"}
 STAGES = Knob("num_stages", (1, 2, 3, 4), "software pipelining depth of the chunk loop")
 PRECISION = DOT_PRECISION
 
@@ -31,24 +34,24 @@ _PHASES = "prepare+recur+output"
 # GPU defaults (`hola build`, K = V = 128): every kernel of the split without register spills on
 # sm_80, sm_90, sm_100 and gfx942 in bfloat16 and float32. float32 operands (and 3xTF32's split of
 # each into two) take twice the registers: float32 inputs get 32-token chunks, 16-column prepare
-# steps and 16-column V tiles. The recurrence that also writes the output does four dots a chunk:
-# eight warps (and 16-token chunks in float32). TF32 dots stay within the bf16 tolerance; float32
+# steps and 16-column V tiles. The recurrence that also writes the output does four products a
+# chunk: eight warps on NVIDIA (its prepare keeps four), and 16-token chunks in float32. TF32 dots stay within the bf16 tolerance; float32
 # inputs get the target's float32 precision (hola_dsl.triton_backend.schedule).
 # `hola build --dtype float32` / `--config '{"split": ...}'` shows each.
-_GPU = {"BV": 32, "chunk_size": 64, "split": _PHASES, "prepare_cols": 64, "num_warps": 4, "num_stages": 1,
-        "dot_precision": "tf32"}
+_GPU = {"BV": 32, "chunk_size": 64, "split": _PHASES, "prepare_cols": 64, "num_warps": 4, "prepare_warps": 4,
+        "num_stages": 1, "dot_precision": "tf32"}
 TRITON = Space(
-    "delta_scan", "triton", KNOBS + (WARPS, STAGES, PRECISION),
+    "delta_scan", "triton", KNOBS + (WARPS, PREPARE_WARPS, STAGES, PRECISION),
     defaults={
-        "*": {"BV": 32, "chunk_size": 64, "split": "fused", "prepare_cols": 64, "num_warps": 4, "num_stages": 1,
-              "dot_precision": "ieee"},
+        "*": {"BV": 32, "chunk_size": 64, "split": "fused", "prepare_cols": 64, "num_warps": 4, "prepare_warps": 4,
+              "num_stages": 1, "dot_precision": "ieee"},
         "sm_": _GPU,
         "gfx": _GPU,
     },
     overlays=(
         ({"dtype": "float32"}, {"sm_": {"chunk_size": 32, "prepare_cols": 16, "BV": 16},
                                 "gfx": {"chunk_size": 32, "prepare_cols": 16, "BV": 16}}),
-        ({"split": "prepare+recur_output"}, {"sm_": {"num_warps": 8}, "gfx": {"num_warps": 8}}),
+        ({"split": "prepare+recur_output"}, {"sm_": {"num_warps": 8}}),
         ({"split": "prepare+recur_output", "dtype": "float32"}, {"sm_": {"chunk_size": 16, "BV": 32},
                                                                   "gfx": {"chunk_size": 16, "BV": 32}}),
         # The fused kernel holds the whole chunk (solve, u, o, update) in registers: the smallest tiles.
