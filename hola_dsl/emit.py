@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable, Optional
 
-from hola_dsl import ir
+from hola_dsl import ir, registry
 
 
 def _ir(kernel: ir.Kernel, schedule: dict, target: str) -> tuple[str, str]:
@@ -33,13 +33,18 @@ EMITTERS: dict[str, Callable[[ir.Kernel, dict, str], tuple[str, str]]] = {
 }
 
 
-def schedule_for(kernel: str, backend: str, target: str, config: Optional[dict]) -> dict:
-    """The completed schedule of ``kernel`` on ``backend`` (the "triton" space serves "ir")."""
+def schedule_for(kernel: str, backend: str, target: str, config: Optional[dict], dtype: str = "bfloat16") -> dict:
+    """The completed schedule of ``kernel`` on ``backend`` for ``dtype`` inputs (the "triton"
+    space serves "ir")."""
     import schedules
     spaces = importlib.import_module(f"schedules.{kernel}").SPACES
     space = (schedules.space(kernel, backend) if backend not in spaces and schedules.has_space(kernel, backend)
              else spaces.get(backend) or spaces["triton"])
-    sched = space.complete(config, target)
+    if space.backend == "triton":           # with the float32 dot precision the launcher applies
+        from hola_dsl.triton_backend import schedule
+        sched = schedule(kernel, config, target, registry.TORCH_DTYPE[dtype])
+    else:
+        sched = space.complete(config, target, dtype)
     bad = space.violations(sched, target, {})
     if bad:
         raise ValueError(f"--config: illegal for {kernel}/{space.backend} on {target}: {'; '.join(bad)}")
@@ -53,7 +58,7 @@ def emit_source(kernel: str, backend: str, target: str, config: Optional[dict] =
     from hola_dsl import aot
     if backend not in EMITTERS:
         raise ValueError(f"--backend: expected one of {list(EMITTERS)}, got {backend!r}")
-    sched = schedule_for(kernel, backend, target, config)
+    sched = schedule_for(kernel, backend, target, config, dtype)
     from hola_dsl.triton_backend import code_schedule
     kernels = aot.pipeline(kernel, sched, dims, dtype)
     texts = []
