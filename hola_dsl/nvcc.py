@@ -468,10 +468,18 @@ def report(kernels, archs=CROSS_ARCHS, config: Optional[dict] = None, json_lines
                 show(r)
                 twin = TRITON_TWIN.get(arch)
                 if with_triton and twin:
-                    t = aot.build(kernel, twin, None, dims, phase=phase)
+                    t = aot.build(kernel, twin, _triton_part(kernel, config), dims, phase=phase)
                     t.extra["backend"] = "triton"
                     show(t)
     return 0 if all(r.ok and not r.extra.get("sync_problems") for r in rows if r.extra.get("backend") == "tilelang") else 1
+
+
+def _triton_part(kernel: str, config: Optional[dict]) -> Optional[dict]:
+    """The entries of a TileLang ``config`` that are knobs of ``kernel``'s Triton space too (the
+    split, tile sizes), so the Triton twin builds the same kernels."""
+    import schedules
+    knobs = {k.name for k in schedules.space(kernel, "triton").knobs}
+    return {k: v for k, v in (config or {}).items() if k in knobs} or None
 
 
 def _sync_summary(problems: list) -> str:
