@@ -189,7 +189,7 @@ def build(kernel: str, target: str, config: Optional[dict] = None, dims: dict = 
         else:
             r = _amdgcn_resources(compiled.asm["amdgcn"])    # LDS is dynamic: metadata.shared stands
         res.registers, res.spills, res.extra = r["registers"], r["spills"], r.get("extra", {})
-        res.extra["threads"] = 32 * module.NUM_WARPS      # a phase may have warps of its own
+        res.extra["threads"] = gt.warp_size * module.NUM_WARPS      # a phase may have warps of its own
     except Exception as exc:  # a failed build is a row of the table, not a crash
         if os.environ.get("HOLA_DEBUG"):
             raise
