@@ -14,7 +14,7 @@ SPLITS = ("fused", "prepare+recur+output", "prepare+recur_output")
 SPLIT = Knob("split", SPLITS,
              "fused: one kernel per (V tile, b, h) does everything chunk by chunk (the CPU's choice: a "
              "program holds the whole V); prepare+recur+output: chunk-parallel W/U preparation, a "
-             "two-dot sequential recurrence, chunk-parallel output (GPUs); prepare+recur_output: the "
+             "two-product sequential recurrence, chunk-parallel output (GPUs); prepare+recur_output: the "
              "recurrence writes the output itself")
 PREPARE_COLS = Knob("prepare_cols", (16, 32, 64),
                     "key and value columns the prepare phase loads per step (its 16 x 16 blocks are "
@@ -35,8 +35,9 @@ _PHASES = "prepare+recur+output"
 # sm_80, sm_90, sm_100 and gfx942 in bfloat16 and float32. float32 operands (and 3xTF32's split of
 # each into two) take twice the registers: float32 inputs get 32-token chunks, 16-column prepare
 # steps and 16-column V tiles. The recurrence that also writes the output does four products a
-# chunk: eight warps on NVIDIA (its prepare keeps four), and 16-token chunks in float32. TF32 dots stay within the bf16 tolerance; float32
-# inputs get the target's float32 precision (hola_dsl.triton_backend.schedule).
+# chunk: eight warps on NVIDIA (its prepare keeps four), and 16-token chunks in float32. TF32 dots
+# stay within the bf16 tolerance; float32 inputs get the target's float32 precision
+# (hola_dsl.triton_backend.schedule).
 # `hola build --dtype float32` / `--config '{"split": ...}'` shows each.
 _GPU = {"BV": 32, "chunk_size": 64, "split": _PHASES, "prepare_cols": 64, "num_warps": 4, "prepare_warps": 4,
         "num_stages": 1, "dot_precision": "tf32"}
