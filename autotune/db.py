@@ -176,8 +176,10 @@ def record_problem(record: Any) -> Optional[str]:
         if name in record and not ok(record[name]):
             return f"{name}: expected {expected}, got {record[name]!r:.60}"
     try:
+        # Completed with the defaults for its target and dtype, as a backend completes it: a
+        # record made before a knob existed stays usable.
         schedules.space(key.kernel, key.backend).check(record["config"], Target.parse(key.target).arch,
-                                                       dict(key.dims))
+                                                       dict(key.dims), dtype=key.dtypes)
     except schedules.ConfigError as exc:
         return str(exc)
     return None

@@ -116,7 +116,7 @@ def ir_hash(kernel: str, backend: str, config: dict, dims: dict, dtype: str) -> 
         return None
     try:
         from hola_dsl import aot
-        return str(aot.specialise(kernel, dict(config), dict(dims), dtype).hash())
+        return aot.pipeline_hash(kernel, dict(config), dict(dims), dtype)
     except Exception:  # informational field: never fail a tuning run over it
         return None
 
@@ -232,7 +232,7 @@ def tune(kernel: str, backend: str, shape: Shape, dtype: Any = "float32", *, dev
     legal = list(space.legal(tgt.arch, dims))
     if not legal:
         raise ValueError(f"{key.id}: no legal config in the {kernel}/{backend} space for target {tgt.arch} and dims {dims}")
-    default = space.default(tgt.arch)
+    default = space.default(tgt.arch, dtype_name(dtype))      # what the backend would run for this dtype
     if space.violations(default, tgt.arch, dims):
         default = legal[0]
     if evaluator is None and isolate:

@@ -8,6 +8,7 @@ figure; for AMD, the kernel metadata in the AMDGCN assembly (VGPRs, SGPRs, spill
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -16,7 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from hola_dsl import launch, lang, targets
+import torch
+
+from hola_dsl import ir, launch, registry, targets
 from hola_dsl.kernels import get as get_kernel
 from hola_dsl.lower import triton as lower_triton
 
@@ -39,6 +42,7 @@ class BuildResult:
     seconds: float = 0.0
     error: str = ""
     extra: dict = field(default_factory=dict)
+    dtype: str = "bfloat16"               # the inputs' dtype it was specialised for
 
 
 def gpu_target(name: str):
@@ -50,25 +54,66 @@ def gpu_target(name: str):
     return GPUTarget("hip", name, 64)
 
 
-def default_schedule(kernel: str, target: str, config: Optional[dict] = None) -> dict:
+def default_schedule(kernel: str, target: str, config: Optional[dict] = None, dtype: str = "bfloat16") -> dict:
+    """The completed Triton schedule of ``kernel`` for ``target`` and ``dtype`` inputs."""
     from hola_dsl.triton_backend import schedule
-    return schedule(kernel, config, target)
+    return schedule(kernel, config, target, registry.TORCH_DTYPE[dtype])
 
 
-def specialise(kernel: str, schedule: dict, dims: dict = None, dtype: str = "bfloat16"):
-    """Trace ``kernel`` for the static ``dims`` and ``dtype`` the way the launcher would."""
+def _meta(dtype: str, *shape: int) -> torch.Tensor:
+    return torch.empty(shape, dtype=registry.TORCH_DTYPE[dtype], device="meta")
+
+
+def pipeline(kernel: str, schedule: dict, dims: dict = None, dtype: str = "bfloat16") -> list[ir.Kernel]:
+    """Every kernel the launcher runs for ``kernel`` under ``schedule`` (one, or the phases of a
+    split scan), traced for the static ``dims`` and input ``dtype``: the launcher itself runs on
+    meta tensors with a runner that records what it would launch, so a build is exactly what runs."""
     d = dict(DEFAULT_DIMS, **(dims or {}))
-    kdef: lang.KernelDef = get_kernel(kernel)
+    K, V, W, C = d["K"], d["V"], d["W"], d["C"]
+    traced: list[ir.Kernel] = []
+    record = lambda kdef, consts, args: traced.append(launch.specialize(kdef, consts, args))
+    B, T, H = 1, 2 * C, 1
     if kernel == "delta_scan":
-        consts = launch.delta_scan_consts(d["K"], d["V"], d["chunk_size"], schedule, has_h0=True, store_final=True)
-        dtypes = dict(q=dtype, k=dtype, v=dtype, g="float32", beta=dtype, h0="float32", o=dtype)
+        launch.delta_scan(record, schedule, _meta(dtype, B, T, H, K), _meta(dtype, B, T, H, K),
+                          _meta(dtype, B, T, H, V), _meta("float32", B, T, H), _meta(dtype, B, T, H), scale=1.0,
+                          initial_state=_meta("float32", B, H, K, V), output_final_state=True,
+                          chunk_size=d["chunk_size"])
     elif kernel == "cache_select":
-        consts = launch.cache_select_consts(d["W"], d["C"], "hola", None, schedule)
-        dtypes = dict(scores="float32")
+        launch.cache_select(record, schedule, _meta("float32", B, T, H), capacity=W, block_size=C, policy="hola")
+    elif kernel == "cache_read":
+        launch.cache_read(record, schedule, _meta(dtype, B, T, H, K), _meta(dtype, B, T, H, K),
+                          _meta(dtype, B, T, H, V), _meta("int64", B, H, 2, W), _meta("float32", K),
+                          _meta("float32", K), _meta("float32", H), block_size=C, eps=1e-6)
     else:
-        consts = launch.cache_read_consts(d["K"], d["V"], d["W"], d["C"], 1e-6, schedule)
-        dtypes = dict(q=dtype, k=dtype, v=dtype, gamma_q="float32", gamma_k="float32", sink="float32", o=dtype)
-    return kdef.trace(dtypes, **consts)
+        get_kernel(kernel)                 # the error naming the known kernels
+    return traced
+
+
+def specialise(kernel: str, schedule: dict, dims: dict = None, dtype: str = "bfloat16",
+               phase: Optional[str] = None) -> ir.Kernel:
+    """The kernel of ``pipeline(kernel, ...)`` called ``phase`` (e.g. "delta_scan_recur"), or
+    its only kernel; ValueError naming the phases when there are several and none is given."""
+    kernels = pipeline(kernel, schedule, dims, dtype)
+    names = [k.name for k in kernels]
+    if phase is None and len(kernels) == 1:
+        return kernels[0]
+    if phase not in names:
+        raise ValueError(f"phase: {kernel} under split {schedule.get('split')!r} runs {names}; got {phase!r}")
+    return kernels[names.index(phase)]
+
+
+def phases(kernel: str, schedule: dict, dims: dict = None, dtype: str = "bfloat16") -> list[Optional[str]]:
+    """The ``phase`` arguments (of :func:`specialise`, :func:`build`) naming every kernel of the
+    pipeline: [None] for a single kernel."""
+    kernels = pipeline(kernel, schedule, dims, dtype)
+    return [None] if len(kernels) == 1 else [k.name for k in kernels]
+
+
+def pipeline_hash(kernel: str, schedule: dict, dims: dict = None, dtype: str = "bfloat16") -> str:
+    """The IR hash of what ``kernel`` runs under ``schedule``: its kernel's, or one over every
+    phase's."""
+    hashes = [k.hash() for k in pipeline(kernel, schedule, dims, dtype)]
+    return hashes[0] if len(hashes) == 1 else hashlib.sha256(" ".join(hashes).encode()).hexdigest()[:16]
 
 
 def _ptxas_resources(ptx: str, arch: int) -> dict:
@@ -95,7 +140,7 @@ def _amdgcn_resources(asm: str) -> dict:
             "extra": {"sgprs": field("sgpr_count"), "lds": field("group_segment_fixed_size")}}
 
 
-def _build_in_subprocess(kernel: str, target: str, config, dims, dtype) -> BuildResult:
+def _build_in_subprocess(kernel: str, target: str, config, dims, dtype, phase) -> BuildResult:
     """Triton's interpreter patches triton.language in-process and compiling afterwards fails;
     a fresh interpreter-free process builds cleanly."""
     import json
@@ -103,7 +148,7 @@ def _build_in_subprocess(kernel: str, target: str, config, dims, dtype) -> Build
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     code = ("import json, sys; from hola_dsl import aot; a = json.loads(sys.argv[1]); "
             "print(json.dumps(aot.build(**a).__dict__))")
-    payload = json.dumps(dict(kernel=kernel, target=target, config=config, dims=dims, dtype=dtype))
+    payload = json.dumps(dict(kernel=kernel, target=target, config=config, dims=dims, dtype=dtype, phase=phase))
     out = subprocess.run([sys.executable, "-c", code, payload], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         return BuildResult(kernel, target, {}, False, error=f"build subprocess failed: {out.stderr.strip()[-400:]}")
@@ -111,20 +156,22 @@ def _build_in_subprocess(kernel: str, target: str, config, dims, dtype) -> Build
 
 
 def build(kernel: str, target: str, config: Optional[dict] = None, dims: dict = None,
-          dtype: str = "bfloat16") -> BuildResult:
-    """Compile ``kernel`` for ``target`` with its default schedule (``config`` entries win)."""
+          dtype: str = "bfloat16", phase: Optional[str] = None) -> BuildResult:
+    """Compile ``kernel`` (its kernel called ``phase`` when its schedule splits it, see
+    :func:`specialise`) for ``target`` with its default schedule (``config`` entries win)."""
     from hola_dsl import triton_runtime
+    from hola_dsl.triton_backend import code_schedule
     if triton_runtime.interpreter_used():
-        return _build_in_subprocess(kernel, target, config, dims, dtype)
+        return _build_in_subprocess(kernel, target, config, dims, dtype, phase)
     import triton
     from triton.compiler import ASTSource
 
-    sched = default_schedule(kernel, target, config)
+    sched = default_schedule(kernel, target, config, dtype)
     t0 = time.perf_counter()
+    name = phase or kernel
     try:
-        kir = specialise(kernel, sched, dims, dtype)
-        launch_sched = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}
-        module = triton_runtime.load(kir, launch_sched, target)
+        kir = specialise(kernel, sched, dims, dtype, phase)
+        module = triton_runtime.load(kir, code_schedule(kernel, sched, kir.name), target)
         fn = getattr(module, lower_triton.kernel_function_name(kir))
         gt = gpu_target(target)
         sig = lower_triton.signature(kir)
@@ -133,17 +180,25 @@ def build(kernel: str, target: str, config: Optional[dict] = None, dims: dict = 
         compiled = triton.compile(ASTSource(fn, sig, attrs=attrs), target=gt,
                                   options={"num_warps": module.NUM_WARPS, "num_stages": module.NUM_STAGES,
                                            "enable_fp_fusion": triton_runtime.FP_FUSION})
-        res = BuildResult(kernel, target, sched, True, shared=int(compiled.metadata.shared))
+        res = BuildResult(name, target, sched, True, shared=int(compiled.metadata.shared), dtype=dtype)
         if gt.backend == "cuda":
             r = _ptxas_resources(compiled.asm["ptx"], gt.arch)
         else:
             r = _amdgcn_resources(compiled.asm["amdgcn"])    # LDS is dynamic: metadata.shared stands
         res.registers, res.spills, res.extra = r["registers"], r["spills"], r.get("extra", {})
+        res.extra["threads"] = gt.warp_size * module.NUM_WARPS      # a phase may have warps of its own
     except Exception as exc:  # a failed build is a row of the table, not a crash
         if os.environ.get("HOLA_DEBUG"):
             raise
-        res = BuildResult(kernel, target, sched, False, error=f"{type(exc).__name__}: {str(exc).strip()[:400]}")
+        res = BuildResult(name, target, sched, False, error=f"{type(exc).__name__}: {str(exc).strip()[:400]}",
+                          dtype=dtype)
     res.seconds = time.perf_counter() - t0
     return res
 
 
+def build_pipeline(kernel: str, target: str, config: Optional[dict] = None, dims: dict = None,
+                   dtype: str = "bfloat16") -> list[BuildResult]:
+    """One :func:`build` per kernel that ``kernel`` runs under its default schedule for
+    ``target`` (``config`` entries win): one row, or one per phase of a split scan."""
+    sched = default_schedule(kernel, target, config, dtype)
+    return [build(kernel, target, config, dims, dtype, phase) for phase in phases(kernel, sched, dims, dtype)]

@@ -55,7 +55,8 @@ def _unused(shape, dtype, device) -> torch.Tensor:
 
 
 def delta_scan_consts(K: int, V: int, chunk_size: int, cfg: dict, *, has_h0: bool, store_final: bool) -> dict:
-    """Compile-time constants of the delta_scan kernel for head dims K, V and a schedule."""
+    """Compile-time constants of the fused delta_scan kernel (and of the recurrence phases) for
+    head dims K, V and a schedule."""
     # tl.dot needs tiles of 16 or more; the chunk size changes no result beyond rounding.
     return dict(K=K, V=V, BT=pow2(int(cfg.get("chunk_size", chunk_size))), BK=pow2(K),
                 BV=min(int(cfg["BV"]), pow2(V)), HAS_H0=has_h0, STORE_FINAL=store_final)
@@ -64,7 +65,13 @@ def delta_scan_consts(K: int, V: int, chunk_size: int, cfg: dict, *, has_h0: boo
 def delta_scan(run: Runner, cfg: dict, q, k, v, g, beta, *, scale: float, initial_state: Optional[torch.Tensor],
                output_final_state: bool, chunk_size: int):
     """SPEC.md section 1 on a DSL backend. Shapes as in ``hola_dsl.ops.delta_scan``; ``cfg`` is a
-    completed schedule (``chunk_size`` in it overrides the argument only when the user gave it)."""
+    completed schedule (``chunk_size`` in it overrides the argument only when the user gave it).
+    Its ``split`` (default "fused") picks the one-kernel scan or a pipeline of phases
+    (:func:`run_phases`)."""
+    split = cfg.get("split", "fused")
+    if split != "fused":
+        return run_phases(run, cfg, q, k, v, g, beta, scale=scale, initial_state=initial_state,
+                          output_final_state=output_final_state, chunk_size=chunk_size, split=split)
     from hola_dsl.kernels.delta_scan import delta_scan as kdef
     q, k, v, g, beta = _dense(q, k, v, g, beta)
     B, T, H, K = q.shape
@@ -80,6 +87,58 @@ def delta_scan(run: Runner, cfg: dict, q, k, v, g, beta, *, scale: float, initia
     h0 = initial_state.contiguous() if initial_state is not None else _unused((B, H, K, V), torch.float32, dev)
     run(kdef, consts, dict(q=q, k=k, v=v, g=g, beta=beta, h0=h0, o=o, uscale=uscale, usq=usq, ht=ht,
                            scale=float(scale)))
+    return o, combine_norms(uscale, usq), (ht if output_final_state else None)
+
+
+def run_phases(run: Runner, cfg: dict, q, k, v, g, beta, *, scale: float, initial_state: Optional[torch.Tensor],
+               output_final_state: bool, chunk_size: int, split: str):
+    """SPEC.md section 1 as a pipeline of phase kernels (``hola_dsl/kernels/delta_scan_phases.py``)
+    run in order through ``run``, joined by scratch tensors this function allocates (poisoned, like
+    the outputs, so a row a phase fails to write fails the check).
+
+    ``split`` is "prepare+recur+output" (prepare W, U and gate sums in parallel over chunks; the
+    sequential recurrence keeps u and every chunk's starting state; the output in parallel over
+    chunks) or "prepare+recur_output" (the recurrence writes o itself from a prepared causal
+    Q K^T block). Arguments and results as :func:`delta_scan`.
+    """
+    from hola_dsl.kernels import delta_scan_phases as phases
+    from schedules.delta_scan import SPLITS
+    if split not in SPLITS or split == "fused":
+        raise ValueError(f"split: expected one of {[s for s in SPLITS if s != 'fused']}, got {split!r}")
+    q, k, v, g, beta = _dense(q, k, v, g, beta)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    fused = delta_scan_consts(K, V, chunk_size, cfg, has_h0=initial_state is not None, store_final=output_final_state)
+    BT, BV = fused["BT"], fused["BV"]
+    # The recurrence and the output take the state, K, W and Q in pieces of 64 key columns (fla's
+    # choice: a whole [BT, 128] operand does not fit in registers); prepare steps through K and V
+    # prepare_cols columns at a time.
+    CK = min(64, fused["BK"])
+    step = int(cfg.get("prepare_cols", 64))
+    rec = dict(K=K, V=V, BT=BT, CK=CK, BV=BV, HAS_H0=fused["HAS_H0"], STORE_FINAL=fused["STORE_FINAL"])
+    NT, nv = -(-T // BT), -(-V // BV)
+    TP = NT * BT
+    dev, dt = q.device, q.dtype
+    emit_o = split == "prepare+recur_output"
+    o = _poisoned((B, T, H, V), v.dtype, dev)
+    uscale = _poisoned((nv, B, T, H), torch.float32, dev)
+    usq = _poisoned((nv, B, T, H), torch.float32, dev)
+    ht = _poisoned((B, H, K, V), torch.float32, dev) if output_final_state else _unused((B, H, K, V), torch.float32, dev)
+    h0 = initial_state.contiguous() if initial_state is not None else _unused((B, H, K, V), torch.float32, dev)
+    w, u = _poisoned((B, TP, H, K), dt, dev), _poisoned((B, TP, H, V), torch.float32, dev)
+    gh, gl = _poisoned((B, TP, H), torch.int32, dev), _poisoned((B, TP, H), torch.float32, dev)
+    aqk = _poisoned((B, TP, H, BT), dt, dev) if emit_o else _unused((B, TP, H, BT), dt, dev)
+    run(phases.delta_scan_prepare, dict(K=K, V=V, BT=BT, CK=min(step, fused["BK"]), CV=min(step, pow2(V)), STORE_AQK=emit_o),
+        dict(q=q, k=k, v=v, g=g, beta=beta, w=w, u=u, gh=gh, gl=gl, aqk=aqk))
+    if emit_o:
+        run(phases.delta_scan_recur_output, rec, dict(q=q, k=k, w=w, u=u, gh=gh, gl=gl, aqk=aqk, h0=h0, o=o,
+                                                      uscale=uscale, usq=usq, ht=ht, scale=float(scale)))
+    else:
+        un, hs = _poisoned((B, TP, H, V), torch.float32, dev), _poisoned((B, NT, H, V, K), dt, dev)
+        run(phases.delta_scan_recur, rec, dict(k=k, w=w, u=u, gh=gh, gl=gl, h0=h0, un=un, hs=hs, uscale=uscale,
+                                               usq=usq, ht=ht))
+        consts = {n: rec[n] for n in ("K", "V", "BT", "CK", "BV")}
+        run(phases.delta_scan_output, consts, dict(q=q, k=k, un=un, gh=gh, gl=gl, hs=hs, o=o, scale=float(scale)))
     return o, combine_norms(uscale, usq), (ht if output_final_state else None)
 
 

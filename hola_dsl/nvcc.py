@@ -437,36 +437,39 @@ def cached_cross_build(module, arch: str, nvcc: str) -> tuple[CubinReport, bool]
 
 
 def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[dict] = None,
-          dtype: str = "bfloat16", out_dir: Optional[Path] = None):
+          dtype: str = "bfloat16", out_dir: Optional[Path] = None, phase: Optional[str] = None):
     """Cross-build one DSL kernel's TileLang CUDA dialect for ``arch`` with its default schedule
     (``config`` entries win): trace, emit (cached source), lower, nvcc (both cached, see
-    ``cached_cross_build``). Returns a row of ``hola build``'s table (``hola_dsl.aot.BuildResult``,
-    ``extra["cached"]`` when reused); a failure is a row, not an exception. The cubin stays in
-    the cache unless ``out_dir`` asks for a copy."""
+    ``cached_cross_build``). ``phase`` names the kernel to build when the schedule splits
+    ``kernel`` into several (``aot.specialise``). Returns a row of ``hola build``'s table
+    (``hola_dsl.aot.BuildResult``, ``extra["cached"]`` when reused); a failure is a row, not an
+    exception. The cubin stays in the cache unless ``out_dir`` asks for a copy."""
     from hola_dsl import aot, tilelang_runtime
     from hola_dsl.tilelang_backend import schedule
 
     sched = schedule(kernel, config, arch)
     t0 = time.perf_counter()
+    name = phase or kernel
     try:
         nvcc = find_nvcc()
         if nvcc is None:
             raise NvccError("nvcc not found (set $NVCC or put nvcc on PATH); nothing compiled")
-        kir = aot.specialise(kernel, sched, dims, dtype)
+        kir = aot.specialise(kernel, sched, dims, dtype, phase)
         module = tilelang_runtime.load(kir, sched, arch, "cuda")
         r, cached = cached_cross_build(module, arch, nvcc)
         cubin = r.cubin
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             cubin = Path(shutil.copy2(r.cubin, Path(out_dir) / r.cubin.name))
-        res = aot.BuildResult(kernel, arch, sched, True, registers=r.registers,
+        res = aot.BuildResult(name, arch, sched, True, registers=r.registers,
                               spills=r.spill_stores + r.spill_loads, shared=r.smem,
                               extra={"threads": r.threads, "cubin": str(cubin), "source": module.__file__,
-                                     "sync_problems": r.sync_problems, "cached": cached})
+                                     "sync_problems": r.sync_problems, "cached": cached}, dtype=dtype)
     except Exception as exc:  # a failed build is a row of the table, not a crash
         if os.environ.get("HOLA_DEBUG"):
             raise
-        res = aot.BuildResult(kernel, arch, sched, False, error=f"{type(exc).__name__}: {str(exc).strip()[-400:]}")
+        res = aot.BuildResult(name, arch, sched, False, error=f"{type(exc).__name__}: {str(exc).strip()[-400:]}",
+                              dtype=dtype)
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -483,23 +486,27 @@ CHECK_DIMS = {"K": 32, "V": 32, "W": 16, "C": 64}
 
 
 def check_rows(arch: str = targets.CHECK_NVCC_ARCH, kernels=("delta_scan", "cache_select", "cache_read")) -> int:
-    """Print one `hola check` row per kernel: its TileLang CUDA dialect built by nvcc for
-    ``arch``. Returns the number of failures, sync problems included (0, with a note, when nvcc
+    """Print one `hola check` row per kernel (per phase of a split one): its TileLang CUDA dialect
+    built by nvcc for ``arch``. Returns the number of failures, sync problems included (0, with a note, when nvcc
     is missing)."""
     nvcc = find_nvcc()
     if nvcc is None:
         print("(tilelang nvcc build not checked: nvcc not found)")
         return 0
+    from hola_dsl import aot
+    from hola_dsl.tilelang_backend import schedule
+
     failed = 0
     for kernel in kernels:
-        r = build(kernel, arch, dims=CHECK_DIMS)
-        sync = r.extra.get("sync_problems") or []
-        ok = r.ok and not sync
-        failed += not ok
-        what = (f"{r.registers} regs, {r.spills} B spilled, {r.shared} B smem" if r.ok else r.error)
-        what += " (cached)" if r.extra.get("cached") else ""
-        if sync:
-            what = f"sync: {sync_summary(sync)}"
-        print(f"{kernel:<13} {'tilelang':<10} {'nvcc ' + arch:>12} {'PASS' if ok else 'FAIL':>6} "
-              f"{r.seconds * 1e3:>8.1f}ms {what}")
+        for phase in aot.phases(kernel, schedule(kernel, None, arch), CHECK_DIMS):
+            r = build(kernel, arch, dims=CHECK_DIMS, phase=phase)
+            sync = r.extra.get("sync_problems") or []
+            ok = r.ok and not sync
+            failed += not ok
+            what = (f"{r.registers} regs, {r.spills} B spilled, {r.shared} B smem" if r.ok else r.error)
+            what += " (cached)" if r.extra.get("cached") else ""
+            if sync:
+                what = f"sync: {sync_summary(sync)}"
+            print(f"{r.kernel:<13} {'tilelang':<10} {'nvcc ' + arch:>12} {'PASS' if ok else 'FAIL':>6} "
+                  f"{r.seconds * 1e3:>8.1f}ms {what}")
     return failed

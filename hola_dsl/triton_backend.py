@@ -3,12 +3,14 @@ TRITON_INTERPRET=1 is set before the first launch)."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Optional
 
 import torch
 
-from hola_dsl import launch
+from hola_dsl import launch, registry
 from hola_dsl.backends import Backend
+from schedules.space import float32_dot_precision
 
 
 def _unavailable() -> Optional[str]:
@@ -35,30 +37,44 @@ def _dtype_problem(device_type: str, dtype: torch.dtype) -> Optional[str]:
     return None
 
 
-def schedule(kernel: str, config: Optional[dict], target: str) -> dict:
-    """The completed Triton schedule of ``kernel`` for ``target`` (config entries win); a config
-    the space rejects raises ``schedules.ConfigError`` naming ``config`` and the knob."""
+def schedule(kernel: str, config: Optional[dict], target: str, dtype: torch.dtype = torch.bfloat16,
+             dims: Optional[dict] = None, label: str = "config") -> dict:
+    """The completed Triton schedule of ``kernel`` for ``target`` and inputs of ``dtype`` (config
+    entries win; the space's defaults and overlays for that dtype fill the rest); a config the
+    space rejects raises ``schedules.ConfigError`` naming ``label`` and the knob."""
     import schedules
-    return schedules.space(kernel, "triton").check(config, target)
+    sched = schedules.space(kernel, "triton").check(config, target, dims, label, registry.DTYPE_NAME.get(dtype))
+    # TF32 dots meet the bf16/fp16 tolerance, not float32's 1e-5 (SPEC.md section 6): float32
+    # inputs get what the target accepts for that unless a config asks for a precision.
+    if dtype == torch.float32 and sched.get("dot_precision") == "tf32" and "dot_precision" not in (config or {}):
+        sched["dot_precision"] = float32_dot_precision(target)
+    return sched
+
+
+def code_schedule(kernel: str, sched: dict, program: str) -> dict:
+    """What of ``kernel``'s completed Triton schedule shapes the code of its DSL kernel called
+    ``program`` (one phase of a split op): warps, stages and dot precision, with the warps a knob
+    of the program's own sets (``schedules.<kernel>.PROGRAM_WARPS``) where there is one."""
+    out = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}
+    own = getattr(importlib.import_module(f"schedules.{kernel}"), "PROGRAM_WARPS", {}).get(program)
+    if own in sched:
+        out["num_warps"] = sched[own]
+    return out
 
 
 def _runner(kernel: str, config: Optional[dict], dtype: torch.dtype = torch.bfloat16):
     from hola_dsl import triton_runtime
 
     target = triton_runtime.current_target()
-    sched = schedule(kernel, config, target)
-    # TF32 dots meet the bf16/fp16 tolerance, not float32's 1e-5 (SPEC.md section 6): float32
-    # inputs get 3xTF32 unless a config asks for a precision.
-    if dtype == torch.float32 and sched.get("dot_precision") == "tf32" and not (config and "dot_precision" in config):
-        sched["dot_precision"] = "tf32x3"
+    sched = schedule(kernel, config, target, dtype)
 
     def run(kdef, consts, args) -> None:
         device = next(x.device for x in args.values() if isinstance(x, torch.Tensor))
         if device.type == "cpu" and not triton_runtime.interpreting():
             raise ValueError("backend: 'triton' got cpu tensors; they need TRITON_INTERPRET=1 "
                              "(Triton's CPU interpreter), else move them to the GPU")
-        launch_sched = {k: sched[k] for k in ("num_warps", "num_stages", "dot_precision") if k in sched}
-        triton_runtime.launch(launch.specialize(kdef, consts, args), launch_sched, args, target)
+        triton_runtime.launch(launch.specialize(kdef, consts, args), code_schedule(kernel, sched, kdef.name),
+                              args, target)
     return run, sched
 
 

@@ -12,7 +12,7 @@ from tools.cli import main
 def test_build_prints_each_row_before_the_next_build(capsys, monkeypatch):
     seen = []
 
-    def fake_build(kernel, target, config=None, dims=None, dtype="bfloat16"):
+    def fake_build(kernel, target, config=None, dims=None, dtype="bfloat16", phase=None):
         seen.append(sys.stdout.getvalue().count("| cache_"))      # rows printed so far
         return aot.BuildResult(kernel, target, {"BC": 64, "num_warps": 8}, True, registers=1, spills=0, shared=0)
 

@@ -13,12 +13,17 @@ import pytest
 from hola_dsl.emit import emit_source
 
 GOLDEN = Path(__file__).parent / "golden"
-CASES = [("delta_scan", "sm_90"), ("cache_select", "sm_90"), ("cache_read", "sm_90"), ("cache_read", "gfx942")]
+# (kernel, target, config): delta_scan's default on GPUs is its phases (one file, kernel after
+# kernel); its fused kernel is pinned by a config.
+CASES = [("delta_scan", "sm_90", None), ("delta_scan", "sm_90", {"split": "fused"}), ("cache_select", "sm_90", None),
+         ("cache_read", "sm_90", None), ("cache_read", "gfx942", None)]
 
 
-@pytest.mark.parametrize("kernel,target", CASES)
-def test_generated_source_matches_golden(kernel, target):
-    name, text, _ = emit_source(kernel, "triton", target)
+@pytest.mark.parametrize("kernel,target,config", CASES)
+def test_generated_source_matches_golden(kernel, target, config):
+    name, text, _ = emit_source(kernel, "triton", target, config)
+    if config:
+        name = name.replace(f"_{target}", "".join(f"_{v}" for v in config.values()) + f"_{target}")
     path = GOLDEN / name
     if os.environ.get("HOLA_UPDATE_GOLDEN") == "1":
         path.parent.mkdir(exist_ok=True)
@@ -33,6 +38,6 @@ def test_generated_source_matches_golden(kernel, target):
 
 
 def test_generated_source_is_valid_python():
-    for kernel, target in CASES:
-        _, text, _ = emit_source(kernel, "triton", target)
+    for kernel, target, config in CASES:
+        _, text, _ = emit_source(kernel, "triton", target, config)
         compile(text, f"{kernel}.py", "exec")

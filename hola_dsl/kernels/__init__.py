@@ -1,4 +1,8 @@
-"""The three algorithms of SPEC.md, each written once in the tile DSL (``hola_dsl.lang``)."""
+"""The three algorithms of SPEC.md, each written once in the tile DSL (``hola_dsl.lang``).
+
+The scan also comes as phases joined by scratch tensors (``delta_scan_phases.py``, run by
+``hola_dsl.launch.run_phases`` when the schedule's ``split`` asks); ``decay.py`` holds the
+float32 log-decay sums both forms share."""
 
 from __future__ import annotations
 

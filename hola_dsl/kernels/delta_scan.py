@@ -1,7 +1,8 @@
 """Chunked gated delta rule, forward (SPEC.md section 1), one program per (V tile, b, h).
 
 Each program walks the chunks of its sequence in order, carrying its slice of the state in
-float32 (transposed, [BV, BK]). Inside a chunk (WY/UT form, G = cumsum(g), Gamma_ij = exp(G_i - G_j)):
+float32 (transposed, [BV, BK]). Inside a chunk (WY/UT form, G = cumsum(g), Gamma_ij = exp(G_i - G_j),
+the sums split so that no decay cancels, in float32: decay.py):
     Tm = (I + strict_lower(diag(beta) K K^T * Gamma))^-1     by forward substitution
     u  = Tm diag(beta) (V - diag(exp(G)) K S)                 (= beta * residual, per token)
     o  = scale * ((Q exp(G)) S + (Q K^T * Gamma, causal) u)
@@ -10,11 +11,24 @@ Padding past T loads g = 0 and beta = k = v = 0, so it changes neither outputs n
 m = ||u|| needs all V columns, and float32 squares of u overflow above ~1e19 and go subnormal
 below ~1e-19. So each program writes, per token, a scale of its columns, s = mean |u| (at least
 2^-100, so 1 / s is finite), to uscale[iv], and the sum of squares of u / s
-(each term at most BV^2) to usq[iv]; the host combines the V tiles exactly
-(``model.norms.combine_norms``). A row mean, unlike a row max, vectorises on a CPU.
+(each term at most BV^2) to usq[iv] (``norm_parts``, which the phases share); the host combines
+the V tiles exactly (``model.norms.combine_norms``). A row mean, unlike a row max, vectorises on
+a CPU.
+On GPUs the phases of delta_scan_phases.py take the solve off the sequential path; this kernel
+is the schedule's split "fused".
 """
 
 from hola_dsl import lang as hl
+from hola_dsl.kernels import decay
+
+
+def norm_parts(u):
+    """(s, sum((u / s)^2)) per row of a float32 tile u [rows, cols]: s = max(mean |u|, 2^-100),
+    so every scaled square is at most cols^2 and 1 / s is finite; ||u_row|| = s sqrt(sum), which
+    ``model.norms.combine_norms`` takes over several column tiles."""
+    s = hl.maximum(hl.sum(hl.abs(u) * (1.0 / u.shape[1]), 1), 2.0 ** -100)
+    us = u * (1.0 / s)[:, None]
+    return s, hl.sum(us * us, 1)
 
 
 @hl.kernel
@@ -44,33 +58,23 @@ def delta_scan(
         rows = hl.tile(c * BT, BT)
         kc = k[b, rows, h, keys].to("float32")                       # [BT, BK]
         bc = beta[b, rows, h].to("float32")                          # [BT]
-        # Log decay since chunk start, summed in float64: the decays below are differences of
-        # these sums, and with strong gates (|G| ~ 600 over a chunk) float32 sums lose 1e-4 of an
-        # exponent per step, a 1e-5 relative error in the final state.
-        G64 = hl.cumsum(g[b, rows, h].to("float64"), 0)              # [BT]
-        G = G64.to("float32")
-        # Mask before exp: above the diagonal G_i - G_j > 0 could overflow.
-        gamma = hl.exp(hl.where(causal, (G64[:, None] - G64[None, :]).to("float32"), float("-inf")))
+        # Log-decay sums since the chunk start, split so that no decay below cancels (decay.py).
+        steps, lo = decay.split(g[b, rows, h].to("float32"), BT)
+        Hs, Ls = hl.cumsum(steps, 0), hl.cumsum(lo, 0)               # [BT] int32, float32
+        gamma = decay.segment(Hs, Ls, Hs, Ls, BT, causal)            # [BT, BT] exp(G_i - G_j)
         A = hl.where(strict, hl.dot(kc * bc[:, None], kc, trans_b=True) * gamma, 0.0)
         Tm = hl.unit_lower_inverse(A)                                # (I + A)^-1
+        eG = decay.from_start(Hs, Ls, BT)                            # [BT] exp(G)
         # u = Tm diag(beta) (V - diag(exp G) K S): never forms the [BT, BK] W = Tm diag(beta exp G) K
-        resid = v[b, rows, h, cols].to("float32") - hl.exp(G)[:, None] * hl.dot(kc, St, trans_b=True)
+        resid = v[b, rows, h, cols].to("float32") - eG[:, None] * hl.dot(kc, St, trans_b=True)
         u = hl.dot(Tm, resid * bc[:, None])                          # [BT, BV] = beta * e
-        su = hl.maximum(hl.sum(hl.abs(u) * (1.0 / BV), 1), 2.0 ** -100)   # [BT]
-        us = u * (1.0 / su)[:, None]
-        uscale[iv, b, rows, h] = su
-        usq[iv, b, rows, h] = hl.sum(us * us, 1)
+        uscale[iv, b, rows, h], usq[iv, b, rows, h] = norm_parts(u)  # [BT] each: m's part, scaled
         qc = q[b, rows, h, keys].to("float32")                       # [BT, BK]
         inner = hl.where(causal, hl.dot(qc, kc, trans_b=True) * gamma, 0.0)
-        o[b, rows, h, cols] = (hl.dot(qc * hl.exp(G)[:, None], St, trans_b=True) + hl.dot(inner, u)) * scale
-        G_last = hl.sum(hl.where(last, G64, 0.0), 0)                 # padding has g = 0
-        decay = hl.exp((G_last - G64).to("float32"))                 # [BT] exp(G_last - G_j)
-        # The chunk-to-chunk decay compounds over the sequence, so it keeps the float64 sum's
-        # digits: exp(hi + lo) = exp(hi) (1 + lo) with hi = float32(G_last), |lo| <= 1 ulp(hi)
-        # (a float32 exp, not a libm call; 5% of the CPU scan when it was one).
-        hi = G_last.to("float32")
-        lo = (G_last - hi.to("float64")).to("float32")
-        return hl.exp(hi) * (1.0 + lo) * St + hl.dot(u, kc * decay[:, None], trans_a=True)
+        o[b, rows, h, cols] = (hl.dot(qc * eG[:, None], St, trans_b=True) + hl.dot(inner, u)) * scale
+        H_last, L_last = decay.last(Hs, BT), decay.last(Ls, BT)      # padding has g = 0
+        decay_to_end = decay.to_end(Hs, Ls, H_last, L_last, BT)      # [BT] exp(G_last - G_j)
+        return decay.over_chunk(H_last, L_last, BT) * St + hl.dot(u, kc * decay_to_end[:, None], trans_a=True)
 
     if STORE_FINAL:
         ht[b, h, keys, cols] = St.T
