@@ -300,7 +300,7 @@ def _set_up(r: TuneRequest, log: Callable[[str], None]):
     if not legal:
         raise ValueError(f"{key.id}: no legal config in the {r.kernel}/{r.backend} space for target {tgt.arch} "
                          f"and dims {dims}")
-    default = space.default(tgt.arch)
+    default = space.default(tgt.arch, dtype_name(r.dtype))      # what the backend would run for this dtype
     if space.violations(default, tgt.arch, dims):
         default = legal[0]
     unwritable = _unwritable(store.file_for(key.target, key.kernel))

@@ -30,22 +30,27 @@ EMITTERS: dict[str, Callable[[ir.Kernel, Mapping[str, Any], str], tuple[str, str
 
 
 def schedule_for(kernel: str, backend: str, target: str, config: Optional[dict],
-                 dims: Optional[dict] = None) -> dict:
-    """The completed schedule of ``kernel`` on ``backend`` (the "triton" space serves "ir"); a
-    config its space rejects raises ``schedules.ConfigError`` naming ``--config`` and the knob."""
-    space = schedules.space(kernel, backend if schedules.has_space(kernel, backend) else "triton")
-    return space.check(config, target, dims, label="--config")
+                 dims: Optional[dict] = None, dtype: str = "bfloat16") -> dict:
+    """The completed schedule of ``kernel`` on ``backend`` for ``dtype`` inputs, as its launcher
+    completes it (the "triton" space serves "ir": a Triton schedule, float32 dot precision
+    included); a config its space rejects raises ``schedules.ConfigError`` naming ``--config``
+    and the knob."""
+    name = backend if schedules.has_space(kernel, backend) else "triton"
+    if name == "triton":
+        return triton.schedule(kernel, config, target, getattr(torch, dtype), dims, label="--config")
+    return schedules.space(kernel, name).check(config, target, dims, label="--config", dtype=dtype)
 
 
 def emit_sources(kernel: str, backend: str, target: str, config: Optional[dict] = None,
                  dims: Optional[dict] = None, dtype: str = "bfloat16") -> tuple[list[tuple[str, str]], dict]:
     """([(file name, source) per DSL kernel launched], schedule) of ``kernel`` lowered for
     ``backend`` and ``target`` (one of ``schedules.targets.for_backend(backend)``), for static
-    ``dims`` (default ``spec.DEFAULT_DIMS``) and inputs of ``dtype``."""
+    ``dims`` (default ``spec.DEFAULT_DIMS``) and inputs of ``dtype``: one source, or one per
+    phase of a split scan, in launch order."""
     if backend not in EMITTERS:
         raise ValueError(f"--backend: expected one of {list(EMITTERS)}, got {backend!r}")
     targets.check(backend, target)
-    sched = schedule_for(kernel, backend, target, config, dims)
+    sched = schedule_for(kernel, backend, target, config, dims, dtype)
     sources = []
     for kir in spec.trace(kernels.spec(kernel), sched, dims, getattr(torch, dtype)):
         suffix, text = EMITTERS[backend](kir, sched, target)

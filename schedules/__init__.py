@@ -23,7 +23,7 @@ from schedules.kernels import KERNELS
 from schedules.space import ConfigError, Constraint, Knob, Setting, Space
 
 __all__ = ["ConfigError", "Constraint", "KERNELS", "Knob", "Setting", "Space", "SPACE_MODULES", "space",
-           "has_space", "registered", "overlay"]
+           "has_space", "registered", "overlay", "warps_knob"]
 
 # Modules defining SPACES = {...: Space}: one per kernel (schedules/<kernel>.py), and those of
 # backends that keep their spaces together. Adding a module of spaces is one line here.
@@ -73,6 +73,18 @@ def has_space(kernel: str, backend: str) -> bool:
 def registered() -> list[tuple[str, str]]:
     """Every (kernel, backend) pair with a space whose module imports here."""
     return sorted(_spaces())
+
+
+def warps_knob(program: str) -> str:
+    """The knob that sets the warps of the DSL kernel called ``program``: its own where the
+    schedule module of the kernel it belongs to lists one in ``PROGRAM_WARPS`` (the scan's
+    prepare phase: "prepare_warps"), else "num_warps"."""
+    for kernel in KERNELS:
+        if program == kernel or program.startswith(f"{kernel}_"):
+            own = getattr(importlib.import_module(f"schedules.{kernel}"), "PROGRAM_WARPS", {})
+            if program in own:
+                return own[program]
+    return "num_warps"
 
 
 @contextlib.contextmanager

@@ -156,7 +156,10 @@ def record_problem(record: Any) -> Optional[str]:
         if name in record and not ok(record[name]):
             return f"{name}: expected {expected}, got {record[name]!r:.60}"
     try:
-        space(key.kernel, key.backend).check(record["config"], Target.parse(key.target).arch, dict(key.dims))
+        # Completed with the defaults for its target and dtype, as a backend completes it: a
+        # record made before a knob existed stays usable.
+        space(key.kernel, key.backend).check(record["config"], Target.parse(key.target).arch, dict(key.dims),
+                                             dtype=key.dtypes)
     except ConfigError as exc:
         return str(exc)
     return None

@@ -89,10 +89,15 @@ class Space:
     """All knobs of (kernel, backend), with constraints and per-target defaults.
 
     ``defaults`` maps a target name, or a target family prefix such as "sm_" or "gfx", or "*"
-    to a config; the most specific match wins. ``launch`` lists the launch settings a config
-    may carry that are not knobs (``Setting``): the host applies them at launch, they change
-    no generated code and are never tuned (a CPU thread count belongs to the machine, not to
-    the shape).
+    to a config; the most specific match wins. ``overlays`` are conditional defaults, in order:
+    ``(when, table)`` lays ``table``'s match for the target (a partial config) over the default
+    when every ``when`` entry holds, its keys being knobs (as the config given so far sets them)
+    or "dtype" (the inputs' dtype name). A GPU default may need smaller tiles for float32 inputs
+    (their operands take twice the registers), or other warps for another split. A config's own
+    entries always win over defaults and overlays, and the completed config passes ``check``.
+    ``launch`` lists the launch settings a config may carry that are not knobs (``Setting``):
+    the host applies them at launch, they change no generated code and are never tuned (a CPU
+    thread count belongs to the machine, not to the shape).
     """
 
     kernel: str
@@ -101,6 +106,7 @@ class Space:
     defaults: Mapping[str, Mapping[str, Any]]
     constraints: tuple[Constraint, ...] = field(default=())
     launch: tuple[Setting, ...] = field(default=())
+    overlays: tuple[tuple[Mapping[str, Any], Mapping[str, Mapping[str, Any]]], ...] = field(default=())
 
     def knob(self, name: str) -> Knob:
         for k in self.knobs:
@@ -108,14 +114,10 @@ class Space:
                 return k
         raise KeyError(f"{self.kernel}/{self.backend}: no knob {name!r}; knobs are {[k.name for k in self.knobs]}")
 
-    def default(self, target: str) -> dict[str, Any]:
-        """The default config for ``target`` (exact name, then longest matching prefix, then "*")."""
-        if target in self.defaults:
-            return dict(self.defaults[target])
-        prefixes = [p for p in self.defaults if p != "*" and target.startswith(p)]
-        if prefixes:
-            return dict(self.defaults[max(prefixes, key=len)])
-        return dict(self.defaults["*"])
+    def default(self, target: str, dtype: Optional[str] = None) -> dict[str, Any]:
+        """The default config for ``target`` (exact name, then longest matching prefix, then "*")
+        and inputs of ``dtype``, overlays applied."""
+        return self._complete(None, target, dtype)
 
     def _problems(self, config: Mapping[str, Any], target: str, dims: Mapping[str, int]) -> list[tuple[Any, str]]:
         """(offending name or None, reason) for everything wrong with ``config``."""
@@ -143,18 +145,32 @@ class Space:
         """Why ``config`` (a complete one) is illegal for ``target`` and ``dims`` (empty when legal)."""
         return [reason for _, reason in self._problems(config, target, dims)]
 
+    def _complete(self, config: Optional[Mapping[str, Any]], target: str, dtype: Optional[str]) -> dict[str, Any]:
+        """``config`` with missing knobs filled from the default for ``target`` and inputs of
+        ``dtype`` (the overlays whose conditions ``config`` and the default meet; a condition
+        holds for a value of the same type only, as ``Knob.check`` asks). Unchecked: ``check``
+        is the public way in."""
+        given = dict(config or {})
+        out = _match(self.defaults, target)
+        for when, table in self.overlays:
+            facts = {**out, **given, "dtype": dtype}
+            if all(type(facts.get(k)) is type(v) and facts.get(k) == v for k, v in when.items()):
+                out.update(_match(table, target))
+        out.update(given)
+        return out
+
     def check(self, config: Optional[Mapping[str, Any]], target: str, dims: Optional[Mapping[str, int]] = None,
-              label: str = "config") -> dict[str, Any]:
+              label: str = "config", dtype: Optional[str] = None) -> dict[str, Any]:
         """The one gate every config passes before anything uses it (SPEC.md section 7): every
         name a knob or launch setting, every value of the right type and legal, the knobs
-        missing from ``config`` filled from ``target``'s default, then the constraints for
-        ``target`` and ``dims``. Returns the completed config; raises ConfigError starting with
-        ``label`` (the argument the config came in) and naming the knob otherwise."""
+        missing from ``config`` filled from ``target``'s default for inputs of ``dtype`` (a
+        dtype name such as "float32": the overlays that ask for it; None: none of them), then the
+        constraints for ``target`` and ``dims``. Returns the completed config; raises ConfigError
+        starting with ``label`` (the argument the config came in) and naming the knob otherwise."""
         if config is not None and not isinstance(config, Mapping):
             raise ConfigError(f"{label}: expected a dict of knob values or None, got {shown(config)} "
                               f"({type(config).__name__}) for {self.kernel} on {self.backend}")
-        complete = self.default(target)
-        complete.update(config or {})
+        complete = self._complete(config, target, dtype)
         problems = self._problems(complete, target, dims or {})
         if problems:
             raise ConfigError(f"{label}: {'; '.join(r for _, r in problems)} "
@@ -176,7 +192,25 @@ class Space:
         return n
 
 
+def _match(table: Mapping[str, Mapping[str, Any]], target: str) -> dict[str, Any]:
+    """``table``'s entry for ``target``: the exact name, else the longest matching prefix, else
+    "*", else empty."""
+    if target in table:
+        return dict(table[target])
+    prefixes = [p for p in table if p != "*" and target.startswith(p)]
+    if prefixes:
+        return dict(table[max(prefixes, key=len)])
+    return dict(table.get("*", {}))
+
+
 # Shared by the kernels whose Triton lowering has float32 dots.
 DOT_PRECISION = Knob("dot_precision", ("ieee", "tf32x3", "tf32"),
                      "float32 dots: FMA fp32 (exact; slow, register-hungry on GPUs), 3xTF32 tensor cores "
                      "(near fp32), or plain TF32")
+
+
+def float32_dot_precision(target: str) -> str:
+    """The ``dot_precision`` float32 inputs need on ``target`` to meet SPEC's 1e-5 (plain TF32
+    meets only the bf16 row): 3xTF32 tensor cores on NVIDIA; on AMD, Triton rejects tf32x3 on
+    every target (and tf32 on gfx90a and gfx950), so FMA fp32 ("ieee"); "ieee" elsewhere."""
+    return "tf32x3" if target.startswith("sm_") else "ieee"

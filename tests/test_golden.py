@@ -15,20 +15,26 @@ from hola_dsl.emit import emit_sources
 
 GOLDEN = Path(__file__).parent / "golden"
 KERNELS = ("delta_scan", "cache_select", "cache_read")
-# (backend, kernel, target, dtype of the inputs): the C dialect's float32 dots take other paths
-# (C micro-kernels) than its bfloat16 ones.
-CASES = [("triton", kernel, "sm_90", "bfloat16") for kernel in KERNELS] + [("triton", "cache_read", "gfx942", "bfloat16")]
-CASES += [("tilelang", kernel, target, dtype) for target, dtype in (("cpu", "bfloat16"), ("cpu", "float32"),
-                                                                    ("sm_90a", "bfloat16")) for kernel in KERNELS]
+# (backend, kernel, target, dtype of the inputs, config): the C dialect's float32 dots take other
+# paths (C micro-kernels) than its bfloat16 ones. On GPU targets the scan's default split is its
+# phases (delta_scan_prepare/_recur/_output_<target>.py); a config pins its fused kernel
+# (delta_scan_<target>.py), the CPU's default.
+CASES = [("triton", kernel, "sm_90", "bfloat16", None) for kernel in KERNELS]
+CASES += [("triton", "cache_read", "gfx942", "bfloat16", None)]
+CASES += [("tilelang", kernel, target, dtype, None) for target, dtype in (("cpu", "bfloat16"), ("cpu", "float32"),
+                                                                          ("sm_90a", "bfloat16")) for kernel in KERNELS]
+CASES += [(backend, "delta_scan", target, "bfloat16", {"split": "fused"})
+          for backend, target in (("triton", "sm_90"), ("tilelang", "sm_90a"))]
+IDS = ["-".join(str(x) for x in case[:4]) + ("-fused" if case[4] else "") for case in CASES]
 
 
 def _golden_name(name: str, dtype: str) -> str:
     return name if dtype == "bfloat16" else name.replace(".py", f"_{dtype}.py")
 
 
-@pytest.mark.parametrize("backend,kernel,target,dtype", CASES)
-def test_generated_source_matches_golden(backend, kernel, target, dtype):
-    for name, text in emit_sources(kernel, backend, target, dtype=dtype)[0]:    # one per DSL kernel
+@pytest.mark.parametrize("backend,kernel,target,dtype,config", CASES, ids=IDS)
+def test_generated_source_matches_golden(backend, kernel, target, dtype, config):
+    for name, text in emit_sources(kernel, backend, target, config, dtype=dtype)[0]:    # one per DSL kernel
         path = GOLDEN / _golden_name(name, dtype)
         if os.environ.get("HOLA_UPDATE_GOLDEN") == "1":
             path.parent.mkdir(exist_ok=True)
@@ -42,7 +48,7 @@ def test_generated_source_matches_golden(backend, kernel, target, dtype):
                         f"HOLA_UPDATE_GOLDEN=1 and commit tests/golden/\n{diff[:6000]}")
 
 
-@pytest.mark.parametrize("backend,kernel,target,dtype", CASES)
-def test_generated_source_is_valid_python(backend, kernel, target, dtype):
-    for name, text in emit_sources(kernel, backend, target, dtype=dtype)[0]:
+@pytest.mark.parametrize("backend,kernel,target,dtype,config", CASES, ids=IDS)
+def test_generated_source_is_valid_python(backend, kernel, target, dtype, config):
+    for name, text in emit_sources(kernel, backend, target, config, dtype=dtype)[0]:
         compile(text, name, "exec")

@@ -166,10 +166,10 @@ def test_cuda_dialect_lowers_without_races(kernel, dims, tmp_path, monkeypatch):
 
     monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
     sched = schedule(kernel, None, "sm_90a")
-    for kir in spec.trace(kernels.spec(kernel), sched, dims):
+    for kir in spec.trace(kernels.spec(kernel), sched, dims):         # every phase of the scan's split
         module = tilelang_runtime.load(kir, sched, "sm_90a", "cuda")
         lowered = nvcc.lower_cuda(module.build(), "sm_90a", module.PASS_CONFIGS)
-        assert not [w for w in lowered.warnings if RACE_WARNING in w or SERIAL_WARNING in w], lowered.warnings
+        assert not [w for w in lowered.warnings if RACE_WARNING in w or SERIAL_WARNING in w], (kir.name, lowered.warnings)
         assert nvcc.barrier_problems(lowered.source, threads=lowered.threads) == []
         assert nvcc.single_thread_shared_writes(lowered.source) == []
         assert lowered.sync_problems() == []

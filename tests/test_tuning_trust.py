@@ -88,6 +88,50 @@ def test_space_check_rejects_unknown_knobs_and_checks_launch_settings():
         space.check({"cpu_mr": 1}, "sm_90", label="--config")
 
 
+def test_the_scan_split_knobs_pass_the_same_check_with_their_dtype_defaults():
+    """The phases' knobs (split, prepare_cols, prepare_warps) are checked like any other; the
+    dtype- and split-dependent defaults (the space's overlays) fill what a config leaves out,
+    then the whole config is checked; a config's own entries always win."""
+    space = schedules.space("delta_scan", "triton")
+    for bad in ("fused ", "FUSED", "prepare+recur", True, 1, '"); import os; ("'):
+        with pytest.raises(schedules.ConfigError, match=r"config: split: got ") as exc:
+            space.check({"split": bad}, "sm_90")
+        assert exc.value.knob == "split"
+    for knob in ("prepare_cols", "prepare_warps"):
+        with pytest.raises(schedules.ConfigError, match=rf"{knob}: got 16.0"):
+            space.check({knob: 16.0}, "sm_90")
+    bf16, fp32 = (space.check(None, "sm_90", dtype=d) for d in ("bfloat16", "float32"))
+    assert bf16["split"] == fp32["split"] == "prepare+recur+output" and fp32["chunk_size"] < bf16["chunk_size"]
+    assert space.check({"chunk_size": 64}, "sm_90", dtype="float32")["chunk_size"] == 64
+    assert space.check({"split": "fused"}, "sm_90")["BV"] == 16
+    assert space.check(None, "cpu", dtype="float32")["split"] == "fused"
+
+
+def test_the_split_reaches_a_generated_source_only_as_a_checked_symbol():
+    from hola_dsl import kernels, spec
+    from hola_dsl.backends.codegen import UncheckedValue
+    from hola_dsl.backends.tilelang import runtime as tilelang_runtime
+    cuda = schedules.space("delta_scan", "tilelang").check(None, "sm_90a")
+    kir = next(k for k in spec.trace(kernels.spec("delta_scan"), cuda, {"K": 32, "V": 32})
+               if k.name == "delta_scan_recur")
+    assert "'split': 'prepare+recur+output'" in tilelang_runtime.emit(kir, cuda, "sm_90a", "cuda")
+    for bad in ['prepare+recur"; import os; "', "+recur", "recur+", "a" * 33, "Fused", "prepare + recur"]:
+        with pytest.raises(UncheckedValue, match="split"):
+            tilelang_runtime.emit(kir, {**cuda, "split": bad}, "sm_90a", "cuda")
+
+
+def test_a_record_made_before_a_knob_existed_stays_usable():
+    """The shipped TileLang scan record predates the knobs split and prepare_cols: a record's
+    config is checked completed with its target's defaults (as the backend completes it), so it
+    still applies rather than being skipped."""
+    path = Path(__file__).parents[1] / "configs" / "amd-epyc" / "x86_64-avx512" / "delta_scan.json"
+    _, records, problems = database.load(path)
+    old = [r for r in records if database.record_key(r).backend == "tilelang"]
+    assert problems == [] and old and "split" not in old[0]["config"] and database.record_problem(old[0]) is None
+    completed = schedules.space("delta_scan", "tilelang").check(old[0]["config"], "cpu")
+    assert completed["split"] == "fused" and completed["prepare_cols"] == 64
+
+
 @pytest.mark.parametrize("backend", ["reference", "eager"])
 @pytest.mark.parametrize("config, knob", [({"chunk_size": True}, "chunk_size"), ({"chunk_size": "64"}, "chunk_size"),
                                           ({"chunk_sise": 64}, "chunk_sise")])

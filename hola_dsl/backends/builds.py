@@ -28,11 +28,13 @@ class BuildResult:
     seconds: float = 0.0
     error: str = ""
     extra: dict = field(default_factory=dict)
+    dtype: str = "bfloat16"               # the inputs' dtype it was specialised for
 
 
-def _failed(name: str, target: str, sched: dict, exc: Exception, tail: bool) -> BuildResult:
+def _failed(name: str, target: str, sched: dict, dtype: str, exc: Exception, tail: bool) -> BuildResult:
     text = str(exc).strip()
-    return BuildResult(name, target, sched, False, error=f"{type(exc).__name__}: {text[-400:] if tail else text[:400]}")
+    return BuildResult(name, target, sched, False, error=f"{type(exc).__name__}: {text[-400:] if tail else text[:400]}",
+                       dtype=dtype)
 
 
 def each_kernel(kernel: str, target: str, sched: dict, dims: Optional[dict], dtype: str,
@@ -47,7 +49,7 @@ def each_kernel(kernel: str, target: str, sched: dict, dims: Optional[dict], dty
     except Exception as exc:
         if os.environ.get("HOLA_DEBUG"):
             raise
-        return [_failed(kernel, target, sched, exc, tail)]
+        return [_failed(kernel, target, sched, dtype, exc, tail)]
     rows = []
     for kir in traced:
         try:
@@ -55,8 +57,8 @@ def each_kernel(kernel: str, target: str, sched: dict, dims: Optional[dict], dty
         except Exception as exc:  # a failed build is a row of the table, not a crash
             if os.environ.get("HOLA_DEBUG"):
                 raise
-            row = _failed(kir.name, target, sched, exc, tail)
-        row.seconds = time.perf_counter() - t0
+            row = _failed(kir.name, target, sched, dtype, exc, tail)
+        row.seconds, row.dtype = time.perf_counter() - t0, dtype
         rows.append(row)
         t0 = time.perf_counter()
     return rows

@@ -6,18 +6,21 @@ Generated sources are imported and run, so a schedule value (from a shared tunin
 ``schedules.Space.check`` before it gets here; the helpers below check again, so that a value
 that skipped that gate raises ``UncheckedValue`` instead of reaching a source: only ints,
 finite floats and booleans pass, each as the type it is (True is not the int 1), plus the
-lowercase identifiers that enum knobs such as ``dot_precision`` take.
+lowercase identifiers that enum knobs such as ``dot_precision`` take (or several joined by "+",
+as the scan's ``split`` names its phases).
 """
 
 import linecache
 import math
+import os
 import re
 from typing import Any, Mapping
 
 from schedules.space import shown
 
-# An enum knob's value (such as "tf32"): nothing in it can end a string or start a statement.
-_SYMBOL = re.compile(r"[a-z][a-z0-9_]{0,31}")
+# An enum knob's value (such as "tf32", or "prepare+recur+output": identifiers joined by "+"),
+# at most 32 characters: nothing in it can end a string or start a statement.
+_SYMBOL = re.compile(r"(?=.{1,32}\Z)[a-z][a-z0-9_]*(?:\+[a-z][a-z0-9_]*)*")
 # What a docstring may quote of a target name ("sm_90a", "cpu:AMD EPYC 9654 96-Core Processor"):
 # no quote, backslash or line break, so the text cannot end the docstring.
 _NOT_DOC_TEXT = re.compile(r"[^A-Za-z0-9 _.,:;@()+/=-]")
@@ -29,9 +32,11 @@ class UncheckedValue(ValueError):
 
 def source_comment(source: str, loc: str) -> str:
     """The comment a lowering writes above the code of kernel line ``loc`` ("file.py:LINE"):
-    the location and, when the kernel's ``source`` file can be read, that line's text."""
-    line_no = int(loc.rsplit(":", 1)[1])
-    text = linecache.getline(source, line_no).strip() if source else ""
+    the location and, when it can be read, that line's text. ``loc`` names the kernel's
+    ``source`` file or a helper module beside it (a function the kernel calls)."""
+    name, _, line = loc.rpartition(":")
+    path = os.path.join(os.path.dirname(source), name) if source else ""
+    text = linecache.getline(path, int(line)).strip() if path else ""
     return f"# {loc}: {text}" if text else f"# {loc}"
 
 
@@ -50,7 +55,8 @@ def literal(value: Any, kinds: tuple = (int, float, bool), what: str = "schedule
 
 
 def symbol(value: Any, what: str = "schedule value") -> str:
-    """An enum knob's value (a lowercase identifier such as "tf32"), checked, as plain text."""
+    """An enum knob's value (a lowercase identifier such as "tf32", or identifiers joined by "+"
+    such as "prepare+recur+output"), checked, as plain text."""
     if type(value) is str and _SYMBOL.fullmatch(value):
         return value
     raise UncheckedValue(f"{what}: got {shown(value)}, expected a lowercase identifier such as 'tf32'")

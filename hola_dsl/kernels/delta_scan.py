@@ -2,7 +2,8 @@
 (V tile, b, h), and ``SPEC``, how a call launches it.
 
 Each program walks the chunks of its sequence in order, carrying its slice of the state in
-float32 (transposed, [BV, BK]). Inside a chunk (WY/UT form, G = cumsum(g), Gamma_ij = exp(G_i - G_j)):
+float32 (transposed, [BV, BK]). Inside a chunk (WY/UT form, G = cumsum(g), Gamma_ij = exp(G_i - G_j),
+the sums split so that no decay cancels, in float32: decay.py):
     Tm = (I + strict_lower(diag(beta) K K^T * Gamma))^-1     by forward substitution
     u  = Tm diag(beta) (V - diag(exp(G)) K S)                 (= beta * residual, per token)
     o  = scale * ((Q exp(G)) S + (Q K^T * Gamma, causal) u)
@@ -11,8 +12,13 @@ Padding past T loads g = 0 and beta = k = v = 0, so it changes neither outputs n
 m = ||u|| needs all V columns, and float32 squares of u overflow above ~1e19 and go subnormal
 below ~1e-19. So each program writes, per token, a scale of its columns, s = mean |u| (at least
 2^-100, so 1 / s is finite), to uscale[iv], and the sum of squares of u / s
-(each term at most BV^2) to usq[iv]; the plan's finishing step combines the V tiles exactly
-(``hola_dsl.norms.combine_norms``). A row mean, unlike a row max, vectorises on a CPU.
+(each term at most BV^2) to usq[iv] (``delta_scan_phases.norm_parts``, which the phases use
+too); the plan's finishing step combines the V tiles exactly (``hola_dsl.norms.combine_norms``).
+A row mean, unlike a row max, vectorises on a CPU.
+
+This kernel is the schedule's split "fused" (the CPU's choice). On GPUs the phases of
+delta_scan_phases.py take the solve off the sequential path: ``plan`` launches them, joined by
+scratch tensors it allocates, when the schedule's ``split`` names them (schedules/delta_scan.py).
 """
 
 from typing import Mapping, Optional
@@ -20,6 +26,8 @@ from typing import Mapping, Optional
 import torch
 
 from hola_dsl import lang as hl, norms, spec
+from hola_dsl.kernels import decay, delta_scan_phases as phases
+from schedules.delta_scan import SPLITS
 
 
 @hl.kernel
@@ -49,41 +57,31 @@ def delta_scan(
         rows = hl.tile(c * BT, BT)
         kc = k[b, rows, h, keys].to("float32")                       # [BT, BK]
         bc = beta[b, rows, h].to("float32")                          # [BT]
-        # Log decay since chunk start, summed in float64: the decays below are differences of
-        # these sums, and with strong gates (|G| ~ 600 over a chunk) float32 sums lose 1e-4 of an
-        # exponent per step, a 1e-5 relative error in the final state.
-        G64 = hl.cumsum(g[b, rows, h].to("float64"), 0)              # [BT]
-        G = G64.to("float32")
-        # Mask before exp: above the diagonal G_i - G_j > 0 could overflow.
-        gamma = hl.exp(hl.where(causal, (G64[:, None] - G64[None, :]).to("float32"), float("-inf")))
+        # Log-decay sums since the chunk start, split so that no decay below cancels (decay.py).
+        steps, lo = decay.split(g[b, rows, h].to("float32"), BT)
+        Hs, Ls = hl.cumsum(steps, 0), hl.cumsum(lo, 0)               # [BT] int32, float32
+        gamma = decay.segment(Hs, Ls, Hs, Ls, BT, causal)            # [BT, BT] exp(G_i - G_j)
         A = hl.where(strict, hl.dot(kc * bc[:, None], kc, trans_b=True) * gamma, 0.0)
         Tm = hl.unit_lower_inverse(A)                                # (I + A)^-1
+        eG = decay.from_start(Hs, Ls, BT)                            # [BT] exp(G)
         # u = Tm diag(beta) (V - diag(exp G) K S): never forms the [BT, BK] W = Tm diag(beta exp G) K
-        resid = v[b, rows, h, cols].to("float32") - hl.exp(G)[:, None] * hl.dot(kc, St, trans_b=True)
+        resid = v[b, rows, h, cols].to("float32") - eG[:, None] * hl.dot(kc, St, trans_b=True)
         u = hl.dot(Tm, resid * bc[:, None])                          # [BT, BV] = beta * e
-        su = hl.maximum(hl.sum(hl.abs(u) * (1.0 / BV), 1), 2.0 ** -100)   # [BT]
-        us = u * (1.0 / su)[:, None]
-        uscale[iv, b, rows, h] = su
-        usq[iv, b, rows, h] = hl.sum(us * us, 1)
+        uscale[iv, b, rows, h], usq[iv, b, rows, h] = phases.norm_parts(u)  # [BT] each: m's part, scaled
         qc = q[b, rows, h, keys].to("float32")                       # [BT, BK]
         inner = hl.where(causal, hl.dot(qc, kc, trans_b=True) * gamma, 0.0)
-        o[b, rows, h, cols] = (hl.dot(qc * hl.exp(G)[:, None], St, trans_b=True) + hl.dot(inner, u)) * scale
-        G_last = hl.sum(hl.where(last, G64, 0.0), 0)                 # padding has g = 0
-        decay = hl.exp((G_last - G64).to("float32"))                 # [BT] exp(G_last - G_j)
-        # The chunk-to-chunk decay compounds over the sequence, so it keeps the float64 sum's
-        # digits: exp(hi + lo) = exp(hi) (1 + lo) with hi = float32(G_last), |lo| <= 1 ulp(hi)
-        # (a float32 exp, not a libm call; 5% of the CPU scan when it was one).
-        hi = G_last.to("float32")
-        lo = (G_last - hi.to("float64")).to("float32")
-        return hl.exp(hi) * (1.0 + lo) * St + hl.dot(u, kc * decay[:, None], trans_a=True)
+        o[b, rows, h, cols] = (hl.dot(qc * eG[:, None], St, trans_b=True) + hl.dot(inner, u)) * scale
+        H_last, L_last = decay.last(Hs, BT), decay.last(Ls, BT)      # padding has g = 0
+        decay_to_end = decay.to_end(Hs, Ls, H_last, L_last, BT)      # [BT] exp(G_last - G_j)
+        return decay.over_chunk(H_last, L_last, BT) * St + hl.dot(u, kc * decay_to_end[:, None], trans_a=True)
 
     if STORE_FINAL:
         ht[b, h, keys, cols] = St.T
 
 
 def consts(K: int, V: int, chunk_size: int, schedule: Mapping, *, has_h0: bool, store_final: bool) -> dict:
-    """Compile-time constants for head dims K, V and a schedule (its ``chunk_size``, when it has
-    one, wins over the call's)."""
+    """Compile-time constants of the fused kernel (and of the recurrence phases) for head dims K,
+    V and a schedule (its ``chunk_size``, when it has one, wins over the call's)."""
     # tl.dot needs tiles of 16 or more; the chunk size changes no result beyond rounding.
     return dict(K=K, V=V, BT=spec.pow2(int(schedule.get("chunk_size", chunk_size))), BK=spec.pow2(K),
                 BV=min(int(schedule["BV"]), spec.pow2(V)), HAS_H0=has_h0, STORE_FINAL=store_final)
@@ -91,8 +89,12 @@ def consts(K: int, V: int, chunk_size: int, schedule: Mapping, *, has_h0: bool, 
 
 def plan(schedule: Mapping, q, k, v, g, beta, *, scale: float, initial_state: Optional[torch.Tensor],
          output_final_state: bool, chunk_size: int) -> spec.Plan:
-    """One launch over (V tile, b, h); m is finished from the V tiles' scaled partial norms.
-    Shapes as in ``hola_dsl.ops.delta_scan``."""
+    """The schedule's ``split`` (default "fused"): one launch over (V tile, b, h), or the phases
+    (:func:`plan_phases`); m is finished from the V tiles' scaled partial norms. Shapes as in
+    ``hola_dsl.ops.delta_scan``."""
+    split = schedule.get("split", "fused")
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {list(SPLITS)}, got {split!r:.80}")
     q, k, v, g, beta = spec.dense(q, k, v, g, beta)
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -104,9 +106,56 @@ def plan(schedule: Mapping, q, k, v, g, beta, *, scale: float, initial_state: Op
     usq = spec.poisoned((nv, B, T, H), torch.float32, dev)
     ht = (spec.poisoned if output_final_state else spec.unused)((B, H, K, V), torch.float32, dev)
     h0 = initial_state.contiguous() if initial_state is not None else spec.unused((B, H, K, V), torch.float32, dev)
-    args = dict(q=q, k=k, v=v, g=g, beta=beta, h0=h0, o=o, uscale=uscale, usq=usq, ht=ht, scale=float(scale))
-    return spec.Plan((spec.Launch(delta_scan, c, args),),
-                     lambda: (o, norms.combine_norms(uscale, usq), ht if output_final_state else None))
+    if split == "fused":
+        args = dict(q=q, k=k, v=v, g=g, beta=beta, h0=h0, o=o, uscale=uscale, usq=usq, ht=ht, scale=float(scale))
+        launches = (spec.Launch(delta_scan, c, args),)
+    else:
+        launches = plan_phases(split, schedule, c, q, k, v, g, beta, h0, o, uscale, usq, ht, float(scale))
+    return spec.Plan(launches, lambda: (o, norms.combine_norms(uscale, usq), ht if output_final_state else None))
+
+
+def plan_phases(split: str, schedule: Mapping, fused: Mapping, q, k, v, g, beta, h0, o, uscale, usq, ht,
+                scale: float) -> tuple[spec.Launch, ...]:
+    """The launches of a split scan (``hola_dsl/kernels/delta_scan_phases.py``), joined by scratch
+    tensors allocated here (poisoned, like the outputs, so a row a phase fails to write fails the
+    check). ``fused``: the fused kernel's constants for this call; the other arguments as the
+    plan has them (dense inputs, the poisoned outputs, initial state or its stand-in).
+
+    "prepare+recur+output": prepare W, U and gate sums in parallel over chunks; the sequential
+    recurrence keeps u and every chunk's starting state; the output in parallel over chunks.
+    "prepare+recur_output": the recurrence writes o itself from a prepared causal Q K^T block.
+    """
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    BT, BV = fused["BT"], fused["BV"]
+    # The recurrence and the output take the state, K, W and Q in pieces of 64 key columns (fla's
+    # choice: a whole [BT, 128] operand does not fit in registers); prepare steps through K and V
+    # prepare_cols columns at a time.
+    CK = min(64, fused["BK"])
+    step = int(schedule.get("prepare_cols", 64))
+    rec = dict(K=K, V=V, BT=BT, CK=CK, BV=BV, HAS_H0=fused["HAS_H0"], STORE_FINAL=fused["STORE_FINAL"])
+    NT = -(-T // BT)
+    TP = NT * BT
+    dev, dt = q.device, q.dtype
+    emit_o = split == "prepare+recur_output"
+    w, u = spec.poisoned((B, TP, H, K), dt, dev), spec.poisoned((B, TP, H, V), torch.float32, dev)
+    gh, gl = spec.poisoned((B, TP, H), torch.int32, dev), spec.poisoned((B, TP, H), torch.float32, dev)
+    aqk = (spec.poisoned if emit_o else spec.unused)((B, TP, H, BT), dt, dev)
+    prepare = spec.Launch(phases.delta_scan_prepare,
+                          dict(K=K, V=V, BT=BT, CK=min(step, fused["BK"]), CV=min(step, spec.pow2(V)),
+                               STORE_AQK=emit_o),
+                          dict(q=q, k=k, v=v, g=g, beta=beta, w=w, u=u, gh=gh, gl=gl, aqk=aqk))
+    if emit_o:
+        return (prepare, spec.Launch(phases.delta_scan_recur_output, rec,
+                                     dict(q=q, k=k, w=w, u=u, gh=gh, gl=gl, aqk=aqk, h0=h0, o=o, uscale=uscale,
+                                          usq=usq, ht=ht, scale=scale)))
+    un, hs = spec.poisoned((B, TP, H, V), torch.float32, dev), spec.poisoned((B, NT, H, V, K), dt, dev)
+    out = {n: rec[n] for n in ("K", "V", "BT", "CK", "BV")}
+    return (prepare,
+            spec.Launch(phases.delta_scan_recur, rec,
+                        dict(k=k, w=w, u=u, gh=gh, gl=gl, h0=h0, un=un, hs=hs, uscale=uscale, usq=usq, ht=ht)),
+            spec.Launch(phases.delta_scan_output, out,
+                        dict(q=q, k=k, un=un, gh=gh, gl=gl, hs=hs, o=o, scale=scale)))
 
 
 def example(dims: Mapping[str, int], dtype: torch.dtype) -> tuple[tuple, dict]:
@@ -118,4 +167,6 @@ def example(dims: Mapping[str, int], dtype: torch.dtype) -> tuple[tuple, dict]:
                         chunk_size=dims.get("chunk_size", 64))
 
 
-SPEC = spec.KernelSpec("delta_scan", (delta_scan,), plan, example, caller_knobs=("chunk_size",))
+SPEC = spec.KernelSpec("delta_scan", (delta_scan, phases.delta_scan_prepare, phases.delta_scan_recur,
+                                      phases.delta_scan_output, phases.delta_scan_recur_output),
+                       plan, example, caller_knobs=("chunk_size",))

@@ -1,4 +1,5 @@
-"""`hola build`: ahead-of-time compile every kernel for GPU targets and print their resources.
+"""`hola build`: ahead-of-time compile every kernel for GPU targets and print their resources, a
+row per DSL kernel the launcher runs (each phase of a split scan, with its own warps).
 
 Each row is printed as soon as its build finishes (builds take seconds to tens of seconds); on a
 terminal a progress bar on stderr says which build is running.
@@ -11,6 +12,7 @@ import json
 import sys
 from typing import Optional
 
+import schedules
 from schedules import targets
 from schedules.kernels import KERNELS
 from tools import arguments
@@ -35,29 +37,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", default=None, help=_targets_help())
     parser.add_argument("--kernel", action="append", choices=KERNELS, help="only this kernel (repeatable)")
     parser.add_argument("--config", default=None, help="schedule overrides as a JSON object (applied to every kernel)")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
+                        help="input dtype to specialise for (the defaults follow it, e.g. smaller scan tiles for "
+                             "float32; default bfloat16)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
 
 
-def _plan(backend: str, kernels, names: list[str]) -> list[tuple[str, str, str]]:
-    """(backend, kernel, target) of every build; a TileLang build is followed by Triton's for the
-    same GPU, for comparison."""
+def _triton_part(kernel: str, config: Optional[dict]) -> Optional[dict]:
+    """The entries of a TileLang ``config`` that are legal values of knobs of ``kernel``'s Triton
+    space too (the split, tile sizes), so that the Triton rows next to TileLang's build the same
+    kernels; the rest (threads, the CPU dialect's knobs) does not apply to Triton."""
+    knobs = {k.name: k for k in schedules.space(kernel, "triton").knobs}
+    return {n: v for n, v in (config or {}).items() if n in knobs and knobs[n].check(v) is None} or None
+
+
+def _plan(backend: str, kernels, names: list[str],
+          config: Optional[dict]) -> list[tuple[str, str, str, Optional[dict]]]:
+    """(backend, kernel, target, config) of every build; a TileLang build is followed by Triton's
+    for the same GPU, for comparison (with ``_triton_part`` of the config)."""
     plan = []
     for kernel in kernels:
         for target in names:
-            plan.append((backend, kernel, target))
+            plan.append((backend, kernel, target, config))
             twin = targets.triton_twin(target) if backend == "tilelang" else None
             if twin:
-                plan.append(("triton", kernel, twin))
+                plan.append(("triton", kernel, twin, _triton_part(kernel, config)))
     return plan
 
 
-def _build(backend: str, kernel: str, target: str, config: Optional[dict]) -> list:
-    """One build's rows, a BuildResult per DSL kernel (a failure is a row, not an exception); the
-    config applies to the backend asked for, never to the Triton comparison rows."""
+def _build(backend: str, kernel: str, target: str, config: Optional[dict], dtype: str) -> list:
+    """One build's rows, a BuildResult per DSL kernel (a failure is a row, not an exception)."""
     from hola_dsl.backends.tilelang import nvcc
     from hola_dsl.backends.triton import aot
 
-    rows = nvcc.build(kernel, target, config) if backend == "tilelang" else aot.build(kernel, target, config)
+    build = nvcc.build if backend == "tilelang" else aot.build
+    rows = build(kernel, target, config, dtype=dtype)
     for r in rows:
         r.extra["backend"] = backend
     return rows
@@ -78,14 +92,14 @@ def _row(r) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _header(backend: str) -> list[str]:
+def _header(backend: str, dtype: str) -> list[str]:
     from hola_dsl.backends.tilelang import nvcc
     from hola_dsl.spec import DEFAULT_DIMS
 
     dims = ", ".join(f"{k}={v}" for k, v in DEFAULT_DIMS.items() if k != "chunk_size")
     what = ("AOT build, backend triton" if backend == "triton" else
             f"Cross build, TileLang CUDA dialect (nvcc {nvcc.nvcc_version()}) next to Triton AOT")
-    return [f"{what}, default schedule per target; static dims {dims}; bfloat16 inputs; shared = static + dynamic bytes",
+    return [f"{what}, default schedule per target and dtype; static dims {dims}; {dtype} inputs; shared = static + dynamic bytes",
             "| " + " | ".join(COLUMNS) + " |",
             "| " + " | ".join("---:" if c in NUMERIC else "---" for c in COLUMNS) + " |"]
 
@@ -102,15 +116,15 @@ def run(args: argparse.Namespace) -> int:
             print("hola build --backend tilelang: nvcc not found (set $NVCC or put nvcc on PATH); "
                   "skipping the TileLang CUDA builds")
             return 0
-    plan = _plan(args.backend, args.kernel or KERNELS, names)
+    plan = _plan(args.backend, args.kernel or KERNELS, names, config)
     if not args.json:
-        print("\n".join(_header(args.backend)), flush=True)
+        print("\n".join(_header(args.backend, args.dtype)), flush=True)
     failed = False
     # disable=None: a bar on a terminal only, so logs and pipes get the rows alone.
     with tqdm(total=len(plan), unit="build", disable=None, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
-        for backend, kernel, target in plan:
+        for backend, kernel, target, build_config in plan:
             bar.set_description(f"{backend} {kernel} {target}")
-            for r in _build(backend, kernel, target, config if backend == args.backend else None):
+            for r in _build(backend, kernel, target, build_config, args.dtype):
                 bar.write(json.dumps(r.__dict__, sort_keys=True, default=str) if args.json else _row(r), file=sys.stdout)
                 sys.stdout.flush()
                 # The Triton rows next to TileLang's are for comparison; they decide nothing.

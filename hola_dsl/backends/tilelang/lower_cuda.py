@@ -8,7 +8,9 @@ parallelism:
 * tiles live in shared memory, written by ``T.Parallel`` loops (every thread takes a share of
   the elements; TileLang inserts the barriers between dependent loops);
 * ``dot`` is ``T.gemm`` of two shared tiles into a float32 register fragment (tensor cores
-  where the arch has them), copied back to shared memory;
+  where the arch has them), copied back to shared memory; a dot too small for every warp to own
+  a 16 x 8 tensor-core share (the scan's 16 x 16 inverse blocks) runs on FMAs instead, each
+  thread summing whole output elements in a register;
 * reductions and prefix sums give each thread whole rows (a serial loop inside ``T.Parallel``,
   the running value in a register); the triangular inverse gives each thread whole columns,
   which are independent;
@@ -41,6 +43,13 @@ PASS_CONFIGS = {"tl.enable_aggressive_shared_memory_merge": True}
 # Integer index expressions of at most this many ops are recomputed where used (stays_lazy);
 # longer ones (a masked position, say) are computed once into shared memory.
 LAZY_INDEX_OPS = 3
+
+
+def _gemm_fits(M: int, N: int, warps: int) -> bool:
+    """Whether ``T.gemm`` can split an M x N product over ``warps`` warps, each owning a multiple
+    of 16 rows and 8 columns (TileLang rejects the product otherwise)."""
+    return any(warps % mw == 0 and M % (16 * mw) == 0 and N % (8 * (warps // mw)) == 0
+               for mw in range(1, warps + 1))
 
 
 class CudaEmitter(BaseEmitter):
@@ -97,6 +106,9 @@ class CudaEmitter(BaseEmitter):
         acc = op.args[2] if len(op.args) == 3 else None
         M, N = op.result.type.shape
         sa, sb = self._shared_operand(a, "a"), self._shared_operand(b, "b")
+        if not _gemm_fits(M, N, self.threads // 32):
+            self._small_dot(op, sa, sb, acc)
+            return
         frag = self.alloc_fragment("acc", (M, N), "float32")
         if acc is not None:
             self.line(f"T.copy({self._shared_operand(acc, 'c')}, {frag})")
@@ -106,6 +118,28 @@ class CudaEmitter(BaseEmitter):
                   f"transpose_B={op.attrs['trans_b']})")
         out = self.alloc(op.result.hint or "dot", (M, N), "float32")
         self.line(f"T.copy({frag}, {out})")
+        self.reprs[op.result] = buffer_repr(out, (M, N), "float32")
+
+    def _small_dot(self, op: ir.Op, sa: str, sb: str, acc) -> None:
+        """A dot too small for ``T.gemm`` to give every warp a 16 x 8 share of its tensor-core
+        tiles (a 16 x 16 block of the scan's blockwise inverse with 4 warps): each thread takes
+        whole output elements and sums their products in a register (float32 FMAs)."""
+        a = op.args[0]
+        M, N = op.result.type.shape
+        K = a.type.shape[0] if op.attrs["trans_a"] else a.type.shape[1]
+        out = self.alloc(op.result.hint or "dot", (M, N), "float32")
+        self._born_before(out, (M, N), "float32")
+        reg = self._register("float32")
+        i, j = self.loops((M, N))
+        r = self.fresh("r")
+        ea = f"{sa}[{r}, {i}]" if op.attrs["trans_a"] else f"{sa}[{i}, {r}]"
+        eb = f"{sb}[{j}, {r}]" if op.attrs["trans_b"] else f"{sb}[{r}, {j}]"
+        init = self.ex(acc, [i, j]) if acc is not None else literal(0, "float32")
+        self.line(f"{reg}[0] = {init}")
+        self.line(f"for {r} in T.serial({K}):")
+        self.line(f'    {reg}[0] = {reg}[0] + T.Cast("float32", {ea}) * T.Cast("float32", {eb})')
+        self.line(f"{out}[{i}, {j}] = {reg}[0]")
+        self.pop()
         self.reprs[op.result] = buffer_repr(out, (M, N), "float32")
 
     def _register(self, dtype: str) -> str:

@@ -11,9 +11,10 @@ from typing import Any, Mapping, Optional
 import torch
 
 import schedules
-from hola_dsl import ir
+from hola_dsl import ir, registry
 from hola_dsl.backends import dsl
 from hola_dsl.backends.triton import lower, runtime
+from schedules.space import float32_dot_precision
 
 
 def _unavailable() -> Optional[str]:
@@ -39,33 +40,33 @@ def _dtype_problem(device_type: str, dtype: torch.dtype) -> Optional[str]:
 
 
 def schedule(kernel: str, config: Optional[Mapping[str, Any]], target: str,
-             dtype: Optional[torch.dtype] = None) -> dict:
+             dtype: Optional[torch.dtype] = None, dims: Optional[Mapping[str, int]] = None,
+             label: str = "config") -> dict:
     """The completed Triton schedule of ``kernel`` for ``target`` and inputs of ``dtype`` (config
-    entries win); a config the space rejects raises ``schedules.ConfigError`` naming ``config``
-    and the knob."""
-    sched = schedules.space(kernel, "triton").check(config, target)
+    entries win; the space's defaults and overlays for that dtype fill the rest); a config the
+    space rejects raises ``schedules.ConfigError`` naming ``label`` and the knob."""
+    sched = schedules.space(kernel, "triton").check(config, target, dims, label, registry.DTYPE_NAME.get(dtype))
     # TF32 dots meet the bf16/fp16 tolerance, not float32's 1e-5 (SPEC.md section 6): float32
-    # inputs get 3xTF32 unless a config asks for a precision.
-    if dtype == torch.float32 and sched.get("dot_precision") == "tf32" and not (config and "dot_precision" in config):
-        sched["dot_precision"] = "tf32x3"
+    # inputs get what the target accepts for that unless a config asks for a precision.
+    if dtype == torch.float32 and sched.get("dot_precision") == "tf32" and "dot_precision" not in (config or {}):
+        sched["dot_precision"] = float32_dot_precision(target)
     return sched
 
 
 def _runner(sched: Mapping[str, Any], device: torch.device):
     target = runtime.target_of(device)
-    source_schedule = lower.source_schedule(sched)
 
     def run(kernel: ir.Kernel, args: Mapping[str, Any]) -> None:
         if device.type == "cpu" and not runtime.interpreting():
             raise ValueError("backend: 'triton' got cpu tensors; they need TRITON_INTERPRET=1 "
                              "(Triton's CPU interpreter), else move them to the GPU")
-        runtime.launch(kernel, source_schedule, args, target)
+        runtime.launch(kernel, lower.source_schedule(sched, kernel.name), args, target)
     return run
 
 
 def emit(kernel: ir.Kernel, sched: Mapping[str, Any], target: str) -> tuple[str, str]:
     """(file suffix, Triton source) of a traced kernel for ``target``, as the runtime writes it."""
-    return ".py", lower.emit(kernel, lower.source_schedule(sched), target)
+    return ".py", lower.emit(kernel, lower.source_schedule(sched, kernel.name), target)
 
 
 BACKEND = dsl.backend(

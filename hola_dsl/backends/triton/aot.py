@@ -15,6 +15,8 @@ import subprocess
 import tempfile
 from typing import Optional
 
+import torch
+
 from hola_dsl import ir
 from hola_dsl.backends.builds import BuildResult, each_kernel
 from hola_dsl.backends.triton import lower, runtime, schedule
@@ -73,7 +75,7 @@ def _compile(kir: ir.Kernel, sched: dict, target: str) -> BuildResult:
     import triton
     from triton.compiler import ASTSource
 
-    module = runtime.load(kir, lower.source_schedule(sched), target)
+    module = runtime.load(kir, lower.source_schedule(sched, kir.name), target)
     fn = getattr(module, lower.kernel_function_name(kir))
     gt = gpu_target(target)
     sig = lower.signature(kir)
@@ -86,15 +88,18 @@ def _compile(kir: ir.Kernel, sched: dict, target: str) -> BuildResult:
         r = _ptxas_resources(compiled.asm["ptx"], gt.arch)
     else:
         r = _amdgcn_resources(compiled.asm["amdgcn"])    # LDS is dynamic: metadata.shared stands
+    # The threads of this kernel's own warps (a phase may have warps of its own).
+    extra = {**r.get("extra", {}), "threads": gt.warp_size * module.NUM_WARPS}
     return BuildResult(kir.name, target, sched, True, registers=r["registers"], spills=r["spills"],
-                       shared=int(compiled.metadata.shared), extra=r.get("extra", {}))
+                       shared=int(compiled.metadata.shared), extra=extra)
 
 
 def build(kernel: str, target: str, config: Optional[dict] = None, dims: Optional[dict] = None,
           dtype: str = "bfloat16") -> list[BuildResult]:
-    """Compile every DSL kernel of ``kernel`` for ``target`` with its default schedule (``config``
-    entries win), for static ``dims`` (default ``spec.DEFAULT_DIMS``): one row each."""
+    """Compile every DSL kernel of ``kernel`` for ``target`` with its default schedule for
+    ``dtype`` inputs (``config`` entries win), for static ``dims`` (default
+    ``spec.DEFAULT_DIMS``): one row each (each phase of a split scan)."""
     if runtime.interpreter_used():
         return _build_in_subprocess(kernel, target, config, dims, dtype)
-    sched = schedule(kernel, config, target)
+    sched = schedule(kernel, config, target, getattr(torch, dtype))
     return each_kernel(kernel, target, sched, dims, dtype, lambda kir: _compile(kir, sched, target))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping, Optional
 
+import schedules
 from hola_dsl import ir
 from hola_dsl.backends.codegen import checked, doc_text, literal, schedule_kwargs, source_comment, symbol
 
@@ -313,9 +314,15 @@ LOWER: dict[str, Callable[[Emitter, ir.Op, list], Optional[str]]] = {
 }
 
 
-def source_schedule(schedule: Mapping[str, Any]) -> dict:
-    """The part of a completed schedule a Triton source depends on (``SOURCE_KNOBS``)."""
-    return {k: schedule[k] for k in SOURCE_KNOBS if k in schedule}
+def source_schedule(schedule: Mapping[str, Any], program: Optional[str] = None) -> dict:
+    """The part of a completed schedule a Triton source depends on (``SOURCE_KNOBS``), for the DSL
+    kernel called ``program`` (one phase of a split kernel): its warps from a knob of its own
+    where the schedule has one (``schedules.warps_knob``)."""
+    out = {k: schedule[k] for k in SOURCE_KNOBS if k in schedule}
+    own = schedules.warps_knob(program) if program else "num_warps"
+    if own in schedule:
+        out["num_warps"] = schedule[own]
+    return out
 
 
 def kernel_function_name(kernel: ir.Kernel) -> str:
