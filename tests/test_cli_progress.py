@@ -24,6 +24,27 @@ def test_build_prints_each_row_before_the_next_build(capsys, monkeypatch):
     assert out.count("| ok |") == 4 and "| cache_read | triton | gfx942 |" in out
 
 
+def test_build_dtype_reaches_every_build_and_the_header(capsys, monkeypatch):
+    got = []
+
+    def fake_build(kernel, target, config=None, dims=None, dtype="bfloat16"):
+        got.append(dtype)
+        return [BuildResult(kernel, target, {"num_warps": 4}, True, registers=1, spills=0, shared=0, dtype=dtype)]
+
+    monkeypatch.setattr(aot, "build", fake_build)
+    assert main(["build", "--kernel", "cache_select", "--targets", "sm_80,sm_90", "--dtype", "float32"]) == 0
+    assert got == ["float32", "float32"] and "float32 inputs" in capsys.readouterr().out
+
+
+def test_the_triton_twin_of_a_tilelang_build_takes_the_configs_triton_knobs():
+    """The Triton rows next to TileLang's build the same split and tiles; TileLang-only knobs
+    (threads) and values Triton's space rejects stay out."""
+    from tools.commands.build import _triton_part
+    config = {"split": "prepare+recur_output", "BV": 32, "threads": 256, "num_warps": 3}
+    assert _triton_part("delta_scan", config) == {"split": "prepare+recur_output", "BV": 32}
+    assert _triton_part("delta_scan", {"threads": 256}) is None
+
+
 def test_bench_says_it_is_compiling_before_it_compiles(capsys, monkeypatch):
     said = []
 
