@@ -58,8 +58,9 @@ class KernelSpec:
     ``kernels``: every DSL kernel its plans may launch. ``plan(schedule, *inputs, **options)``:
     the ``Plan`` of a call; inputs and options as a backend receives them from
     ``hola_dsl.ops`` (validated, normalised), ``schedule`` completed by the backend.
-    ``example(dims, dtype)``: (inputs, options) of a call on ``meta`` tensors with the static
-    ``dims`` (a mapping holding at least the kernel's, e.g. K, V, W, C) and input ``dtype``.
+    ``example(dims, dtype, B=1, T=1, H=1)``: (inputs, options) of a call on ``meta`` tensors
+    with the static ``dims`` (a mapping holding at least the kernel's, e.g. K, V, W, C), input
+    ``dtype`` and batch, sequence and head counts B, T, H.
     ``caller_knobs``: schedule knobs that stand in for the call option of the same name (the
     scan's ``chunk_size``); a backend may let the caller's value stand unless a config sets the
     knob (``hola_dsl.backends.dsl``).

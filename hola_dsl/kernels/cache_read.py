@@ -120,12 +120,12 @@ def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, *, block_size:
     return spec.Plan(launches, lambda: o)
 
 
-def example(dims: Mapping[str, int], dtype: torch.dtype) -> tuple[tuple, dict]:
-    """q, k, v of ``dtype``, float32 gammas and sink, one cache block."""
+def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1) -> tuple[tuple, dict]:
+    """B x T x H q, k, v of ``dtype``, float32 gammas and sink, the cache of every block."""
     K, V, W = dims["K"], dims["V"], dims["W"]
     x = lambda *shape, dt=dtype: torch.empty(shape, dtype=dt, device="meta")
-    inputs = (x(1, 1, 1, K), x(1, 1, 1, K), x(1, 1, 1, V), x(1, 1, 1, W, dt=torch.int64),
-              x(K, dt=torch.float32), x(K, dt=torch.float32), x(1, dt=torch.float32))
+    inputs = (x(B, T, H, K), x(B, T, H, K), x(B, T, H, V), x(B, H, -(-T // dims["C"]), W, dt=torch.int64),
+              x(K, dt=torch.float32), x(K, dt=torch.float32), x(H, dt=torch.float32))
     return inputs, dict(block_size=dims["C"], eps=1e-6)
 
 

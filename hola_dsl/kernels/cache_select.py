@@ -104,9 +104,9 @@ def plan(schedule: Mapping, scores, *, capacity: int, block_size: int, policy: s
     return spec.Plan(launches, lambda: idx)
 
 
-def example(dims: Mapping[str, int], dtype: torch.dtype) -> tuple[tuple, dict]:
-    """float32 scores of policy "hola" (``dtype`` is for the kernels with float inputs)."""
-    scores = torch.empty((1, 1, 1), dtype=torch.float32, device="meta")
+def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1) -> tuple[tuple, dict]:
+    """B x T x H float32 scores of policy "hola" (``dtype`` is for the kernels with float inputs)."""
+    scores = torch.empty((B, T, H), dtype=torch.float32, device="meta")
     return (scores,), dict(capacity=dims["W"], block_size=dims["C"], policy="hola")
 
 

@@ -158,12 +158,13 @@ def plan_phases(split: str, schedule: Mapping, fused: Mapping, q, k, v, g, beta,
                         dict(q=q, k=k, un=un, gh=gh, gl=gl, hs=hs, o=o, scale=scale)))
 
 
-def example(dims: Mapping[str, int], dtype: torch.dtype) -> tuple[tuple, dict]:
-    """A call with an initial state and the final state asked for: every kernel feature traced."""
+def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1) -> tuple[tuple, dict]:
+    """A call of B x T x H with an initial state and the final state asked for: every kernel
+    feature traced."""
     K, V = dims["K"], dims["V"]
     x = lambda *shape, dt=dtype: torch.empty(shape, dtype=dt, device="meta")
-    inputs = (x(1, 1, 1, K), x(1, 1, 1, K), x(1, 1, 1, V), x(1, 1, 1, dt=torch.float32), x(1, 1, 1))
-    return inputs, dict(scale=K ** -0.5, initial_state=x(1, 1, K, V, dt=torch.float32), output_final_state=True,
+    inputs = (x(B, T, H, K), x(B, T, H, K), x(B, T, H, V), x(B, T, H, dt=torch.float32), x(B, T, H))
+    return inputs, dict(scale=K ** -0.5, initial_state=x(B, H, K, V, dt=torch.float32), output_final_state=True,
                         chunk_size=dims.get("chunk_size", 64))
 
 

@@ -21,6 +21,9 @@ NAME = "build"
 HELP = ("compile every kernel with its default schedule for GPU targets (no GPU needed); print registers, "
         "spills, shared memory")
 
+REPORT_SHAPES = ("2,16384,16", "8,2048,16")
+REPORT_COLUMNS = ("op", "target", "split", "B,T,H", "kernel", "programs", "GFLOP", "dot GFLOP", "MB moved",
+                  "sequential steps", "dots/step", "MFLOP/step")
 COLUMNS = ("kernel", "backend", "target", "schedule", "registers", "spills", "shared (bytes)", "threads", "build (s)", "status")
 NUMERIC = ("registers", "spills", "shared (bytes)", "threads", "build (s)")
 
@@ -41,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input dtype to specialise for (the defaults follow it, e.g. smaller scan tiles for "
                              "float32; default bfloat16)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    parser.add_argument("--report", action="store_true",
+                        help="compile nothing: print each launch's cost read off its IR (programs, GFLOP, "
+                             "memory traffic, the sequential loop's steps and dots per step) per kernel, "
+                             "target and split of the scan, at the --shape sizes")
+    parser.add_argument("--shape", action="append", metavar="B,T,H",
+                        help=f"with --report: batch, tokens, heads (repeatable; default "
+                             f"{' and '.join(REPORT_SHAPES)}; K=V=128, W=64, C=256)")
 
 
 def _triton_part(kernel: str, config: Optional[dict]) -> Optional[dict]:
@@ -104,12 +114,70 @@ def _header(backend: str, dtype: str) -> list[str]:
             "| " + " | ".join("---:" if c in NUMERIC else "---" for c in COLUMNS) + " |"]
 
 
+def _report_rows(backend: str, kernels, names: list[str], config: Optional[dict], shapes) -> list[dict]:
+    """One row per launch of each (kernel, target, split, shape): ``hola_dsl.cost`` figures at
+    bfloat16 inputs. The scan is reported under every value of its ``split`` knob unless
+    ``config`` fixes one, so the pipelines can be set side by side."""
+    import torch
+
+    import schedules
+    from hola_dsl import cost
+    from hola_dsl.kernels import spec as kernel_spec
+
+    rows = []
+    for kernel in kernels:
+        space = schedules.space(kernel, backend)
+        knobs = {k.name: k for k in space.knobs}
+        splits = list(knobs["split"].values) if "split" in knobs and "split" not in (config or {}) else [None]
+        for target in names:
+            for split in splits:
+                sched = space.check({**(config or {}), **({"split": split} if split else {})}, target)
+                for B, T, H in shapes:
+                    for c in cost.report(kernel_spec(kernel), sched, {}, torch.bfloat16, B, T, H):
+                        rows.append({"op": kernel, "target": target, "split": sched.get("split", "-"),
+                                     "B,T,H": f"{B},{T},{H}", "kernel": c.kernel, "programs": c.programs,
+                                     "GFLOP": round(c.flops / 1e9, 2), "dot GFLOP": round(c.dot_flops / 1e9, 2),
+                                     "MB moved": round(c.bytes / 1e6, 1), "sequential steps": c.sequential,
+                                     "dots/step": c.dots_per_step, "MFLOP/step": round(c.step_flops / 1e6, 3)})
+    return rows
+
+
+def _print_report(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        for r in rows:
+            print(json.dumps(r, sort_keys=True))
+        return
+    print("Cost per launch, read off the traced IR (hola_dsl/cost.py): bfloat16 inputs, K=V=128, W=64, C=256, "
+          "default schedule per target; sequential steps = iterations walked in order by every program "
+          "(0: parallel over the grid)")
+    print("| " + " | ".join(REPORT_COLUMNS) + " |")
+    print("| " + " | ".join("---" if c in ("op", "target", "split", "B,T,H", "kernel") else "---:"
+                            for c in REPORT_COLUMNS) + " |")
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in REPORT_COLUMNS) + " |")
+
+
+def _shapes(texts: Optional[list[str]]) -> list[tuple[int, int, int]]:
+    out = []
+    for text in texts or REPORT_SHAPES:
+        values = arguments.int_list(text, "--shape")
+        if len(values) != 3:
+            raise ValueError(f"--shape: expected B,T,H (three positive integers such as 2,16384,16), got {text!r}")
+        out.append(tuple(values))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     config = arguments.json_object(args.config)
     names = (targets.parse_list(args.targets, args.backend, gpu_only=True) if args.targets is not None
              else list(targets.DEFAULT_BUILD[args.backend]))
+    if args.shape and not args.report:
+        raise ValueError("--shape: only --report uses it (a build compiles for every shape)")
+    if args.report:
+        _print_report(_report_rows(args.backend, args.kernel or KERNELS, names, config, _shapes(args.shape)), args.json)
+        return 0
     if args.backend == "tilelang":
         from hola_dsl.backends.tilelang import nvcc
         if nvcc.find_nvcc() is None:
