@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
+import torch
+
 from hola_dsl import backends
-from hola_dsl.testing import SCAN_CASES, Shape, run_check
+from hola_dsl.testing import SCAN_CASES, TOLERANCE, Shape, run_check
 from schedules import targets
 from schedules.kernels import KERNELS
 from tools import arguments
@@ -42,28 +44,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"default: all that run here")
     parser.add_argument("--kernel", action="append", choices=KERNELS, help="check only this kernel (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="input seed (default: a fresh one each run)")
+    parser.add_argument("--dtype", default="float32", choices=[str(d).removeprefix("torch.") for d in TOLERANCE],
+                        help="input dtype (default float32, tolerance 1e-5; bfloat16 and float16: 5e-3); a "
+                             "backend that does not compute it on its device is skipped, saying why")
+    parser.add_argument("--device", default=None, choices=DEVICE_ORDER,
+                        help="check every backend on this device type only (default: each on the first of "
+                             f"{', '.join(DEVICE_ORDER)} it runs on here)")
     parser.add_argument("--no-nvcc", action="store_true",
                         help=f"skip the TileLang CUDA-dialect nvcc build ({targets.CHECK_NVCC_ARCH})")
 
 
-def device_for(name: str) -> tuple[Optional[str], Optional[str]]:
-    """(device type to check backend ``name`` on here, None), or (None, why it cannot run here)."""
+def device_for(name: str, dtype: torch.dtype = torch.float32,
+               devices: tuple[str, ...] = DEVICE_ORDER) -> tuple[Optional[str], Optional[str]]:
+    """(device type to check backend ``name`` on here for inputs of ``dtype``, None), or (None,
+    why it cannot run here), trying ``devices`` in order."""
     reasons = {}
-    for device_type in DEVICE_ORDER:
-        reasons[device_type] = backends.runs_on(name, device_type)
+    for device_type in devices:
+        reasons[device_type] = backends.runs_on(name, device_type) or backends.get(name).dtype_problem(device_type, dtype)
         if reasons[device_type] is None:
             return device_type, None
-    return None, reasons[DEVICE_ORDER[0]]
+    return None, reasons[devices[0]]
 
 
-def plan(requested: Optional[list[str]]) -> tuple[dict[str, str], dict[str, str]]:
-    """({backend: device type} to check, {backend: why not} skipped). Named backends that are
-    unknown or cannot run here are errors naming --backend."""
+def plan(requested: Optional[list[str]], dtype: torch.dtype = torch.float32,
+         devices: tuple[str, ...] = DEVICE_ORDER) -> tuple[dict[str, str], dict[str, str]]:
+    """({backend: device type} to check, {backend: why not} skipped) for inputs of ``dtype`` on
+    ``devices``. Named backends that are unknown or cannot run here are errors naming --backend."""
     checked, skipped = {}, {}
     for name in requested or backends.names():
         if name not in backends.names():
             raise ValueError(f"--backend: unknown backend {name!r}; expected one of {backends.names()}")
-        device, reason = device_for(name)
+        device, reason = device_for(name, dtype, devices)
         if device is None and requested:
             raise ValueError(f"--backend: {name} cannot run here: {reason}")
         if device is None:
@@ -75,8 +86,10 @@ def plan(requested: Optional[list[str]]) -> tuple[dict[str, str], dict[str, str]
 
 def run(args: argparse.Namespace) -> int:
     seed = arguments.seed(args.seed)
-    checked, skipped = plan(args.backend)
-    print(f"hola check: float32 inputs, seed {seed}; tolerance: relative error <= 1e-5, selection exact")
+    dtype = getattr(torch, args.dtype)
+    checked, skipped = plan(args.backend, dtype, (args.device,) if args.device else DEVICE_ORDER)
+    print(f"hola check: {args.dtype} inputs, seed {seed}; tolerance: relative error <= {TOLERANCE[dtype]:g}, "
+          f"selection exact")
     header = f"{'kernel':<13} {'backend':<10} {'worst error':>12} {'result':>6} {'time':>10}"
     print(header)
     print("-" * len(header))
@@ -86,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             worst, seconds, ok, note = 0.0, 0.0, True, ""
             try:
                 for i, (shape, kw) in enumerate(_cases(kernel)):
-                    r = run_check(kernel, name, shape, seed=seed + i, device=device, **kw)
+                    r = run_check(kernel, name, shape, dtype, seed=seed + i, device=device, **kw)
                     worst, seconds, ok = max(worst, r.worst), seconds + r.seconds, ok and r.ok
             except Exception as exc:  # a crashing backend is a failed row, not a crashed check
                 ok, note = False, f"  {type(exc).__name__}: {exc}"
@@ -100,5 +113,8 @@ def run(args: argparse.Namespace) -> int:
         failed += nvcc.check_rows(targets.CHECK_NVCC_ARCH, args.kernel or KERNELS)
     for name, reason in skipped.items():
         print(f"(backend {name} not checked: {reason})")
+    if not checked:
+        print(f"nothing checked: no backend runs {args.dtype} inputs on {args.device or 'any device'} here")
+        return 1
     print(f"{'all passed' if not failed else f'{failed} FAILED'}")
     return 1 if failed else 0
