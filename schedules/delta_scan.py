@@ -3,7 +3,7 @@ dot precision, chunk size."""
 
 from __future__ import annotations
 
-from schedules.space import DOT_PRECISION, Knob, Space
+from schedules.space import DOT_PRECISION, Knob, Space, dot_precision_accepted
 
 TILES = (
     Knob("BV", (16, 32, 64, 128), "value columns per program (the state tile is [BV, K])"),
@@ -51,7 +51,11 @@ TRITON = Space(
               "num_stages": 1, "dot_precision": "ieee"},
         "sm_": {**_GPU, "prepare_warps": 8},
         "gfx": _GPU,
+        # Triton rejects TF32 on these (schedules.targets.dot_precision_problem)
+        "gfx90a": {**_GPU, "dot_precision": "ieee"},
+        "gfx950": {**_GPU, "dot_precision": "ieee"},
     },
+    constraints=(dot_precision_accepted,),
     overlays=(
         ({"dtype": "float32"}, {"sm_": {"chunk_size": 32, "prepare_cols": 16, "BV": 16, "prepare_warps": 4},
                                 "gfx": {"chunk_size": 32, "prepare_cols": 16, "BV": 16}}),

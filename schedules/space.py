@@ -9,6 +9,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Optional
 
+from schedules import targets
+
 # A constraint looks at a full config, the target name ("sm_90", "gfx942", "cpu", ...) and the
 # static dims ({"K": 128, "V": 128, ...}, possibly empty when the caller does not know them); it
 # returns None when legal, else a reason that starts with the knob's name.
@@ -207,6 +209,12 @@ def _match(table: Mapping[str, Mapping[str, Any]], target: str) -> dict[str, Any
 DOT_PRECISION = Knob("dot_precision", ("ieee", "tf32x3", "tf32"),
                      "float32 dots: FMA fp32 (exact; slow, register-hungry on GPUs), 3xTF32 tensor cores "
                      "(near fp32), or plain TF32")
+
+
+def dot_precision_accepted(config: Mapping[str, Any], target: str, dims: Mapping[str, int]) -> Optional[str]:
+    """The constraint of every space with ``DOT_PRECISION``: a precision the target's compiler
+    accepts (``schedules.targets.dot_precision_problem``)."""
+    return targets.dot_precision_problem(target, config.get("dot_precision"))
 
 
 def float32_dot_precision(target: str) -> str:

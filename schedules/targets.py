@@ -51,6 +51,29 @@ DEFAULT_BUILD: dict[str, tuple[str, ...]] = {
     "tilelang": ("sm_80", "sm_90a", "sm_100a"),
 }
 
+# Shared memory (LDS on AMD) one block may use, in bytes: the opt-in maximum per block. A build
+# that needs more cannot launch there, so `hola build` fails it.
+SHARED_PER_BLOCK = {"sm_80": 166912, "sm_86": 101376, "sm_89": 101376, "sm_90": 232448, "sm_100": 232448,
+                    "sm_120": 101376, "gfx90a": 65536, "gfx942": 65536, "gfx950": 163840}
+
+
+def shared_limit(target: str) -> Optional[int]:
+    """Bytes of shared memory a block may use on GPU ``target`` ("sm_90a" as "sm_90"), or None
+    when the target is not a GPU of the table."""
+    return SHARED_PER_BLOCK.get(target[:-1] if target in CUDA_ARCH_SPECIFIC else target)
+
+
+def dot_precision_problem(target: str, precision: object) -> Optional[str]:
+    """Why Triton cannot compile float32 dots of ``precision`` for ``target`` (None when it
+    can): its AMD backend rejects "tf32x3" on every target and "tf32" on gfx90a and gfx950."""
+    if not target.startswith("gfx"):
+        return None
+    if precision == "tf32x3" or (precision == "tf32" and target in ("gfx90a", "gfx950")):
+        return f"dot_precision: Triton rejects {precision!r} on {target}; use 'ieee'" + (
+            "" if precision == "tf32x3" or target in ("gfx90a", "gfx950") else " or 'tf32'")
+    return None
+
+
 # The arch `hola check` cross-builds TileLang's CUDA dialect for with nvcc (no GPU needed).
 CHECK_NVCC_ARCH = "sm_90a"
 

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import torch
 
 from hola_dsl import ir, kernels, spec
+from schedules import targets
 
 
 @dataclass
@@ -37,11 +38,27 @@ def _failed(name: str, target: str, sched: dict, dtype: str, exc: Exception, tai
                        dtype=dtype)
 
 
+def judged(row: BuildResult) -> BuildResult:
+    """``row`` failed when what it compiled to cannot be what we ship: a kernel that spills
+    registers (slow: local memory on the sequential path), or needs more shared memory per block
+    than its target has (it could not launch)."""
+    if not row.ok:
+        return row
+    limit = targets.shared_limit(row.target)
+    if row.spills:
+        unit = "spills" if row.target.startswith("gfx") else "bytes of spill loads and stores"
+        row.ok, row.error = False, f"spills registers ({row.spills} {unit}); pick smaller tiles or more warps"
+    elif limit is not None and row.shared is not None and row.shared > limit:
+        row.ok, row.error = False, f"needs {row.shared} bytes of shared memory per block; {row.target} has {limit}"
+    return row
+
+
 def each_kernel(kernel: str, target: str, sched: dict, dims: Optional[dict], dtype: str,
                 build_one: Callable[[ir.Kernel], BuildResult], *, tail: bool = False) -> list[BuildResult]:
     """``build_one`` of every DSL kernel of ``kernel``'s plan under ``sched`` for static ``dims``
     and ``dtype`` inputs, timed; a failure, tracing included, is a row, not an exception (unless
-    HOLA_DEBUG is set). ``tail``: keep the end of a long error (a compiler's last lines) rather
+    HOLA_DEBUG is set); a build that spills or exceeds the target's shared memory is a failed row
+    (``judged``). ``tail``: keep the end of a long error (a compiler's last lines) rather
     than its start."""
     t0 = time.perf_counter()
     try:
@@ -53,7 +70,7 @@ def each_kernel(kernel: str, target: str, sched: dict, dims: Optional[dict], dty
     rows = []
     for kir in traced:
         try:
-            row = build_one(kir)
+            row = judged(build_one(kir))
         except Exception as exc:  # a failed build is a row of the table, not a crash
             if os.environ.get("HOLA_DEBUG"):
                 raise

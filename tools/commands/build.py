@@ -128,10 +128,10 @@ def _report_rows(backend: str, kernels, names: list[str], config: Optional[dict]
     for kernel in kernels:
         space = schedules.space(kernel, backend)
         knobs = {k.name: k for k in space.knobs}
-        splits = list(knobs["split"].values) if "split" in knobs and "split" not in (config or {}) else [None]
+        splits = list(knobs["split"].choices) if "split" in knobs and "split" not in (config or {}) else [None]
         for target in names:
             for split in splits:
-                sched = space.check({**(config or {}), **({"split": split} if split else {})}, target)
+                sched = space.check({**(config or {}), **({"split": split} if split else {})}, target, dtype="bfloat16")
                 for B, T, H in shapes:
                     for c in cost.report(kernel_spec(kernel), sched, {}, torch.bfloat16, B, T, H):
                         rows.append({"op": kernel, "target": target, "split": sched.get("split", "-"),

@@ -19,7 +19,7 @@ import torch
 
 from hola_dsl import ir
 from hola_dsl.backends.builds import BuildResult, each_kernel
-from hola_dsl.backends.triton import lower, runtime, schedule
+from hola_dsl.backends.triton import lower, runtime, schedule, versions
 from schedules import targets
 
 
@@ -75,6 +75,8 @@ def _compile(kir: ir.Kernel, sched: dict, target: str) -> BuildResult:
     import triton
     from triton.compiler import ASTSource
 
+    if (why := versions.problem(target)) is not None:
+        raise RuntimeError(why)
     module = runtime.load(kir, lower.source_schedule(sched, kir.name), target)
     fn = getattr(module, lower.kernel_function_name(kir))
     gt = gpu_target(target)

@@ -18,7 +18,7 @@ import torch
 
 from hola_dsl import ir, source_cache
 from hola_dsl.backends import codegen
-from hola_dsl.backends.triton import lower
+from hola_dsl.backends.triton import lower, versions
 from schedules import targets
 
 _MODULES: dict[str, Any] = {}
@@ -83,6 +83,8 @@ def load(kernel: ir.Kernel, schedule: dict, target: str):
 def launch(kernel: ir.Kernel, schedule: dict, args: Mapping[str, Any], target: str) -> None:
     """Run ``kernel`` with ``args`` ({param: tensor or number}) as generated for ``target``;
     outputs are written in place."""
+    if (why := versions.problem(target)) is not None:
+        raise RuntimeError(why)
     module = load(kernel, schedule, target)
     fn = getattr(module, lower.kernel_function_name(kernel))
     sizes = kernel.sizes_of(args)
