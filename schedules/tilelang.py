@@ -22,18 +22,22 @@ CPU_MR = Knob("cpu_mr", (1, 2, 4, 8), "rows of the dot micro-kernel's register t
 CPU_NR = Knob("cpu_nr", (16, 32, 64), "columns of the dot micro-kernel's register tile (CPU dialect)")
 THREADS = Knob("threads", (64, 128, 256), "threads per block (CUDA dialect)")
 STAGES = Knob("num_stages", (1, 2, 3), "T.Pipelined depth of a pipelined loop (CUDA dialect)")
+# T.gemm's float32 operands run on TF32 tensor cores, which meet SPEC's bf16 row, not float32's
+# 1e-5: float32 inputs take FMA fp32 dots (exact, slower) unless a config asks for TF32.
+PRECISION = Knob("dot_precision", ("tf32", "ieee"),
+                 "float32 dots of the CUDA dialect: TF32 tensor cores (T.gemm) or FMA fp32 (exact, slower)")
 
 CPU_KNOBS = (CPU_MR, CPU_NR)
 # Launch settings a config may carry next to the knobs (see the module docstring). The bound is
 # a sanity limit on what a shared record may ask for; a launch never uses more than the cores.
 CPU_THREADS = Setting("cpu_threads", 1, 4096, "threads sharing the program grid")
 LAUNCH = (CPU_THREADS,)
-CUDA_KNOBS = (THREADS, STAGES)
+CUDA_KNOBS = (THREADS, STAGES, PRECISION)
 # 8 x 16: eight broadcast rows against one 16-float (AVX-512) column vector, eight accumulator
 # registers; measured on an AMD EPYC (Zen 4) at the bench shape it beat 4 x 32 by 20% on the
 # scan (48 -> 38 ms) and the cache read (39 -> 31 ms), one thread.
 _CPU_DEFAULT = {"cpu_mr": 8, "cpu_nr": 16}
-_CUDA_DEFAULT = {"threads": 128, "num_stages": 2}
+_CUDA_DEFAULT = {"threads": 128, "num_stages": 2, "dot_precision": "tf32"}
 
 
 def _one_dialect(config, target, dims):
@@ -53,6 +57,7 @@ def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict) -> Spac
             "*": {**cpu_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT},
             "sm_": {**cuda_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT},
         },
+        overlays=(({"dtype": "float32"}, {"sm_": {"dot_precision": "ieee"}}),),
         constraints=(_one_dialect,),
         launch=LAUNCH,
     )

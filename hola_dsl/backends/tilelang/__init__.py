@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 import schedules
-from hola_dsl import ir
+from hola_dsl import ir, registry
 from hola_dsl.backends import dsl
 from hola_dsl.backends.tilelang import runtime
 from schedules import targets
@@ -45,10 +45,12 @@ def _dtype_problem(device_type: str, dtype: torch.dtype) -> Optional[str]:
     return None
 
 
-def schedule(kernel: str, config: Optional[Mapping[str, Any]], target: str) -> dict:
-    """The completed TileLang schedule of ``kernel`` for ``target`` (config entries win); a
+def schedule(kernel: str, config: Optional[Mapping[str, Any]], target: str,
+             dtype: Optional[torch.dtype] = None) -> dict:
+    """The completed TileLang schedule of ``kernel`` for ``target`` and inputs of ``dtype``
+    (config entries win; float32 inputs on a GPU get FMA fp32 dots, ``schedules.tilelang``); a
     config the space rejects raises ``schedules.ConfigError`` naming ``config`` and the knob."""
-    return schedules.space(kernel, "tilelang").check(config, target)
+    return schedules.space(kernel, "tilelang").check(config, target, dtype=registry.DTYPE_NAME.get(dtype))
 
 
 def _runner(sched: Mapping[str, Any], device: torch.device):
@@ -72,7 +74,7 @@ def emit(kernel: ir.Kernel, sched: Mapping[str, Any], target: str) -> tuple[str,
 
 BACKEND = dsl.backend(
     "tilelang", "DSL kernels lowered to TileLang (CPU: C dialect, -O3 -march=native; GPU: CUDA dialect)",
-    schedule=lambda kernel, config, device, dtype: schedule(kernel, config, targets.arch_of(device)),
+    schedule=lambda kernel, config, device, dtype: schedule(kernel, config, targets.arch_of(device), dtype),
     runner=_runner,
     devices=("cpu", "cuda"),
     unavailable=_unavailable,

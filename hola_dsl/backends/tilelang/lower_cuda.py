@@ -20,7 +20,8 @@ parallelism:
   them out and warned of a race);
 * a loop the kernel marks pipelined becomes ``T.Pipelined`` with ``num_stages`` stages.
 
-Schedule knobs: ``threads`` (per block) and ``num_stages``.
+Schedule knobs: ``threads`` (per block), ``num_stages`` and ``dot_precision`` (float32 operands
+on TF32 tensor cores, or on FMAs as the small dots do: exact, for float32 inputs).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from hola_dsl import ir
-from hola_dsl.backends.codegen import checked
+from hola_dsl.backends.codegen import checked, symbol
 from hola_dsl.backends.tilelang.lower_common import (
     BaseEmitter, EmitError, Repr, buf_dtype, buffer_repr, identity_of, literal,
 )
@@ -59,6 +60,8 @@ class CudaEmitter(BaseEmitter):
         super().__init__(kernel, schedule, target)
         self.threads = checked(self.schedule.get("threads", 128), (int,), "threads")
         self.stages = checked(self.schedule.get("num_stages", 1), (int,), "num_stages")
+        # "ieee": float32 operands take FMA dots (T.gemm would round them to TF32)
+        self.fma_float32 = symbol(self.schedule.get("dot_precision", "tf32"), "dot_precision") == "ieee"
 
     def alloc_text(self, name: str, shape: tuple, dtype: str) -> str:
         return f'{name} = T.alloc_shared(({", ".join(map(str, shape))},), "{dtype}")'
@@ -106,7 +109,7 @@ class CudaEmitter(BaseEmitter):
         acc = op.args[2] if len(op.args) == 3 else None
         M, N = op.result.type.shape
         sa, sb = self._shared_operand(a, "a"), self._shared_operand(b, "b")
-        if not _gemm_fits(M, N, self.threads // 32):
+        if not _gemm_fits(M, N, self.threads // 32) or (self.fma_float32 and a.type.dtype == "float32"):
             self._small_dot(op, sa, sb, acc)
             return
         frag = self.alloc_fragment("acc", (M, N), "float32")

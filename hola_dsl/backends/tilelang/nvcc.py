@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
+
 from hola_dsl import source_cache
 from hola_dsl.backends.builds import BuildResult, each_kernel
 from hola_dsl.backends.tilelang import runtime, schedule
@@ -438,7 +440,7 @@ def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[
     cached, see ``cached_cross_build``). Returns the rows of ``hola build``'s table
     (``extra["cached"]`` when reused); a failure is a row, not an exception. The cubins stay in
     the cache unless ``out_dir`` asks for copies."""
-    sched = schedule(kernel, config, arch)
+    sched = schedule(kernel, config, arch, getattr(torch, dtype))
     nvcc = find_nvcc()
 
     def build_one(kir) -> BuildResult:
