@@ -33,10 +33,6 @@ _FREE = frozenset({"const", "program_id", "full", "iota", "expand_dims", "broadc
                    "load", "store", "loop", "lt", "le", "gt", "ge", "eq", "ne", "and", "or", "not"})
 _REDUCE = frozenset({"sum", "max", "min", "cumsum"})
 _BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int1": 1, "int32": 4, "int64": 8}
-# Integer scalar arithmetic loop bounds may use.
-_SCALAR = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-           "floordiv": lambda a, b: a // b, "mod": lambda a, b: a % b, "maximum": max, "minimum": min,
-           "cdiv": lambda a, b: -(-a // b)}
 
 
 @dataclass(frozen=True)
@@ -125,9 +121,9 @@ class _Counter:
             return env[("pid", op.attrs["axis"])]
         if op.name == "cast":
             return self.value(op.args[0], env)
-        if op.name in _SCALAR:
+        if op.name in ir.HOST_SCALAR:  # the size arithmetic grid extents use, too
             a, b = (self.value(x, env) for x in op.args)
-            return _SCALAR[op.name](a, b)
+            return ir.HOST_SCALAR[op.name](a, b)
         raise ValueError(f"kernel {self.kernel.name}: a loop bound uses op {op.name} ({op.loc}), which the "
                          f"cost model cannot evaluate")
 

@@ -176,7 +176,7 @@ class Kernel:
 
 
 # Scalar integer arithmetic a host may evaluate (grid extents).
-_HOST_SCALAR = {
+HOST_SCALAR = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
     "floordiv": lambda a, b: a // b, "mod": lambda a, b: a % b,
     "maximum": max, "minimum": min, "cdiv": lambda a, b: -(-a // b),
@@ -192,9 +192,9 @@ def eval_scalar(v: Value, env: dict, defs: dict) -> int:
         raise ValueError(f"grid extent {v.name} depends on something a host cannot evaluate")
     if op.name == "const":
         return op.attrs["value"]
-    if op.name in _HOST_SCALAR:
+    if op.name in HOST_SCALAR:
         a, b = (eval_scalar(x, env, defs) for x in op.args)
-        return _HOST_SCALAR[op.name](a, b)
+        return HOST_SCALAR[op.name](a, b)
     raise ValueError(f"grid extent {v.name} uses op {op.name} ({op.loc}); only size arithmetic is allowed")
 
 
