@@ -136,3 +136,19 @@ def test_build_report_bad_flags(argv, message, capsys):
 
     assert main(["build", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_build_report_follows_dtype(capsys):
+    """--dtype reaches the report's schedules: float32 inputs take cache_read's 16-query tiles on
+    AMD (schedules/cache_read.py), twice the programs of bf16's 32."""
+    import json
+
+    from tools.cli import main
+
+    programs = {}
+    for dtype in ("bfloat16", "float32"):
+        assert main(["build", "--report", "--dtype", dtype, "--kernel", "cache_read", "--targets", "gfx942",
+                     "--shape", "1,512,2", "--json"]) == 0
+        (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        programs[dtype] = row["programs"]
+    assert programs["float32"] == 2 * programs["bfloat16"]

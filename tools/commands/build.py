@@ -114,14 +114,17 @@ def _header(backend: str, dtype: str) -> list[str]:
             "| " + " | ".join("---:" if c in NUMERIC else "---" for c in COLUMNS) + " |"]
 
 
-def _report_rows(backend: str, kernels, names: list[str], config: Optional[dict], shapes) -> list[dict]:
+def _report_rows(backend: str, kernels, names: list[str], config: Optional[dict], shapes,
+                 dtype: str = "bfloat16") -> list[dict]:
     """One row per launch of each (kernel, target, split, shape): ``hola_dsl.cost`` figures at
-    bfloat16 inputs. The scan is reported under every value of its ``split`` knob unless
+    ``dtype`` inputs, under the schedule the backend's launcher would complete (``hola emit``'s
+    ``schedule_for``). The scan is reported under every value of its ``split`` knob unless
     ``config`` fixes one, so the pipelines can be set side by side."""
     import torch
 
     import schedules
     from hola_dsl import cost
+    from hola_dsl.emit import schedule_for
     from hola_dsl.kernels import spec as kernel_spec
 
     rows = []
@@ -131,9 +134,10 @@ def _report_rows(backend: str, kernels, names: list[str], config: Optional[dict]
         splits = list(knobs["split"].choices) if "split" in knobs and "split" not in (config or {}) else [None]
         for target in names:
             for split in splits:
-                sched = space.check({**(config or {}), **({"split": split} if split else {})}, target, dtype="bfloat16")
+                sched = schedule_for(kernel, backend, target, {**(config or {}), **({"split": split} if split else {})},
+                                     dtype=dtype)
                 for B, T, H in shapes:
-                    for c in cost.report(kernel_spec(kernel), sched, {}, torch.bfloat16, B, T, H):
+                    for c in cost.report(kernel_spec(kernel), sched, {}, getattr(torch, dtype), B, T, H):
                         rows.append({"op": kernel, "target": target, "split": sched.get("split", "-"),
                                      "B,T,H": f"{B},{T},{H}", "kernel": c.kernel, "programs": c.programs,
                                      "GFLOP": round(c.flops / 1e9, 2), "dot GFLOP": round(c.dot_flops / 1e9, 2),
@@ -142,12 +146,12 @@ def _report_rows(backend: str, kernels, names: list[str], config: Optional[dict]
     return rows
 
 
-def _print_report(rows: list[dict], as_json: bool) -> None:
+def _print_report(rows: list[dict], as_json: bool, dtype: str = "bfloat16") -> None:
     if as_json:
         for r in rows:
             print(json.dumps(r, sort_keys=True))
         return
-    print("Cost per launch, read off the traced IR (hola_dsl/cost.py): bfloat16 inputs, K=V=128, W=64, C=256, "
+    print(f"Cost per launch, read off the traced IR (hola_dsl/cost.py): {dtype} inputs, K=V=128, W=64, C=256, "
           "default schedule per target; sequential steps = iterations walked in order by every program "
           "(0: parallel over the grid)")
     print("| " + " | ".join(REPORT_COLUMNS) + " |")
@@ -176,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
     if args.shape and not args.report:
         raise ValueError("--shape: only --report uses it (a build compiles for every shape)")
     if args.report:
-        _print_report(_report_rows(args.backend, args.kernel or KERNELS, names, config, _shapes(args.shape)), args.json)
+        rows = _report_rows(args.backend, args.kernel or KERNELS, names, config, _shapes(args.shape), args.dtype)
+        _print_report(rows, args.json, args.dtype)
         return 0
     if args.backend == "tilelang":
         from hola_dsl.backends.tilelang import nvcc
