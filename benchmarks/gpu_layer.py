@@ -14,25 +14,12 @@ the spread is max - min.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 
 import torch
 
-
-def _time_ms(fn, warmup: int = 3, reps: int = 20) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), max(times) - min(times)
+# Run as a script, this file's folder is on sys.path: one CUDA-event timer for both GPU benchmarks.
+from gpu_scan_vs_fla import _time_ms
 
 
 def main(argv=None) -> int:
