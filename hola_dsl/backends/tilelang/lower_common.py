@@ -621,7 +621,7 @@ class BaseEmitter(abc.ABC):
             ri = self.reprs[init]
             if (ri.buffer is not None and self.uses.get(init, 0) == 1 and ri.shape == arg.type.shape
                     and ri.buffer not in carried and ri.dtype == arg.type.dtype
-                    and ri.buffer not in self.scratch_pool.values()):
+                    and ri.buffer not in self.scratch_pool.values() and self.can_carry(ri.buffer)):
                 name = ri.buffer                  # the loop is the init's only use: carry in place
             else:
                 name = self.alloc(arg.hint or "carry", arg.type.shape, arg.type.dtype)
@@ -644,7 +644,7 @@ class BaseEmitter(abc.ABC):
             r = self.reprs[y]
             if r.buffer == name:
                 continue                      # carried through unchanged
-            (hazards if r.reads & written else direct).append((name, arg, y))
+            (hazards if r.reads & written and not self.update_in_place(name, r, written) else direct).append((name, arg, y))
         temps = []
         for name, arg, y in hazards:          # values that read the old carried state
             tmp = self.alloc(f"{arg.hint or 'carry'}_next", arg.type.shape, arg.type.dtype)
@@ -661,6 +661,16 @@ class BaseEmitter(abc.ABC):
         self.last_loc = None
         for r, name in zip(op.results, carried):
             self.reprs[r] = buffer_repr(name, r.type.shape, r.type.dtype)
+
+    def update_in_place(self, name: str, r: Repr, written: set) -> bool:
+        """Whether carried buffer ``name`` may be overwritten with the yielded value ``r`` although
+        ``r`` reads carried state (which the loop otherwise stages through a temporary)."""
+        return False
+
+    def can_carry(self, buffer: str) -> bool:
+        """Whether a loop may carry its state in ``buffer`` itself (a dialect may keep some
+        storage, e.g. register fragments, out of carries)."""
+        return True
 
     def loop_header(self, op: ir.Op, iv: str, start: str, stop: str, step: str) -> str:
         rng = f"{start}, {stop}" if self.is_const(op.args[2], 1) else f"{start}, {stop}, {step}"
