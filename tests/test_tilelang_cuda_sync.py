@@ -152,6 +152,10 @@ def test_checks_catch_the_old_single_thread_scalar():
     assert nvcc.single_thread_shared_writes(lowered.source)
 
 
+# Two blocks per SM on an H100 (228 KB of shared memory per SM, 1 KB of it reserved per block).
+TWO_BLOCKS_SM90 = 113 * 1024
+
+
 # Default schedules, at the small dims `hola check` builds (W = 16: loops over fewer rows than
 # a warp, where TileLang has no partial barrier to place) and at the AOT build's dims.
 CASES = [(kernel, dims) for dims in (nvcc.CHECK_DIMS, None) for kernel in KERNELS]
@@ -175,3 +179,7 @@ def test_cuda_dialect_lowers_without_races(kernel, dims, tmp_path, monkeypatch):
         assert lowered.sync_problems() == []
         source = open(module.__file__).read()
         assert "T.Parallel(1)" not in source           # no single-thread sections emitted at all
+        if dims is None:                               # K = V = 128, bfloat16: the real sizes
+            assert lowered.dynamic_smem <= TWO_BLOCKS_SM90, (kir.name, lowered.dynamic_smem)
+            if "T.Pipelined(" in source:               # its tile loads must stay asynchronous
+                assert "cp_async_gs" in lowered.source, kir.name

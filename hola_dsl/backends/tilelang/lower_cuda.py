@@ -251,7 +251,13 @@ class CudaEmitter(BaseEmitter):
         users = self.users.get(v, [])
         return bool(users) and all(
             u.name in ELEMENTWISE and u.result.type.shape == v.type.shape for u in users
-        ) and len(v.type.shape) >= 1 and v.type.dtype != "int1"
+        ) and len(v.type.shape) >= 1 and v.type.dtype != "int1" and not self._cast_to_dot(v)
+
+    def _cast_to_dot(self, v: ir.Value) -> bool:
+        """Whether ``v`` reaches a dot through casts only (``k[...].to("float32")`` as an operand):
+        such a tile stays in shared memory in its own dtype, where the gemm reads it."""
+        return any(u.name == "dot" or (u.name == "cast" and self._cast_to_dot(u.result))
+                   for u in self.users.get(v, []))
 
     def _load_into(self, op: ir.Op, name: str) -> None:
         """The element-loop load of ``op`` (masked, bounds-checked) into buffer ``name``."""
@@ -373,7 +379,10 @@ class CudaEmitter(BaseEmitter):
         shape = x.type.shape
         out_shape = op.result.type.shape
         dtype = op.result.type.dtype
-        if out_shape != () and self.reads_fragment(x):
+        if out_shape != () and axis == len(shape) - 1 and self.reads_fragment(x):
+            # along rows only: TileLang 0.1.15 cannot reduce a gemm fragment across its rows
+            # ("ReduceOp cannot lower a layout where a source index depends on a thread-owned
+            # reduce segment"), those take the shared-memory path below
             self._reduce_fragment(op, kind)
             return
         if self.reads_fragment(x):
