@@ -254,9 +254,10 @@ class CudaEmitter(BaseEmitter):
         ) and len(v.type.shape) >= 1 and v.type.dtype != "int1" and not self._cast_to_dot(v)
 
     def _cast_to_dot(self, v: ir.Value) -> bool:
-        """Whether ``v`` reaches a dot through casts only (``k[...].to("float32")`` as an operand):
+        """Whether ``v`` reaches a dot directly or through a widening cast (``k[...].to("float32")``):
         such a tile stays in shared memory in its own dtype, where the gemm reads it."""
-        return any(u.name == "dot" or (u.name == "cast" and self._cast_to_dot(u.result))
+        return any(u.name == "dot" or (u.name == "cast" and u.attrs["dtype"] == "float32"
+                                        and v.type.dtype in ("bfloat16", "float16") and self._cast_to_dot(u.result))
                    for u in self.users.get(v, []))
 
     def _load_into(self, op: ir.Op, name: str) -> None:
