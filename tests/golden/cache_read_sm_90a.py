@@ -8,7 +8,7 @@ import tilelang.language as T
 PARAMS = ['q', 'k', 'v', 'idx', 'gamma_q', 'gamma_k', 'sink', 'o']    # prim_func parameters before the grid extents
 GRID_RANK = 3
 THREADS = 128
-PASS_CONFIGS = {'tl.enable_aggressive_shared_memory_merge': True}
+PASS_CONFIGS = {'tl.enable_aggressive_shared_memory_merge': True, 'tl.disable_tma_lower': True, 'tl.disable_warp_specialized': True, 'tl.UnrollLoop': {'explicit_unroll': True}}
 
 
 def build():
@@ -32,56 +32,62 @@ def build():
         grid_2: T.int32,
     ):
         with T.Kernel(grid_0, grid_1, grid_2, threads=THREADS) as (p0, p1, p2):
-            q__3 = T.alloc_shared((32, 128,), "float32")
-            gamma_q__6 = T.alloc_shared((128,), "float32")
-            gamma_k__8 = T.alloc_shared((128,), "float32")
-            sum_10 = T.alloc_shared((32,), "float32")
-            acc_tmp_12 = T.alloc_local((1,), "float32")
-            i__15 = T.alloc_shared((32,), "float32")
-            xs__17 = T.alloc_shared((32, 128,), "float32")
-            sum_20 = T.alloc_shared((32,), "float32")
-            t_24 = T.alloc_shared((32, 1,), "float32")
-            t_27 = T.alloc_shared((1, 128,), "float32")
-            qg__30 = T.alloc_shared((32, 128,), "float32")
-            idx__33 = T.alloc_shared((64,), "int64")
-            ids__35 = T.alloc_shared((64,), "int32")
-            k__37 = T.alloc_shared((64, 128,), "float32")
-            v__40 = T.alloc_shared((64, 128,), "float32")
-            acc_43 = T.alloc_fragment((64, 32,), "float32")
-            lc__44 = T.alloc_shared((64, 32,), "float32")
-            sum_45 = T.alloc_shared((64,), "float32")
-            i__49 = T.alloc_shared((64,), "float32")
-            sum_51 = T.alloc_shared((64,), "float32")
-            t_55 = T.alloc_shared((64, 1,), "float32")
-            t_58 = T.alloc_shared((64, 1,), "float32")
-            lc__61 = T.alloc_shared((64, 32,), "float32")
-            s__64 = T.alloc_local((1,), "float32")
-            max_65 = T.alloc_shared((32,), "float32")
-            m0__69 = T.alloc_shared((32,), "float32")
-            p__71 = T.alloc_shared((64, 32,), "float32")
-            sum_74 = T.alloc_shared((32,), "float32")
-            acc_78 = T.alloc_fragment((32, 128,), "float32")
-            acc0__79 = T.alloc_shared((32, 128,), "float32")
-            m__80 = T.alloc_shared((32,), "float32")
-            den__82 = T.alloc_shared((32,), "float32")
-            k__85 = T.alloc_shared((32, 128,), "float32")
-            v__90 = T.alloc_shared((32, 128,), "float32")
-            acc_95 = T.alloc_fragment((32, 32,), "float32")
-            l__96 = T.alloc_shared((32, 32,), "float32")
-            sum_97 = T.alloc_shared((32,), "float32")
-            i__101 = T.alloc_shared((32,), "float32")
-            sum_103 = T.alloc_shared((32,), "float32")
-            t_107 = T.alloc_shared((32, 1,), "float32")
-            l__110 = T.alloc_shared((32, 32,), "float32")
-            max_113 = T.alloc_shared((32,), "float32")
-            m_new__117 = T.alloc_shared((32,), "float32")
-            alpha__119 = T.alloc_shared((32,), "float32")
-            p__121 = T.alloc_shared((32, 32,), "float32")
-            sum_124 = T.alloc_shared((32,), "float32")
-            acc_128 = T.alloc_fragment((32, 128,), "float32")
-            c_tmp_129 = T.alloc_shared((32, 128,), "float32")
-            dot_132 = T.alloc_shared((32, 128,), "float32")
-            den__next_133 = T.alloc_shared((32,), "float32")
+            q__3 = T.alloc_fragment((32, 128,), "bfloat16")
+            qt__6 = T.alloc_fragment((32, 128,), "float32")
+            gamma_q__9 = T.alloc_fragment((128,), "float32")
+            gamma_k__11 = T.alloc_fragment((128,), "float32")
+            red_in_13 = T.alloc_fragment((32, 128,), "float32")
+            sum_16 = T.alloc_fragment((32,), "float32")
+            sum_17 = T.alloc_shared((32,), "float32")
+            i__18 = T.alloc_shared((32,), "float32")
+            xs__20 = T.alloc_fragment((32, 128,), "float32")
+            red_in_23 = T.alloc_fragment((32, 128,), "float32")
+            sum_26 = T.alloc_fragment((32,), "float32")
+            sum_27 = T.alloc_shared((32,), "float32")
+            t_28 = T.alloc_shared((32, 1,), "float32")
+            gammas__31 = T.alloc_shared((128,), "float32")
+            qg__33 = T.alloc_shared((32, 128,), "float32")
+            idx__36 = T.alloc_fragment((64,), "int64")
+            ids__38 = T.alloc_fragment((64,), "int32")
+            k__40 = T.alloc_shared((64, 128,), "bfloat16")
+            v__43 = T.alloc_shared((64, 128,), "bfloat16")
+            kc__46 = T.alloc_shared((64, 128,), "float32")
+            lc__49 = T.alloc_fragment((64, 32,), "float32")
+            sum_50 = T.alloc_shared((64,), "float32")
+            acc_tmp_52 = T.alloc_local((1,), "float32")
+            i__55 = T.alloc_shared((64,), "float32")
+            sum_57 = T.alloc_shared((64,), "float32")
+            t_61 = T.alloc_shared((64, 1,), "float32")
+            t_64 = T.alloc_shared((64,), "float32")
+            lc__66 = T.alloc_fragment((64, 32,), "float32")
+            s__69 = T.alloc_local((1,), "float32")
+            lc__70 = T.alloc_shared((64, 32,), "float32")
+            max_71 = T.alloc_shared((32,), "float32")
+            m0__75 = T.alloc_shared((32,), "float32")
+            p__77 = T.alloc_shared((64, 32,), "float32")
+            sum_80 = T.alloc_shared((32,), "float32")
+            b_tmp_84 = T.alloc_shared((64, 128,), "float32")
+            acc0__87 = T.alloc_fragment((32, 128,), "float32")
+            m__88 = T.alloc_shared((32,), "float32")
+            den__90 = T.alloc_shared((32,), "float32")
+            acc__92 = T.alloc_shared((32, 128,), "float32")
+            k__96 = T.alloc_shared((32, 128,), "bfloat16")
+            v__97 = T.alloc_shared((32, 128,), "bfloat16")
+            kt__98 = T.alloc_shared((32, 128,), "float32")
+            l__101 = T.alloc_fragment((32, 32,), "float32")
+            sum_102 = T.alloc_shared((32,), "float32")
+            i__106 = T.alloc_shared((32,), "float32")
+            sum_108 = T.alloc_shared((32,), "float32")
+            t_112 = T.alloc_shared((32, 1,), "float32")
+            l__115 = T.alloc_fragment((32, 32,), "float32")
+            l__118 = T.alloc_shared((32, 32,), "float32")
+            max_119 = T.alloc_shared((32,), "float32")
+            m_new__123 = T.alloc_shared((32,), "float32")
+            alpha__125 = T.alloc_shared((32,), "float32")
+            p__127 = T.alloc_shared((32, 32,), "float32")
+            sum_130 = T.alloc_shared((32,), "float32")
+            b_tmp_134 = T.alloc_shared((32, 128,), "float32")
+            acc_137 = T.alloc_fragment((32, 128,), "float32")
             # cache_read.py:67: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
             # cache_read.py:68: n = pid // NQ
             n__1 = T.truncdiv(p0, T.int32(8))
@@ -91,209 +97,200 @@ def build():
             # cache_read.py:71: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
             # cache_read.py:73: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
             for i_4, i_5 in T.Parallel(32, 128):
-                q__3[i_4, i_5] = T.if_then_else(T.And(t0__2 + i_4 < n_T, T.And((((T.truncmod(p0, T.int32(8)) * T.int32(32)) + i_4) < T.int32(256)), ((t0__2 + i_4) < n_T))), T.Cast("float32", q[p1, t0__2 + i_4, p2, i_5]), T.float32(0.0))
+                q__3[i_4, i_5] = T.if_then_else(T.And(t0__2 + i_4 < n_T, T.And((((T.truncmod(p0, T.int32(8)) * T.int32(32)) + i_4) < T.int32(256)), ((t0__2 + i_4) < n_T))), q[p1, t0__2 + i_4, p2, i_5], T.bfloat16(0.0))
+            for i_7, i_8 in T.Parallel(32, 128):
+                qt__6[i_7, i_8] = T.Cast("float32", q__3[i_7, i_8])
             # cache_read.py:74: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
-            for i_7 in T.Parallel(128):
-                gamma_q__6[i_7] = gamma_q[i_7]
-            for i_9 in T.Parallel(128):
-                gamma_k__8[i_9] = gamma_k[i_9]
+            for i_10 in T.Parallel(128):
+                gamma_q__9[i_10] = gamma_q[i_10]
+            for i_12 in T.Parallel(128):
+                gamma_k__11[i_12] = gamma_k[i_12]
             # cache_read.py:33: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
-            for i_13 in T.Parallel(32):
-                sum_10[i_13] = T.float32(0.0)
-            for i_14 in T.Parallel(32):
-                acc_tmp_12[0] = T.float32(0.0)
-                for r_11 in T.serial(128):
-                    acc_tmp_12[0] = acc_tmp_12[0] + (T.abs(q__3[i_14, r_11]) * T.float32(0.0078125))
-                sum_10[i_14] = acc_tmp_12[0]
+            for i_14, i_15 in T.Parallel(32, 128):
+                red_in_13[i_14, i_15] = (T.abs(qt__6[i_14, i_15]) * T.float32(0.0078125))
+            T.reduce_sum(red_in_13, sum_16, dim=1)
+            T.copy(sum_16, sum_17)
             # cache_read.py:34: i = 1.0 / s
-            for i_16 in T.Parallel(32):
-                i__15[i_16] = (T.float32(1.0) / T.max(sum_10[i_16], T.float32(0.001)))
+            for i_19 in T.Parallel(32):
+                i__18[i_19] = (T.float32(1.0) / T.max(sum_17[i_19], T.float32(0.001)))
             # cache_read.py:35: xs = x * i[:, None]
-            for i_18, i_19 in T.Parallel(32, 128):
-                xs__17[i_18, i_19] = (q__3[i_18, i_19] * i__15[i_18])
+            for i_21, i_22 in T.Parallel(32, 128):
+                xs__20[i_21, i_22] = (qt__6[i_21, i_22] * i__18[i_21])
             # cache_read.py:36: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
             # cache_read.py:37: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
-            for i_22 in T.Parallel(32):
-                sum_20[i_22] = T.float32(0.0)
-            for i_23 in T.Parallel(32):
-                acc_tmp_12[0] = T.float32(0.0)
-                for r_21 in T.serial(128):
-                    acc_tmp_12[0] = acc_tmp_12[0] + (xs__17[i_23, r_21] * xs__17[i_23, r_21])
-                sum_20[i_23] = acc_tmp_12[0]
+            for i_24, i_25 in T.Parallel(32, 128):
+                red_in_23[i_24, i_25] = (xs__20[i_24, i_25] * xs__20[i_24, i_25])
+            T.reduce_sum(red_in_23, sum_26, dim=1)
+            T.copy(sum_26, sum_27)
             # cache_read.py:79: qg = qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :]               # [BQ, BKD]
-            for i_25, i_26 in T.Parallel(32, 1):
-                t_24[i_25, i_26] = (T.rsqrt(((sum_20[i_25] / T.float32(128.0)) + ((T.float32(0.001) * i__15[i_25]) * (T.float32(0.001) * i__15[i_25])))) * T.float32(1.52587890625e-05))
-            for i_28, i_29 in T.Parallel(1, 128):
-                t_27[i_28, i_29] = ((gamma_q__6[i_29] * gamma_k__8[i_29]) * T.float32(0.08838834764831845))
-            for i_31, i_32 in T.Parallel(32, 128):
-                qg__30[i_31, i_32] = ((xs__17[i_31, i_32] * t_24[i_31, 0]) * t_27[0, i_32])
+            for i_29, i_30 in T.Parallel(32, 1):
+                t_28[i_29, i_30] = (T.rsqrt(((sum_27[i_29] / T.float32(128.0)) + ((T.float32(0.001) * i__18[i_29]) * (T.float32(0.001) * i__18[i_29])))) * T.float32(1.52587890625e-05))
+            for i_32 in T.Parallel(128):
+                gammas__31[i_32] = ((gamma_q__9[i_32] * gamma_k__11[i_32]) * T.float32(0.08838834764831845))
+            for i_34, i_35 in T.Parallel(32, 128):
+                qg__33[i_34, i_35] = ((xs__20[i_34, i_35] * t_28[i_34, 0]) * gammas__31[i_35])
             # cache_read.py:81: ids = idx.load((b, h, n, hl.tile(0, WP)), other=-1).to("int32")       # [WP], -1 = empty
-            for i_34 in T.Parallel(64):
-                idx__33[i_34] = idx[p1, p2, n__1, i_34]
-            for i_36 in T.Parallel(64):
-                ids__35[i_36] = T.Cast("int32", idx__33[i_36])
+            for i_37 in T.Parallel(64):
+                idx__36[i_37] = idx[p1, p2, n__1, i_37]
+            for i_39 in T.Parallel(64):
+                ids__38[i_39] = T.Cast("int32", idx__36[i_39])
             # cache_read.py:82: kc = k[b, ids, h, kd].to("float32")                                    # [WP, BKD]
-            for i_38, i_39 in T.Parallel(64, 128):
-                k__37[i_38, i_39] = T.if_then_else(T.And(ids__35[i_38] >= 0, ids__35[i_38] < n_T), T.Cast("float32", k[p1, ids__35[i_38], p2, i_39]), T.float32(0.0))
-            # cache_read.py:83: vc = v[b, ids, h, vd].to("float32")                                    # [WP, BVD]
             for i_41, i_42 in T.Parallel(64, 128):
-                v__40[i_41, i_42] = T.if_then_else(T.And(ids__35[i_41] >= 0, ids__35[i_41] < n_T), T.Cast("float32", v[p1, ids__35[i_41], p2, i_42]), T.float32(0.0))
+                k__40[i_41, i_42] = T.if_then_else(T.And(ids__38[i_41] >= 0, ids__38[i_41] < n_T), k[p1, ids__38[i_41], p2, i_42], T.bfloat16(0.0))
+            # cache_read.py:83: vc = v[b, ids, h, vd].to("float32")                                    # [WP, BVD]
+            for i_44, i_45 in T.Parallel(64, 128):
+                v__43[i_44, i_45] = T.if_then_else(T.And(ids__38[i_44] >= 0, ids__38[i_44] < n_T), v[p1, ids__38[i_44], p2, i_45], T.bfloat16(0.0))
             # cache_read.py:84: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
-            T.clear(acc_43)
-            T.gemm(k__37, qg__30, acc_43, transpose_A=False, transpose_B=True)
-            T.copy(acc_43, lc__44)
+            for i_47, i_48 in T.Parallel(64, 128):
+                kc__46[i_47, i_48] = T.Cast("float32", k__40[i_47, i_48])
+            T.clear(lc__49)
+            T.gemm(kc__46, qg__33, lc__49, transpose_A=False, transpose_B=True)
             # cache_read.py:33: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
-            for i_47 in T.Parallel(64):
-                sum_45[i_47] = T.float32(0.0)
-            for i_48 in T.Parallel(64):
-                acc_tmp_12[0] = T.float32(0.0)
-                for r_46 in T.serial(128):
-                    acc_tmp_12[0] = acc_tmp_12[0] + (T.abs(k__37[i_48, r_46]) * T.float32(0.0078125))
-                sum_45[i_48] = acc_tmp_12[0]
+            for i_53 in T.Parallel(64):
+                sum_50[i_53] = T.float32(0.0)
+            for i_54 in T.Parallel(64):
+                acc_tmp_52[0] = T.float32(0.0)
+                for r_51 in T.serial(128):
+                    acc_tmp_52[0] = acc_tmp_52[0] + (T.abs(kc__46[i_54, r_51]) * T.float32(0.0078125))
+                sum_50[i_54] = acc_tmp_52[0]
             # cache_read.py:34: i = 1.0 / s
-            for i_50 in T.Parallel(64):
-                i__49[i_50] = (T.float32(1.0) / T.max(sum_45[i_50], T.float32(0.001)))
+            for i_56 in T.Parallel(64):
+                i__55[i_56] = (T.float32(1.0) / T.max(sum_50[i_56], T.float32(0.001)))
             # cache_read.py:35: xs = x * i[:, None]
             # cache_read.py:36: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
             # cache_read.py:37: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
-            for i_53 in T.Parallel(64):
-                sum_51[i_53] = T.float32(0.0)
-            for i_54 in T.Parallel(64):
-                acc_tmp_12[0] = T.float32(0.0)
-                for r_52 in T.serial(128):
-                    acc_tmp_12[0] = acc_tmp_12[0] + ((k__37[i_54, r_52] * i__49[i_54]) * (k__37[i_54, r_52] * i__49[i_54]))
-                sum_51[i_54] = acc_tmp_12[0]
+            for i_59 in T.Parallel(64):
+                sum_57[i_59] = T.float32(0.0)
+            for i_60 in T.Parallel(64):
+                acc_tmp_52[0] = T.float32(0.0)
+                for r_58 in T.serial(128):
+                    acc_tmp_52[0] = acc_tmp_52[0] + ((kc__46[i_60, r_58] * i__55[i_60]) * (kc__46[i_60, r_58] * i__55[i_60]))
+                sum_57[i_60] = acc_tmp_52[0]
             # cache_read.py:48: return i * (1.0 / QUERY_SCALE) * r
             # cache_read.py:84: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
-            for i_56, i_57 in T.Parallel(64, 1):
-                t_55[i_56, i_57] = ((i__49[i_56] * T.float32(65536.0)) * T.rsqrt(((sum_51[i_56] / T.float32(128.0)) + ((T.float32(0.001) * i__49[i_56]) * (T.float32(0.001) * i__49[i_56])))))
+            for i_62, i_63 in T.Parallel(64, 1):
+                t_61[i_62, i_63] = ((i__55[i_62] * T.float32(65536.0)) * T.rsqrt(((sum_57[i_62] / T.float32(128.0)) + ((T.float32(0.001) * i__55[i_62]) * (T.float32(0.001) * i__55[i_62])))))
             # cache_read.py:55: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
             # cache_read.py:84: lc = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
-            for i_59, i_60 in T.Parallel(64, 1):
-                t_58[i_59, i_60] = T.if_then_else((ids__35[i_59] >= T.int32(0)), T.float32(0.0), -T.infinity("float32"))
-            for i_62, i_63 in T.Parallel(64, 32):
-                lc__61[i_62, i_63] = ((lc__44[i_62, i_63] * t_55[i_62, 0]) + t_58[i_62, 0])
+            for i_65 in T.Parallel(64):
+                t_64[i_65] = T.if_then_else((ids__38[i_65] >= T.int32(0)), T.float32(0.0), -T.infinity("float32"))
+            for i_67, i_68 in T.Parallel(64, 32):
+                lc__66[i_67, i_68] = ((lc__49[i_67, i_68] * t_61[i_67, 0]) + t_64[i_67])
             # cache_read.py:85: s = sink[h].to("float32")
-            s__64[0] = sink[p2]
+            s__69[0] = sink[p2]
             # cache_read.py:86: m0 = hl.maximum(hl.max(lc, 0), s)                                      # [BQ]
-            for i_67 in T.Parallel(32):
-                max_65[i_67] = T.float32(0.0)
-            for i_68 in T.Parallel(32):
-                acc_tmp_12[0] = -T.infinity("float32")
-                for r_66 in T.serial(64):
-                    acc_tmp_12[0] = T.max(acc_tmp_12[0], lc__61[r_66, i_68])
-                max_65[i_68] = acc_tmp_12[0]
-            for i_70 in T.Parallel(32):
-                m0__69[i_70] = T.max(max_65[i_70], s__64[0])
-            # cache_read.py:87: p = hl.exp(lc - m0[None, :])
-            for i_72, i_73 in T.Parallel(64, 32):
-                p__71[i_72, i_73] = T.exp((lc__61[i_72, i_73] - m0__69[i_73]))
-            # cache_read.py:88: den0 = hl.exp(s - m0) + hl.sum(p, 0)
+            T.copy(lc__66, lc__70)
+            for i_73 in T.Parallel(32):
+                max_71[i_73] = T.float32(0.0)
+            for i_74 in T.Parallel(32):
+                acc_tmp_52[0] = -T.infinity("float32")
+                for r_72 in T.serial(64):
+                    acc_tmp_52[0] = T.max(acc_tmp_52[0], lc__70[r_72, i_74])
+                max_71[i_74] = acc_tmp_52[0]
             for i_76 in T.Parallel(32):
-                sum_74[i_76] = T.float32(0.0)
-            for i_77 in T.Parallel(32):
-                acc_tmp_12[0] = T.float32(0.0)
-                for r_75 in T.serial(64):
-                    acc_tmp_12[0] = acc_tmp_12[0] + p__71[r_75, i_77]
-                sum_74[i_77] = acc_tmp_12[0]
-            # cache_read.py:89: acc0 = hl.dot(p, vc, trans_a=True)                                     # [BQ, BVD]
-            T.clear(acc_78)
-            T.gemm(p__71, v__40, acc_78, transpose_A=True, transpose_B=False)
-            T.copy(acc_78, acc0__79)
-            # cache_read.py:91: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=(m0, den0, acc0), pipelined=True)
-            for i_81 in T.Parallel(32):
-                m__80[i_81] = m0__69[i_81]
+                m0__75[i_76] = T.max(max_71[i_76], s__69[0])
+            # cache_read.py:87: p = hl.exp(lc - m0[None, :])
+            for i_78, i_79 in T.Parallel(64, 32):
+                p__77[i_78, i_79] = T.exp((lc__70[i_78, i_79] - m0__75[i_79]))
+            # cache_read.py:88: den0 = hl.exp(s - m0) + hl.sum(p, 0)
+            for i_82 in T.Parallel(32):
+                sum_80[i_82] = T.float32(0.0)
             for i_83 in T.Parallel(32):
-                den__82[i_83] = (T.exp((s__64[0] - m0__69[i_83])) + sum_74[i_83])
-            for it_84 in T.serial((n__1 * T.int32(256)), T.min((t0__2 + T.int32(32)), n_T), T.int32(32)):
+                acc_tmp_52[0] = T.float32(0.0)
+                for r_81 in T.serial(64):
+                    acc_tmp_52[0] = acc_tmp_52[0] + p__77[r_81, i_83]
+                sum_80[i_83] = acc_tmp_52[0]
+            # cache_read.py:89: acc0 = hl.dot(p, vc, trans_a=True)                                     # [BQ, BVD]
+            for i_85, i_86 in T.Parallel(64, 128):
+                b_tmp_84[i_85, i_86] = T.Cast("float32", v__43[i_85, i_86])
+            T.clear(acc0__87)
+            T.gemm(p__77, b_tmp_84, acc0__87, transpose_A=True, transpose_B=False)
+            # cache_read.py:91: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=(m0, den0, acc0), pipelined=True)
+            for i_89 in T.Parallel(32):
+                m__88[i_89] = m0__75[i_89]
+            for i_91 in T.Parallel(32):
+                den__90[i_91] = (T.exp((s__69[0] - m0__75[i_91])) + sum_80[i_91])
+            for i_93, i_94 in T.Parallel(32, 128):
+                acc__92[i_93, i_94] = acc0__87[i_93, i_94]
+            for it_95 in T.serial((n__1 * T.int32(256)), T.min((t0__2 + T.int32(32)), n_T), T.int32(32)):
                 # cache_read.py:93: tk = j + hl.iota(BKV)
                 # cache_read.py:94: kt = k[b, hl.tile(j, BKV), h, kd].to("float32")                    # [BKV, BKD]
-                if it_84 + 32 <= n_T:
-                    for i_86, i_87 in T.Parallel(32, 128):
-                        k__85[i_86, i_87] = T.Cast("float32", k[p1, it_84 + i_86, p2, i_87])
-                else:
-                    for i_88, i_89 in T.Parallel(32, 128):
-                        k__85[i_88, i_89] = T.if_then_else(it_84 + i_88 < n_T, T.Cast("float32", k[p1, it_84 + i_88, p2, i_89]), T.float32(0.0))
+                T.copy(k[p1, it_95:it_95 + 32, p2, 0:128], k__96)
                 # cache_read.py:95: vt = v[b, hl.tile(j, BKV), h, vd].to("float32")
-                if it_84 + 32 <= n_T:
-                    for i_91, i_92 in T.Parallel(32, 128):
-                        v__90[i_91, i_92] = T.Cast("float32", v[p1, it_84 + i_91, p2, i_92])
-                else:
-                    for i_93, i_94 in T.Parallel(32, 128):
-                        v__90[i_93, i_94] = T.if_then_else(it_84 + i_93 < n_T, T.Cast("float32", v[p1, it_84 + i_93, p2, i_94]), T.float32(0.0))
+                T.copy(v[p1, it_95:it_95 + 32, p2, 0:128], v__97)
                 # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
-                T.clear(acc_95)
-                T.gemm(k__85, qg__30, acc_95, transpose_A=False, transpose_B=True)
-                T.copy(acc_95, l__96)
+                for i_99, i_100 in T.Parallel(32, 128):
+                    kt__98[i_99, i_100] = T.Cast("float32", k__96[i_99, i_100])
+                T.clear(l__101)
+                T.gemm(kt__98, qg__33, l__101, transpose_A=False, transpose_B=True)
                 # cache_read.py:33: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
-                for i_99 in T.Parallel(32):
-                    sum_97[i_99] = T.float32(0.0)
-                for i_100 in T.Parallel(32):
-                    acc_tmp_12[0] = T.float32(0.0)
-                    for r_98 in T.serial(128):
-                        acc_tmp_12[0] = acc_tmp_12[0] + (T.abs(k__85[i_100, r_98]) * T.float32(0.0078125))
-                    sum_97[i_100] = acc_tmp_12[0]
+                for i_104 in T.Parallel(32):
+                    sum_102[i_104] = T.float32(0.0)
+                for i_105 in T.Parallel(32):
+                    acc_tmp_52[0] = T.float32(0.0)
+                    for r_103 in T.serial(128):
+                        acc_tmp_52[0] = acc_tmp_52[0] + (T.abs(kt__98[i_105, r_103]) * T.float32(0.0078125))
+                    sum_102[i_105] = acc_tmp_52[0]
                 # cache_read.py:34: i = 1.0 / s
-                for i_102 in T.Parallel(32):
-                    i__101[i_102] = (T.float32(1.0) / T.max(sum_97[i_102], T.float32(0.001)))
+                for i_107 in T.Parallel(32):
+                    i__106[i_107] = (T.float32(1.0) / T.max(sum_102[i_107], T.float32(0.001)))
                 # cache_read.py:35: xs = x * i[:, None]
                 # cache_read.py:36: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
                 # cache_read.py:37: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
-                for i_105 in T.Parallel(32):
-                    sum_103[i_105] = T.float32(0.0)
-                for i_106 in T.Parallel(32):
-                    acc_tmp_12[0] = T.float32(0.0)
-                    for r_104 in T.serial(128):
-                        acc_tmp_12[0] = acc_tmp_12[0] + ((k__85[i_106, r_104] * i__101[i_106]) * (k__85[i_106, r_104] * i__101[i_106]))
-                    sum_103[i_106] = acc_tmp_12[0]
+                for i_110 in T.Parallel(32):
+                    sum_108[i_110] = T.float32(0.0)
+                for i_111 in T.Parallel(32):
+                    acc_tmp_52[0] = T.float32(0.0)
+                    for r_109 in T.serial(128):
+                        acc_tmp_52[0] = acc_tmp_52[0] + ((kt__98[i_111, r_109] * i__106[i_111]) * (kt__98[i_111, r_109] * i__106[i_111]))
+                    sum_108[i_111] = acc_tmp_52[0]
                 # cache_read.py:48: return i * (1.0 / QUERY_SCALE) * r
                 # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
-                for i_108, i_109 in T.Parallel(32, 1):
-                    t_107[i_108, i_109] = ((i__101[i_108] * T.float32(65536.0)) * T.rsqrt(((sum_103[i_108] / T.float32(128.0)) + ((T.float32(0.001) * i__101[i_108]) * (T.float32(0.001) * i__101[i_108])))))
+                for i_113, i_114 in T.Parallel(32, 1):
+                    t_112[i_113, i_114] = ((i__106[i_113] * T.float32(65536.0)) * T.rsqrt(((sum_108[i_113] / T.float32(128.0)) + ((T.float32(0.001) * i__106[i_113]) * (T.float32(0.001) * i__106[i_113])))))
                 # cache_read.py:55: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
                 # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
-                for i_111, i_112 in T.Parallel(32, 32):
-                    l__110[i_111, i_112] = ((l__96[i_111, i_112] * t_107[i_111, 0]) + T.if_then_else(((it_84 + i_111) <= (t0__2 + i_112)), T.float32(0.0), -T.infinity("float32")))
+                for i_116, i_117 in T.Parallel(32, 32):
+                    l__115[i_116, i_117] = ((l__101[i_116, i_117] * t_112[i_116, 0]) + T.if_then_else(((it_95 + i_116) <= (t0__2 + i_117)), T.float32(0.0), -T.infinity("float32")))
                 # cache_read.py:97: m_new = hl.maximum(m, hl.max(l, 0))
-                for i_115 in T.Parallel(32):
-                    max_113[i_115] = T.float32(0.0)
-                for i_116 in T.Parallel(32):
-                    acc_tmp_12[0] = -T.infinity("float32")
-                    for r_114 in T.serial(32):
-                        acc_tmp_12[0] = T.max(acc_tmp_12[0], l__110[r_114, i_116])
-                    max_113[i_116] = acc_tmp_12[0]
-                for i_118 in T.Parallel(32):
-                    m_new__117[i_118] = T.max(m__80[i_118], max_113[i_118])
+                T.copy(l__115, l__118)
+                for i_121 in T.Parallel(32):
+                    max_119[i_121] = T.float32(0.0)
+                for i_122 in T.Parallel(32):
+                    acc_tmp_52[0] = -T.infinity("float32")
+                    for r_120 in T.serial(32):
+                        acc_tmp_52[0] = T.max(acc_tmp_52[0], l__118[r_120, i_122])
+                    max_119[i_122] = acc_tmp_52[0]
+                for i_124 in T.Parallel(32):
+                    m_new__123[i_124] = T.max(m__88[i_124], max_119[i_124])
                 # cache_read.py:98: alpha = hl.exp(m - m_new)
-                for i_120 in T.Parallel(32):
-                    alpha__119[i_120] = T.exp((m__80[i_120] - m_new__117[i_120]))
-                # cache_read.py:99: p = hl.exp(l - m_new[None, :])
-                for i_122, i_123 in T.Parallel(32, 32):
-                    p__121[i_122, i_123] = T.exp((l__110[i_122, i_123] - m_new__117[i_123]))
-                # cache_read.py:100: return m_new, den * alpha + hl.sum(p, 0), hl.dot(p, vt, acc * alpha[:, None], trans_a=True)
                 for i_126 in T.Parallel(32):
-                    sum_124[i_126] = T.float32(0.0)
-                for i_127 in T.Parallel(32):
-                    acc_tmp_12[0] = T.float32(0.0)
-                    for r_125 in T.serial(32):
-                        acc_tmp_12[0] = acc_tmp_12[0] + p__121[r_125, i_127]
-                    sum_124[i_127] = acc_tmp_12[0]
-                for i_130, i_131 in T.Parallel(32, 128):
-                    c_tmp_129[i_130, i_131] = (acc0__79[i_130, i_131] * alpha__119[i_130])
-                T.copy(c_tmp_129, acc_128)
-                T.gemm(p__121, v__90, acc_128, transpose_A=True, transpose_B=False)
-                T.copy(acc_128, dot_132)
-                for i_134 in T.Parallel(32):
-                    den__next_133[i_134] = ((den__82[i_134] * alpha__119[i_134]) + sum_124[i_134])
-                for i_135 in T.Parallel(32):
-                    m__80[i_135] = m_new__117[i_135]
-                for i_136, i_137 in T.Parallel(32, 128):
-                    acc0__79[i_136, i_137] = dot_132[i_136, i_137]
-                for i_138 in T.Parallel(32):
-                    den__82[i_138] = den__next_133[i_138]
+                    alpha__125[i_126] = T.exp((m__88[i_126] - m_new__123[i_126]))
+                # cache_read.py:99: p = hl.exp(l - m_new[None, :])
+                for i_128, i_129 in T.Parallel(32, 32):
+                    p__127[i_128, i_129] = T.exp((l__118[i_128, i_129] - m_new__123[i_129]))
+                # cache_read.py:100: return m_new, den * alpha + hl.sum(p, 0), hl.dot(p, vt, acc * alpha[:, None], trans_a=True)
+                for i_132 in T.Parallel(32):
+                    sum_130[i_132] = T.float32(0.0)
+                for i_133 in T.Parallel(32):
+                    acc_tmp_52[0] = T.float32(0.0)
+                    for r_131 in T.serial(32):
+                        acc_tmp_52[0] = acc_tmp_52[0] + p__127[r_131, i_133]
+                    sum_130[i_133] = acc_tmp_52[0]
+                for i_135, i_136 in T.Parallel(32, 128):
+                    b_tmp_134[i_135, i_136] = T.Cast("float32", v__97[i_135, i_136])
+                for i_138, i_139 in T.Parallel(32, 128):
+                    acc_137[i_138, i_139] = (acc__92[i_138, i_139] * alpha__125[i_138])
+                T.gemm(p__127, b_tmp_134, acc_137, transpose_A=True, transpose_B=False)
+                for i_140 in T.Parallel(32):
+                    m__88[i_140] = m_new__123[i_140]
+                for i_141 in T.Parallel(32):
+                    den__90[i_141] = ((den__90[i_141] * alpha__125[i_141]) + sum_130[i_141])
+                for i_142, i_143 in T.Parallel(32, 128):
+                    acc__92[i_142, i_143] = acc_137[i_142, i_143]
             # cache_read.py:103: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
-            for i_139, i_140 in T.Parallel(32, 128):
-                if T.And(t0__2 + i_139 < n_T, T.And((((T.truncmod(p0, T.int32(8)) * T.int32(32)) + i_139) < T.int32(256)), ((t0__2 + i_139) < n_T))):
-                    o[p1, t0__2 + i_139, p2, i_140] = T.Cast("bfloat16", (acc0__79[i_139, i_140] / den__82[i_139]))
+            for i_144, i_145 in T.Parallel(32, 128):
+                if T.And(t0__2 + i_144 < n_T, T.And((((T.truncmod(p0, T.int32(8)) * T.int32(32)) + i_144) < T.int32(256)), ((t0__2 + i_144) < n_T))):
+                    o[p1, t0__2 + i_144, p2, i_145] = T.Cast("bfloat16", (acc__92[i_144, i_145] / den__90[i_144]))
 
     return cache_read_cuda

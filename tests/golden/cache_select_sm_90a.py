@@ -8,7 +8,7 @@ import tilelang.language as T
 PARAMS = ['scores', 'idx']    # prim_func parameters before the grid extents
 GRID_RANK = 2
 THREADS = 128
-PASS_CONFIGS = {'tl.enable_aggressive_shared_memory_merge': True}
+PASS_CONFIGS = {'tl.enable_aggressive_shared_memory_merge': True, 'tl.disable_tma_lower': True, 'tl.disable_warp_specialized': True, 'tl.UnrollLoop': {'explicit_unroll': True}}
 
 
 def build():
@@ -27,21 +27,23 @@ def build():
         with T.Kernel(grid_0, grid_1, threads=THREADS) as (p0, p1):
             cp__1 = T.alloc_shared((64,), "int32")
             cp__6 = T.alloc_shared((64,), "int32")
-            cs__9 = T.alloc_shared((64,), "float32")
-            cs__11 = T.alloc_shared((64,), "float32")
-            s__13 = T.alloc_shared((64,), "float32")
-            t_15 = T.alloc_shared((64,), "float32")
+            cs__9 = T.alloc_fragment((64,), "float32")
+            cs__11 = T.alloc_fragment((64,), "float32")
+            s__13 = T.alloc_fragment((64,), "float32")
+            t_15 = T.alloc_fragment((64,), "float32")
             bp__17 = T.alloc_shared((64,), "int32")
-            sum_19 = T.alloc_shared((64,), "int32")
-            acc_tmp_21 = T.alloc_local((1,), "int32")
-            rank_c__24 = T.alloc_shared((64,), "int32")
-            sum_26 = T.alloc_shared((64,), "int32")
-            sum_30 = T.alloc_shared((64,), "int32")
-            rank_b__34 = T.alloc_shared((64,), "int32")
-            t_36 = T.alloc_shared((1, 64,), "int32")
-            max_39 = T.alloc_shared((64,), "int32")
-            t_43 = T.alloc_shared((1, 64,), "int32")
-            max_46 = T.alloc_shared((64,), "int32")
+            t_19 = T.alloc_shared((64,), "float32")
+            cs__20 = T.alloc_shared((64,), "float32")
+            sum_21 = T.alloc_shared((64,), "int32")
+            acc_tmp_23 = T.alloc_local((1,), "int32")
+            rank_c__26 = T.alloc_shared((64,), "int32")
+            sum_28 = T.alloc_shared((64,), "int32")
+            sum_32 = T.alloc_shared((64,), "int32")
+            rank_b__36 = T.alloc_shared((64,), "int32")
+            t_38 = T.alloc_shared((1, 64,), "int32")
+            max_41 = T.alloc_shared((64,), "int32")
+            t_45 = T.alloc_shared((1, 64,), "int32")
+            max_48 = T.alloc_shared((64,), "int32")
             # cache_select.py:61: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
             # cache_select.py:62: slot = hl.iota(WP)
             # cache_select.py:64: @hl.loop(0, hl.cdiv(T, C), carry=hl.full((WP,), -1, "int32"))
@@ -78,64 +80,66 @@ def build():
                     for i_18 in T.Parallel(64):
                         bp__17[i_18] = T.if_then_else(T.And((((it_8 * T.int32(64)) + i_18) < T.int32(256)), ((start__5 + ((it_8 * T.int32(64)) + i_18)) < n_T)), (start__5 + ((it_8 * T.int32(64)) + i_18)), T.int32(-1))
                     # cache_select.py:84: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+                    T.copy(t_15, t_19)
+                    T.copy(cs__11, cs__20)
                     # cache_select.py:46: return hl.sum(mask.to("int32"), 1)
-                    for i_22 in T.Parallel(64):
-                        sum_19[i_22] = T.int32(0)
-                    for i_23 in T.Parallel(64):
-                        acc_tmp_21[0] = T.int32(0)
-                        for r_20 in T.serial(64):
-                            acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("int32", T.And((t_15[r_20] >= cs__11[i_23]), T.And((((it_8 * T.int32(64)) + r_20) < T.int32(256)), ((start__5 + ((it_8 * T.int32(64)) + r_20)) < n_T))))
-                        sum_19[i_23] = acc_tmp_21[0]
-                    # cache_select.py:84: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+                    for i_24 in T.Parallel(64):
+                        sum_21[i_24] = T.int32(0)
                     for i_25 in T.Parallel(64):
-                        rank_c__24[i_25] = (i_25 + sum_19[i_25])
+                        acc_tmp_23[0] = T.int32(0)
+                        for r_22 in T.serial(64):
+                            acc_tmp_23[0] = acc_tmp_23[0] + T.Cast("int32", T.And((t_19[r_22] >= cs__20[i_25]), T.And((((it_8 * T.int32(64)) + r_22) < T.int32(256)), ((start__5 + ((it_8 * T.int32(64)) + r_22)) < n_T))))
+                        sum_21[i_25] = acc_tmp_23[0]
+                    # cache_select.py:84: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+                    for i_27 in T.Parallel(64):
+                        rank_c__26[i_27] = (i_27 + sum_21[i_27])
                     # cache_select.py:85: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
                     # cache_select.py:46: return hl.sum(mask.to("int32"), 1)
-                    for i_28 in T.Parallel(64):
-                        sum_26[i_28] = T.int32(0)
-                    for i_29 in T.Parallel(64):
-                        acc_tmp_21[0] = T.int32(0)
-                        for r_27 in T.serial(64):
-                            acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("int32", (cs__11[r_27] > t_15[i_29]))
-                        sum_26[i_29] = acc_tmp_21[0]
+                    for i_30 in T.Parallel(64):
+                        sum_28[i_30] = T.int32(0)
+                    for i_31 in T.Parallel(64):
+                        acc_tmp_23[0] = T.int32(0)
+                        for r_29 in T.serial(64):
+                            acc_tmp_23[0] = acc_tmp_23[0] + T.Cast("int32", (cs__20[r_29] > t_19[i_31]))
+                        sum_28[i_31] = acc_tmp_23[0]
                     # cache_select.py:34: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
                     # cache_select.py:35: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
-                    for i_32 in T.Parallel(64):
-                        sum_30[i_32] = T.int32(0)
-                    for i_33 in T.Parallel(64):
-                        acc_tmp_21[0] = T.int32(0)
-                        for r_31 in T.serial(64):
-                            acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("int32", T.Or((t_15[r_31] > t_15[i_33]), T.And((t_15[r_31] == t_15[i_33]), (bp__17[r_31] > bp__17[i_33]))))
-                        sum_30[i_33] = acc_tmp_21[0]
-                    # cache_select.py:85: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+                    for i_34 in T.Parallel(64):
+                        sum_32[i_34] = T.int32(0)
                     for i_35 in T.Parallel(64):
-                        rank_b__34[i_35] = (sum_26[i_35] + sum_30[i_35])
+                        acc_tmp_23[0] = T.int32(0)
+                        for r_33 in T.serial(64):
+                            acc_tmp_23[0] = acc_tmp_23[0] + T.Cast("int32", T.Or((t_19[r_33] > t_19[i_35]), T.And((t_19[r_33] == t_19[i_35]), (bp__17[r_33] > bp__17[i_35]))))
+                        sum_32[i_35] = acc_tmp_23[0]
+                    # cache_select.py:85: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+                    for i_37 in T.Parallel(64):
+                        rank_b__36[i_37] = (sum_28[i_37] + sum_32[i_37])
                     # cache_select.py:51: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
                     # cache_select.py:52: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
-                    for i_37, i_38 in T.Parallel(1, 64):
-                        t_36[i_37, i_38] = T.if_then_else(T.And((cp__6[i_38] >= T.int32(0)), (rank_c__24[i_38] < T.int32(64))), rank_c__24[i_38], T.int32(-1))
-                    for i_41 in T.Parallel(64):
-                        max_39[i_41] = T.int32(0)
-                    for i_42 in T.Parallel(64):
-                        acc_tmp_21[0] = T.int32(-2147483648)
-                        for r_40 in T.serial(64):
-                            acc_tmp_21[0] = T.max(acc_tmp_21[0], T.if_then_else((i_42 == t_36[0, r_40]), cp__6[r_40], T.int32(-1)))
-                        max_39[i_42] = acc_tmp_21[0]
+                    for i_39, i_40 in T.Parallel(1, 64):
+                        t_38[i_39, i_40] = T.if_then_else(T.And((cp__6[i_40] >= T.int32(0)), (rank_c__26[i_40] < T.int32(64))), rank_c__26[i_40], T.int32(-1))
+                    for i_43 in T.Parallel(64):
+                        max_41[i_43] = T.int32(0)
+                    for i_44 in T.Parallel(64):
+                        acc_tmp_23[0] = T.int32(-2147483648)
+                        for r_42 in T.serial(64):
+                            acc_tmp_23[0] = T.max(acc_tmp_23[0], T.if_then_else((i_44 == t_38[0, r_42]), cp__6[r_42], T.int32(-1)))
+                        max_41[i_44] = acc_tmp_23[0]
                     # cache_select.py:51: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
                     # cache_select.py:52: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
-                    for i_44, i_45 in T.Parallel(1, 64):
-                        t_43[i_44, i_45] = T.if_then_else(T.And((bp__17[i_45] >= T.int32(0)), (rank_b__34[i_45] < T.int32(64))), rank_b__34[i_45], T.int32(-1))
-                    for i_48 in T.Parallel(64):
-                        max_46[i_48] = T.int32(0)
-                    for i_49 in T.Parallel(64):
-                        acc_tmp_21[0] = T.int32(-2147483648)
-                        for r_47 in T.serial(64):
-                            acc_tmp_21[0] = T.max(acc_tmp_21[0], T.if_then_else((i_49 == t_43[0, r_47]), bp__17[r_47], T.int32(-1)))
-                        max_46[i_49] = acc_tmp_21[0]
-                    # cache_select.py:86: return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
+                    for i_46, i_47 in T.Parallel(1, 64):
+                        t_45[i_46, i_47] = T.if_then_else(T.And((bp__17[i_47] >= T.int32(0)), (rank_b__36[i_47] < T.int32(64))), rank_b__36[i_47], T.int32(-1))
                     for i_50 in T.Parallel(64):
-                        cp__6[i_50] = T.max(max_39[i_50], max_46[i_50])
-                for i_51 in T.Parallel(64):
-                    cp__1[i_51] = cp__6[i_51]
+                        max_48[i_50] = T.int32(0)
+                    for i_51 in T.Parallel(64):
+                        acc_tmp_23[0] = T.int32(-2147483648)
+                        for r_49 in T.serial(64):
+                            acc_tmp_23[0] = T.max(acc_tmp_23[0], T.if_then_else((i_51 == t_45[0, r_49]), bp__17[r_49], T.int32(-1)))
+                        max_48[i_51] = acc_tmp_23[0]
+                    # cache_select.py:86: return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
+                    for i_52 in T.Parallel(64):
+                        cp__6[i_52] = T.max(max_41[i_52], max_48[i_52])
+                for i_53 in T.Parallel(64):
+                    cp__1[i_53] = cp__6[i_53]
 
     return cache_select_cuda

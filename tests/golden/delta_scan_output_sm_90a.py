@@ -8,7 +8,7 @@ import tilelang.language as T
 PARAMS = ['q', 'k', 'un', 'gh', 'gl', 'hs', 'o', 'scale']    # prim_func parameters before the grid extents
 GRID_RANK = 3
 THREADS = 128
-PASS_CONFIGS = {'tl.enable_aggressive_shared_memory_merge': True}
+PASS_CONFIGS = {'tl.enable_aggressive_shared_memory_merge': True, 'tl.disable_tma_lower': True, 'tl.disable_warp_specialized': True, 'tl.UnrollLoop': {'explicit_unroll': True}}
 
 
 def build():
@@ -34,30 +34,21 @@ def build():
     ):
         with T.Kernel(grid_0, grid_1, grid_2, threads=THREADS) as (p0, p1, p2):
             qp__5 = T.alloc_shared((64, 64,), "bfloat16")
-            k__10 = T.alloc_shared((64, 64,), "bfloat16")
-            acc_15 = T.alloc_fragment((64, 64,), "float32")
-            qk__16 = T.alloc_shared((64, 64,), "float32")
-            hs__17 = T.alloc_shared((32, 64,), "bfloat16")
-            acc_22 = T.alloc_fragment((64, 32,), "float32")
-            qs__23 = T.alloc_shared((64, 32,), "float32")
-            qp__24 = T.alloc_shared((64, 64,), "bfloat16")
-            k__29 = T.alloc_shared((64, 64,), "bfloat16")
-            acc_34 = T.alloc_fragment((64, 64,), "float32")
-            qk__35 = T.alloc_shared((64, 64,), "float32")
-            hs__36 = T.alloc_shared((32, 64,), "bfloat16")
-            acc_41 = T.alloc_fragment((64, 32,), "float32")
-            qs__42 = T.alloc_shared((64, 32,), "float32")
-            Hc__43 = T.alloc_shared((64,), "int32")
-            Lc__46 = T.alloc_shared((64,), "float32")
-            inner__49 = T.alloc_shared((64, 64,), "bfloat16")
-            t_52 = T.alloc_shared((64, 1,), "float32")
-            un__55 = T.alloc_shared((64, 32,), "float32")
-            hi__60 = T.alloc_shared((64, 32,), "bfloat16")
-            acc_63 = T.alloc_fragment((64, 32,), "float32")
-            dot_64 = T.alloc_shared((64, 32,), "float32")
-            b_tmp_65 = T.alloc_shared((64, 32,), "bfloat16")
-            acc_68 = T.alloc_fragment((64, 32,), "float32")
-            dot_69 = T.alloc_shared((64, 32,), "float32")
+            k__6 = T.alloc_shared((64, 64,), "bfloat16")
+            qk__7 = T.alloc_fragment((64, 64,), "float32")
+            hs__8 = T.alloc_shared((32, 64,), "bfloat16")
+            qs__9 = T.alloc_fragment((64, 32,), "float32")
+            qp__10 = T.alloc_shared((64, 64,), "bfloat16")
+            k__11 = T.alloc_shared((64, 64,), "bfloat16")
+            hs__12 = T.alloc_shared((32, 64,), "bfloat16")
+            Hc__13 = T.alloc_shared((64,), "int32")
+            Lc__14 = T.alloc_shared((64,), "float32")
+            inner__15 = T.alloc_shared((64, 64,), "bfloat16")
+            t_18 = T.alloc_shared((64, 1,), "float32")
+            un__21 = T.alloc_fragment((64, 32,), "float32")
+            hi__26 = T.alloc_shared((64, 32,), "bfloat16")
+            acc_29 = T.alloc_fragment((64, 32,), "float32")
+            b_tmp_30 = T.alloc_shared((64, 32,), "bfloat16")
             # delta_scan_phases.py:239: iv, c, bh = hl.grid(hl.cdiv(V, BV), hl.dim("NT"), hl.dim("B") * hl.dim("H"))
             # delta_scan_phases.py:240: b, h = bh // hl.dim("H"), bh % hl.dim("H")
             b__1 = T.truncdiv(p2, n_H)
@@ -66,72 +57,26 @@ def build():
             v_3 = (p1 * T.int32(64))
             cols__4 = (p0 * T.int32(32))
             # delta_scan_phases.py:244: qp = q[b, rows, h, p]
-            if v_3 + 64 <= n_T:
-                for i_6, i_7 in T.Parallel(64, 64):
-                    qp__5[i_6, i_7] = q[b__1, v_3 + i_6, h__2, i_7]
-            else:
-                for i_8, i_9 in T.Parallel(64, 64):
-                    qp__5[i_8, i_9] = T.if_then_else(v_3 + i_8 < n_T, q[b__1, v_3 + i_8, h__2, i_9], T.bfloat16(0.0))
+            T.copy(q[b__1, v_3:v_3 + 64, h__2, 0:64], qp__5)
             # delta_scan_phases.py:245: qk = hl.dot(qp, k[b, rows, h, p], qk, trans_b=True)              # [BT, BT]
-            if v_3 + 64 <= n_T:
-                for i_11, i_12 in T.Parallel(64, 64):
-                    k__10[i_11, i_12] = k[b__1, v_3 + i_11, h__2, i_12]
-            else:
-                for i_13, i_14 in T.Parallel(64, 64):
-                    k__10[i_13, i_14] = T.if_then_else(v_3 + i_13 < n_T, k[b__1, v_3 + i_13, h__2, i_14], T.bfloat16(0.0))
-            T.clear(acc_15)
-            T.gemm(qp__5, k__10, acc_15, transpose_A=False, transpose_B=True)
-            T.copy(acc_15, qk__16)
+            T.copy(k[b__1, v_3:v_3 + 64, h__2, 0:64], k__6)
+            T.clear(qk__7)
+            T.gemm(qp__5, k__6, qk__7, transpose_A=False, transpose_B=True)
             # delta_scan_phases.py:246: qs = hl.dot(qp, hs[b, c, h, cols, p], qs, trans_b=True)          # [BT, BV]
-            if cols__4 + 32 <= 128:
-                for i_18, i_19 in T.Parallel(32, 64):
-                    hs__17[i_18, i_19] = hs[b__1, p1, h__2, cols__4 + i_18, i_19]
-            else:
-                for i_20, i_21 in T.Parallel(32, 64):
-                    hs__17[i_20, i_21] = T.if_then_else(cols__4 + i_20 < 128, hs[b__1, p1, h__2, cols__4 + i_20, i_21], T.bfloat16(0.0))
-            T.clear(acc_22)
-            T.gemm(qp__5, hs__17, acc_22, transpose_A=False, transpose_B=True)
-            T.copy(acc_22, qs__23)
+            T.copy(hs[b__1, p1, h__2, cols__4:cols__4 + 32, 0:64], hs__8)
+            T.clear(qs__9)
+            T.gemm(qp__5, hs__8, qs__9, transpose_A=False, transpose_B=True)
             # delta_scan_phases.py:244: qp = q[b, rows, h, p]
-            if T.And(v_3 + 64 <= n_T, T.int32(64) + 64 <= 128):
-                for i_25, i_26 in T.Parallel(64, 64):
-                    qp__24[i_25, i_26] = q[b__1, v_3 + i_25, h__2, T.int32(64) + i_26]
-            else:
-                for i_27, i_28 in T.Parallel(64, 64):
-                    qp__24[i_27, i_28] = T.if_then_else(T.And(v_3 + i_27 < n_T, T.int32(64) + i_28 < 128), q[b__1, v_3 + i_27, h__2, T.int32(64) + i_28], T.bfloat16(0.0))
+            T.copy(q[b__1, v_3:v_3 + 64, h__2, T.int32(64):T.int32(64) + 64], qp__10)
             # delta_scan_phases.py:245: qk = hl.dot(qp, k[b, rows, h, p], qk, trans_b=True)              # [BT, BT]
-            if T.And(v_3 + 64 <= n_T, T.int32(64) + 64 <= 128):
-                for i_30, i_31 in T.Parallel(64, 64):
-                    k__29[i_30, i_31] = k[b__1, v_3 + i_30, h__2, T.int32(64) + i_31]
-            else:
-                for i_32, i_33 in T.Parallel(64, 64):
-                    k__29[i_32, i_33] = T.if_then_else(T.And(v_3 + i_32 < n_T, T.int32(64) + i_33 < 128), k[b__1, v_3 + i_32, h__2, T.int32(64) + i_33], T.bfloat16(0.0))
-            T.copy(qk__16, acc_34)
-            T.gemm(qp__24, k__29, acc_34, transpose_A=False, transpose_B=True)
-            T.copy(acc_34, qk__35)
+            T.copy(k[b__1, v_3:v_3 + 64, h__2, T.int32(64):T.int32(64) + 64], k__11)
+            T.gemm(qp__10, k__11, qk__7, transpose_A=False, transpose_B=True)
             # delta_scan_phases.py:246: qs = hl.dot(qp, hs[b, c, h, cols, p], qs, trans_b=True)          # [BT, BV]
-            if T.And(cols__4 + 32 <= 128, T.int32(64) + 64 <= 128):
-                for i_37, i_38 in T.Parallel(32, 64):
-                    hs__36[i_37, i_38] = hs[b__1, p1, h__2, cols__4 + i_37, T.int32(64) + i_38]
-            else:
-                for i_39, i_40 in T.Parallel(32, 64):
-                    hs__36[i_39, i_40] = T.if_then_else(T.And(cols__4 + i_39 < 128, T.int32(64) + i_40 < 128), hs[b__1, p1, h__2, cols__4 + i_39, T.int32(64) + i_40], T.bfloat16(0.0))
-            T.copy(qs__23, acc_41)
-            T.gemm(qp__24, hs__36, acc_41, transpose_A=False, transpose_B=True)
-            T.copy(acc_41, qs__42)
+            T.copy(hs[b__1, p1, h__2, cols__4:cols__4 + 32, T.int32(64):T.int32(64) + 64], hs__12)
+            T.gemm(qp__10, hs__12, qs__9, transpose_A=False, transpose_B=True)
             # delta_scan_phases.py:247: Hc, Lc = gh[b, rows, h], gl[b, rows, h]
-            if v_3 + 64 <= n_TP:
-                for i_44 in T.Parallel(64):
-                    Hc__43[i_44] = gh[b__1, v_3 + i_44, h__2]
-            else:
-                for i_45 in T.Parallel(64):
-                    Hc__43[i_45] = T.if_then_else(v_3 + i_45 < n_TP, gh[b__1, v_3 + i_45, h__2], T.int32(0))
-            if v_3 + 64 <= n_TP:
-                for i_47 in T.Parallel(64):
-                    Lc__46[i_47] = gl[b__1, v_3 + i_47, h__2]
-            else:
-                for i_48 in T.Parallel(64):
-                    Lc__46[i_48] = T.if_then_else(v_3 + i_48 < n_TP, gl[b__1, v_3 + i_48, h__2], T.float32(0.0))
+            T.copy(gh[b__1, v_3:v_3 + 64, h__2], Hc__13)
+            T.copy(gl[b__1, v_3:v_3 + 64, h__2], Lc__14)
             # delta_scan_phases.py:248: i = hl.iota(BT)
             # delta_scan_phases.py:249: inner = (qk * decay.segment(Hc, Lc, Hc, Lc, BT, i[:, None] >= i[None, :])).to(k.dtype)
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
@@ -139,39 +84,36 @@ def build():
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
             # decay.py:67: return hl.exp(x if mask is None else hl.where(mask, x, float("-inf")))
             # delta_scan_phases.py:249: inner = (qk * decay.segment(Hc, Lc, Hc, Lc, BT, i[:, None] >= i[None, :])).to(k.dtype)
-            for i_50, i_51 in T.Parallel(64, 64):
-                inner__49[i_50, i_51] = T.Cast("bfloat16", (qk__35[i_50, i_51] * T.exp(T.if_then_else((i_50 >= i_51), ((T.Cast("float32", (Hc__43[i_50] - Hc__43[i_51])) * T.float32(0.00048828125)) + (Lc__46[i_50] - Lc__46[i_51])), -T.infinity("float32")))))
+            for i_16, i_17 in T.Parallel(64, 64):
+                inner__15[i_16, i_17] = T.Cast("bfloat16", (qk__7[i_16, i_17] * T.exp(T.if_then_else((i_16 >= i_17), ((T.Cast("float32", (Hc__13[i_16] - Hc__13[i_17])) * T.float32(0.00048828125)) + (Lc__14[i_16] - Lc__14[i_17])), -T.infinity("float32")))))
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:72: return hl.exp(coarse(H, BT) + L)
             # delta_scan_phases.py:250: o[b, rows, h, cols] = (decay.from_start(Hc, Lc, BT)[:, None] * qs + _dot_split(inner, un[b, rows, h, cols])) * scale
-            for i_53, i_54 in T.Parallel(64, 1):
-                t_52[i_53, i_54] = T.exp(((T.Cast("float32", Hc__43[i_53]) * T.float32(0.00048828125)) + Lc__46[i_53]))
+            for i_19, i_20 in T.Parallel(64, 1):
+                t_18[i_19, i_20] = T.exp(((T.Cast("float32", Hc__13[i_19]) * T.float32(0.00048828125)) + Lc__14[i_19]))
             if T.And(v_3 + 64 <= n_TP, cols__4 + 32 <= 128):
-                for i_56, i_57 in T.Parallel(64, 32):
-                    un__55[i_56, i_57] = un[b__1, v_3 + i_56, h__2, cols__4 + i_57]
+                for i_22, i_23 in T.Parallel(64, 32):
+                    un__21[i_22, i_23] = un[b__1, v_3 + i_22, h__2, cols__4 + i_23]
             else:
-                for i_58, i_59 in T.Parallel(64, 32):
-                    un__55[i_58, i_59] = T.if_then_else(T.And(v_3 + i_58 < n_TP, cols__4 + i_59 < 128), un[b__1, v_3 + i_58, h__2, cols__4 + i_59], T.float32(0.0))
+                for i_24, i_25 in T.Parallel(64, 32):
+                    un__21[i_24, i_25] = T.if_then_else(T.And(v_3 + i_24 < n_TP, cols__4 + i_25 < 128), un[b__1, v_3 + i_24, h__2, cols__4 + i_25], T.float32(0.0))
             # delta_scan_phases.py:79: hi = x.to(dt)
-            for i_61, i_62 in T.Parallel(64, 32):
-                hi__60[i_61, i_62] = T.Cast("bfloat16", un__55[i_61, i_62])
+            for i_27, i_28 in T.Parallel(64, 32):
+                hi__26[i_27, i_28] = T.Cast("bfloat16", un__21[i_27, i_28])
             # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
             # delta_scan_phases.py:83: return hl.dot(a, lo, hl.dot(a, hi, acc, trans_a=trans_a), trans_a=trans_a)
-            T.clear(acc_63)
-            T.gemm(inner__49, hi__60, acc_63, transpose_A=False, transpose_B=False)
-            T.copy(acc_63, dot_64)
-            for i_66, i_67 in T.Parallel(64, 32):
-                b_tmp_65[i_66, i_67] = T.Cast("bfloat16", (un__55[i_66, i_67] - T.Cast("float32", hi__60[i_66, i_67])))
-            T.copy(dot_64, acc_68)
-            T.gemm(inner__49, b_tmp_65, acc_68, transpose_A=False, transpose_B=False)
-            T.copy(acc_68, dot_69)
+            T.clear(acc_29)
+            T.gemm(inner__15, hi__26, acc_29, transpose_A=False, transpose_B=False)
+            for i_31, i_32 in T.Parallel(64, 32):
+                b_tmp_30[i_31, i_32] = T.Cast("bfloat16", (un__21[i_31, i_32] - T.Cast("float32", hi__26[i_31, i_32])))
+            T.gemm(inner__15, b_tmp_30, acc_29, transpose_A=False, transpose_B=False)
             # delta_scan_phases.py:250: o[b, rows, h, cols] = (decay.from_start(Hc, Lc, BT)[:, None] * qs + _dot_split(inner, un[b, rows, h, cols])) * scale
             if T.And(v_3 + 64 <= n_T, cols__4 + 32 <= 128):
-                for i_70, i_71 in T.Parallel(64, 32):
-                    o[b__1, v_3 + i_70, h__2, cols__4 + i_71] = T.Cast("bfloat16", (((t_52[i_70, 0] * qs__42[i_70, i_71]) + dot_69[i_70, i_71]) * scale))
+                for i_33, i_34 in T.Parallel(64, 32):
+                    o[b__1, v_3 + i_33, h__2, cols__4 + i_34] = T.Cast("bfloat16", (((t_18[i_33, 0] * qs__9[i_33, i_34]) + acc_29[i_33, i_34]) * scale))
             else:
-                for i_72, i_73 in T.Parallel(64, 32):
-                    if T.And(v_3 + i_72 < n_T, cols__4 + i_73 < 128):
-                        o[b__1, v_3 + i_72, h__2, cols__4 + i_73] = T.Cast("bfloat16", (((t_52[i_72, 0] * qs__42[i_72, i_73]) + dot_69[i_72, i_73]) * scale))
+                for i_35, i_36 in T.Parallel(64, 32):
+                    if T.And(v_3 + i_35 < n_T, cols__4 + i_36 < 128):
+                        o[b__1, v_3 + i_35, h__2, cols__4 + i_36] = T.Cast("bfloat16", (((t_18[i_35, 0] * qs__9[i_35, i_36]) + acc_29[i_35, i_36]) * scale))
 
     return delta_scan_output_cuda

@@ -8,7 +8,7 @@ import tilelang.language as T
 PARAMS = ['q', 'k', 'v', 'g', 'beta', 'w', 'u', 'gh', 'gl', 'aqk']    # prim_func parameters before the grid extents
 GRID_RANK = 3
 THREADS = 128
-PASS_CONFIGS = {'tl.enable_aggressive_shared_memory_merge': True}
+PASS_CONFIGS = {'tl.enable_aggressive_shared_memory_merge': True, 'tl.disable_tma_lower': True, 'tl.disable_warp_specialized': True, 'tl.UnrollLoop': {'explicit_unroll': True}}
 
 
 def build():
@@ -34,237 +34,177 @@ def build():
         grid_2: T.int32,
     ):
         with T.Kernel(grid_0, grid_1, grid_2, threads=THREADS) as (p0, p1, p2):
-            g__5 = T.alloc_shared((16,), "float32")
-            gc__8 = T.alloc_shared((16,), "float32")
-            n__10 = T.alloc_shared((16,), "int32")
-            Hn__12 = T.alloc_shared((16,), "int32")
-            acc_tmp_13 = T.alloc_local((1,), "int32")
-            Ln__17 = T.alloc_shared((16,), "float32")
-            acc_tmp_18 = T.alloc_local((1,), "float32")
-            t_21 = T.alloc_shared((16,), "float32")
-            beta__28 = T.alloc_shared((16,), "float32")
-            g__31 = T.alloc_shared((16,), "float32")
-            gc__34 = T.alloc_shared((16,), "float32")
-            n__36 = T.alloc_shared((16,), "int32")
-            Hn__38 = T.alloc_shared((16,), "int32")
-            Ln__42 = T.alloc_shared((16,), "float32")
-            t_45 = T.alloc_shared((16,), "float32")
-            sum_48 = T.alloc_local((1,), "int32")
-            t_50 = T.alloc_shared((16,), "int32")
-            sum_52 = T.alloc_local((1,), "float32")
-            t_54 = T.alloc_shared((16,), "float32")
-            beta__60 = T.alloc_shared((16,), "float32")
-            g__63 = T.alloc_shared((16,), "float32")
-            gc__66 = T.alloc_shared((16,), "float32")
-            n__68 = T.alloc_shared((16,), "int32")
-            Hn__70 = T.alloc_shared((16,), "int32")
-            Ln__74 = T.alloc_shared((16,), "float32")
-            t_77 = T.alloc_shared((16,), "float32")
-            sum_80 = T.alloc_local((1,), "int32")
-            t_82 = T.alloc_shared((16,), "int32")
-            sum_84 = T.alloc_local((1,), "float32")
-            t_86 = T.alloc_shared((16,), "float32")
-            beta__92 = T.alloc_shared((16,), "float32")
-            g__95 = T.alloc_shared((16,), "float32")
-            gc__98 = T.alloc_shared((16,), "float32")
-            n__100 = T.alloc_shared((16,), "int32")
-            Hn__102 = T.alloc_shared((16,), "int32")
-            Ln__106 = T.alloc_shared((16,), "float32")
-            t_109 = T.alloc_shared((16,), "float32")
-            sum_112 = T.alloc_local((1,), "int32")
-            t_114 = T.alloc_shared((16,), "int32")
-            sum_116 = T.alloc_local((1,), "float32")
-            t_118 = T.alloc_shared((16,), "float32")
-            beta__124 = T.alloc_shared((16,), "float32")
-            acc__127 = T.alloc_shared((16, 16,), "float32")
-            kr__131 = T.alloc_shared((16, 64,), "bfloat16")
-            dot_136 = T.alloc_shared((16, 16,), "float32")
-            A__144 = T.alloc_shared((16, 16,), "float32")
-            inv_cols_147 = T.alloc_shared((16, 16,), "float32")
-            inv_153 = T.alloc_shared((16, 16,), "float32")
-            acc__156 = T.alloc_shared((16, 16,), "float32")
-            c__159 = T.alloc_shared((16, 16,), "float32")
-            kr__164 = T.alloc_shared((16, 64,), "bfloat16")
-            ks__169 = T.alloc_shared((16, 64,), "bfloat16")
-            dot_174 = T.alloc_shared((16, 16,), "float32")
-            dot_180 = T.alloc_shared((16, 16,), "float32")
-            A__190 = T.alloc_shared((16, 16,), "float32")
-            inv_cols_193 = T.alloc_shared((16, 16,), "float32")
-            inv_199 = T.alloc_shared((16, 16,), "float32")
-            a_tmp_202 = T.alloc_shared((16, 16,), "float32")
-            acc__205 = T.alloc_shared((16, 16,), "float32")
-            dot_211 = T.alloc_shared((16, 16,), "float32")
-            t_217 = T.alloc_shared((16, 16,), "float32")
-            acc__220 = T.alloc_shared((16, 16,), "float32")
-            c__223 = T.alloc_shared((16, 16,), "float32")
-            c__226 = T.alloc_shared((16, 16,), "float32")
-            kr__231 = T.alloc_shared((16, 64,), "bfloat16")
-            k__236 = T.alloc_shared((16, 64,), "bfloat16")
-            ks__241 = T.alloc_shared((16, 64,), "bfloat16")
-            dot_246 = T.alloc_shared((16, 16,), "float32")
-            dot_252 = T.alloc_shared((16, 16,), "float32")
-            dot_258 = T.alloc_shared((16, 16,), "float32")
-            t_270 = T.alloc_shared((16, 16,), "float32")
-            A__273 = T.alloc_shared((16, 16,), "float32")
-            inv_cols_276 = T.alloc_shared((16, 16,), "float32")
-            inv_282 = T.alloc_shared((16, 16,), "float32")
-            acc__285 = T.alloc_shared((16, 16,), "float32")
-            dot_291 = T.alloc_shared((16, 16,), "float32")
-            t_297 = T.alloc_shared((16, 16,), "float32")
-            dot_302 = T.alloc_shared((16, 16,), "float32")
-            acc__308 = T.alloc_shared((16, 16,), "float32")
-            dot_314 = T.alloc_shared((16, 16,), "float32")
-            t_320 = T.alloc_shared((16, 16,), "float32")
-            acc__323 = T.alloc_shared((16, 16,), "float32")
-            c__326 = T.alloc_shared((16, 16,), "float32")
-            c__329 = T.alloc_shared((16, 16,), "float32")
-            c__332 = T.alloc_shared((16, 16,), "float32")
-            kr__337 = T.alloc_shared((16, 64,), "bfloat16")
-            k__342 = T.alloc_shared((16, 64,), "bfloat16")
-            k__347 = T.alloc_shared((16, 64,), "bfloat16")
-            ks__352 = T.alloc_shared((16, 64,), "bfloat16")
-            dot_357 = T.alloc_shared((16, 16,), "float32")
-            dot_363 = T.alloc_shared((16, 16,), "float32")
-            dot_369 = T.alloc_shared((16, 16,), "float32")
-            dot_375 = T.alloc_shared((16, 16,), "float32")
-            t_389 = T.alloc_shared((16, 16,), "float32")
-            t_392 = T.alloc_shared((16, 16,), "float32")
-            A__395 = T.alloc_shared((16, 16,), "float32")
-            inv_cols_398 = T.alloc_shared((16, 16,), "float32")
-            inv_404 = T.alloc_shared((16, 16,), "float32")
-            acc__407 = T.alloc_shared((16, 16,), "float32")
-            dot_413 = T.alloc_shared((16, 16,), "float32")
-            t_419 = T.alloc_shared((16, 16,), "float32")
-            dot_422 = T.alloc_shared((16, 16,), "float32")
-            acc__428 = T.alloc_shared((16, 16,), "float32")
-            dot_434 = T.alloc_shared((16, 16,), "float32")
-            t_440 = T.alloc_shared((16, 16,), "float32")
-            dot_445 = T.alloc_shared((16, 16,), "float32")
-            dot_451 = T.alloc_shared((16, 16,), "float32")
-            acc__457 = T.alloc_shared((16, 16,), "float32")
-            dot_463 = T.alloc_shared((16, 16,), "float32")
-            t_469 = T.alloc_shared((16, 16,), "float32")
-            t_472 = T.alloc_shared((16,), "float32")
-            t_474 = T.alloc_shared((16,), "float32")
-            t_476 = T.alloc_shared((16,), "float32")
-            t_478 = T.alloc_shared((16,), "float32")
-            k__482 = T.alloc_shared((16, 64,), "float32")
-            t_487 = T.alloc_shared((16, 64,), "bfloat16")
-            k__490 = T.alloc_shared((16, 64,), "float32")
-            t_495 = T.alloc_shared((16, 64,), "bfloat16")
-            k__498 = T.alloc_shared((16, 64,), "float32")
-            t_503 = T.alloc_shared((16, 64,), "bfloat16")
-            k__506 = T.alloc_shared((16, 64,), "float32")
-            xs__511 = T.alloc_shared((16, 64,), "bfloat16")
-            hi__514 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_517 = T.alloc_fragment((16, 64,), "float32")
-            dot_518 = T.alloc_shared((16, 64,), "float32")
-            a_tmp_519 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_522 = T.alloc_fragment((16, 64,), "float32")
-            dot_523 = T.alloc_shared((16, 64,), "float32")
-            hi__528 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_531 = T.alloc_fragment((16, 64,), "float32")
-            dot_532 = T.alloc_shared((16, 64,), "float32")
-            acc_535 = T.alloc_fragment((16, 64,), "float32")
-            dot_536 = T.alloc_shared((16, 64,), "float32")
-            hi__537 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_540 = T.alloc_fragment((16, 64,), "float32")
-            dot_541 = T.alloc_shared((16, 64,), "float32")
-            acc_544 = T.alloc_fragment((16, 64,), "float32")
-            dot_545 = T.alloc_shared((16, 64,), "float32")
-            hi__550 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_553 = T.alloc_fragment((16, 64,), "float32")
-            dot_554 = T.alloc_shared((16, 64,), "float32")
-            acc_557 = T.alloc_fragment((16, 64,), "float32")
-            dot_558 = T.alloc_shared((16, 64,), "float32")
-            hi__559 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_562 = T.alloc_fragment((16, 64,), "float32")
-            dot_563 = T.alloc_shared((16, 64,), "float32")
-            acc_566 = T.alloc_fragment((16, 64,), "float32")
-            dot_567 = T.alloc_shared((16, 64,), "float32")
-            hi__568 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_571 = T.alloc_fragment((16, 64,), "float32")
-            dot_572 = T.alloc_shared((16, 64,), "float32")
-            acc_575 = T.alloc_fragment((16, 64,), "float32")
-            dot_576 = T.alloc_shared((16, 64,), "float32")
-            hi__581 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_584 = T.alloc_fragment((16, 64,), "float32")
-            dot_585 = T.alloc_shared((16, 64,), "float32")
-            acc_588 = T.alloc_fragment((16, 64,), "float32")
-            dot_589 = T.alloc_shared((16, 64,), "float32")
-            hi__590 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_593 = T.alloc_fragment((16, 64,), "float32")
-            dot_594 = T.alloc_shared((16, 64,), "float32")
-            acc_597 = T.alloc_fragment((16, 64,), "float32")
-            dot_598 = T.alloc_shared((16, 64,), "float32")
-            hi__599 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_602 = T.alloc_fragment((16, 64,), "float32")
-            dot_603 = T.alloc_shared((16, 64,), "float32")
-            acc_606 = T.alloc_fragment((16, 64,), "float32")
-            dot_607 = T.alloc_shared((16, 64,), "float32")
-            hi__608 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_611 = T.alloc_fragment((16, 64,), "float32")
-            dot_612 = T.alloc_shared((16, 64,), "float32")
-            acc_615 = T.alloc_fragment((16, 64,), "float32")
-            dot_616 = T.alloc_shared((16, 64,), "float32")
-            v__623 = T.alloc_shared((16, 64,), "float32")
-            t_628 = T.alloc_shared((16, 64,), "bfloat16")
-            v__631 = T.alloc_shared((16, 64,), "float32")
-            t_636 = T.alloc_shared((16, 64,), "bfloat16")
-            v__639 = T.alloc_shared((16, 64,), "float32")
-            t_644 = T.alloc_shared((16, 64,), "bfloat16")
-            v__647 = T.alloc_shared((16, 64,), "float32")
-            xs__652 = T.alloc_shared((16, 64,), "bfloat16")
-            hi__655 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_658 = T.alloc_fragment((16, 64,), "float32")
-            dot_659 = T.alloc_shared((16, 64,), "float32")
-            acc_662 = T.alloc_fragment((16, 64,), "float32")
-            dot_663 = T.alloc_shared((16, 64,), "float32")
-            hi__668 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_671 = T.alloc_fragment((16, 64,), "float32")
-            dot_672 = T.alloc_shared((16, 64,), "float32")
-            acc_675 = T.alloc_fragment((16, 64,), "float32")
-            dot_676 = T.alloc_shared((16, 64,), "float32")
-            hi__677 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_680 = T.alloc_fragment((16, 64,), "float32")
-            dot_681 = T.alloc_shared((16, 64,), "float32")
-            acc_684 = T.alloc_fragment((16, 64,), "float32")
-            dot_685 = T.alloc_shared((16, 64,), "float32")
-            hi__690 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_693 = T.alloc_fragment((16, 64,), "float32")
-            dot_694 = T.alloc_shared((16, 64,), "float32")
-            acc_697 = T.alloc_fragment((16, 64,), "float32")
-            dot_698 = T.alloc_shared((16, 64,), "float32")
-            hi__699 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_702 = T.alloc_fragment((16, 64,), "float32")
-            dot_703 = T.alloc_shared((16, 64,), "float32")
-            acc_706 = T.alloc_fragment((16, 64,), "float32")
-            dot_707 = T.alloc_shared((16, 64,), "float32")
-            hi__708 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_711 = T.alloc_fragment((16, 64,), "float32")
-            dot_712 = T.alloc_shared((16, 64,), "float32")
-            acc_715 = T.alloc_fragment((16, 64,), "float32")
-            dot_716 = T.alloc_shared((16, 64,), "float32")
-            hi__721 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_724 = T.alloc_fragment((16, 64,), "float32")
-            dot_725 = T.alloc_shared((16, 64,), "float32")
-            acc_728 = T.alloc_fragment((16, 64,), "float32")
-            dot_729 = T.alloc_shared((16, 64,), "float32")
-            hi__730 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_733 = T.alloc_fragment((16, 64,), "float32")
-            dot_734 = T.alloc_shared((16, 64,), "float32")
-            acc_737 = T.alloc_fragment((16, 64,), "float32")
-            dot_738 = T.alloc_shared((16, 64,), "float32")
-            hi__739 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_742 = T.alloc_fragment((16, 64,), "float32")
-            dot_743 = T.alloc_shared((16, 64,), "float32")
-            acc_746 = T.alloc_fragment((16, 64,), "float32")
-            dot_747 = T.alloc_shared((16, 64,), "float32")
-            hi__748 = T.alloc_shared((16, 16,), "bfloat16")
-            acc_751 = T.alloc_fragment((16, 64,), "float32")
-            dot_752 = T.alloc_shared((16, 64,), "float32")
-            acc_755 = T.alloc_fragment((16, 64,), "float32")
-            dot_756 = T.alloc_shared((16, 64,), "float32")
+            g__5 = T.alloc_fragment((16,), "float32")
+            gc__8 = T.alloc_fragment((16,), "float32")
+            n__10 = T.alloc_fragment((16,), "int32")
+            n__12 = T.alloc_shared((16,), "int32")
+            Hn__13 = T.alloc_shared((16,), "int32")
+            acc_tmp_14 = T.alloc_local((1,), "int32")
+            t_18 = T.alloc_shared((16,), "float32")
+            Ln__20 = T.alloc_shared((16,), "float32")
+            acc_tmp_21 = T.alloc_local((1,), "float32")
+            beta__29 = T.alloc_fragment((16,), "bfloat16")
+            t_32 = T.alloc_fragment((16,), "float32")
+            g__34 = T.alloc_fragment((16,), "float32")
+            gc__37 = T.alloc_fragment((16,), "float32")
+            n__39 = T.alloc_fragment((16,), "int32")
+            n__41 = T.alloc_shared((16,), "int32")
+            Hn__42 = T.alloc_shared((16,), "int32")
+            t_46 = T.alloc_shared((16,), "float32")
+            Ln__48 = T.alloc_shared((16,), "float32")
+            sum_52 = T.alloc_local((1,), "int32")
+            t_54 = T.alloc_shared((16,), "int32")
+            sum_56 = T.alloc_local((1,), "float32")
+            t_58 = T.alloc_shared((16,), "float32")
+            beta__64 = T.alloc_fragment((16,), "bfloat16")
+            t_67 = T.alloc_fragment((16,), "float32")
+            g__69 = T.alloc_fragment((16,), "float32")
+            gc__72 = T.alloc_fragment((16,), "float32")
+            n__74 = T.alloc_fragment((16,), "int32")
+            n__76 = T.alloc_shared((16,), "int32")
+            Hn__77 = T.alloc_shared((16,), "int32")
+            t_81 = T.alloc_shared((16,), "float32")
+            Ln__83 = T.alloc_shared((16,), "float32")
+            sum_87 = T.alloc_local((1,), "int32")
+            t_89 = T.alloc_shared((16,), "int32")
+            sum_91 = T.alloc_local((1,), "float32")
+            t_93 = T.alloc_shared((16,), "float32")
+            beta__99 = T.alloc_fragment((16,), "bfloat16")
+            t_102 = T.alloc_fragment((16,), "float32")
+            g__104 = T.alloc_fragment((16,), "float32")
+            gc__107 = T.alloc_fragment((16,), "float32")
+            n__109 = T.alloc_fragment((16,), "int32")
+            n__111 = T.alloc_shared((16,), "int32")
+            Hn__112 = T.alloc_shared((16,), "int32")
+            t_116 = T.alloc_shared((16,), "float32")
+            Ln__118 = T.alloc_shared((16,), "float32")
+            sum_122 = T.alloc_local((1,), "int32")
+            t_124 = T.alloc_shared((16,), "int32")
+            sum_126 = T.alloc_local((1,), "float32")
+            t_128 = T.alloc_shared((16,), "float32")
+            beta__134 = T.alloc_fragment((16,), "bfloat16")
+            t_137 = T.alloc_fragment((16,), "float32")
+            acc__139 = T.alloc_shared((16, 16,), "float32")
+            kr__143 = T.alloc_shared((16, 64,), "bfloat16")
+            dot_144 = T.alloc_shared((16, 16,), "float32")
+            t_152 = T.alloc_shared((16,), "float32")
+            A__153 = T.alloc_shared((16, 16,), "float32")
+            inv_cols_156 = T.alloc_shared((16, 16,), "float32")
+            acc__162 = T.alloc_shared((16, 16,), "float32")
+            c__165 = T.alloc_shared((16, 16,), "float32")
+            kr__170 = T.alloc_shared((16, 64,), "bfloat16")
+            ks__171 = T.alloc_shared((16, 64,), "bfloat16")
+            dot_172 = T.alloc_shared((16, 16,), "float32")
+            dot_178 = T.alloc_shared((16, 16,), "float32")
+            t_188 = T.alloc_shared((16,), "float32")
+            A__189 = T.alloc_shared((16, 16,), "float32")
+            inv_cols_192 = T.alloc_shared((16, 16,), "float32")
+            a_tmp_198 = T.alloc_shared((16, 16,), "float32")
+            t_201 = T.alloc_shared((16, 16,), "float32")
+            acc__204 = T.alloc_shared((16, 16,), "float32")
+            t_210 = T.alloc_shared((16, 16,), "float32")
+            dot_213 = T.alloc_shared((16, 16,), "float32")
+            t_219 = T.alloc_shared((16, 16,), "float32")
+            acc__222 = T.alloc_shared((16, 16,), "float32")
+            c__225 = T.alloc_shared((16, 16,), "float32")
+            c__228 = T.alloc_shared((16, 16,), "float32")
+            kr__233 = T.alloc_shared((16, 64,), "bfloat16")
+            k__234 = T.alloc_shared((16, 64,), "bfloat16")
+            ks__235 = T.alloc_shared((16, 64,), "bfloat16")
+            dot_236 = T.alloc_shared((16, 16,), "float32")
+            dot_242 = T.alloc_shared((16, 16,), "float32")
+            dot_248 = T.alloc_shared((16, 16,), "float32")
+            t_260 = T.alloc_shared((16,), "float32")
+            t_261 = T.alloc_shared((16, 16,), "float32")
+            A__264 = T.alloc_shared((16, 16,), "float32")
+            inv_cols_267 = T.alloc_shared((16, 16,), "float32")
+            acc__273 = T.alloc_shared((16, 16,), "float32")
+            t_279 = T.alloc_shared((16, 16,), "float32")
+            dot_282 = T.alloc_shared((16, 16,), "float32")
+            t_288 = T.alloc_shared((16, 16,), "float32")
+            dot_293 = T.alloc_shared((16, 16,), "float32")
+            acc__299 = T.alloc_shared((16, 16,), "float32")
+            dot_305 = T.alloc_shared((16, 16,), "float32")
+            t_311 = T.alloc_shared((16, 16,), "float32")
+            acc__314 = T.alloc_shared((16, 16,), "float32")
+            c__317 = T.alloc_shared((16, 16,), "float32")
+            c__320 = T.alloc_shared((16, 16,), "float32")
+            c__323 = T.alloc_shared((16, 16,), "float32")
+            kr__328 = T.alloc_shared((16, 64,), "bfloat16")
+            k__329 = T.alloc_shared((16, 64,), "bfloat16")
+            k__330 = T.alloc_shared((16, 64,), "bfloat16")
+            ks__331 = T.alloc_shared((16, 64,), "bfloat16")
+            dot_332 = T.alloc_shared((16, 16,), "float32")
+            dot_338 = T.alloc_shared((16, 16,), "float32")
+            dot_344 = T.alloc_shared((16, 16,), "float32")
+            dot_350 = T.alloc_shared((16, 16,), "float32")
+            t_364 = T.alloc_shared((16,), "float32")
+            t_365 = T.alloc_shared((16, 16,), "float32")
+            t_368 = T.alloc_shared((16, 16,), "float32")
+            A__371 = T.alloc_shared((16, 16,), "float32")
+            inv_cols_374 = T.alloc_shared((16, 16,), "float32")
+            acc__380 = T.alloc_shared((16, 16,), "float32")
+            t_386 = T.alloc_shared((16, 16,), "float32")
+            dot_389 = T.alloc_shared((16, 16,), "float32")
+            t_395 = T.alloc_shared((16, 16,), "float32")
+            dot_398 = T.alloc_shared((16, 16,), "float32")
+            acc__404 = T.alloc_shared((16, 16,), "float32")
+            dot_410 = T.alloc_shared((16, 16,), "float32")
+            t_416 = T.alloc_shared((16, 16,), "float32")
+            dot_421 = T.alloc_shared((16, 16,), "float32")
+            dot_427 = T.alloc_shared((16, 16,), "float32")
+            acc__433 = T.alloc_shared((16, 16,), "float32")
+            dot_439 = T.alloc_shared((16, 16,), "float32")
+            t_445 = T.alloc_shared((16, 16,), "float32")
+            t_448 = T.alloc_shared((16,), "float32")
+            t_450 = T.alloc_shared((16,), "float32")
+            t_452 = T.alloc_shared((16,), "float32")
+            t_454 = T.alloc_shared((16,), "float32")
+            k__458 = T.alloc_fragment((16, 64,), "bfloat16")
+            t_463 = T.alloc_shared((16, 64,), "bfloat16")
+            k__466 = T.alloc_fragment((16, 64,), "bfloat16")
+            t_471 = T.alloc_shared((16, 64,), "bfloat16")
+            k__474 = T.alloc_fragment((16, 64,), "bfloat16")
+            t_479 = T.alloc_shared((16, 64,), "bfloat16")
+            k__482 = T.alloc_fragment((16, 64,), "bfloat16")
+            xs__487 = T.alloc_shared((16, 64,), "bfloat16")
+            hi__490 = T.alloc_shared((16, 16,), "bfloat16")
+            acc_493 = T.alloc_fragment((16, 64,), "float32")
+            a_tmp_494 = T.alloc_shared((16, 16,), "bfloat16")
+            hi__501 = T.alloc_shared((16, 16,), "bfloat16")
+            acc_504 = T.alloc_fragment((16, 64,), "float32")
+            hi__507 = T.alloc_shared((16, 16,), "bfloat16")
+            hi__516 = T.alloc_shared((16, 16,), "bfloat16")
+            acc_519 = T.alloc_fragment((16, 64,), "float32")
+            hi__522 = T.alloc_shared((16, 16,), "bfloat16")
+            hi__527 = T.alloc_shared((16, 16,), "bfloat16")
+            hi__536 = T.alloc_shared((16, 16,), "bfloat16")
+            acc_539 = T.alloc_fragment((16, 64,), "float32")
+            hi__542 = T.alloc_shared((16, 16,), "bfloat16")
+            hi__547 = T.alloc_shared((16, 16,), "bfloat16")
+            hi__552 = T.alloc_shared((16, 16,), "bfloat16")
+            v__563 = T.alloc_fragment((16, 64,), "bfloat16")
+            t_568 = T.alloc_shared((16, 64,), "bfloat16")
+            v__571 = T.alloc_fragment((16, 64,), "bfloat16")
+            t_576 = T.alloc_shared((16, 64,), "bfloat16")
+            v__579 = T.alloc_fragment((16, 64,), "bfloat16")
+            t_584 = T.alloc_shared((16, 64,), "bfloat16")
+            v__587 = T.alloc_fragment((16, 64,), "bfloat16")
+            xs__592 = T.alloc_shared((16, 64,), "bfloat16")
+            hi__595 = T.alloc_shared((16, 16,), "bfloat16")
+            acc_598 = T.alloc_fragment((16, 64,), "float32")
+            hi__605 = T.alloc_shared((16, 16,), "bfloat16")
+            acc_608 = T.alloc_fragment((16, 64,), "float32")
+            hi__611 = T.alloc_shared((16, 16,), "bfloat16")
+            hi__620 = T.alloc_shared((16, 16,), "bfloat16")
+            acc_623 = T.alloc_fragment((16, 64,), "float32")
+            hi__626 = T.alloc_shared((16, 16,), "bfloat16")
+            hi__631 = T.alloc_shared((16, 16,), "bfloat16")
+            hi__640 = T.alloc_shared((16, 16,), "bfloat16")
+            acc_643 = T.alloc_fragment((16, 64,), "float32")
+            hi__646 = T.alloc_shared((16, 16,), "bfloat16")
+            hi__651 = T.alloc_shared((16, 16,), "bfloat16")
+            hi__656 = T.alloc_shared((16, 16,), "bfloat16")
             # delta_scan_phases.py:124: c, b, h = hl.grid(hl.cdiv(hl.dim("TP"), BT), hl.dim("B"), hl.dim("H"))
             # delta_scan_phases.py:126: i = hl.iota(BC)
             # delta_scan_phases.py:127: strict = i[:, None] > i[None, :]
@@ -289,335 +229,332 @@ def build():
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:49: return n, gc - coarse(n, BT)
             # delta_scan_phases.py:134: Hn, Ln = hl.cumsum(steps, 0), hl.cumsum(lo, 0)
-            for i_14 in T.Parallel(16):
-                Hn__12[i_14] = T.int32(0)
-            for i_16 in T.Parallel(16):
-                acc_tmp_13[0] = T.int32(0)
-                for r_15 in T.serial(16):
-                    acc_tmp_13[0] = acc_tmp_13[0] + T.if_then_else(r_15 <= i_16, n__10[r_15], T.int32(0))
-                Hn__12[i_16] = acc_tmp_13[0]
+            T.copy(n__10, n__12)
+            for i_15 in T.Parallel(16):
+                Hn__13[i_15] = T.int32(0)
+            for i_17 in T.Parallel(16):
+                acc_tmp_14[0] = T.int32(0)
+                for r_16 in T.serial(16):
+                    acc_tmp_14[0] = acc_tmp_14[0] + T.if_then_else(r_16 <= i_17, n__12[r_16], T.int32(0))
+                Hn__13[i_17] = acc_tmp_14[0]
             for i_19 in T.Parallel(16):
-                Ln__17[i_19] = T.float32(0.0)
+                t_18[i_19] = (gc__8[i_19] - (T.Cast("float32", n__12[i_19]) * T.float32(0.00048828125)))
             for i_22 in T.Parallel(16):
-                t_21[i_22] = (gc__8[i_22] - (T.Cast("float32", n__10[i_22]) * T.float32(0.00048828125)))
-            for i_23 in T.Parallel(16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_20 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.if_then_else(r_20 <= i_23, t_21[r_20], T.float32(0.0))
-                Ln__17[i_23] = acc_tmp_18[0]
+                Ln__20[i_22] = T.float32(0.0)
+            for i_24 in T.Parallel(16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_23 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.if_then_else(r_23 <= i_24, t_18[r_23], T.float32(0.0))
+                Ln__20[i_24] = acc_tmp_21[0]
             # delta_scan_phases.py:137: gh[b, rows[n], h] = Hn
             if v_1 + 16 <= n_TP:
-                for i_24 in T.Parallel(16):
-                    gh[p1, v_1 + i_24, p2] = Hn__12[i_24]
-            else:
                 for i_25 in T.Parallel(16):
-                    if v_1 + i_25 < n_TP:
-                        gh[p1, v_1 + i_25, p2] = Hn__12[i_25]
+                    gh[p1, v_1 + i_25, p2] = Hn__13[i_25]
+            else:
+                for i_26 in T.Parallel(16):
+                    if v_1 + i_26 < n_TP:
+                        gh[p1, v_1 + i_26, p2] = Hn__13[i_26]
             # delta_scan_phases.py:138: gl[b, rows[n], h] = Ln
             if v_1 + 16 <= n_TP:
-                for i_26 in T.Parallel(16):
-                    gl[p1, v_1 + i_26, p2] = Ln__17[i_26]
-            else:
                 for i_27 in T.Parallel(16):
-                    if v_1 + i_27 < n_TP:
-                        gl[p1, v_1 + i_27, p2] = Ln__17[i_27]
+                    gl[p1, v_1 + i_27, p2] = Ln__20[i_27]
+            else:
+                for i_28 in T.Parallel(16):
+                    if v_1 + i_28 < n_TP:
+                        gl[p1, v_1 + i_28, p2] = Ln__20[i_28]
             # delta_scan_phases.py:141: bs.append(beta[b, rows[n], h].to("float32"))
             if v_1 + 16 <= n_T:
-                for i_29 in T.Parallel(16):
-                    beta__28[i_29] = T.Cast("float32", beta[p1, v_1 + i_29, p2])
-            else:
                 for i_30 in T.Parallel(16):
-                    beta__28[i_30] = T.if_then_else(v_1 + i_30 < n_T, T.Cast("float32", beta[p1, v_1 + i_30, p2]), T.float32(0.0))
+                    beta__29[i_30] = beta[p1, v_1 + i_30, p2]
+            else:
+                for i_31 in T.Parallel(16):
+                    beta__29[i_31] = T.if_then_else(v_1 + i_31 < n_T, beta[p1, v_1 + i_31, p2], T.bfloat16(0.0))
+            for i_33 in T.Parallel(16):
+                t_32[i_33] = T.Cast("float32", beta__29[i_33])
             # delta_scan_phases.py:133: steps, lo = decay.split(g[b, rows[n], h].to("float32"), BT)
             if v_2 + 16 <= n_T:
-                for i_32 in T.Parallel(16):
-                    g__31[i_32] = g[p1, v_2 + i_32, p2]
+                for i_35 in T.Parallel(16):
+                    g__34[i_35] = g[p1, v_2 + i_35, p2]
             else:
-                for i_33 in T.Parallel(16):
-                    g__31[i_33] = T.if_then_else(v_2 + i_33 < n_T, g[p1, v_2 + i_33, p2], T.float32(0.0))
+                for i_36 in T.Parallel(16):
+                    g__34[i_36] = T.if_then_else(v_2 + i_36 < n_T, g[p1, v_2 + i_36, p2], T.float32(0.0))
             # decay.py:47: gc = hl.maximum(g, CLAMP)
-            for i_35 in T.Parallel(16):
-                gc__34[i_35] = T.max(g__31[i_35], T.float32(-128.0))
+            for i_38 in T.Parallel(16):
+                gc__37[i_38] = T.max(g__34[i_38], T.float32(-128.0))
             # decay.py:48: n = (gc * float(2 ** fraction_bits(BT))).to("int32")
-            for i_37 in T.Parallel(16):
-                n__36[i_37] = T.Cast("int32", (gc__34[i_37] * T.float32(2048.0)))
+            for i_40 in T.Parallel(16):
+                n__39[i_40] = T.Cast("int32", (gc__37[i_40] * T.float32(2048.0)))
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:49: return n, gc - coarse(n, BT)
             # delta_scan_phases.py:134: Hn, Ln = hl.cumsum(steps, 0), hl.cumsum(lo, 0)
-            for i_39 in T.Parallel(16):
-                Hn__38[i_39] = T.int32(0)
-            for i_41 in T.Parallel(16):
-                acc_tmp_13[0] = T.int32(0)
-                for r_40 in T.serial(16):
-                    acc_tmp_13[0] = acc_tmp_13[0] + T.if_then_else(r_40 <= i_41, n__36[r_40], T.int32(0))
-                Hn__38[i_41] = acc_tmp_13[0]
+            T.copy(n__39, n__41)
             for i_43 in T.Parallel(16):
-                Ln__42[i_43] = T.float32(0.0)
-            for i_46 in T.Parallel(16):
-                t_45[i_46] = (gc__34[i_46] - (T.Cast("float32", n__36[i_46]) * T.float32(0.00048828125)))
-            for i_47 in T.Parallel(16):
-                acc_tmp_18[0] = T.float32(0.0)
+                Hn__42[i_43] = T.int32(0)
+            for i_45 in T.Parallel(16):
+                acc_tmp_14[0] = T.int32(0)
                 for r_44 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.if_then_else(r_44 <= i_47, t_45[r_44], T.float32(0.0))
-                Ln__42[i_47] = acc_tmp_18[0]
-            # decay.py:59: return hl.sum(hl.where(hl.iota(n) == n - 1, x, 0), 0)
-            sum_48[0] = T.int32(0)
-            for r_49 in T.serial(16):
-                sum_48[0] = sum_48[0] + T.if_then_else((r_49 == T.int32(15)), Hn__12[r_49], T.int32(0))
-            # delta_scan_phases.py:136: Hn, Ln = Hn + decay.last(Hs[-1], BC), Ln + decay.last(Ls[-1], BC)
+                    acc_tmp_14[0] = acc_tmp_14[0] + T.if_then_else(r_44 <= i_45, n__41[r_44], T.int32(0))
+                Hn__42[i_45] = acc_tmp_14[0]
+            for i_47 in T.Parallel(16):
+                t_46[i_47] = (gc__37[i_47] - (T.Cast("float32", n__41[i_47]) * T.float32(0.00048828125)))
+            for i_49 in T.Parallel(16):
+                Ln__48[i_49] = T.float32(0.0)
             for i_51 in T.Parallel(16):
-                t_50[i_51] = (Hn__38[i_51] + sum_48[0])
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_50 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.if_then_else(r_50 <= i_51, t_46[r_50], T.float32(0.0))
+                Ln__48[i_51] = acc_tmp_21[0]
             # decay.py:59: return hl.sum(hl.where(hl.iota(n) == n - 1, x, 0), 0)
-            sum_52[0] = T.float32(0.0)
+            sum_52[0] = T.int32(0)
             for r_53 in T.serial(16):
-                sum_52[0] = sum_52[0] + T.if_then_else((r_53 == T.int32(15)), Ln__17[r_53], T.float32(0.0))
+                sum_52[0] = sum_52[0] + T.if_then_else((r_53 == T.int32(15)), Hn__13[r_53], T.int32(0))
             # delta_scan_phases.py:136: Hn, Ln = Hn + decay.last(Hs[-1], BC), Ln + decay.last(Ls[-1], BC)
             for i_55 in T.Parallel(16):
-                t_54[i_55] = (Ln__42[i_55] + sum_52[0])
+                t_54[i_55] = (Hn__42[i_55] + sum_52[0])
+            # decay.py:59: return hl.sum(hl.where(hl.iota(n) == n - 1, x, 0), 0)
+            sum_56[0] = T.float32(0.0)
+            for r_57 in T.serial(16):
+                sum_56[0] = sum_56[0] + T.if_then_else((r_57 == T.int32(15)), Ln__20[r_57], T.float32(0.0))
+            # delta_scan_phases.py:136: Hn, Ln = Hn + decay.last(Hs[-1], BC), Ln + decay.last(Ls[-1], BC)
+            for i_59 in T.Parallel(16):
+                t_58[i_59] = (Ln__48[i_59] + sum_56[0])
             # delta_scan_phases.py:137: gh[b, rows[n], h] = Hn
             if v_2 + 16 <= n_TP:
-                for i_56 in T.Parallel(16):
-                    gh[p1, v_2 + i_56, p2] = t_50[i_56]
+                for i_60 in T.Parallel(16):
+                    gh[p1, v_2 + i_60, p2] = t_54[i_60]
             else:
-                for i_57 in T.Parallel(16):
-                    if v_2 + i_57 < n_TP:
-                        gh[p1, v_2 + i_57, p2] = t_50[i_57]
+                for i_61 in T.Parallel(16):
+                    if v_2 + i_61 < n_TP:
+                        gh[p1, v_2 + i_61, p2] = t_54[i_61]
             # delta_scan_phases.py:138: gl[b, rows[n], h] = Ln
             if v_2 + 16 <= n_TP:
-                for i_58 in T.Parallel(16):
-                    gl[p1, v_2 + i_58, p2] = t_54[i_58]
+                for i_62 in T.Parallel(16):
+                    gl[p1, v_2 + i_62, p2] = t_58[i_62]
             else:
-                for i_59 in T.Parallel(16):
-                    if v_2 + i_59 < n_TP:
-                        gl[p1, v_2 + i_59, p2] = t_54[i_59]
+                for i_63 in T.Parallel(16):
+                    if v_2 + i_63 < n_TP:
+                        gl[p1, v_2 + i_63, p2] = t_58[i_63]
             # delta_scan_phases.py:141: bs.append(beta[b, rows[n], h].to("float32"))
             if v_2 + 16 <= n_T:
-                for i_61 in T.Parallel(16):
-                    beta__60[i_61] = T.Cast("float32", beta[p1, v_2 + i_61, p2])
-            else:
-                for i_62 in T.Parallel(16):
-                    beta__60[i_62] = T.if_then_else(v_2 + i_62 < n_T, T.Cast("float32", beta[p1, v_2 + i_62, p2]), T.float32(0.0))
-            # delta_scan_phases.py:133: steps, lo = decay.split(g[b, rows[n], h].to("float32"), BT)
-            if v_3 + 16 <= n_T:
-                for i_64 in T.Parallel(16):
-                    g__63[i_64] = g[p1, v_3 + i_64, p2]
-            else:
                 for i_65 in T.Parallel(16):
-                    g__63[i_65] = T.if_then_else(v_3 + i_65 < n_T, g[p1, v_3 + i_65, p2], T.float32(0.0))
+                    beta__64[i_65] = beta[p1, v_2 + i_65, p2]
+            else:
+                for i_66 in T.Parallel(16):
+                    beta__64[i_66] = T.if_then_else(v_2 + i_66 < n_T, beta[p1, v_2 + i_66, p2], T.bfloat16(0.0))
+            for i_68 in T.Parallel(16):
+                t_67[i_68] = T.Cast("float32", beta__64[i_68])
+            # delta_scan_phases.py:133: steps, lo = decay.split(g[b, rows[n], h].to("float32"), BT)
+            if v_3 + 16 <= n_T:
+                for i_70 in T.Parallel(16):
+                    g__69[i_70] = g[p1, v_3 + i_70, p2]
+            else:
+                for i_71 in T.Parallel(16):
+                    g__69[i_71] = T.if_then_else(v_3 + i_71 < n_T, g[p1, v_3 + i_71, p2], T.float32(0.0))
             # decay.py:47: gc = hl.maximum(g, CLAMP)
-            for i_67 in T.Parallel(16):
-                gc__66[i_67] = T.max(g__63[i_67], T.float32(-128.0))
+            for i_73 in T.Parallel(16):
+                gc__72[i_73] = T.max(g__69[i_73], T.float32(-128.0))
             # decay.py:48: n = (gc * float(2 ** fraction_bits(BT))).to("int32")
-            for i_69 in T.Parallel(16):
-                n__68[i_69] = T.Cast("int32", (gc__66[i_69] * T.float32(2048.0)))
+            for i_75 in T.Parallel(16):
+                n__74[i_75] = T.Cast("int32", (gc__72[i_75] * T.float32(2048.0)))
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:49: return n, gc - coarse(n, BT)
             # delta_scan_phases.py:134: Hn, Ln = hl.cumsum(steps, 0), hl.cumsum(lo, 0)
-            for i_71 in T.Parallel(16):
-                Hn__70[i_71] = T.int32(0)
-            for i_73 in T.Parallel(16):
-                acc_tmp_13[0] = T.int32(0)
-                for r_72 in T.serial(16):
-                    acc_tmp_13[0] = acc_tmp_13[0] + T.if_then_else(r_72 <= i_73, n__68[r_72], T.int32(0))
-                Hn__70[i_73] = acc_tmp_13[0]
-            for i_75 in T.Parallel(16):
-                Ln__74[i_75] = T.float32(0.0)
+            T.copy(n__74, n__76)
             for i_78 in T.Parallel(16):
-                t_77[i_78] = (gc__66[i_78] - (T.Cast("float32", n__68[i_78]) * T.float32(0.00048828125)))
-            for i_79 in T.Parallel(16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_76 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.if_then_else(r_76 <= i_79, t_77[r_76], T.float32(0.0))
-                Ln__74[i_79] = acc_tmp_18[0]
+                Hn__77[i_78] = T.int32(0)
+            for i_80 in T.Parallel(16):
+                acc_tmp_14[0] = T.int32(0)
+                for r_79 in T.serial(16):
+                    acc_tmp_14[0] = acc_tmp_14[0] + T.if_then_else(r_79 <= i_80, n__76[r_79], T.int32(0))
+                Hn__77[i_80] = acc_tmp_14[0]
+            for i_82 in T.Parallel(16):
+                t_81[i_82] = (gc__72[i_82] - (T.Cast("float32", n__76[i_82]) * T.float32(0.00048828125)))
+            for i_84 in T.Parallel(16):
+                Ln__83[i_84] = T.float32(0.0)
+            for i_86 in T.Parallel(16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_85 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.if_then_else(r_85 <= i_86, t_81[r_85], T.float32(0.0))
+                Ln__83[i_86] = acc_tmp_21[0]
             # decay.py:59: return hl.sum(hl.where(hl.iota(n) == n - 1, x, 0), 0)
-            sum_80[0] = T.int32(0)
-            for r_81 in T.serial(16):
-                sum_80[0] = sum_80[0] + T.if_then_else((r_81 == T.int32(15)), t_50[r_81], T.int32(0))
+            sum_87[0] = T.int32(0)
+            for r_88 in T.serial(16):
+                sum_87[0] = sum_87[0] + T.if_then_else((r_88 == T.int32(15)), t_54[r_88], T.int32(0))
             # delta_scan_phases.py:136: Hn, Ln = Hn + decay.last(Hs[-1], BC), Ln + decay.last(Ls[-1], BC)
-            for i_83 in T.Parallel(16):
-                t_82[i_83] = (Hn__70[i_83] + sum_80[0])
+            for i_90 in T.Parallel(16):
+                t_89[i_90] = (Hn__77[i_90] + sum_87[0])
             # decay.py:59: return hl.sum(hl.where(hl.iota(n) == n - 1, x, 0), 0)
-            sum_84[0] = T.float32(0.0)
-            for r_85 in T.serial(16):
-                sum_84[0] = sum_84[0] + T.if_then_else((r_85 == T.int32(15)), t_54[r_85], T.float32(0.0))
+            sum_91[0] = T.float32(0.0)
+            for r_92 in T.serial(16):
+                sum_91[0] = sum_91[0] + T.if_then_else((r_92 == T.int32(15)), t_58[r_92], T.float32(0.0))
             # delta_scan_phases.py:136: Hn, Ln = Hn + decay.last(Hs[-1], BC), Ln + decay.last(Ls[-1], BC)
-            for i_87 in T.Parallel(16):
-                t_86[i_87] = (Ln__74[i_87] + sum_84[0])
+            for i_94 in T.Parallel(16):
+                t_93[i_94] = (Ln__83[i_94] + sum_91[0])
             # delta_scan_phases.py:137: gh[b, rows[n], h] = Hn
             if v_3 + 16 <= n_TP:
-                for i_88 in T.Parallel(16):
-                    gh[p1, v_3 + i_88, p2] = t_82[i_88]
+                for i_95 in T.Parallel(16):
+                    gh[p1, v_3 + i_95, p2] = t_89[i_95]
             else:
-                for i_89 in T.Parallel(16):
-                    if v_3 + i_89 < n_TP:
-                        gh[p1, v_3 + i_89, p2] = t_82[i_89]
+                for i_96 in T.Parallel(16):
+                    if v_3 + i_96 < n_TP:
+                        gh[p1, v_3 + i_96, p2] = t_89[i_96]
             # delta_scan_phases.py:138: gl[b, rows[n], h] = Ln
             if v_3 + 16 <= n_TP:
-                for i_90 in T.Parallel(16):
-                    gl[p1, v_3 + i_90, p2] = t_86[i_90]
+                for i_97 in T.Parallel(16):
+                    gl[p1, v_3 + i_97, p2] = t_93[i_97]
             else:
-                for i_91 in T.Parallel(16):
-                    if v_3 + i_91 < n_TP:
-                        gl[p1, v_3 + i_91, p2] = t_86[i_91]
+                for i_98 in T.Parallel(16):
+                    if v_3 + i_98 < n_TP:
+                        gl[p1, v_3 + i_98, p2] = t_93[i_98]
             # delta_scan_phases.py:141: bs.append(beta[b, rows[n], h].to("float32"))
             if v_3 + 16 <= n_T:
-                for i_93 in T.Parallel(16):
-                    beta__92[i_93] = T.Cast("float32", beta[p1, v_3 + i_93, p2])
+                for i_100 in T.Parallel(16):
+                    beta__99[i_100] = beta[p1, v_3 + i_100, p2]
             else:
-                for i_94 in T.Parallel(16):
-                    beta__92[i_94] = T.if_then_else(v_3 + i_94 < n_T, T.Cast("float32", beta[p1, v_3 + i_94, p2]), T.float32(0.0))
+                for i_101 in T.Parallel(16):
+                    beta__99[i_101] = T.if_then_else(v_3 + i_101 < n_T, beta[p1, v_3 + i_101, p2], T.bfloat16(0.0))
+            for i_103 in T.Parallel(16):
+                t_102[i_103] = T.Cast("float32", beta__99[i_103])
             # delta_scan_phases.py:133: steps, lo = decay.split(g[b, rows[n], h].to("float32"), BT)
             if rows__4 + 16 <= n_T:
-                for i_96 in T.Parallel(16):
-                    g__95[i_96] = g[p1, rows__4 + i_96, p2]
+                for i_105 in T.Parallel(16):
+                    g__104[i_105] = g[p1, rows__4 + i_105, p2]
             else:
-                for i_97 in T.Parallel(16):
-                    g__95[i_97] = T.if_then_else(rows__4 + i_97 < n_T, g[p1, rows__4 + i_97, p2], T.float32(0.0))
+                for i_106 in T.Parallel(16):
+                    g__104[i_106] = T.if_then_else(rows__4 + i_106 < n_T, g[p1, rows__4 + i_106, p2], T.float32(0.0))
             # decay.py:47: gc = hl.maximum(g, CLAMP)
-            for i_99 in T.Parallel(16):
-                gc__98[i_99] = T.max(g__95[i_99], T.float32(-128.0))
+            for i_108 in T.Parallel(16):
+                gc__107[i_108] = T.max(g__104[i_108], T.float32(-128.0))
             # decay.py:48: n = (gc * float(2 ** fraction_bits(BT))).to("int32")
-            for i_101 in T.Parallel(16):
-                n__100[i_101] = T.Cast("int32", (gc__98[i_101] * T.float32(2048.0)))
+            for i_110 in T.Parallel(16):
+                n__109[i_110] = T.Cast("int32", (gc__107[i_110] * T.float32(2048.0)))
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:49: return n, gc - coarse(n, BT)
             # delta_scan_phases.py:134: Hn, Ln = hl.cumsum(steps, 0), hl.cumsum(lo, 0)
-            for i_103 in T.Parallel(16):
-                Hn__102[i_103] = T.int32(0)
-            for i_105 in T.Parallel(16):
-                acc_tmp_13[0] = T.int32(0)
-                for r_104 in T.serial(16):
-                    acc_tmp_13[0] = acc_tmp_13[0] + T.if_then_else(r_104 <= i_105, n__100[r_104], T.int32(0))
-                Hn__102[i_105] = acc_tmp_13[0]
-            for i_107 in T.Parallel(16):
-                Ln__106[i_107] = T.float32(0.0)
-            for i_110 in T.Parallel(16):
-                t_109[i_110] = (gc__98[i_110] - (T.Cast("float32", n__100[i_110]) * T.float32(0.00048828125)))
-            for i_111 in T.Parallel(16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_108 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.if_then_else(r_108 <= i_111, t_109[r_108], T.float32(0.0))
-                Ln__106[i_111] = acc_tmp_18[0]
-            # decay.py:59: return hl.sum(hl.where(hl.iota(n) == n - 1, x, 0), 0)
-            sum_112[0] = T.int32(0)
-            for r_113 in T.serial(16):
-                sum_112[0] = sum_112[0] + T.if_then_else((r_113 == T.int32(15)), t_82[r_113], T.int32(0))
-            # delta_scan_phases.py:136: Hn, Ln = Hn + decay.last(Hs[-1], BC), Ln + decay.last(Ls[-1], BC)
+            T.copy(n__109, n__111)
+            for i_113 in T.Parallel(16):
+                Hn__112[i_113] = T.int32(0)
             for i_115 in T.Parallel(16):
-                t_114[i_115] = (Hn__102[i_115] + sum_112[0])
-            # decay.py:59: return hl.sum(hl.where(hl.iota(n) == n - 1, x, 0), 0)
-            sum_116[0] = T.float32(0.0)
-            for r_117 in T.serial(16):
-                sum_116[0] = sum_116[0] + T.if_then_else((r_117 == T.int32(15)), t_86[r_117], T.float32(0.0))
-            # delta_scan_phases.py:136: Hn, Ln = Hn + decay.last(Hs[-1], BC), Ln + decay.last(Ls[-1], BC)
+                acc_tmp_14[0] = T.int32(0)
+                for r_114 in T.serial(16):
+                    acc_tmp_14[0] = acc_tmp_14[0] + T.if_then_else(r_114 <= i_115, n__111[r_114], T.int32(0))
+                Hn__112[i_115] = acc_tmp_14[0]
+            for i_117 in T.Parallel(16):
+                t_116[i_117] = (gc__107[i_117] - (T.Cast("float32", n__111[i_117]) * T.float32(0.00048828125)))
             for i_119 in T.Parallel(16):
-                t_118[i_119] = (Ln__106[i_119] + sum_116[0])
+                Ln__118[i_119] = T.float32(0.0)
+            for i_121 in T.Parallel(16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_120 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.if_then_else(r_120 <= i_121, t_116[r_120], T.float32(0.0))
+                Ln__118[i_121] = acc_tmp_21[0]
+            # decay.py:59: return hl.sum(hl.where(hl.iota(n) == n - 1, x, 0), 0)
+            sum_122[0] = T.int32(0)
+            for r_123 in T.serial(16):
+                sum_122[0] = sum_122[0] + T.if_then_else((r_123 == T.int32(15)), t_89[r_123], T.int32(0))
+            # delta_scan_phases.py:136: Hn, Ln = Hn + decay.last(Hs[-1], BC), Ln + decay.last(Ls[-1], BC)
+            for i_125 in T.Parallel(16):
+                t_124[i_125] = (Hn__112[i_125] + sum_122[0])
+            # decay.py:59: return hl.sum(hl.where(hl.iota(n) == n - 1, x, 0), 0)
+            sum_126[0] = T.float32(0.0)
+            for r_127 in T.serial(16):
+                sum_126[0] = sum_126[0] + T.if_then_else((r_127 == T.int32(15)), t_93[r_127], T.float32(0.0))
+            # delta_scan_phases.py:136: Hn, Ln = Hn + decay.last(Hs[-1], BC), Ln + decay.last(Ls[-1], BC)
+            for i_129 in T.Parallel(16):
+                t_128[i_129] = (Ln__118[i_129] + sum_126[0])
             # delta_scan_phases.py:137: gh[b, rows[n], h] = Hn
             if rows__4 + 16 <= n_TP:
-                for i_120 in T.Parallel(16):
-                    gh[p1, rows__4 + i_120, p2] = t_114[i_120]
+                for i_130 in T.Parallel(16):
+                    gh[p1, rows__4 + i_130, p2] = t_124[i_130]
             else:
-                for i_121 in T.Parallel(16):
-                    if rows__4 + i_121 < n_TP:
-                        gh[p1, rows__4 + i_121, p2] = t_114[i_121]
+                for i_131 in T.Parallel(16):
+                    if rows__4 + i_131 < n_TP:
+                        gh[p1, rows__4 + i_131, p2] = t_124[i_131]
             # delta_scan_phases.py:138: gl[b, rows[n], h] = Ln
             if rows__4 + 16 <= n_TP:
-                for i_122 in T.Parallel(16):
-                    gl[p1, rows__4 + i_122, p2] = t_118[i_122]
+                for i_132 in T.Parallel(16):
+                    gl[p1, rows__4 + i_132, p2] = t_128[i_132]
             else:
-                for i_123 in T.Parallel(16):
-                    if rows__4 + i_123 < n_TP:
-                        gl[p1, rows__4 + i_123, p2] = t_118[i_123]
+                for i_133 in T.Parallel(16):
+                    if rows__4 + i_133 < n_TP:
+                        gl[p1, rows__4 + i_133, p2] = t_128[i_133]
             # delta_scan_phases.py:141: bs.append(beta[b, rows[n], h].to("float32"))
             if rows__4 + 16 <= n_T:
-                for i_125 in T.Parallel(16):
-                    beta__124[i_125] = T.Cast("float32", beta[p1, rows__4 + i_125, p2])
+                for i_135 in T.Parallel(16):
+                    beta__134[i_135] = beta[p1, rows__4 + i_135, p2]
             else:
-                for i_126 in T.Parallel(16):
-                    beta__124[i_126] = T.if_then_else(rows__4 + i_126 < n_T, T.Cast("float32", beta[p1, rows__4 + i_126, p2]), T.float32(0.0))
+                for i_136 in T.Parallel(16):
+                    beta__134[i_136] = T.if_then_else(rows__4 + i_136 < n_T, beta[p1, rows__4 + i_136, p2], T.bfloat16(0.0))
+            for i_138 in T.Parallel(16):
+                t_137[i_138] = T.Cast("float32", beta__134[i_138])
             # delta_scan_phases.py:90: @hl.loop(0, hl.cdiv(K, CK), carry=[hl.zeros((BC, BC)) for _ in range(r + 1)])
-            for i_128, i_129 in T.Parallel(16, 16):
-                acc__127[i_128, i_129] = T.float32(0.0)
-            for it_130 in T.serial(T.int32(0), T.int32(2)):
+            for i_140, i_141 in T.Parallel(16, 16):
+                acc__139[i_140, i_141] = T.float32(0.0)
+            for it_142 in T.serial(T.int32(0), T.int32(2)):
                 # delta_scan_phases.py:92: cols = hl.tile(j * CK, CK)
                 # delta_scan_phases.py:93: kr = k[b, rows[r], h, cols]
-                if T.And(v_1 + 16 <= n_T, (it_130 * T.int32(64)) + 64 <= 128):
-                    for i_132, i_133 in T.Parallel(16, 64):
-                        kr__131[i_132, i_133] = k[p1, v_1 + i_132, p2, (it_130 * T.int32(64)) + i_133]
-                else:
-                    for i_134, i_135 in T.Parallel(16, 64):
-                        kr__131[i_134, i_135] = T.if_then_else(T.And(v_1 + i_134 < n_T, (it_130 * T.int32(64)) + i_135 < 128), k[p1, v_1 + i_134, p2, (it_130 * T.int32(64)) + i_135], T.bfloat16(0.0))
+                T.copy(k[p1, v_1:v_1 + 16, p2, (it_142 * T.int32(64)):(it_142 * T.int32(64)) + 64], kr__143)
                 # delta_scan_phases.py:95: return tuple(hl.dot(kr, ks[s], a, trans_b=True) for s, a in enumerate(acc))
-                for i_137, i_138 in T.Parallel(16, 16):
-                    dot_136[i_137, i_138] = T.float32(0.0)
-                for i_139, i_140 in T.Parallel(16, 16):
-                    acc_tmp_18[0] = acc__127[i_139, i_140]
-                    for r_141 in T.serial(64):
-                        acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", kr__131[i_139, r_141]) * T.Cast("float32", kr__131[i_140, r_141])
-                    dot_136[i_139, i_140] = acc_tmp_18[0]
-                for i_142, i_143 in T.Parallel(16, 16):
-                    acc__127[i_142, i_143] = dot_136[i_142, i_143]
+                for i_145, i_146 in T.Parallel(16, 16):
+                    dot_144[i_145, i_146] = T.float32(0.0)
+                for i_147, i_148 in T.Parallel(16, 16):
+                    acc_tmp_21[0] = acc__139[i_147, i_148]
+                    for r_149 in T.serial(64):
+                        acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", kr__143[i_147, r_149]) * T.Cast("float32", kr__143[i_148, r_149])
+                    dot_144[i_147, i_148] = acc_tmp_21[0]
+                for i_150, i_151 in T.Parallel(16, 16):
+                    acc__139[i_150, i_151] = dot_144[i_150, i_151]
             # delta_scan_phases.py:148: A = [bs[r][:, None] * kk[s] * decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], BT, strict if s == r else None)
+            T.copy(t_32, t_152)
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
             # decay.py:67: return hl.exp(x if mask is None else hl.where(mask, x, float("-inf")))
             # delta_scan_phases.py:148: A = [bs[r][:, None] * kk[s] * decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], BT, strict if s == r else None)
             # delta_scan_phases.py:150: Tm[r, r] = hl.unit_lower_inverse(A[r])
-            for i_145, i_146 in T.Parallel(16, 16):
-                A__144[i_145, i_146] = ((beta__28[i_145] * acc__127[i_145, i_146]) * T.exp(T.if_then_else((i_145 > i_146), ((T.Cast("float32", (Hn__12[i_145] - Hn__12[i_146])) * T.float32(0.00048828125)) + (Ln__17[i_145] - Ln__17[i_146])), -T.infinity("float32"))))
-            for i_148, i_149 in T.Parallel(16, 16):
-                inv_cols_147[i_148, i_149] = T.float32(0.0)
-            for j_150 in T.Parallel(16):
-                for i_151 in T.serial(16):
-                    acc_tmp_18[0] = T.if_then_else(i_151 == j_150, T.float32(1.0), T.float32(0.0))
-                    for m_152 in T.serial(i_151):
-                        acc_tmp_18[0] = acc_tmp_18[0] - A__144[i_151, m_152] * inv_cols_147[m_152, j_150]
-                    inv_cols_147[i_151, j_150] = acc_tmp_18[0]
             for i_154, i_155 in T.Parallel(16, 16):
-                inv_153[i_154, i_155] = inv_cols_147[i_154, i_155]
-            # delta_scan_phases.py:90: @hl.loop(0, hl.cdiv(K, CK), carry=[hl.zeros((BC, BC)) for _ in range(r + 1)])
+                A__153[i_154, i_155] = ((t_152[i_154] * acc__139[i_154, i_155]) * T.exp(T.if_then_else((i_154 > i_155), ((T.Cast("float32", (Hn__13[i_154] - Hn__13[i_155])) * T.float32(0.00048828125)) + (Ln__20[i_154] - Ln__20[i_155])), -T.infinity("float32"))))
             for i_157, i_158 in T.Parallel(16, 16):
-                acc__156[i_157, i_158] = T.float32(0.0)
-            for i_160, i_161 in T.Parallel(16, 16):
-                c__159[i_160, i_161] = T.float32(0.0)
-            for it_162 in T.serial(T.int32(0), T.int32(2)):
+                inv_cols_156[i_157, i_158] = T.float32(0.0)
+            for j_159 in T.Parallel(16):
+                for i_160 in T.serial(16):
+                    acc_tmp_21[0] = T.if_then_else(i_160 == j_159, T.float32(1.0), T.float32(0.0))
+                    for m_161 in T.serial(i_160):
+                        acc_tmp_21[0] = acc_tmp_21[0] - A__153[i_160, m_161] * inv_cols_156[m_161, j_159]
+                    inv_cols_156[i_160, j_159] = acc_tmp_21[0]
+            # delta_scan_phases.py:90: @hl.loop(0, hl.cdiv(K, CK), carry=[hl.zeros((BC, BC)) for _ in range(r + 1)])
+            for i_163, i_164 in T.Parallel(16, 16):
+                acc__162[i_163, i_164] = T.float32(0.0)
+            for i_166, i_167 in T.Parallel(16, 16):
+                c__165[i_166, i_167] = T.float32(0.0)
+            for it_168 in T.serial(T.int32(0), T.int32(2)):
                 # delta_scan_phases.py:92: cols = hl.tile(j * CK, CK)
-                cols__163 = (it_162 * T.int32(64))
+                cols__169 = (it_168 * T.int32(64))
                 # delta_scan_phases.py:93: kr = k[b, rows[r], h, cols]
-                if T.And(v_2 + 16 <= n_T, cols__163 + 64 <= 128):
-                    for i_165, i_166 in T.Parallel(16, 64):
-                        kr__164[i_165, i_166] = k[p1, v_2 + i_165, p2, cols__163 + i_166]
-                else:
-                    for i_167, i_168 in T.Parallel(16, 64):
-                        kr__164[i_167, i_168] = T.if_then_else(T.And(v_2 + i_167 < n_T, cols__163 + i_168 < 128), k[p1, v_2 + i_167, p2, cols__163 + i_168], T.bfloat16(0.0))
+                T.copy(k[p1, v_2:v_2 + 16, p2, cols__169:cols__169 + 64], kr__170)
                 # delta_scan_phases.py:94: ks = [k[b, rows[s], h, cols] for s in range(r)] + [kr]
-                if T.And(v_1 + 16 <= n_T, cols__163 + 64 <= 128):
-                    for i_170, i_171 in T.Parallel(16, 64):
-                        ks__169[i_170, i_171] = k[p1, v_1 + i_170, p2, cols__163 + i_171]
-                else:
-                    for i_172, i_173 in T.Parallel(16, 64):
-                        ks__169[i_172, i_173] = T.if_then_else(T.And(v_1 + i_172 < n_T, cols__163 + i_173 < 128), k[p1, v_1 + i_172, p2, cols__163 + i_173], T.bfloat16(0.0))
+                T.copy(k[p1, v_1:v_1 + 16, p2, cols__169:cols__169 + 64], ks__171)
                 # delta_scan_phases.py:95: return tuple(hl.dot(kr, ks[s], a, trans_b=True) for s, a in enumerate(acc))
+                for i_173, i_174 in T.Parallel(16, 16):
+                    dot_172[i_173, i_174] = T.float32(0.0)
                 for i_175, i_176 in T.Parallel(16, 16):
-                    dot_174[i_175, i_176] = T.float32(0.0)
-                for i_177, i_178 in T.Parallel(16, 16):
-                    acc_tmp_18[0] = acc__156[i_177, i_178]
-                    for r_179 in T.serial(64):
-                        acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", kr__164[i_177, r_179]) * T.Cast("float32", ks__169[i_178, r_179])
-                    dot_174[i_177, i_178] = acc_tmp_18[0]
+                    acc_tmp_21[0] = acc__162[i_175, i_176]
+                    for r_177 in T.serial(64):
+                        acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", kr__170[i_175, r_177]) * T.Cast("float32", ks__171[i_176, r_177])
+                    dot_172[i_175, i_176] = acc_tmp_21[0]
+                for i_179, i_180 in T.Parallel(16, 16):
+                    dot_178[i_179, i_180] = T.float32(0.0)
                 for i_181, i_182 in T.Parallel(16, 16):
-                    dot_180[i_181, i_182] = T.float32(0.0)
-                for i_183, i_184 in T.Parallel(16, 16):
-                    acc_tmp_18[0] = c__159[i_183, i_184]
-                    for r_185 in T.serial(64):
-                        acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", kr__164[i_183, r_185]) * T.Cast("float32", kr__164[i_184, r_185])
-                    dot_180[i_183, i_184] = acc_tmp_18[0]
+                    acc_tmp_21[0] = c__165[i_181, i_182]
+                    for r_183 in T.serial(64):
+                        acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", kr__170[i_181, r_183]) * T.Cast("float32", kr__170[i_182, r_183])
+                    dot_178[i_181, i_182] = acc_tmp_21[0]
+                for i_184, i_185 in T.Parallel(16, 16):
+                    acc__162[i_184, i_185] = dot_172[i_184, i_185]
                 for i_186, i_187 in T.Parallel(16, 16):
-                    acc__156[i_186, i_187] = dot_174[i_186, i_187]
-                for i_188, i_189 in T.Parallel(16, 16):
-                    c__159[i_188, i_189] = dot_180[i_188, i_189]
+                    c__165[i_186, i_187] = dot_178[i_186, i_187]
             # delta_scan_phases.py:148: A = [bs[r][:, None] * kk[s] * decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], BT, strict if s == r else None)
+            T.copy(t_67, t_188)
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
@@ -629,97 +566,85 @@ def build():
             # decay.py:67: return hl.exp(x if mask is None else hl.where(mask, x, float("-inf")))
             # delta_scan_phases.py:148: A = [bs[r][:, None] * kk[s] * decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], BT, strict if s == r else None)
             # delta_scan_phases.py:150: Tm[r, r] = hl.unit_lower_inverse(A[r])
-            for i_191, i_192 in T.Parallel(16, 16):
-                A__190[i_191, i_192] = ((beta__60[i_191] * c__159[i_191, i_192]) * T.exp(T.if_then_else((i_191 > i_192), ((T.Cast("float32", (t_50[i_191] - t_50[i_192])) * T.float32(0.00048828125)) + (t_54[i_191] - t_54[i_192])), -T.infinity("float32"))))
-            for i_194, i_195 in T.Parallel(16, 16):
-                inv_cols_193[i_194, i_195] = T.float32(0.0)
-            for j_196 in T.Parallel(16):
-                for i_197 in T.serial(16):
-                    acc_tmp_18[0] = T.if_then_else(i_197 == j_196, T.float32(1.0), T.float32(0.0))
-                    for m_198 in T.serial(i_197):
-                        acc_tmp_18[0] = acc_tmp_18[0] - A__190[i_197, m_198] * inv_cols_193[m_198, j_196]
-                    inv_cols_193[i_197, j_196] = acc_tmp_18[0]
-            for i_200, i_201 in T.Parallel(16, 16):
-                inv_199[i_200, i_201] = inv_cols_193[i_200, i_201]
+            for i_190, i_191 in T.Parallel(16, 16):
+                A__189[i_190, i_191] = ((t_188[i_190] * c__165[i_190, i_191]) * T.exp(T.if_then_else((i_190 > i_191), ((T.Cast("float32", (t_54[i_190] - t_54[i_191])) * T.float32(0.00048828125)) + (t_58[i_190] - t_58[i_191])), -T.infinity("float32"))))
+            for i_193, i_194 in T.Parallel(16, 16):
+                inv_cols_192[i_193, i_194] = T.float32(0.0)
+            for j_195 in T.Parallel(16):
+                for i_196 in T.serial(16):
+                    acc_tmp_21[0] = T.if_then_else(i_196 == j_195, T.float32(1.0), T.float32(0.0))
+                    for m_197 in T.serial(i_196):
+                        acc_tmp_21[0] = acc_tmp_21[0] - A__189[i_196, m_197] * inv_cols_192[m_197, j_195]
+                    inv_cols_192[i_196, j_195] = acc_tmp_21[0]
             # delta_scan_phases.py:154: acc = hl.dot(A[m], Tm[m, s], acc)
-            for i_203, i_204 in T.Parallel(16, 16):
-                a_tmp_202[i_203, i_204] = ((beta__60[i_203] * acc__156[i_203, i_204]) * T.exp(((T.Cast("float32", (t_50[i_203] - Hn__12[i_204])) * T.float32(0.00048828125)) + (t_54[i_203] - Ln__17[i_204]))))
-            for i_206, i_207 in T.Parallel(16, 16):
-                acc__205[i_206, i_207] = T.float32(0.0)
-            for i_208, i_209 in T.Parallel(16, 16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_210 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", a_tmp_202[i_208, r_210]) * T.Cast("float32", inv_153[r_210, i_209])
-                acc__205[i_208, i_209] = acc_tmp_18[0]
+            for i_199, i_200 in T.Parallel(16, 16):
+                a_tmp_198[i_199, i_200] = ((t_188[i_199] * acc__162[i_199, i_200]) * T.exp(((T.Cast("float32", (t_54[i_199] - Hn__13[i_200])) * T.float32(0.00048828125)) + (t_58[i_199] - Ln__20[i_200]))))
+            for i_202, i_203 in T.Parallel(16, 16):
+                t_201[i_202, i_203] = inv_cols_156[i_202, i_203]
+            for i_205, i_206 in T.Parallel(16, 16):
+                acc__204[i_205, i_206] = T.float32(0.0)
+            for i_207, i_208 in T.Parallel(16, 16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_209 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", a_tmp_198[i_207, r_209]) * T.Cast("float32", t_201[r_209, i_208])
+                acc__204[i_207, i_208] = acc_tmp_21[0]
             # delta_scan_phases.py:155: Tm[r, s] = -hl.dot(Tm[r, r], acc)
-            for i_212, i_213 in T.Parallel(16, 16):
-                dot_211[i_212, i_213] = T.float32(0.0)
+            for i_211, i_212 in T.Parallel(16, 16):
+                t_210[i_211, i_212] = inv_cols_192[i_211, i_212]
             for i_214, i_215 in T.Parallel(16, 16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_216 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", inv_199[i_214, r_216]) * T.Cast("float32", acc__205[r_216, i_215])
-                dot_211[i_214, i_215] = acc_tmp_18[0]
-            for i_218, i_219 in T.Parallel(16, 16):
-                t_217[i_218, i_219] = (-dot_211[i_218, i_219])
+                dot_213[i_214, i_215] = T.float32(0.0)
+            for i_216, i_217 in T.Parallel(16, 16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_218 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", t_210[i_216, r_218]) * T.Cast("float32", acc__204[r_218, i_217])
+                dot_213[i_216, i_217] = acc_tmp_21[0]
+            for i_220, i_221 in T.Parallel(16, 16):
+                t_219[i_220, i_221] = (-dot_213[i_220, i_221])
             # delta_scan_phases.py:90: @hl.loop(0, hl.cdiv(K, CK), carry=[hl.zeros((BC, BC)) for _ in range(r + 1)])
-            for i_221, i_222 in T.Parallel(16, 16):
-                acc__220[i_221, i_222] = T.float32(0.0)
-            for i_224, i_225 in T.Parallel(16, 16):
-                c__223[i_224, i_225] = T.float32(0.0)
-            for i_227, i_228 in T.Parallel(16, 16):
-                c__226[i_227, i_228] = T.float32(0.0)
-            for it_229 in T.serial(T.int32(0), T.int32(2)):
+            for i_223, i_224 in T.Parallel(16, 16):
+                acc__222[i_223, i_224] = T.float32(0.0)
+            for i_226, i_227 in T.Parallel(16, 16):
+                c__225[i_226, i_227] = T.float32(0.0)
+            for i_229, i_230 in T.Parallel(16, 16):
+                c__228[i_229, i_230] = T.float32(0.0)
+            for it_231 in T.serial(T.int32(0), T.int32(2)):
                 # delta_scan_phases.py:92: cols = hl.tile(j * CK, CK)
-                cols__230 = (it_229 * T.int32(64))
+                cols__232 = (it_231 * T.int32(64))
                 # delta_scan_phases.py:93: kr = k[b, rows[r], h, cols]
-                if T.And(v_3 + 16 <= n_T, cols__230 + 64 <= 128):
-                    for i_232, i_233 in T.Parallel(16, 64):
-                        kr__231[i_232, i_233] = k[p1, v_3 + i_232, p2, cols__230 + i_233]
-                else:
-                    for i_234, i_235 in T.Parallel(16, 64):
-                        kr__231[i_234, i_235] = T.if_then_else(T.And(v_3 + i_234 < n_T, cols__230 + i_235 < 128), k[p1, v_3 + i_234, p2, cols__230 + i_235], T.bfloat16(0.0))
+                T.copy(k[p1, v_3:v_3 + 16, p2, cols__232:cols__232 + 64], kr__233)
                 # delta_scan_phases.py:94: ks = [k[b, rows[s], h, cols] for s in range(r)] + [kr]
-                if T.And(v_1 + 16 <= n_T, cols__230 + 64 <= 128):
-                    for i_237, i_238 in T.Parallel(16, 64):
-                        k__236[i_237, i_238] = k[p1, v_1 + i_237, p2, cols__230 + i_238]
-                else:
-                    for i_239, i_240 in T.Parallel(16, 64):
-                        k__236[i_239, i_240] = T.if_then_else(T.And(v_1 + i_239 < n_T, cols__230 + i_240 < 128), k[p1, v_1 + i_239, p2, cols__230 + i_240], T.bfloat16(0.0))
-                if T.And(v_2 + 16 <= n_T, cols__230 + 64 <= 128):
-                    for i_242, i_243 in T.Parallel(16, 64):
-                        ks__241[i_242, i_243] = k[p1, v_2 + i_242, p2, cols__230 + i_243]
-                else:
-                    for i_244, i_245 in T.Parallel(16, 64):
-                        ks__241[i_244, i_245] = T.if_then_else(T.And(v_2 + i_244 < n_T, cols__230 + i_245 < 128), k[p1, v_2 + i_244, p2, cols__230 + i_245], T.bfloat16(0.0))
+                T.copy(k[p1, v_1:v_1 + 16, p2, cols__232:cols__232 + 64], k__234)
+                T.copy(k[p1, v_2:v_2 + 16, p2, cols__232:cols__232 + 64], ks__235)
                 # delta_scan_phases.py:95: return tuple(hl.dot(kr, ks[s], a, trans_b=True) for s, a in enumerate(acc))
-                for i_247, i_248 in T.Parallel(16, 16):
-                    dot_246[i_247, i_248] = T.float32(0.0)
+                for i_237, i_238 in T.Parallel(16, 16):
+                    dot_236[i_237, i_238] = T.float32(0.0)
+                for i_239, i_240 in T.Parallel(16, 16):
+                    acc_tmp_21[0] = acc__222[i_239, i_240]
+                    for r_241 in T.serial(64):
+                        acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", kr__233[i_239, r_241]) * T.Cast("float32", k__234[i_240, r_241])
+                    dot_236[i_239, i_240] = acc_tmp_21[0]
+                for i_243, i_244 in T.Parallel(16, 16):
+                    dot_242[i_243, i_244] = T.float32(0.0)
+                for i_245, i_246 in T.Parallel(16, 16):
+                    acc_tmp_21[0] = c__225[i_245, i_246]
+                    for r_247 in T.serial(64):
+                        acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", kr__233[i_245, r_247]) * T.Cast("float32", ks__235[i_246, r_247])
+                    dot_242[i_245, i_246] = acc_tmp_21[0]
                 for i_249, i_250 in T.Parallel(16, 16):
-                    acc_tmp_18[0] = acc__220[i_249, i_250]
-                    for r_251 in T.serial(64):
-                        acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", kr__231[i_249, r_251]) * T.Cast("float32", k__236[i_250, r_251])
-                    dot_246[i_249, i_250] = acc_tmp_18[0]
-                for i_253, i_254 in T.Parallel(16, 16):
-                    dot_252[i_253, i_254] = T.float32(0.0)
-                for i_255, i_256 in T.Parallel(16, 16):
-                    acc_tmp_18[0] = c__223[i_255, i_256]
-                    for r_257 in T.serial(64):
-                        acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", kr__231[i_255, r_257]) * T.Cast("float32", ks__241[i_256, r_257])
-                    dot_252[i_255, i_256] = acc_tmp_18[0]
-                for i_259, i_260 in T.Parallel(16, 16):
-                    dot_258[i_259, i_260] = T.float32(0.0)
-                for i_261, i_262 in T.Parallel(16, 16):
-                    acc_tmp_18[0] = c__226[i_261, i_262]
-                    for r_263 in T.serial(64):
-                        acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", kr__231[i_261, r_263]) * T.Cast("float32", kr__231[i_262, r_263])
-                    dot_258[i_261, i_262] = acc_tmp_18[0]
-                for i_264, i_265 in T.Parallel(16, 16):
-                    acc__220[i_264, i_265] = dot_246[i_264, i_265]
-                for i_266, i_267 in T.Parallel(16, 16):
-                    c__223[i_266, i_267] = dot_252[i_266, i_267]
-                for i_268, i_269 in T.Parallel(16, 16):
-                    c__226[i_268, i_269] = dot_258[i_268, i_269]
+                    dot_248[i_249, i_250] = T.float32(0.0)
+                for i_251, i_252 in T.Parallel(16, 16):
+                    acc_tmp_21[0] = c__228[i_251, i_252]
+                    for r_253 in T.serial(64):
+                        acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", kr__233[i_251, r_253]) * T.Cast("float32", kr__233[i_252, r_253])
+                    dot_248[i_251, i_252] = acc_tmp_21[0]
+                for i_254, i_255 in T.Parallel(16, 16):
+                    acc__222[i_254, i_255] = dot_236[i_254, i_255]
+                for i_256, i_257 in T.Parallel(16, 16):
+                    c__225[i_256, i_257] = dot_242[i_256, i_257]
+                for i_258, i_259 in T.Parallel(16, 16):
+                    c__228[i_258, i_259] = dot_248[i_258, i_259]
             # delta_scan_phases.py:148: A = [bs[r][:, None] * kk[s] * decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], BT, strict if s == r else None)
+            T.copy(t_102, t_260)
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
@@ -730,147 +655,128 @@ def build():
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
             # decay.py:67: return hl.exp(x if mask is None else hl.where(mask, x, float("-inf")))
             # delta_scan_phases.py:148: A = [bs[r][:, None] * kk[s] * decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], BT, strict if s == r else None)
-            for i_271, i_272 in T.Parallel(16, 16):
-                t_270[i_271, i_272] = ((beta__92[i_271] * c__223[i_271, i_272]) * T.exp(((T.Cast("float32", (t_82[i_271] - t_50[i_272])) * T.float32(0.00048828125)) + (t_86[i_271] - t_54[i_272]))))
+            for i_262, i_263 in T.Parallel(16, 16):
+                t_261[i_262, i_263] = ((t_260[i_262] * c__225[i_262, i_263]) * T.exp(((T.Cast("float32", (t_89[i_262] - t_54[i_263])) * T.float32(0.00048828125)) + (t_93[i_262] - t_58[i_263]))))
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
             # decay.py:67: return hl.exp(x if mask is None else hl.where(mask, x, float("-inf")))
             # delta_scan_phases.py:148: A = [bs[r][:, None] * kk[s] * decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], BT, strict if s == r else None)
             # delta_scan_phases.py:150: Tm[r, r] = hl.unit_lower_inverse(A[r])
+            for i_265, i_266 in T.Parallel(16, 16):
+                A__264[i_265, i_266] = ((t_260[i_265] * c__228[i_265, i_266]) * T.exp(T.if_then_else((i_265 > i_266), ((T.Cast("float32", (t_89[i_265] - t_89[i_266])) * T.float32(0.00048828125)) + (t_93[i_265] - t_93[i_266])), -T.infinity("float32"))))
+            for i_268, i_269 in T.Parallel(16, 16):
+                inv_cols_267[i_268, i_269] = T.float32(0.0)
+            for j_270 in T.Parallel(16):
+                for i_271 in T.serial(16):
+                    acc_tmp_21[0] = T.if_then_else(i_271 == j_270, T.float32(1.0), T.float32(0.0))
+                    for m_272 in T.serial(i_271):
+                        acc_tmp_21[0] = acc_tmp_21[0] - A__264[i_271, m_272] * inv_cols_267[m_272, j_270]
+                    inv_cols_267[i_271, j_270] = acc_tmp_21[0]
+            # delta_scan_phases.py:154: acc = hl.dot(A[m], Tm[m, s], acc)
             for i_274, i_275 in T.Parallel(16, 16):
-                A__273[i_274, i_275] = ((beta__92[i_274] * c__226[i_274, i_275]) * T.exp(T.if_then_else((i_274 > i_275), ((T.Cast("float32", (t_82[i_274] - t_82[i_275])) * T.float32(0.00048828125)) + (t_86[i_274] - t_86[i_275])), -T.infinity("float32"))))
-            for i_277, i_278 in T.Parallel(16, 16):
-                inv_cols_276[i_277, i_278] = T.float32(0.0)
-            for j_279 in T.Parallel(16):
-                for i_280 in T.serial(16):
-                    acc_tmp_18[0] = T.if_then_else(i_280 == j_279, T.float32(1.0), T.float32(0.0))
-                    for m_281 in T.serial(i_280):
-                        acc_tmp_18[0] = acc_tmp_18[0] - A__273[i_280, m_281] * inv_cols_276[m_281, j_279]
-                    inv_cols_276[i_280, j_279] = acc_tmp_18[0]
+                acc__273[i_274, i_275] = T.float32(0.0)
+            for i_276, i_277 in T.Parallel(16, 16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_278 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", t_261[i_276, r_278]) * T.Cast("float32", t_210[r_278, i_277])
+                acc__273[i_276, i_277] = acc_tmp_21[0]
+            # delta_scan_phases.py:155: Tm[r, s] = -hl.dot(Tm[r, r], acc)
+            for i_280, i_281 in T.Parallel(16, 16):
+                t_279[i_280, i_281] = inv_cols_267[i_280, i_281]
             for i_283, i_284 in T.Parallel(16, 16):
-                inv_282[i_283, i_284] = inv_cols_276[i_283, i_284]
+                dot_282[i_283, i_284] = T.float32(0.0)
+            for i_285, i_286 in T.Parallel(16, 16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_287 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", t_279[i_285, r_287]) * T.Cast("float32", acc__273[r_287, i_286])
+                dot_282[i_285, i_286] = acc_tmp_21[0]
+            for i_289, i_290 in T.Parallel(16, 16):
+                t_288[i_289, i_290] = (-dot_282[i_289, i_290])
             # delta_scan_phases.py:154: acc = hl.dot(A[m], Tm[m, s], acc)
-            for i_286, i_287 in T.Parallel(16, 16):
-                acc__285[i_286, i_287] = T.float32(0.0)
-            for i_288, i_289 in T.Parallel(16, 16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_290 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", t_270[i_288, r_290]) * T.Cast("float32", inv_199[r_290, i_289])
-                acc__285[i_288, i_289] = acc_tmp_18[0]
-            # delta_scan_phases.py:155: Tm[r, s] = -hl.dot(Tm[r, r], acc)
-            for i_292, i_293 in T.Parallel(16, 16):
-                dot_291[i_292, i_293] = T.float32(0.0)
+            for i_291, i_292 in T.Parallel(16, 16):
+                a_tmp_198[i_291, i_292] = ((t_260[i_291] * acc__222[i_291, i_292]) * T.exp(((T.Cast("float32", (t_89[i_291] - Hn__13[i_292])) * T.float32(0.00048828125)) + (t_93[i_291] - Ln__20[i_292]))))
             for i_294, i_295 in T.Parallel(16, 16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_296 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", inv_282[i_294, r_296]) * T.Cast("float32", acc__285[r_296, i_295])
-                dot_291[i_294, i_295] = acc_tmp_18[0]
-            for i_298, i_299 in T.Parallel(16, 16):
-                t_297[i_298, i_299] = (-dot_291[i_298, i_299])
-            # delta_scan_phases.py:154: acc = hl.dot(A[m], Tm[m, s], acc)
+                dot_293[i_294, i_295] = T.float32(0.0)
+            for i_296, i_297 in T.Parallel(16, 16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_298 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", a_tmp_198[i_296, r_298]) * T.Cast("float32", t_201[r_298, i_297])
+                dot_293[i_296, i_297] = acc_tmp_21[0]
             for i_300, i_301 in T.Parallel(16, 16):
-                a_tmp_202[i_300, i_301] = ((beta__92[i_300] * acc__220[i_300, i_301]) * T.exp(((T.Cast("float32", (t_82[i_300] - Hn__12[i_301])) * T.float32(0.00048828125)) + (t_86[i_300] - Ln__17[i_301]))))
-            for i_303, i_304 in T.Parallel(16, 16):
-                dot_302[i_303, i_304] = T.float32(0.0)
-            for i_305, i_306 in T.Parallel(16, 16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_307 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", a_tmp_202[i_305, r_307]) * T.Cast("float32", inv_153[r_307, i_306])
-                dot_302[i_305, i_306] = acc_tmp_18[0]
-            for i_309, i_310 in T.Parallel(16, 16):
-                acc__308[i_309, i_310] = T.float32(0.0)
-            for i_311, i_312 in T.Parallel(16, 16):
-                acc_tmp_18[0] = dot_302[i_311, i_312]
-                for r_313 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", t_270[i_311, r_313]) * T.Cast("float32", t_217[r_313, i_312])
-                acc__308[i_311, i_312] = acc_tmp_18[0]
+                acc__299[i_300, i_301] = T.float32(0.0)
+            for i_302, i_303 in T.Parallel(16, 16):
+                acc_tmp_21[0] = dot_293[i_302, i_303]
+                for r_304 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", t_261[i_302, r_304]) * T.Cast("float32", t_219[r_304, i_303])
+                acc__299[i_302, i_303] = acc_tmp_21[0]
             # delta_scan_phases.py:155: Tm[r, s] = -hl.dot(Tm[r, r], acc)
-            for i_315, i_316 in T.Parallel(16, 16):
-                dot_314[i_315, i_316] = T.float32(0.0)
-            for i_317, i_318 in T.Parallel(16, 16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_319 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", inv_282[i_317, r_319]) * T.Cast("float32", acc__308[r_319, i_318])
-                dot_314[i_317, i_318] = acc_tmp_18[0]
-            for i_321, i_322 in T.Parallel(16, 16):
-                t_320[i_321, i_322] = (-dot_314[i_321, i_322])
+            for i_306, i_307 in T.Parallel(16, 16):
+                dot_305[i_306, i_307] = T.float32(0.0)
+            for i_308, i_309 in T.Parallel(16, 16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_310 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", t_279[i_308, r_310]) * T.Cast("float32", acc__299[r_310, i_309])
+                dot_305[i_308, i_309] = acc_tmp_21[0]
+            for i_312, i_313 in T.Parallel(16, 16):
+                t_311[i_312, i_313] = (-dot_305[i_312, i_313])
             # delta_scan_phases.py:90: @hl.loop(0, hl.cdiv(K, CK), carry=[hl.zeros((BC, BC)) for _ in range(r + 1)])
+            for i_315, i_316 in T.Parallel(16, 16):
+                acc__314[i_315, i_316] = T.float32(0.0)
+            for i_318, i_319 in T.Parallel(16, 16):
+                c__317[i_318, i_319] = T.float32(0.0)
+            for i_321, i_322 in T.Parallel(16, 16):
+                c__320[i_321, i_322] = T.float32(0.0)
             for i_324, i_325 in T.Parallel(16, 16):
-                acc__323[i_324, i_325] = T.float32(0.0)
-            for i_327, i_328 in T.Parallel(16, 16):
-                c__326[i_327, i_328] = T.float32(0.0)
-            for i_330, i_331 in T.Parallel(16, 16):
-                c__329[i_330, i_331] = T.float32(0.0)
-            for i_333, i_334 in T.Parallel(16, 16):
-                c__332[i_333, i_334] = T.float32(0.0)
-            for it_335 in T.serial(T.int32(0), T.int32(2)):
+                c__323[i_324, i_325] = T.float32(0.0)
+            for it_326 in T.serial(T.int32(0), T.int32(2)):
                 # delta_scan_phases.py:92: cols = hl.tile(j * CK, CK)
-                cols__336 = (it_335 * T.int32(64))
+                cols__327 = (it_326 * T.int32(64))
                 # delta_scan_phases.py:93: kr = k[b, rows[r], h, cols]
-                if T.And(rows__4 + 16 <= n_T, cols__336 + 64 <= 128):
-                    for i_338, i_339 in T.Parallel(16, 64):
-                        kr__337[i_338, i_339] = k[p1, rows__4 + i_338, p2, cols__336 + i_339]
-                else:
-                    for i_340, i_341 in T.Parallel(16, 64):
-                        kr__337[i_340, i_341] = T.if_then_else(T.And(rows__4 + i_340 < n_T, cols__336 + i_341 < 128), k[p1, rows__4 + i_340, p2, cols__336 + i_341], T.bfloat16(0.0))
+                T.copy(k[p1, rows__4:rows__4 + 16, p2, cols__327:cols__327 + 64], kr__328)
                 # delta_scan_phases.py:94: ks = [k[b, rows[s], h, cols] for s in range(r)] + [kr]
-                if T.And(v_1 + 16 <= n_T, cols__336 + 64 <= 128):
-                    for i_343, i_344 in T.Parallel(16, 64):
-                        k__342[i_343, i_344] = k[p1, v_1 + i_343, p2, cols__336 + i_344]
-                else:
-                    for i_345, i_346 in T.Parallel(16, 64):
-                        k__342[i_345, i_346] = T.if_then_else(T.And(v_1 + i_345 < n_T, cols__336 + i_346 < 128), k[p1, v_1 + i_345, p2, cols__336 + i_346], T.bfloat16(0.0))
-                if T.And(v_2 + 16 <= n_T, cols__336 + 64 <= 128):
-                    for i_348, i_349 in T.Parallel(16, 64):
-                        k__347[i_348, i_349] = k[p1, v_2 + i_348, p2, cols__336 + i_349]
-                else:
-                    for i_350, i_351 in T.Parallel(16, 64):
-                        k__347[i_350, i_351] = T.if_then_else(T.And(v_2 + i_350 < n_T, cols__336 + i_351 < 128), k[p1, v_2 + i_350, p2, cols__336 + i_351], T.bfloat16(0.0))
-                if T.And(v_3 + 16 <= n_T, cols__336 + 64 <= 128):
-                    for i_353, i_354 in T.Parallel(16, 64):
-                        ks__352[i_353, i_354] = k[p1, v_3 + i_353, p2, cols__336 + i_354]
-                else:
-                    for i_355, i_356 in T.Parallel(16, 64):
-                        ks__352[i_355, i_356] = T.if_then_else(T.And(v_3 + i_355 < n_T, cols__336 + i_356 < 128), k[p1, v_3 + i_355, p2, cols__336 + i_356], T.bfloat16(0.0))
+                T.copy(k[p1, v_1:v_1 + 16, p2, cols__327:cols__327 + 64], k__329)
+                T.copy(k[p1, v_2:v_2 + 16, p2, cols__327:cols__327 + 64], k__330)
+                T.copy(k[p1, v_3:v_3 + 16, p2, cols__327:cols__327 + 64], ks__331)
                 # delta_scan_phases.py:95: return tuple(hl.dot(kr, ks[s], a, trans_b=True) for s, a in enumerate(acc))
+                for i_333, i_334 in T.Parallel(16, 16):
+                    dot_332[i_333, i_334] = T.float32(0.0)
+                for i_335, i_336 in T.Parallel(16, 16):
+                    acc_tmp_21[0] = acc__314[i_335, i_336]
+                    for r_337 in T.serial(64):
+                        acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", kr__328[i_335, r_337]) * T.Cast("float32", k__329[i_336, r_337])
+                    dot_332[i_335, i_336] = acc_tmp_21[0]
+                for i_339, i_340 in T.Parallel(16, 16):
+                    dot_338[i_339, i_340] = T.float32(0.0)
+                for i_341, i_342 in T.Parallel(16, 16):
+                    acc_tmp_21[0] = c__317[i_341, i_342]
+                    for r_343 in T.serial(64):
+                        acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", kr__328[i_341, r_343]) * T.Cast("float32", k__330[i_342, r_343])
+                    dot_338[i_341, i_342] = acc_tmp_21[0]
+                for i_345, i_346 in T.Parallel(16, 16):
+                    dot_344[i_345, i_346] = T.float32(0.0)
+                for i_347, i_348 in T.Parallel(16, 16):
+                    acc_tmp_21[0] = c__320[i_347, i_348]
+                    for r_349 in T.serial(64):
+                        acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", kr__328[i_347, r_349]) * T.Cast("float32", ks__331[i_348, r_349])
+                    dot_344[i_347, i_348] = acc_tmp_21[0]
+                for i_351, i_352 in T.Parallel(16, 16):
+                    dot_350[i_351, i_352] = T.float32(0.0)
+                for i_353, i_354 in T.Parallel(16, 16):
+                    acc_tmp_21[0] = c__323[i_353, i_354]
+                    for r_355 in T.serial(64):
+                        acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", kr__328[i_353, r_355]) * T.Cast("float32", kr__328[i_354, r_355])
+                    dot_350[i_353, i_354] = acc_tmp_21[0]
+                for i_356, i_357 in T.Parallel(16, 16):
+                    acc__314[i_356, i_357] = dot_332[i_356, i_357]
                 for i_358, i_359 in T.Parallel(16, 16):
-                    dot_357[i_358, i_359] = T.float32(0.0)
+                    c__317[i_358, i_359] = dot_338[i_358, i_359]
                 for i_360, i_361 in T.Parallel(16, 16):
-                    acc_tmp_18[0] = acc__323[i_360, i_361]
-                    for r_362 in T.serial(64):
-                        acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", kr__337[i_360, r_362]) * T.Cast("float32", k__342[i_361, r_362])
-                    dot_357[i_360, i_361] = acc_tmp_18[0]
-                for i_364, i_365 in T.Parallel(16, 16):
-                    dot_363[i_364, i_365] = T.float32(0.0)
-                for i_366, i_367 in T.Parallel(16, 16):
-                    acc_tmp_18[0] = c__326[i_366, i_367]
-                    for r_368 in T.serial(64):
-                        acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", kr__337[i_366, r_368]) * T.Cast("float32", k__347[i_367, r_368])
-                    dot_363[i_366, i_367] = acc_tmp_18[0]
-                for i_370, i_371 in T.Parallel(16, 16):
-                    dot_369[i_370, i_371] = T.float32(0.0)
-                for i_372, i_373 in T.Parallel(16, 16):
-                    acc_tmp_18[0] = c__329[i_372, i_373]
-                    for r_374 in T.serial(64):
-                        acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", kr__337[i_372, r_374]) * T.Cast("float32", ks__352[i_373, r_374])
-                    dot_369[i_372, i_373] = acc_tmp_18[0]
-                for i_376, i_377 in T.Parallel(16, 16):
-                    dot_375[i_376, i_377] = T.float32(0.0)
-                for i_378, i_379 in T.Parallel(16, 16):
-                    acc_tmp_18[0] = c__332[i_378, i_379]
-                    for r_380 in T.serial(64):
-                        acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", kr__337[i_378, r_380]) * T.Cast("float32", kr__337[i_379, r_380])
-                    dot_375[i_378, i_379] = acc_tmp_18[0]
-                for i_381, i_382 in T.Parallel(16, 16):
-                    acc__323[i_381, i_382] = dot_357[i_381, i_382]
-                for i_383, i_384 in T.Parallel(16, 16):
-                    c__326[i_383, i_384] = dot_363[i_383, i_384]
-                for i_385, i_386 in T.Parallel(16, 16):
-                    c__329[i_385, i_386] = dot_369[i_385, i_386]
-                for i_387, i_388 in T.Parallel(16, 16):
-                    c__332[i_387, i_388] = dot_375[i_387, i_388]
+                    c__320[i_360, i_361] = dot_344[i_360, i_361]
+                for i_362, i_363 in T.Parallel(16, 16):
+                    c__323[i_362, i_363] = dot_350[i_362, i_363]
             # delta_scan_phases.py:148: A = [bs[r][:, None] * kk[s] * decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], BT, strict if s == r else None)
+            T.copy(t_137, t_364)
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
@@ -881,527 +787,455 @@ def build():
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
             # decay.py:67: return hl.exp(x if mask is None else hl.where(mask, x, float("-inf")))
             # delta_scan_phases.py:148: A = [bs[r][:, None] * kk[s] * decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], BT, strict if s == r else None)
-            for i_390, i_391 in T.Parallel(16, 16):
-                t_389[i_390, i_391] = ((beta__124[i_390] * c__326[i_390, i_391]) * T.exp(((T.Cast("float32", (t_114[i_390] - t_50[i_391])) * T.float32(0.00048828125)) + (t_118[i_390] - t_54[i_391]))))
+            for i_366, i_367 in T.Parallel(16, 16):
+                t_365[i_366, i_367] = ((t_364[i_366] * c__317[i_366, i_367]) * T.exp(((T.Cast("float32", (t_124[i_366] - t_54[i_367])) * T.float32(0.00048828125)) + (t_128[i_366] - t_58[i_367]))))
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
             # decay.py:67: return hl.exp(x if mask is None else hl.where(mask, x, float("-inf")))
             # delta_scan_phases.py:148: A = [bs[r][:, None] * kk[s] * decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], BT, strict if s == r else None)
-            for i_393, i_394 in T.Parallel(16, 16):
-                t_392[i_393, i_394] = ((beta__124[i_393] * c__329[i_393, i_394]) * T.exp(((T.Cast("float32", (t_114[i_393] - t_82[i_394])) * T.float32(0.00048828125)) + (t_118[i_393] - t_86[i_394]))))
+            for i_369, i_370 in T.Parallel(16, 16):
+                t_368[i_369, i_370] = ((t_364[i_369] * c__320[i_369, i_370]) * T.exp(((T.Cast("float32", (t_124[i_369] - t_89[i_370])) * T.float32(0.00048828125)) + (t_128[i_369] - t_93[i_370]))))
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
             # decay.py:67: return hl.exp(x if mask is None else hl.where(mask, x, float("-inf")))
             # delta_scan_phases.py:148: A = [bs[r][:, None] * kk[s] * decay.segment(Hs[r], Ls[r], Hs[s], Ls[s], BT, strict if s == r else None)
             # delta_scan_phases.py:150: Tm[r, r] = hl.unit_lower_inverse(A[r])
+            for i_372, i_373 in T.Parallel(16, 16):
+                A__371[i_372, i_373] = ((t_364[i_372] * c__323[i_372, i_373]) * T.exp(T.if_then_else((i_372 > i_373), ((T.Cast("float32", (t_124[i_372] - t_124[i_373])) * T.float32(0.00048828125)) + (t_128[i_372] - t_128[i_373])), -T.infinity("float32"))))
+            for i_375, i_376 in T.Parallel(16, 16):
+                inv_cols_374[i_375, i_376] = T.float32(0.0)
+            for j_377 in T.Parallel(16):
+                for i_378 in T.serial(16):
+                    acc_tmp_21[0] = T.if_then_else(i_378 == j_377, T.float32(1.0), T.float32(0.0))
+                    for m_379 in T.serial(i_378):
+                        acc_tmp_21[0] = acc_tmp_21[0] - A__371[i_378, m_379] * inv_cols_374[m_379, j_377]
+                    inv_cols_374[i_378, j_377] = acc_tmp_21[0]
+            # delta_scan_phases.py:154: acc = hl.dot(A[m], Tm[m, s], acc)
+            for i_381, i_382 in T.Parallel(16, 16):
+                acc__380[i_381, i_382] = T.float32(0.0)
+            for i_383, i_384 in T.Parallel(16, 16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_385 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", t_368[i_383, r_385]) * T.Cast("float32", t_279[r_385, i_384])
+                acc__380[i_383, i_384] = acc_tmp_21[0]
+            # delta_scan_phases.py:155: Tm[r, s] = -hl.dot(Tm[r, r], acc)
+            for i_387, i_388 in T.Parallel(16, 16):
+                t_386[i_387, i_388] = inv_cols_374[i_387, i_388]
+            for i_390, i_391 in T.Parallel(16, 16):
+                dot_389[i_390, i_391] = T.float32(0.0)
+            for i_392, i_393 in T.Parallel(16, 16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_394 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", t_386[i_392, r_394]) * T.Cast("float32", acc__380[r_394, i_393])
+                dot_389[i_392, i_393] = acc_tmp_21[0]
             for i_396, i_397 in T.Parallel(16, 16):
-                A__395[i_396, i_397] = ((beta__124[i_396] * c__332[i_396, i_397]) * T.exp(T.if_then_else((i_396 > i_397), ((T.Cast("float32", (t_114[i_396] - t_114[i_397])) * T.float32(0.00048828125)) + (t_118[i_396] - t_118[i_397])), -T.infinity("float32"))))
+                t_395[i_396, i_397] = (-dot_389[i_396, i_397])
+            # delta_scan_phases.py:154: acc = hl.dot(A[m], Tm[m, s], acc)
             for i_399, i_400 in T.Parallel(16, 16):
-                inv_cols_398[i_399, i_400] = T.float32(0.0)
-            for j_401 in T.Parallel(16):
-                for i_402 in T.serial(16):
-                    acc_tmp_18[0] = T.if_then_else(i_402 == j_401, T.float32(1.0), T.float32(0.0))
-                    for m_403 in T.serial(i_402):
-                        acc_tmp_18[0] = acc_tmp_18[0] - A__395[i_402, m_403] * inv_cols_398[m_403, j_401]
-                    inv_cols_398[i_402, j_401] = acc_tmp_18[0]
+                dot_398[i_399, i_400] = T.float32(0.0)
+            for i_401, i_402 in T.Parallel(16, 16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_403 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", t_365[i_401, r_403]) * T.Cast("float32", t_210[r_403, i_402])
+                dot_398[i_401, i_402] = acc_tmp_21[0]
             for i_405, i_406 in T.Parallel(16, 16):
-                inv_404[i_405, i_406] = inv_cols_398[i_405, i_406]
-            # delta_scan_phases.py:154: acc = hl.dot(A[m], Tm[m, s], acc)
-            for i_408, i_409 in T.Parallel(16, 16):
-                acc__407[i_408, i_409] = T.float32(0.0)
-            for i_410, i_411 in T.Parallel(16, 16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_412 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", t_392[i_410, r_412]) * T.Cast("float32", inv_282[r_412, i_411])
-                acc__407[i_410, i_411] = acc_tmp_18[0]
+                acc__404[i_405, i_406] = T.float32(0.0)
+            for i_407, i_408 in T.Parallel(16, 16):
+                acc_tmp_21[0] = dot_398[i_407, i_408]
+                for r_409 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", t_368[i_407, r_409]) * T.Cast("float32", t_288[r_409, i_408])
+                acc__404[i_407, i_408] = acc_tmp_21[0]
             # delta_scan_phases.py:155: Tm[r, s] = -hl.dot(Tm[r, r], acc)
-            for i_414, i_415 in T.Parallel(16, 16):
-                dot_413[i_414, i_415] = T.float32(0.0)
-            for i_416, i_417 in T.Parallel(16, 16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_418 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", inv_404[i_416, r_418]) * T.Cast("float32", acc__407[r_418, i_417])
-                dot_413[i_416, i_417] = acc_tmp_18[0]
-            for i_420, i_421 in T.Parallel(16, 16):
-                t_419[i_420, i_421] = (-dot_413[i_420, i_421])
+            for i_411, i_412 in T.Parallel(16, 16):
+                dot_410[i_411, i_412] = T.float32(0.0)
+            for i_413, i_414 in T.Parallel(16, 16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_415 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", t_386[i_413, r_415]) * T.Cast("float32", acc__404[r_415, i_414])
+                dot_410[i_413, i_414] = acc_tmp_21[0]
+            for i_417, i_418 in T.Parallel(16, 16):
+                t_416[i_417, i_418] = (-dot_410[i_417, i_418])
             # delta_scan_phases.py:154: acc = hl.dot(A[m], Tm[m, s], acc)
-            for i_423, i_424 in T.Parallel(16, 16):
-                dot_422[i_423, i_424] = T.float32(0.0)
-            for i_425, i_426 in T.Parallel(16, 16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_427 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", t_389[i_425, r_427]) * T.Cast("float32", inv_199[r_427, i_426])
-                dot_422[i_425, i_426] = acc_tmp_18[0]
-            for i_429, i_430 in T.Parallel(16, 16):
-                acc__428[i_429, i_430] = T.float32(0.0)
-            for i_431, i_432 in T.Parallel(16, 16):
-                acc_tmp_18[0] = dot_422[i_431, i_432]
-                for r_433 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", t_392[i_431, r_433]) * T.Cast("float32", t_297[r_433, i_432])
-                acc__428[i_431, i_432] = acc_tmp_18[0]
+            for i_419, i_420 in T.Parallel(16, 16):
+                a_tmp_198[i_419, i_420] = ((t_364[i_419] * acc__314[i_419, i_420]) * T.exp(((T.Cast("float32", (t_124[i_419] - Hn__13[i_420])) * T.float32(0.00048828125)) + (t_128[i_419] - Ln__20[i_420]))))
+            for i_422, i_423 in T.Parallel(16, 16):
+                dot_421[i_422, i_423] = T.float32(0.0)
+            for i_424, i_425 in T.Parallel(16, 16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_426 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", a_tmp_198[i_424, r_426]) * T.Cast("float32", t_201[r_426, i_425])
+                dot_421[i_424, i_425] = acc_tmp_21[0]
+            for i_428, i_429 in T.Parallel(16, 16):
+                dot_427[i_428, i_429] = T.float32(0.0)
+            for i_430, i_431 in T.Parallel(16, 16):
+                acc_tmp_21[0] = dot_421[i_430, i_431]
+                for r_432 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", t_365[i_430, r_432]) * T.Cast("float32", t_219[r_432, i_431])
+                dot_427[i_430, i_431] = acc_tmp_21[0]
+            for i_434, i_435 in T.Parallel(16, 16):
+                acc__433[i_434, i_435] = T.float32(0.0)
+            for i_436, i_437 in T.Parallel(16, 16):
+                acc_tmp_21[0] = dot_427[i_436, i_437]
+                for r_438 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", t_368[i_436, r_438]) * T.Cast("float32", t_311[r_438, i_437])
+                acc__433[i_436, i_437] = acc_tmp_21[0]
             # delta_scan_phases.py:155: Tm[r, s] = -hl.dot(Tm[r, r], acc)
-            for i_435, i_436 in T.Parallel(16, 16):
-                dot_434[i_435, i_436] = T.float32(0.0)
-            for i_437, i_438 in T.Parallel(16, 16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_439 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", inv_404[i_437, r_439]) * T.Cast("float32", acc__428[r_439, i_438])
-                dot_434[i_437, i_438] = acc_tmp_18[0]
-            for i_441, i_442 in T.Parallel(16, 16):
-                t_440[i_441, i_442] = (-dot_434[i_441, i_442])
-            # delta_scan_phases.py:154: acc = hl.dot(A[m], Tm[m, s], acc)
-            for i_443, i_444 in T.Parallel(16, 16):
-                a_tmp_202[i_443, i_444] = ((beta__124[i_443] * acc__323[i_443, i_444]) * T.exp(((T.Cast("float32", (t_114[i_443] - Hn__12[i_444])) * T.float32(0.00048828125)) + (t_118[i_443] - Ln__17[i_444]))))
+            for i_440, i_441 in T.Parallel(16, 16):
+                dot_439[i_440, i_441] = T.float32(0.0)
+            for i_442, i_443 in T.Parallel(16, 16):
+                acc_tmp_21[0] = T.float32(0.0)
+                for r_444 in T.serial(16):
+                    acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("float32", t_386[i_442, r_444]) * T.Cast("float32", acc__433[r_444, i_443])
+                dot_439[i_442, i_443] = acc_tmp_21[0]
             for i_446, i_447 in T.Parallel(16, 16):
-                dot_445[i_446, i_447] = T.float32(0.0)
-            for i_448, i_449 in T.Parallel(16, 16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_450 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", a_tmp_202[i_448, r_450]) * T.Cast("float32", inv_153[r_450, i_449])
-                dot_445[i_448, i_449] = acc_tmp_18[0]
-            for i_452, i_453 in T.Parallel(16, 16):
-                dot_451[i_452, i_453] = T.float32(0.0)
-            for i_454, i_455 in T.Parallel(16, 16):
-                acc_tmp_18[0] = dot_445[i_454, i_455]
-                for r_456 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", t_389[i_454, r_456]) * T.Cast("float32", t_217[r_456, i_455])
-                dot_451[i_454, i_455] = acc_tmp_18[0]
-            for i_458, i_459 in T.Parallel(16, 16):
-                acc__457[i_458, i_459] = T.float32(0.0)
-            for i_460, i_461 in T.Parallel(16, 16):
-                acc_tmp_18[0] = dot_451[i_460, i_461]
-                for r_462 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", t_392[i_460, r_462]) * T.Cast("float32", t_320[r_462, i_461])
-                acc__457[i_460, i_461] = acc_tmp_18[0]
-            # delta_scan_phases.py:155: Tm[r, s] = -hl.dot(Tm[r, r], acc)
-            for i_464, i_465 in T.Parallel(16, 16):
-                dot_463[i_464, i_465] = T.float32(0.0)
-            for i_466, i_467 in T.Parallel(16, 16):
-                acc_tmp_18[0] = T.float32(0.0)
-                for r_468 in T.serial(16):
-                    acc_tmp_18[0] = acc_tmp_18[0] + T.Cast("float32", inv_404[i_466, r_468]) * T.Cast("float32", acc__457[r_468, i_467])
-                dot_463[i_466, i_467] = acc_tmp_18[0]
-            for i_470, i_471 in T.Parallel(16, 16):
-                t_469[i_470, i_471] = (-dot_463[i_470, i_471])
+                t_445[i_446, i_447] = (-dot_439[i_446, i_447])
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:72: return hl.exp(coarse(H, BT) + L)
             # delta_scan_phases.py:158: _apply_lower(Tm, k, [bs[n] * decay.from_start(Hs[n], Ls[n], BT) for n in range(NB)], w, b, h, rows, K, CK)
-            for i_473 in T.Parallel(16):
-                t_472[i_473] = (beta__28[i_473] * T.exp(((T.Cast("float32", Hn__12[i_473]) * T.float32(0.00048828125)) + Ln__17[i_473])))
+            for i_449 in T.Parallel(16):
+                t_448[i_449] = (t_152[i_449] * T.exp(((T.Cast("float32", Hn__13[i_449]) * T.float32(0.00048828125)) + Ln__20[i_449])))
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:72: return hl.exp(coarse(H, BT) + L)
             # delta_scan_phases.py:158: _apply_lower(Tm, k, [bs[n] * decay.from_start(Hs[n], Ls[n], BT) for n in range(NB)], w, b, h, rows, K, CK)
-            for i_475 in T.Parallel(16):
-                t_474[i_475] = (beta__60[i_475] * T.exp(((T.Cast("float32", t_50[i_475]) * T.float32(0.00048828125)) + t_54[i_475])))
+            for i_451 in T.Parallel(16):
+                t_450[i_451] = (t_188[i_451] * T.exp(((T.Cast("float32", t_54[i_451]) * T.float32(0.00048828125)) + t_58[i_451])))
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:72: return hl.exp(coarse(H, BT) + L)
             # delta_scan_phases.py:158: _apply_lower(Tm, k, [bs[n] * decay.from_start(Hs[n], Ls[n], BT) for n in range(NB)], w, b, h, rows, K, CK)
-            for i_477 in T.Parallel(16):
-                t_476[i_477] = (beta__92[i_477] * T.exp(((T.Cast("float32", t_82[i_477]) * T.float32(0.00048828125)) + t_86[i_477])))
+            for i_453 in T.Parallel(16):
+                t_452[i_453] = (t_260[i_453] * T.exp(((T.Cast("float32", t_89[i_453]) * T.float32(0.00048828125)) + t_93[i_453])))
             # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
             # decay.py:72: return hl.exp(coarse(H, BT) + L)
             # delta_scan_phases.py:158: _apply_lower(Tm, k, [bs[n] * decay.from_start(Hs[n], Ls[n], BT) for n in range(NB)], w, b, h, rows, K, CK)
-            for i_479 in T.Parallel(16):
-                t_478[i_479] = (beta__124[i_479] * T.exp(((T.Cast("float32", t_114[i_479]) * T.float32(0.00048828125)) + t_118[i_479])))
+            for i_455 in T.Parallel(16):
+                t_454[i_455] = (t_364[i_455] * T.exp(((T.Cast("float32", t_124[i_455]) * T.float32(0.00048828125)) + t_128[i_455])))
             # delta_scan_phases.py:104: @hl.loop(0, hl.cdiv(N, CN))
-            for it_480 in T.serial(T.int32(0), T.int32(2)):
+            for it_456 in T.serial(T.int32(0), T.int32(2)):
                 # delta_scan_phases.py:106: cols = hl.tile(j * CN, CN)
-                cols__481 = (it_480 * T.int32(64))
+                cols__457 = (it_456 * T.int32(64))
                 # delta_scan_phases.py:107: xs = [(x[b, r, h, cols].to("float32") * sc[:, None]).to(dt) for r, sc in zip(rows, scales)]
-                if T.And(v_1 + 16 <= n_T, cols__481 + 64 <= 128):
+                if T.And(v_1 + 16 <= n_T, cols__457 + 64 <= 128):
+                    for i_459, i_460 in T.Parallel(16, 64):
+                        k__458[i_459, i_460] = k[p1, v_1 + i_459, p2, cols__457 + i_460]
+                else:
+                    for i_461, i_462 in T.Parallel(16, 64):
+                        k__458[i_461, i_462] = T.if_then_else(T.And(v_1 + i_461 < n_T, cols__457 + i_462 < 128), k[p1, v_1 + i_461, p2, cols__457 + i_462], T.bfloat16(0.0))
+                for i_464, i_465 in T.Parallel(16, 64):
+                    t_463[i_464, i_465] = T.Cast("bfloat16", (T.Cast("float32", k__458[i_464, i_465]) * t_448[i_464]))
+                if T.And(v_2 + 16 <= n_T, cols__457 + 64 <= 128):
+                    for i_467, i_468 in T.Parallel(16, 64):
+                        k__466[i_467, i_468] = k[p1, v_2 + i_467, p2, cols__457 + i_468]
+                else:
+                    for i_469, i_470 in T.Parallel(16, 64):
+                        k__466[i_469, i_470] = T.if_then_else(T.And(v_2 + i_469 < n_T, cols__457 + i_470 < 128), k[p1, v_2 + i_469, p2, cols__457 + i_470], T.bfloat16(0.0))
+                for i_472, i_473 in T.Parallel(16, 64):
+                    t_471[i_472, i_473] = T.Cast("bfloat16", (T.Cast("float32", k__466[i_472, i_473]) * t_450[i_472]))
+                if T.And(v_3 + 16 <= n_T, cols__457 + 64 <= 128):
+                    for i_475, i_476 in T.Parallel(16, 64):
+                        k__474[i_475, i_476] = k[p1, v_3 + i_475, p2, cols__457 + i_476]
+                else:
+                    for i_477, i_478 in T.Parallel(16, 64):
+                        k__474[i_477, i_478] = T.if_then_else(T.And(v_3 + i_477 < n_T, cols__457 + i_478 < 128), k[p1, v_3 + i_477, p2, cols__457 + i_478], T.bfloat16(0.0))
+                for i_480, i_481 in T.Parallel(16, 64):
+                    t_479[i_480, i_481] = T.Cast("bfloat16", (T.Cast("float32", k__474[i_480, i_481]) * t_452[i_480]))
+                if T.And(rows__4 + 16 <= n_T, cols__457 + 64 <= 128):
                     for i_483, i_484 in T.Parallel(16, 64):
-                        k__482[i_483, i_484] = T.Cast("float32", k[p1, v_1 + i_483, p2, cols__481 + i_484])
+                        k__482[i_483, i_484] = k[p1, rows__4 + i_483, p2, cols__457 + i_484]
                 else:
                     for i_485, i_486 in T.Parallel(16, 64):
-                        k__482[i_485, i_486] = T.if_then_else(T.And(v_1 + i_485 < n_T, cols__481 + i_486 < 128), T.Cast("float32", k[p1, v_1 + i_485, p2, cols__481 + i_486]), T.float32(0.0))
+                        k__482[i_485, i_486] = T.if_then_else(T.And(rows__4 + i_485 < n_T, cols__457 + i_486 < 128), k[p1, rows__4 + i_485, p2, cols__457 + i_486], T.bfloat16(0.0))
                 for i_488, i_489 in T.Parallel(16, 64):
-                    t_487[i_488, i_489] = T.Cast("bfloat16", (k__482[i_488, i_489] * t_472[i_488]))
-                if T.And(v_2 + 16 <= n_T, cols__481 + 64 <= 128):
-                    for i_491, i_492 in T.Parallel(16, 64):
-                        k__490[i_491, i_492] = T.Cast("float32", k[p1, v_2 + i_491, p2, cols__481 + i_492])
+                    xs__487[i_488, i_489] = T.Cast("bfloat16", (T.Cast("float32", k__482[i_488, i_489]) * t_454[i_488]))
+                # delta_scan_phases.py:79: hi = x.to(dt)
+                # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
+                # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
+                for i_491, i_492 in T.Parallel(16, 16):
+                    hi__490[i_491, i_492] = T.Cast("bfloat16", t_201[i_491, i_492])
+                T.clear(acc_493)
+                T.gemm(hi__490, t_463, acc_493, transpose_A=False, transpose_B=False)
+                for i_495, i_496 in T.Parallel(16, 16):
+                    a_tmp_494[i_495, i_496] = T.Cast("bfloat16", (t_201[i_495, i_496] - T.Cast("float32", hi__490[i_495, i_496])))
+                T.gemm(a_tmp_494, t_463, acc_493, transpose_A=False, transpose_B=False)
+                # delta_scan_phases.py:112: out[b, rows[r], h, cols] = acc
+                if T.And(v_1 + 16 <= n_TP, cols__457 + 64 <= 128):
+                    for i_497, i_498 in T.Parallel(16, 64):
+                        w[p1, v_1 + i_497, p2, cols__457 + i_498] = T.Cast("bfloat16", acc_493[i_497, i_498])
                 else:
-                    for i_493, i_494 in T.Parallel(16, 64):
-                        k__490[i_493, i_494] = T.if_then_else(T.And(v_2 + i_493 < n_T, cols__481 + i_494 < 128), T.Cast("float32", k[p1, v_2 + i_493, p2, cols__481 + i_494]), T.float32(0.0))
-                for i_496, i_497 in T.Parallel(16, 64):
-                    t_495[i_496, i_497] = T.Cast("bfloat16", (k__490[i_496, i_497] * t_474[i_496]))
-                if T.And(v_3 + 16 <= n_T, cols__481 + 64 <= 128):
                     for i_499, i_500 in T.Parallel(16, 64):
-                        k__498[i_499, i_500] = T.Cast("float32", k[p1, v_3 + i_499, p2, cols__481 + i_500])
-                else:
-                    for i_501, i_502 in T.Parallel(16, 64):
-                        k__498[i_501, i_502] = T.if_then_else(T.And(v_3 + i_501 < n_T, cols__481 + i_502 < 128), T.Cast("float32", k[p1, v_3 + i_501, p2, cols__481 + i_502]), T.float32(0.0))
-                for i_504, i_505 in T.Parallel(16, 64):
-                    t_503[i_504, i_505] = T.Cast("bfloat16", (k__498[i_504, i_505] * t_476[i_504]))
-                if T.And(rows__4 + 16 <= n_T, cols__481 + 64 <= 128):
-                    for i_507, i_508 in T.Parallel(16, 64):
-                        k__506[i_507, i_508] = T.Cast("float32", k[p1, rows__4 + i_507, p2, cols__481 + i_508])
-                else:
-                    for i_509, i_510 in T.Parallel(16, 64):
-                        k__506[i_509, i_510] = T.if_then_else(T.And(rows__4 + i_509 < n_T, cols__481 + i_510 < 128), T.Cast("float32", k[p1, rows__4 + i_509, p2, cols__481 + i_510]), T.float32(0.0))
-                for i_512, i_513 in T.Parallel(16, 64):
-                    xs__511[i_512, i_513] = T.Cast("bfloat16", (k__506[i_512, i_513] * t_478[i_512]))
+                        if T.And(v_1 + i_499 < n_TP, cols__457 + i_500 < 128):
+                            w[p1, v_1 + i_499, p2, cols__457 + i_500] = T.Cast("bfloat16", acc_493[i_499, i_500])
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_515, i_516 in T.Parallel(16, 16):
-                    hi__514[i_515, i_516] = T.Cast("bfloat16", inv_153[i_515, i_516])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.clear(acc_517)
-                T.gemm(hi__514, t_487, acc_517, transpose_A=False, transpose_B=False)
-                T.copy(acc_517, dot_518)
+                for i_502, i_503 in T.Parallel(16, 16):
+                    hi__501[i_502, i_503] = T.Cast("bfloat16", t_219[i_502, i_503])
+                T.clear(acc_504)
+                T.gemm(hi__501, t_463, acc_504, transpose_A=False, transpose_B=False)
+                for i_505, i_506 in T.Parallel(16, 16):
+                    a_tmp_494[i_505, i_506] = T.Cast("bfloat16", (t_219[i_505, i_506] - T.Cast("float32", hi__501[i_505, i_506])))
+                T.gemm(a_tmp_494, t_463, acc_504, transpose_A=False, transpose_B=False)
+                # delta_scan_phases.py:79: hi = x.to(dt)
+                # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
+                # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
+                for i_508, i_509 in T.Parallel(16, 16):
+                    hi__507[i_508, i_509] = T.Cast("bfloat16", t_210[i_508, i_509])
+                T.gemm(hi__507, t_471, acc_504, transpose_A=False, transpose_B=False)
+                for i_510, i_511 in T.Parallel(16, 16):
+                    a_tmp_494[i_510, i_511] = T.Cast("bfloat16", (t_210[i_510, i_511] - T.Cast("float32", hi__507[i_510, i_511])))
+                T.gemm(a_tmp_494, t_471, acc_504, transpose_A=False, transpose_B=False)
+                # delta_scan_phases.py:112: out[b, rows[r], h, cols] = acc
+                if T.And(v_2 + 16 <= n_TP, cols__457 + 64 <= 128):
+                    for i_512, i_513 in T.Parallel(16, 64):
+                        w[p1, v_2 + i_512, p2, cols__457 + i_513] = T.Cast("bfloat16", acc_504[i_512, i_513])
+                else:
+                    for i_514, i_515 in T.Parallel(16, 64):
+                        if T.And(v_2 + i_514 < n_TP, cols__457 + i_515 < 128):
+                            w[p1, v_2 + i_514, p2, cols__457 + i_515] = T.Cast("bfloat16", acc_504[i_514, i_515])
+                # delta_scan_phases.py:79: hi = x.to(dt)
+                # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
+                # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
+                for i_517, i_518 in T.Parallel(16, 16):
+                    hi__516[i_517, i_518] = T.Cast("bfloat16", t_311[i_517, i_518])
+                T.clear(acc_519)
+                T.gemm(hi__516, t_463, acc_519, transpose_A=False, transpose_B=False)
                 for i_520, i_521 in T.Parallel(16, 16):
-                    a_tmp_519[i_520, i_521] = T.Cast("bfloat16", (inv_153[i_520, i_521] - T.Cast("float32", hi__514[i_520, i_521])))
-                T.copy(dot_518, acc_522)
-                T.gemm(a_tmp_519, t_487, acc_522, transpose_A=False, transpose_B=False)
-                T.copy(acc_522, dot_523)
+                    a_tmp_494[i_520, i_521] = T.Cast("bfloat16", (t_311[i_520, i_521] - T.Cast("float32", hi__516[i_520, i_521])))
+                T.gemm(a_tmp_494, t_463, acc_519, transpose_A=False, transpose_B=False)
+                # delta_scan_phases.py:79: hi = x.to(dt)
+                # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
+                # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
+                for i_523, i_524 in T.Parallel(16, 16):
+                    hi__522[i_523, i_524] = T.Cast("bfloat16", t_288[i_523, i_524])
+                T.gemm(hi__522, t_471, acc_519, transpose_A=False, transpose_B=False)
+                for i_525, i_526 in T.Parallel(16, 16):
+                    a_tmp_494[i_525, i_526] = T.Cast("bfloat16", (t_288[i_525, i_526] - T.Cast("float32", hi__522[i_525, i_526])))
+                T.gemm(a_tmp_494, t_471, acc_519, transpose_A=False, transpose_B=False)
+                # delta_scan_phases.py:79: hi = x.to(dt)
+                # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
+                # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
+                for i_528, i_529 in T.Parallel(16, 16):
+                    hi__527[i_528, i_529] = T.Cast("bfloat16", t_279[i_528, i_529])
+                T.gemm(hi__527, t_479, acc_519, transpose_A=False, transpose_B=False)
+                for i_530, i_531 in T.Parallel(16, 16):
+                    a_tmp_494[i_530, i_531] = T.Cast("bfloat16", (t_279[i_530, i_531] - T.Cast("float32", hi__527[i_530, i_531])))
+                T.gemm(a_tmp_494, t_479, acc_519, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:112: out[b, rows[r], h, cols] = acc
-                if T.And(v_1 + 16 <= n_TP, cols__481 + 64 <= 128):
-                    for i_524, i_525 in T.Parallel(16, 64):
-                        w[p1, v_1 + i_524, p2, cols__481 + i_525] = T.Cast("bfloat16", dot_523[i_524, i_525])
+                if T.And(v_3 + 16 <= n_TP, cols__457 + 64 <= 128):
+                    for i_532, i_533 in T.Parallel(16, 64):
+                        w[p1, v_3 + i_532, p2, cols__457 + i_533] = T.Cast("bfloat16", acc_519[i_532, i_533])
                 else:
-                    for i_526, i_527 in T.Parallel(16, 64):
-                        if T.And(v_1 + i_526 < n_TP, cols__481 + i_527 < 128):
-                            w[p1, v_1 + i_526, p2, cols__481 + i_527] = T.Cast("bfloat16", dot_523[i_526, i_527])
+                    for i_534, i_535 in T.Parallel(16, 64):
+                        if T.And(v_3 + i_534 < n_TP, cols__457 + i_535 < 128):
+                            w[p1, v_3 + i_534, p2, cols__457 + i_535] = T.Cast("bfloat16", acc_519[i_534, i_535])
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_529, i_530 in T.Parallel(16, 16):
-                    hi__528[i_529, i_530] = T.Cast("bfloat16", t_217[i_529, i_530])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.clear(acc_531)
-                T.gemm(hi__528, t_487, acc_531, transpose_A=False, transpose_B=False)
-                T.copy(acc_531, dot_532)
-                for i_533, i_534 in T.Parallel(16, 16):
-                    a_tmp_519[i_533, i_534] = T.Cast("bfloat16", (t_217[i_533, i_534] - T.Cast("float32", hi__528[i_533, i_534])))
-                T.copy(dot_532, acc_535)
-                T.gemm(a_tmp_519, t_487, acc_535, transpose_A=False, transpose_B=False)
-                T.copy(acc_535, dot_536)
+                for i_537, i_538 in T.Parallel(16, 16):
+                    hi__536[i_537, i_538] = T.Cast("bfloat16", t_445[i_537, i_538])
+                T.clear(acc_539)
+                T.gemm(hi__536, t_463, acc_539, transpose_A=False, transpose_B=False)
+                for i_540, i_541 in T.Parallel(16, 16):
+                    a_tmp_494[i_540, i_541] = T.Cast("bfloat16", (t_445[i_540, i_541] - T.Cast("float32", hi__536[i_540, i_541])))
+                T.gemm(a_tmp_494, t_463, acc_539, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_538, i_539 in T.Parallel(16, 16):
-                    hi__537[i_538, i_539] = T.Cast("bfloat16", inv_199[i_538, i_539])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.copy(dot_536, acc_540)
-                T.gemm(hi__537, t_495, acc_540, transpose_A=False, transpose_B=False)
-                T.copy(acc_540, dot_541)
-                for i_542, i_543 in T.Parallel(16, 16):
-                    a_tmp_519[i_542, i_543] = T.Cast("bfloat16", (inv_199[i_542, i_543] - T.Cast("float32", hi__537[i_542, i_543])))
-                T.copy(dot_541, acc_544)
-                T.gemm(a_tmp_519, t_495, acc_544, transpose_A=False, transpose_B=False)
-                T.copy(acc_544, dot_545)
-                # delta_scan_phases.py:112: out[b, rows[r], h, cols] = acc
-                if T.And(v_2 + 16 <= n_TP, cols__481 + 64 <= 128):
-                    for i_546, i_547 in T.Parallel(16, 64):
-                        w[p1, v_2 + i_546, p2, cols__481 + i_547] = T.Cast("bfloat16", dot_545[i_546, i_547])
-                else:
-                    for i_548, i_549 in T.Parallel(16, 64):
-                        if T.And(v_2 + i_548 < n_TP, cols__481 + i_549 < 128):
-                            w[p1, v_2 + i_548, p2, cols__481 + i_549] = T.Cast("bfloat16", dot_545[i_548, i_549])
+                for i_543, i_544 in T.Parallel(16, 16):
+                    hi__542[i_543, i_544] = T.Cast("bfloat16", t_416[i_543, i_544])
+                T.gemm(hi__542, t_471, acc_539, transpose_A=False, transpose_B=False)
+                for i_545, i_546 in T.Parallel(16, 16):
+                    a_tmp_494[i_545, i_546] = T.Cast("bfloat16", (t_416[i_545, i_546] - T.Cast("float32", hi__542[i_545, i_546])))
+                T.gemm(a_tmp_494, t_471, acc_539, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_551, i_552 in T.Parallel(16, 16):
-                    hi__550[i_551, i_552] = T.Cast("bfloat16", t_320[i_551, i_552])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.clear(acc_553)
-                T.gemm(hi__550, t_487, acc_553, transpose_A=False, transpose_B=False)
-                T.copy(acc_553, dot_554)
+                for i_548, i_549 in T.Parallel(16, 16):
+                    hi__547[i_548, i_549] = T.Cast("bfloat16", t_395[i_548, i_549])
+                T.gemm(hi__547, t_479, acc_539, transpose_A=False, transpose_B=False)
+                for i_550, i_551 in T.Parallel(16, 16):
+                    a_tmp_494[i_550, i_551] = T.Cast("bfloat16", (t_395[i_550, i_551] - T.Cast("float32", hi__547[i_550, i_551])))
+                T.gemm(a_tmp_494, t_479, acc_539, transpose_A=False, transpose_B=False)
+                # delta_scan_phases.py:79: hi = x.to(dt)
+                # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
+                # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
+                for i_553, i_554 in T.Parallel(16, 16):
+                    hi__552[i_553, i_554] = T.Cast("bfloat16", t_386[i_553, i_554])
+                T.gemm(hi__552, xs__487, acc_539, transpose_A=False, transpose_B=False)
                 for i_555, i_556 in T.Parallel(16, 16):
-                    a_tmp_519[i_555, i_556] = T.Cast("bfloat16", (t_320[i_555, i_556] - T.Cast("float32", hi__550[i_555, i_556])))
-                T.copy(dot_554, acc_557)
-                T.gemm(a_tmp_519, t_487, acc_557, transpose_A=False, transpose_B=False)
-                T.copy(acc_557, dot_558)
-                # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_560, i_561 in T.Parallel(16, 16):
-                    hi__559[i_560, i_561] = T.Cast("bfloat16", t_297[i_560, i_561])
-                # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
-                # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.copy(dot_558, acc_562)
-                T.gemm(hi__559, t_495, acc_562, transpose_A=False, transpose_B=False)
-                T.copy(acc_562, dot_563)
-                for i_564, i_565 in T.Parallel(16, 16):
-                    a_tmp_519[i_564, i_565] = T.Cast("bfloat16", (t_297[i_564, i_565] - T.Cast("float32", hi__559[i_564, i_565])))
-                T.copy(dot_563, acc_566)
-                T.gemm(a_tmp_519, t_495, acc_566, transpose_A=False, transpose_B=False)
-                T.copy(acc_566, dot_567)
-                # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_569, i_570 in T.Parallel(16, 16):
-                    hi__568[i_569, i_570] = T.Cast("bfloat16", inv_282[i_569, i_570])
-                # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
-                # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.copy(dot_567, acc_571)
-                T.gemm(hi__568, t_503, acc_571, transpose_A=False, transpose_B=False)
-                T.copy(acc_571, dot_572)
-                for i_573, i_574 in T.Parallel(16, 16):
-                    a_tmp_519[i_573, i_574] = T.Cast("bfloat16", (inv_282[i_573, i_574] - T.Cast("float32", hi__568[i_573, i_574])))
-                T.copy(dot_572, acc_575)
-                T.gemm(a_tmp_519, t_503, acc_575, transpose_A=False, transpose_B=False)
-                T.copy(acc_575, dot_576)
+                    a_tmp_494[i_555, i_556] = T.Cast("bfloat16", (t_386[i_555, i_556] - T.Cast("float32", hi__552[i_555, i_556])))
+                T.gemm(a_tmp_494, xs__487, acc_539, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:112: out[b, rows[r], h, cols] = acc
-                if T.And(v_3 + 16 <= n_TP, cols__481 + 64 <= 128):
-                    for i_577, i_578 in T.Parallel(16, 64):
-                        w[p1, v_3 + i_577, p2, cols__481 + i_578] = T.Cast("bfloat16", dot_576[i_577, i_578])
+                if T.And(rows__4 + 16 <= n_TP, cols__457 + 64 <= 128):
+                    for i_557, i_558 in T.Parallel(16, 64):
+                        w[p1, rows__4 + i_557, p2, cols__457 + i_558] = T.Cast("bfloat16", acc_539[i_557, i_558])
                 else:
-                    for i_579, i_580 in T.Parallel(16, 64):
-                        if T.And(v_3 + i_579 < n_TP, cols__481 + i_580 < 128):
-                            w[p1, v_3 + i_579, p2, cols__481 + i_580] = T.Cast("bfloat16", dot_576[i_579, i_580])
-                # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_582, i_583 in T.Parallel(16, 16):
-                    hi__581[i_582, i_583] = T.Cast("bfloat16", t_469[i_582, i_583])
-                # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
-                # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.clear(acc_584)
-                T.gemm(hi__581, t_487, acc_584, transpose_A=False, transpose_B=False)
-                T.copy(acc_584, dot_585)
-                for i_586, i_587 in T.Parallel(16, 16):
-                    a_tmp_519[i_586, i_587] = T.Cast("bfloat16", (t_469[i_586, i_587] - T.Cast("float32", hi__581[i_586, i_587])))
-                T.copy(dot_585, acc_588)
-                T.gemm(a_tmp_519, t_487, acc_588, transpose_A=False, transpose_B=False)
-                T.copy(acc_588, dot_589)
-                # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_591, i_592 in T.Parallel(16, 16):
-                    hi__590[i_591, i_592] = T.Cast("bfloat16", t_440[i_591, i_592])
-                # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
-                # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.copy(dot_589, acc_593)
-                T.gemm(hi__590, t_495, acc_593, transpose_A=False, transpose_B=False)
-                T.copy(acc_593, dot_594)
-                for i_595, i_596 in T.Parallel(16, 16):
-                    a_tmp_519[i_595, i_596] = T.Cast("bfloat16", (t_440[i_595, i_596] - T.Cast("float32", hi__590[i_595, i_596])))
-                T.copy(dot_594, acc_597)
-                T.gemm(a_tmp_519, t_495, acc_597, transpose_A=False, transpose_B=False)
-                T.copy(acc_597, dot_598)
-                # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_600, i_601 in T.Parallel(16, 16):
-                    hi__599[i_600, i_601] = T.Cast("bfloat16", t_419[i_600, i_601])
-                # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
-                # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.copy(dot_598, acc_602)
-                T.gemm(hi__599, t_503, acc_602, transpose_A=False, transpose_B=False)
-                T.copy(acc_602, dot_603)
-                for i_604, i_605 in T.Parallel(16, 16):
-                    a_tmp_519[i_604, i_605] = T.Cast("bfloat16", (t_419[i_604, i_605] - T.Cast("float32", hi__599[i_604, i_605])))
-                T.copy(dot_603, acc_606)
-                T.gemm(a_tmp_519, t_503, acc_606, transpose_A=False, transpose_B=False)
-                T.copy(acc_606, dot_607)
-                # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_609, i_610 in T.Parallel(16, 16):
-                    hi__608[i_609, i_610] = T.Cast("bfloat16", inv_404[i_609, i_610])
-                # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
-                # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.copy(dot_607, acc_611)
-                T.gemm(hi__608, xs__511, acc_611, transpose_A=False, transpose_B=False)
-                T.copy(acc_611, dot_612)
-                for i_613, i_614 in T.Parallel(16, 16):
-                    a_tmp_519[i_613, i_614] = T.Cast("bfloat16", (inv_404[i_613, i_614] - T.Cast("float32", hi__608[i_613, i_614])))
-                T.copy(dot_612, acc_615)
-                T.gemm(a_tmp_519, xs__511, acc_615, transpose_A=False, transpose_B=False)
-                T.copy(acc_615, dot_616)
-                # delta_scan_phases.py:112: out[b, rows[r], h, cols] = acc
-                if T.And(rows__4 + 16 <= n_TP, cols__481 + 64 <= 128):
-                    for i_617, i_618 in T.Parallel(16, 64):
-                        w[p1, rows__4 + i_617, p2, cols__481 + i_618] = T.Cast("bfloat16", dot_616[i_617, i_618])
-                else:
-                    for i_619, i_620 in T.Parallel(16, 64):
-                        if T.And(rows__4 + i_619 < n_TP, cols__481 + i_620 < 128):
-                            w[p1, rows__4 + i_619, p2, cols__481 + i_620] = T.Cast("bfloat16", dot_616[i_619, i_620])
+                    for i_559, i_560 in T.Parallel(16, 64):
+                        if T.And(rows__4 + i_559 < n_TP, cols__457 + i_560 < 128):
+                            w[p1, rows__4 + i_559, p2, cols__457 + i_560] = T.Cast("bfloat16", acc_539[i_559, i_560])
             # delta_scan_phases.py:104: @hl.loop(0, hl.cdiv(N, CN))
-            for it_621 in T.serial(T.int32(0), T.int32(2)):
+            for it_561 in T.serial(T.int32(0), T.int32(2)):
                 # delta_scan_phases.py:106: cols = hl.tile(j * CN, CN)
-                cols__622 = (it_621 * T.int32(64))
+                cols__562 = (it_561 * T.int32(64))
                 # delta_scan_phases.py:107: xs = [(x[b, r, h, cols].to("float32") * sc[:, None]).to(dt) for r, sc in zip(rows, scales)]
-                if T.And(v_1 + 16 <= n_T, cols__622 + 64 <= 128):
-                    for i_624, i_625 in T.Parallel(16, 64):
-                        v__623[i_624, i_625] = T.Cast("float32", v[p1, v_1 + i_624, p2, cols__622 + i_625])
+                if T.And(v_1 + 16 <= n_T, cols__562 + 64 <= 128):
+                    for i_564, i_565 in T.Parallel(16, 64):
+                        v__563[i_564, i_565] = v[p1, v_1 + i_564, p2, cols__562 + i_565]
                 else:
-                    for i_626, i_627 in T.Parallel(16, 64):
-                        v__623[i_626, i_627] = T.if_then_else(T.And(v_1 + i_626 < n_T, cols__622 + i_627 < 128), T.Cast("float32", v[p1, v_1 + i_626, p2, cols__622 + i_627]), T.float32(0.0))
-                for i_629, i_630 in T.Parallel(16, 64):
-                    t_628[i_629, i_630] = T.Cast("bfloat16", (v__623[i_629, i_630] * beta__28[i_629]))
-                if T.And(v_2 + 16 <= n_T, cols__622 + 64 <= 128):
-                    for i_632, i_633 in T.Parallel(16, 64):
-                        v__631[i_632, i_633] = T.Cast("float32", v[p1, v_2 + i_632, p2, cols__622 + i_633])
+                    for i_566, i_567 in T.Parallel(16, 64):
+                        v__563[i_566, i_567] = T.if_then_else(T.And(v_1 + i_566 < n_T, cols__562 + i_567 < 128), v[p1, v_1 + i_566, p2, cols__562 + i_567], T.bfloat16(0.0))
+                for i_569, i_570 in T.Parallel(16, 64):
+                    t_568[i_569, i_570] = T.Cast("bfloat16", (T.Cast("float32", v__563[i_569, i_570]) * t_152[i_569]))
+                if T.And(v_2 + 16 <= n_T, cols__562 + 64 <= 128):
+                    for i_572, i_573 in T.Parallel(16, 64):
+                        v__571[i_572, i_573] = v[p1, v_2 + i_572, p2, cols__562 + i_573]
                 else:
-                    for i_634, i_635 in T.Parallel(16, 64):
-                        v__631[i_634, i_635] = T.if_then_else(T.And(v_2 + i_634 < n_T, cols__622 + i_635 < 128), T.Cast("float32", v[p1, v_2 + i_634, p2, cols__622 + i_635]), T.float32(0.0))
-                for i_637, i_638 in T.Parallel(16, 64):
-                    t_636[i_637, i_638] = T.Cast("bfloat16", (v__631[i_637, i_638] * beta__60[i_637]))
-                if T.And(v_3 + 16 <= n_T, cols__622 + 64 <= 128):
-                    for i_640, i_641 in T.Parallel(16, 64):
-                        v__639[i_640, i_641] = T.Cast("float32", v[p1, v_3 + i_640, p2, cols__622 + i_641])
+                    for i_574, i_575 in T.Parallel(16, 64):
+                        v__571[i_574, i_575] = T.if_then_else(T.And(v_2 + i_574 < n_T, cols__562 + i_575 < 128), v[p1, v_2 + i_574, p2, cols__562 + i_575], T.bfloat16(0.0))
+                for i_577, i_578 in T.Parallel(16, 64):
+                    t_576[i_577, i_578] = T.Cast("bfloat16", (T.Cast("float32", v__571[i_577, i_578]) * t_188[i_577]))
+                if T.And(v_3 + 16 <= n_T, cols__562 + 64 <= 128):
+                    for i_580, i_581 in T.Parallel(16, 64):
+                        v__579[i_580, i_581] = v[p1, v_3 + i_580, p2, cols__562 + i_581]
                 else:
-                    for i_642, i_643 in T.Parallel(16, 64):
-                        v__639[i_642, i_643] = T.if_then_else(T.And(v_3 + i_642 < n_T, cols__622 + i_643 < 128), T.Cast("float32", v[p1, v_3 + i_642, p2, cols__622 + i_643]), T.float32(0.0))
-                for i_645, i_646 in T.Parallel(16, 64):
-                    t_644[i_645, i_646] = T.Cast("bfloat16", (v__639[i_645, i_646] * beta__92[i_645]))
-                if T.And(rows__4 + 16 <= n_T, cols__622 + 64 <= 128):
-                    for i_648, i_649 in T.Parallel(16, 64):
-                        v__647[i_648, i_649] = T.Cast("float32", v[p1, rows__4 + i_648, p2, cols__622 + i_649])
+                    for i_582, i_583 in T.Parallel(16, 64):
+                        v__579[i_582, i_583] = T.if_then_else(T.And(v_3 + i_582 < n_T, cols__562 + i_583 < 128), v[p1, v_3 + i_582, p2, cols__562 + i_583], T.bfloat16(0.0))
+                for i_585, i_586 in T.Parallel(16, 64):
+                    t_584[i_585, i_586] = T.Cast("bfloat16", (T.Cast("float32", v__579[i_585, i_586]) * t_260[i_585]))
+                if T.And(rows__4 + 16 <= n_T, cols__562 + 64 <= 128):
+                    for i_588, i_589 in T.Parallel(16, 64):
+                        v__587[i_588, i_589] = v[p1, rows__4 + i_588, p2, cols__562 + i_589]
                 else:
-                    for i_650, i_651 in T.Parallel(16, 64):
-                        v__647[i_650, i_651] = T.if_then_else(T.And(rows__4 + i_650 < n_T, cols__622 + i_651 < 128), T.Cast("float32", v[p1, rows__4 + i_650, p2, cols__622 + i_651]), T.float32(0.0))
-                for i_653, i_654 in T.Parallel(16, 64):
-                    xs__652[i_653, i_654] = T.Cast("bfloat16", (v__647[i_653, i_654] * beta__124[i_653]))
+                    for i_590, i_591 in T.Parallel(16, 64):
+                        v__587[i_590, i_591] = T.if_then_else(T.And(rows__4 + i_590 < n_T, cols__562 + i_591 < 128), v[p1, rows__4 + i_590, p2, cols__562 + i_591], T.bfloat16(0.0))
+                for i_593, i_594 in T.Parallel(16, 64):
+                    xs__592[i_593, i_594] = T.Cast("bfloat16", (T.Cast("float32", v__587[i_593, i_594]) * t_364[i_593]))
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_656, i_657 in T.Parallel(16, 16):
-                    hi__655[i_656, i_657] = T.Cast("bfloat16", inv_153[i_656, i_657])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.clear(acc_658)
-                T.gemm(hi__655, t_628, acc_658, transpose_A=False, transpose_B=False)
-                T.copy(acc_658, dot_659)
-                for i_660, i_661 in T.Parallel(16, 16):
-                    a_tmp_519[i_660, i_661] = T.Cast("bfloat16", (inv_153[i_660, i_661] - T.Cast("float32", hi__655[i_660, i_661])))
-                T.copy(dot_659, acc_662)
-                T.gemm(a_tmp_519, t_628, acc_662, transpose_A=False, transpose_B=False)
-                T.copy(acc_662, dot_663)
+                for i_596, i_597 in T.Parallel(16, 16):
+                    hi__595[i_596, i_597] = T.Cast("bfloat16", t_201[i_596, i_597])
+                T.clear(acc_598)
+                T.gemm(hi__595, t_568, acc_598, transpose_A=False, transpose_B=False)
+                for i_599, i_600 in T.Parallel(16, 16):
+                    a_tmp_494[i_599, i_600] = T.Cast("bfloat16", (t_201[i_599, i_600] - T.Cast("float32", hi__595[i_599, i_600])))
+                T.gemm(a_tmp_494, t_568, acc_598, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:112: out[b, rows[r], h, cols] = acc
-                if T.And(v_1 + 16 <= n_TP, cols__622 + 64 <= 128):
-                    for i_664, i_665 in T.Parallel(16, 64):
-                        u[p1, v_1 + i_664, p2, cols__622 + i_665] = dot_663[i_664, i_665]
+                if T.And(v_1 + 16 <= n_TP, cols__562 + 64 <= 128):
+                    for i_601, i_602 in T.Parallel(16, 64):
+                        u[p1, v_1 + i_601, p2, cols__562 + i_602] = acc_598[i_601, i_602]
                 else:
-                    for i_666, i_667 in T.Parallel(16, 64):
-                        if T.And(v_1 + i_666 < n_TP, cols__622 + i_667 < 128):
-                            u[p1, v_1 + i_666, p2, cols__622 + i_667] = dot_663[i_666, i_667]
+                    for i_603, i_604 in T.Parallel(16, 64):
+                        if T.And(v_1 + i_603 < n_TP, cols__562 + i_604 < 128):
+                            u[p1, v_1 + i_603, p2, cols__562 + i_604] = acc_598[i_603, i_604]
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_669, i_670 in T.Parallel(16, 16):
-                    hi__668[i_669, i_670] = T.Cast("bfloat16", t_217[i_669, i_670])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.clear(acc_671)
-                T.gemm(hi__668, t_628, acc_671, transpose_A=False, transpose_B=False)
-                T.copy(acc_671, dot_672)
-                for i_673, i_674 in T.Parallel(16, 16):
-                    a_tmp_519[i_673, i_674] = T.Cast("bfloat16", (t_217[i_673, i_674] - T.Cast("float32", hi__668[i_673, i_674])))
-                T.copy(dot_672, acc_675)
-                T.gemm(a_tmp_519, t_628, acc_675, transpose_A=False, transpose_B=False)
-                T.copy(acc_675, dot_676)
+                for i_606, i_607 in T.Parallel(16, 16):
+                    hi__605[i_606, i_607] = T.Cast("bfloat16", t_219[i_606, i_607])
+                T.clear(acc_608)
+                T.gemm(hi__605, t_568, acc_608, transpose_A=False, transpose_B=False)
+                for i_609, i_610 in T.Parallel(16, 16):
+                    a_tmp_494[i_609, i_610] = T.Cast("bfloat16", (t_219[i_609, i_610] - T.Cast("float32", hi__605[i_609, i_610])))
+                T.gemm(a_tmp_494, t_568, acc_608, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_678, i_679 in T.Parallel(16, 16):
-                    hi__677[i_678, i_679] = T.Cast("bfloat16", inv_199[i_678, i_679])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.copy(dot_676, acc_680)
-                T.gemm(hi__677, t_636, acc_680, transpose_A=False, transpose_B=False)
-                T.copy(acc_680, dot_681)
-                for i_682, i_683 in T.Parallel(16, 16):
-                    a_tmp_519[i_682, i_683] = T.Cast("bfloat16", (inv_199[i_682, i_683] - T.Cast("float32", hi__677[i_682, i_683])))
-                T.copy(dot_681, acc_684)
-                T.gemm(a_tmp_519, t_636, acc_684, transpose_A=False, transpose_B=False)
-                T.copy(acc_684, dot_685)
+                for i_612, i_613 in T.Parallel(16, 16):
+                    hi__611[i_612, i_613] = T.Cast("bfloat16", t_210[i_612, i_613])
+                T.gemm(hi__611, t_576, acc_608, transpose_A=False, transpose_B=False)
+                for i_614, i_615 in T.Parallel(16, 16):
+                    a_tmp_494[i_614, i_615] = T.Cast("bfloat16", (t_210[i_614, i_615] - T.Cast("float32", hi__611[i_614, i_615])))
+                T.gemm(a_tmp_494, t_576, acc_608, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:112: out[b, rows[r], h, cols] = acc
-                if T.And(v_2 + 16 <= n_TP, cols__622 + 64 <= 128):
-                    for i_686, i_687 in T.Parallel(16, 64):
-                        u[p1, v_2 + i_686, p2, cols__622 + i_687] = dot_685[i_686, i_687]
+                if T.And(v_2 + 16 <= n_TP, cols__562 + 64 <= 128):
+                    for i_616, i_617 in T.Parallel(16, 64):
+                        u[p1, v_2 + i_616, p2, cols__562 + i_617] = acc_608[i_616, i_617]
                 else:
-                    for i_688, i_689 in T.Parallel(16, 64):
-                        if T.And(v_2 + i_688 < n_TP, cols__622 + i_689 < 128):
-                            u[p1, v_2 + i_688, p2, cols__622 + i_689] = dot_685[i_688, i_689]
+                    for i_618, i_619 in T.Parallel(16, 64):
+                        if T.And(v_2 + i_618 < n_TP, cols__562 + i_619 < 128):
+                            u[p1, v_2 + i_618, p2, cols__562 + i_619] = acc_608[i_618, i_619]
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_691, i_692 in T.Parallel(16, 16):
-                    hi__690[i_691, i_692] = T.Cast("bfloat16", t_320[i_691, i_692])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.clear(acc_693)
-                T.gemm(hi__690, t_628, acc_693, transpose_A=False, transpose_B=False)
-                T.copy(acc_693, dot_694)
-                for i_695, i_696 in T.Parallel(16, 16):
-                    a_tmp_519[i_695, i_696] = T.Cast("bfloat16", (t_320[i_695, i_696] - T.Cast("float32", hi__690[i_695, i_696])))
-                T.copy(dot_694, acc_697)
-                T.gemm(a_tmp_519, t_628, acc_697, transpose_A=False, transpose_B=False)
-                T.copy(acc_697, dot_698)
+                for i_621, i_622 in T.Parallel(16, 16):
+                    hi__620[i_621, i_622] = T.Cast("bfloat16", t_311[i_621, i_622])
+                T.clear(acc_623)
+                T.gemm(hi__620, t_568, acc_623, transpose_A=False, transpose_B=False)
+                for i_624, i_625 in T.Parallel(16, 16):
+                    a_tmp_494[i_624, i_625] = T.Cast("bfloat16", (t_311[i_624, i_625] - T.Cast("float32", hi__620[i_624, i_625])))
+                T.gemm(a_tmp_494, t_568, acc_623, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_700, i_701 in T.Parallel(16, 16):
-                    hi__699[i_700, i_701] = T.Cast("bfloat16", t_297[i_700, i_701])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.copy(dot_698, acc_702)
-                T.gemm(hi__699, t_636, acc_702, transpose_A=False, transpose_B=False)
-                T.copy(acc_702, dot_703)
-                for i_704, i_705 in T.Parallel(16, 16):
-                    a_tmp_519[i_704, i_705] = T.Cast("bfloat16", (t_297[i_704, i_705] - T.Cast("float32", hi__699[i_704, i_705])))
-                T.copy(dot_703, acc_706)
-                T.gemm(a_tmp_519, t_636, acc_706, transpose_A=False, transpose_B=False)
-                T.copy(acc_706, dot_707)
+                for i_627, i_628 in T.Parallel(16, 16):
+                    hi__626[i_627, i_628] = T.Cast("bfloat16", t_288[i_627, i_628])
+                T.gemm(hi__626, t_576, acc_623, transpose_A=False, transpose_B=False)
+                for i_629, i_630 in T.Parallel(16, 16):
+                    a_tmp_494[i_629, i_630] = T.Cast("bfloat16", (t_288[i_629, i_630] - T.Cast("float32", hi__626[i_629, i_630])))
+                T.gemm(a_tmp_494, t_576, acc_623, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_709, i_710 in T.Parallel(16, 16):
-                    hi__708[i_709, i_710] = T.Cast("bfloat16", inv_282[i_709, i_710])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.copy(dot_707, acc_711)
-                T.gemm(hi__708, t_644, acc_711, transpose_A=False, transpose_B=False)
-                T.copy(acc_711, dot_712)
-                for i_713, i_714 in T.Parallel(16, 16):
-                    a_tmp_519[i_713, i_714] = T.Cast("bfloat16", (inv_282[i_713, i_714] - T.Cast("float32", hi__708[i_713, i_714])))
-                T.copy(dot_712, acc_715)
-                T.gemm(a_tmp_519, t_644, acc_715, transpose_A=False, transpose_B=False)
-                T.copy(acc_715, dot_716)
+                for i_632, i_633 in T.Parallel(16, 16):
+                    hi__631[i_632, i_633] = T.Cast("bfloat16", t_279[i_632, i_633])
+                T.gemm(hi__631, t_584, acc_623, transpose_A=False, transpose_B=False)
+                for i_634, i_635 in T.Parallel(16, 16):
+                    a_tmp_494[i_634, i_635] = T.Cast("bfloat16", (t_279[i_634, i_635] - T.Cast("float32", hi__631[i_634, i_635])))
+                T.gemm(a_tmp_494, t_584, acc_623, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:112: out[b, rows[r], h, cols] = acc
-                if T.And(v_3 + 16 <= n_TP, cols__622 + 64 <= 128):
-                    for i_717, i_718 in T.Parallel(16, 64):
-                        u[p1, v_3 + i_717, p2, cols__622 + i_718] = dot_716[i_717, i_718]
+                if T.And(v_3 + 16 <= n_TP, cols__562 + 64 <= 128):
+                    for i_636, i_637 in T.Parallel(16, 64):
+                        u[p1, v_3 + i_636, p2, cols__562 + i_637] = acc_623[i_636, i_637]
                 else:
-                    for i_719, i_720 in T.Parallel(16, 64):
-                        if T.And(v_3 + i_719 < n_TP, cols__622 + i_720 < 128):
-                            u[p1, v_3 + i_719, p2, cols__622 + i_720] = dot_716[i_719, i_720]
+                    for i_638, i_639 in T.Parallel(16, 64):
+                        if T.And(v_3 + i_638 < n_TP, cols__562 + i_639 < 128):
+                            u[p1, v_3 + i_638, p2, cols__562 + i_639] = acc_623[i_638, i_639]
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_722, i_723 in T.Parallel(16, 16):
-                    hi__721[i_722, i_723] = T.Cast("bfloat16", t_469[i_722, i_723])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.clear(acc_724)
-                T.gemm(hi__721, t_628, acc_724, transpose_A=False, transpose_B=False)
-                T.copy(acc_724, dot_725)
-                for i_726, i_727 in T.Parallel(16, 16):
-                    a_tmp_519[i_726, i_727] = T.Cast("bfloat16", (t_469[i_726, i_727] - T.Cast("float32", hi__721[i_726, i_727])))
-                T.copy(dot_725, acc_728)
-                T.gemm(a_tmp_519, t_628, acc_728, transpose_A=False, transpose_B=False)
-                T.copy(acc_728, dot_729)
+                for i_641, i_642 in T.Parallel(16, 16):
+                    hi__640[i_641, i_642] = T.Cast("bfloat16", t_445[i_641, i_642])
+                T.clear(acc_643)
+                T.gemm(hi__640, t_568, acc_643, transpose_A=False, transpose_B=False)
+                for i_644, i_645 in T.Parallel(16, 16):
+                    a_tmp_494[i_644, i_645] = T.Cast("bfloat16", (t_445[i_644, i_645] - T.Cast("float32", hi__640[i_644, i_645])))
+                T.gemm(a_tmp_494, t_568, acc_643, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_731, i_732 in T.Parallel(16, 16):
-                    hi__730[i_731, i_732] = T.Cast("bfloat16", t_440[i_731, i_732])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.copy(dot_729, acc_733)
-                T.gemm(hi__730, t_636, acc_733, transpose_A=False, transpose_B=False)
-                T.copy(acc_733, dot_734)
-                for i_735, i_736 in T.Parallel(16, 16):
-                    a_tmp_519[i_735, i_736] = T.Cast("bfloat16", (t_440[i_735, i_736] - T.Cast("float32", hi__730[i_735, i_736])))
-                T.copy(dot_734, acc_737)
-                T.gemm(a_tmp_519, t_636, acc_737, transpose_A=False, transpose_B=False)
-                T.copy(acc_737, dot_738)
+                for i_647, i_648 in T.Parallel(16, 16):
+                    hi__646[i_647, i_648] = T.Cast("bfloat16", t_416[i_647, i_648])
+                T.gemm(hi__646, t_576, acc_643, transpose_A=False, transpose_B=False)
+                for i_649, i_650 in T.Parallel(16, 16):
+                    a_tmp_494[i_649, i_650] = T.Cast("bfloat16", (t_416[i_649, i_650] - T.Cast("float32", hi__646[i_649, i_650])))
+                T.gemm(a_tmp_494, t_576, acc_643, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_740, i_741 in T.Parallel(16, 16):
-                    hi__739[i_740, i_741] = T.Cast("bfloat16", t_419[i_740, i_741])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.copy(dot_738, acc_742)
-                T.gemm(hi__739, t_644, acc_742, transpose_A=False, transpose_B=False)
-                T.copy(acc_742, dot_743)
-                for i_744, i_745 in T.Parallel(16, 16):
-                    a_tmp_519[i_744, i_745] = T.Cast("bfloat16", (t_419[i_744, i_745] - T.Cast("float32", hi__739[i_744, i_745])))
-                T.copy(dot_743, acc_746)
-                T.gemm(a_tmp_519, t_644, acc_746, transpose_A=False, transpose_B=False)
-                T.copy(acc_746, dot_747)
+                for i_652, i_653 in T.Parallel(16, 16):
+                    hi__651[i_652, i_653] = T.Cast("bfloat16", t_395[i_652, i_653])
+                T.gemm(hi__651, t_584, acc_643, transpose_A=False, transpose_B=False)
+                for i_654, i_655 in T.Parallel(16, 16):
+                    a_tmp_494[i_654, i_655] = T.Cast("bfloat16", (t_395[i_654, i_655] - T.Cast("float32", hi__651[i_654, i_655])))
+                T.gemm(a_tmp_494, t_584, acc_643, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_749, i_750 in T.Parallel(16, 16):
-                    hi__748[i_749, i_750] = T.Cast("bfloat16", inv_404[i_749, i_750])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.copy(dot_747, acc_751)
-                T.gemm(hi__748, xs__652, acc_751, transpose_A=False, transpose_B=False)
-                T.copy(acc_751, dot_752)
-                for i_753, i_754 in T.Parallel(16, 16):
-                    a_tmp_519[i_753, i_754] = T.Cast("bfloat16", (inv_404[i_753, i_754] - T.Cast("float32", hi__748[i_753, i_754])))
-                T.copy(dot_752, acc_755)
-                T.gemm(a_tmp_519, xs__652, acc_755, transpose_A=False, transpose_B=False)
-                T.copy(acc_755, dot_756)
+                for i_657, i_658 in T.Parallel(16, 16):
+                    hi__656[i_657, i_658] = T.Cast("bfloat16", t_386[i_657, i_658])
+                T.gemm(hi__656, xs__592, acc_643, transpose_A=False, transpose_B=False)
+                for i_659, i_660 in T.Parallel(16, 16):
+                    a_tmp_494[i_659, i_660] = T.Cast("bfloat16", (t_386[i_659, i_660] - T.Cast("float32", hi__656[i_659, i_660])))
+                T.gemm(a_tmp_494, xs__592, acc_643, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:112: out[b, rows[r], h, cols] = acc
-                if T.And(rows__4 + 16 <= n_TP, cols__622 + 64 <= 128):
-                    for i_757, i_758 in T.Parallel(16, 64):
-                        u[p1, rows__4 + i_757, p2, cols__622 + i_758] = dot_756[i_757, i_758]
+                if T.And(rows__4 + 16 <= n_TP, cols__562 + 64 <= 128):
+                    for i_661, i_662 in T.Parallel(16, 64):
+                        u[p1, rows__4 + i_661, p2, cols__562 + i_662] = acc_643[i_661, i_662]
                 else:
-                    for i_759, i_760 in T.Parallel(16, 64):
-                        if T.And(rows__4 + i_759 < n_TP, cols__622 + i_760 < 128):
-                            u[p1, rows__4 + i_759, p2, cols__622 + i_760] = dot_756[i_759, i_760]
+                    for i_663, i_664 in T.Parallel(16, 64):
+                        if T.And(rows__4 + i_663 < n_TP, cols__562 + i_664 < 128):
+                            u[p1, rows__4 + i_663, p2, cols__562 + i_664] = acc_643[i_663, i_664]
 
     return delta_scan_prepare_cuda

@@ -8,7 +8,7 @@ import tilelang.language as T
 PARAMS = ['k', 'w', 'u', 'gh', 'gl', 'h0', 'un', 'hs', 'uscale', 'usq', 'ht']    # prim_func parameters before the grid extents
 GRID_RANK = 3
 THREADS = 128
-PASS_CONFIGS = {'tl.enable_aggressive_shared_memory_merge': True}
+PASS_CONFIGS = {'tl.enable_aggressive_shared_memory_merge': True, 'tl.disable_tma_lower': True, 'tl.disable_warp_specialized': True, 'tl.UnrollLoop': {'explicit_unroll': True}}
 
 
 def build():
@@ -38,253 +38,197 @@ def build():
     ):
         with T.Kernel(grid_0, grid_1, grid_2, threads=THREADS) as (p0, p1, p2):
             h0__2 = T.alloc_shared((64, 32,), "float32")
-            h0__7 = T.alloc_shared((64, 32,), "float32")
-            St__12 = T.alloc_shared((32, 64,), "float32")
-            c__15 = T.alloc_shared((32, 64,), "float32")
-            t_19 = T.alloc_shared((32, 64,), "bfloat16")
-            Sd__22 = T.alloc_shared((32, 64,), "bfloat16")
-            w__34 = T.alloc_shared((64, 64,), "bfloat16")
-            acc_39 = T.alloc_fragment((64, 32,), "float32")
-            dot_40 = T.alloc_shared((64, 32,), "float32")
-            w__41 = T.alloc_shared((64, 64,), "bfloat16")
-            acc_46 = T.alloc_fragment((64, 32,), "float32")
-            ws__47 = T.alloc_shared((64, 32,), "float32")
-            u__48 = T.alloc_shared((64, 32,), "float32")
-            uc__53 = T.alloc_shared((64, 32,), "float32")
-            sum_56 = T.alloc_shared((64,), "float32")
-            acc_tmp_58 = T.alloc_local((1,), "float32")
-            s__61 = T.alloc_shared((64,), "float32")
-            t_63 = T.alloc_shared((64, 1,), "float32")
-            sum_66 = T.alloc_shared((64,), "float32")
-            Hc__74 = T.alloc_shared((64,), "int32")
-            Lc__77 = T.alloc_shared((64,), "float32")
-            H_last__81 = T.alloc_local((1,), "int32")
-            L_last__82 = T.alloc_local((1,), "float32")
-            t_83 = T.alloc_shared((64, 1,), "float32")
-            ud__86 = T.alloc_shared((64, 32,), "float32")
-            St_next__90 = T.alloc_shared((64, 64,), "bfloat16")
-            hi__95 = T.alloc_shared((64, 32,), "bfloat16")
-            acc_98 = T.alloc_fragment((32, 64,), "float32")
-            dot_99 = T.alloc_shared((32, 64,), "float32")
-            a_tmp_100 = T.alloc_shared((64, 32,), "bfloat16")
-            acc_103 = T.alloc_fragment((32, 64,), "float32")
-            dot_104 = T.alloc_shared((32, 64,), "float32")
-            St_next__105 = T.alloc_shared((64, 64,), "bfloat16")
-            hi__110 = T.alloc_shared((64, 32,), "bfloat16")
-            acc_113 = T.alloc_fragment((32, 64,), "float32")
-            dot_114 = T.alloc_shared((32, 64,), "float32")
-            acc_117 = T.alloc_fragment((32, 64,), "float32")
-            dot_118 = T.alloc_shared((32, 64,), "float32")
-            St__next_123 = T.alloc_shared((32, 64,), "float32")
-            c__next_126 = T.alloc_shared((32, 64,), "float32")
+            h0__3 = T.alloc_shared((64, 32,), "float32")
+            St__4 = T.alloc_shared((32, 64,), "float32")
+            c__7 = T.alloc_shared((32, 64,), "float32")
+            w__20 = T.alloc_shared((64, 64,), "bfloat16")
+            t_21 = T.alloc_shared((32, 64,), "bfloat16")
+            acc_24 = T.alloc_fragment((64, 32,), "float32")
+            w__25 = T.alloc_shared((64, 64,), "bfloat16")
+            Sd__26 = T.alloc_shared((32, 64,), "bfloat16")
+            u__29 = T.alloc_fragment((64, 32,), "float32")
+            uc__34 = T.alloc_fragment((64, 32,), "float32")
+            red_in_37 = T.alloc_fragment((64, 32,), "float32")
+            sum_40 = T.alloc_fragment((64,), "float32")
+            sum_41 = T.alloc_shared((64,), "float32")
+            s__42 = T.alloc_shared((64,), "float32")
+            t_44 = T.alloc_shared((64, 1,), "float32")
+            red_in_47 = T.alloc_fragment((64, 32,), "float32")
+            sum_50 = T.alloc_fragment((64,), "float32")
+            sum_51 = T.alloc_shared((64,), "float32")
+            Hc__56 = T.alloc_fragment((64,), "int32")
+            Lc__59 = T.alloc_fragment((64,), "float32")
+            H_last__63 = T.alloc_local((1,), "int32")
+            L_last__64 = T.alloc_local((1,), "float32")
+            t_65 = T.alloc_shared((64,), "float32")
+            ud__67 = T.alloc_fragment((64, 32,), "float32")
+            v_70 = T.alloc_local((1,), "float32")
+            St_next__71 = T.alloc_shared((64, 64,), "bfloat16")
+            hi__72 = T.alloc_shared((64, 32,), "bfloat16")
+            acc_75 = T.alloc_fragment((32, 64,), "float32")
+            a_tmp_76 = T.alloc_shared((64, 32,), "bfloat16")
+            St_next__79 = T.alloc_shared((64, 64,), "bfloat16")
+            hi__80 = T.alloc_shared((64, 32,), "bfloat16")
+            acc_83 = T.alloc_fragment((32, 64,), "float32")
             # delta_scan_phases.py:215: iv, b, h = hl.grid(hl.cdiv(V, BV), hl.dim("B"), hl.dim("H"))
             # delta_scan_phases.py:216: pieces, cols = _pieces(K, CK), hl.tile(iv * BV, BV)
             cols__1 = (p0 * T.int32(32))
             # delta_scan_phases.py:182: return [h0[b, h, p, cols].to("float32").T if HAS_H0 else hl.zeros((BV, CK)) for p in pieces]
-            if cols__1 + 32 <= 128:
-                for i_3, i_4 in T.Parallel(64, 32):
-                    h0__2[i_3, i_4] = h0[p1, p2, i_3, cols__1 + i_4]
-            else:
-                for i_5, i_6 in T.Parallel(64, 32):
-                    h0__2[i_5, i_6] = T.if_then_else(cols__1 + i_6 < 128, h0[p1, p2, i_5, cols__1 + i_6], T.float32(0.0))
-            if T.And(T.int32(64) + 64 <= 128, cols__1 + 32 <= 128):
-                for i_8, i_9 in T.Parallel(64, 32):
-                    h0__7[i_8, i_9] = h0[p1, p2, T.int32(64) + i_8, cols__1 + i_9]
-            else:
-                for i_10, i_11 in T.Parallel(64, 32):
-                    h0__7[i_10, i_11] = T.if_then_else(T.And(T.int32(64) + i_10 < 128, cols__1 + i_11 < 128), h0[p1, p2, T.int32(64) + i_10, cols__1 + i_11], T.float32(0.0))
+            T.copy(h0[p1, p2, 0:64, cols__1:cols__1 + 32], h0__2)
+            T.copy(h0[p1, p2, T.int32(64):T.int32(64) + 64, cols__1:cols__1 + 32], h0__3)
             # delta_scan_phases.py:218: @hl.loop(0, hl.dim("NT"), carry=_initial_state(h0, b, h, pieces, cols, BV, CK, HAS_H0), pipelined=True)
-            for i_13, i_14 in T.Parallel(32, 64):
-                St__12[i_13, i_14] = h0__2[i_14, i_13]
-            for i_16, i_17 in T.Parallel(32, 64):
-                c__15[i_16, i_17] = h0__7[i_17, i_16]
-            for it_18 in T.Pipelined(T.int32(0), n_NT, num_stages=2):
+            for i_5, i_6 in T.Parallel(32, 64):
+                St__4[i_5, i_6] = h0__2[i_6, i_5]
+            for i_8, i_9 in T.Parallel(32, 64):
+                c__7[i_8, i_9] = h0__3[i_9, i_8]
+            for it_10 in T.Pipelined(T.int32(0), n_NT, num_stages=2):
                 # delta_scan_phases.py:220: Sd = [s.to(k.dtype) for s in St]
-                for i_20, i_21 in T.Parallel(32, 64):
-                    t_19[i_20, i_21] = T.Cast("bfloat16", St__12[i_20, i_21])
-                for i_23, i_24 in T.Parallel(32, 64):
-                    Sd__22[i_23, i_24] = T.Cast("bfloat16", c__15[i_23, i_24])
                 # delta_scan_phases.py:222: hs[b, c, h, cols, p] = s
                 if cols__1 + 32 <= 128:
-                    for i_25, i_26 in T.Parallel(32, 64):
-                        hs[p1, it_18, p2, cols__1 + i_25, i_26] = t_19[i_25, i_26]
+                    for i_11, i_12 in T.Parallel(32, 64):
+                        hs[p1, it_10, p2, cols__1 + i_11, i_12] = T.Cast("bfloat16", St__4[i_11, i_12])
                 else:
-                    for i_27, i_28 in T.Parallel(32, 64):
-                        if cols__1 + i_27 < 128:
-                            hs[p1, it_18, p2, cols__1 + i_27, i_28] = t_19[i_27, i_28]
+                    for i_13, i_14 in T.Parallel(32, 64):
+                        if cols__1 + i_13 < 128:
+                            hs[p1, it_10, p2, cols__1 + i_13, i_14] = T.Cast("bfloat16", St__4[i_13, i_14])
                 if T.And(cols__1 + 32 <= 128, T.int32(64) + 64 <= 128):
-                    for i_29, i_30 in T.Parallel(32, 64):
-                        hs[p1, it_18, p2, cols__1 + i_29, T.int32(64) + i_30] = Sd__22[i_29, i_30]
+                    for i_15, i_16 in T.Parallel(32, 64):
+                        hs[p1, it_10, p2, cols__1 + i_15, T.int32(64) + i_16] = T.Cast("bfloat16", c__7[i_15, i_16])
                 else:
-                    for i_31, i_32 in T.Parallel(32, 64):
-                        if T.And(cols__1 + i_31 < 128, T.int32(64) + i_32 < 128):
-                            hs[p1, it_18, p2, cols__1 + i_31, T.int32(64) + i_32] = Sd__22[i_31, i_32]
+                    for i_17, i_18 in T.Parallel(32, 64):
+                        if T.And(cols__1 + i_17 < 128, T.int32(64) + i_18 < 128):
+                            hs[p1, it_10, p2, cols__1 + i_17, T.int32(64) + i_18] = T.Cast("bfloat16", c__7[i_17, i_18])
                 # delta_scan_phases.py:190: rows = hl.tile(c * BT, BT)
-                rows__33 = (it_18 * T.int32(64))
+                rows__19 = (it_10 * T.int32(64))
                 # delta_scan_phases.py:193: ws = hl.dot(w[b, rows, h, p], s, ws, trans_b=True)
-                if rows__33 + 64 <= n_TP:
-                    for i_35, i_36 in T.Parallel(64, 64):
-                        w__34[i_35, i_36] = w[p1, rows__33 + i_35, p2, i_36]
-                else:
-                    for i_37, i_38 in T.Parallel(64, 64):
-                        w__34[i_37, i_38] = T.if_then_else(rows__33 + i_37 < n_TP, w[p1, rows__33 + i_37, p2, i_38], T.bfloat16(0.0))
-                T.clear(acc_39)
-                T.gemm(w__34, t_19, acc_39, transpose_A=False, transpose_B=True)
-                T.copy(acc_39, dot_40)
-                if T.And(rows__33 + 64 <= n_TP, T.int32(64) + 64 <= 128):
-                    for i_42, i_43 in T.Parallel(64, 64):
-                        w__41[i_42, i_43] = w[p1, rows__33 + i_42, p2, T.int32(64) + i_43]
-                else:
-                    for i_44, i_45 in T.Parallel(64, 64):
-                        w__41[i_44, i_45] = T.if_then_else(T.And(rows__33 + i_44 < n_TP, T.int32(64) + i_45 < 128), w[p1, rows__33 + i_44, p2, T.int32(64) + i_45], T.bfloat16(0.0))
-                T.copy(dot_40, acc_46)
-                T.gemm(w__41, Sd__22, acc_46, transpose_A=False, transpose_B=True)
-                T.copy(acc_46, ws__47)
+                T.copy(w[p1, rows__19:rows__19 + 64, p2, 0:64], w__20)
+                for i_22, i_23 in T.Parallel(32, 64):
+                    t_21[i_22, i_23] = T.Cast("bfloat16", St__4[i_22, i_23])
+                T.clear(acc_24)
+                T.gemm(w__20, t_21, acc_24, transpose_A=False, transpose_B=True)
+                T.copy(w[p1, rows__19:rows__19 + 64, p2, T.int32(64):T.int32(64) + 64], w__25)
+                for i_27, i_28 in T.Parallel(32, 64):
+                    Sd__26[i_27, i_28] = T.Cast("bfloat16", c__7[i_27, i_28])
+                T.gemm(w__25, Sd__26, acc_24, transpose_A=False, transpose_B=True)
                 # delta_scan_phases.py:194: uc = u[b, rows, h, cols].to("float32") - ws
-                if T.And(rows__33 + 64 <= n_TP, cols__1 + 32 <= 128):
-                    for i_49, i_50 in T.Parallel(64, 32):
-                        u__48[i_49, i_50] = u[p1, rows__33 + i_49, p2, cols__1 + i_50]
+                if T.And(rows__19 + 64 <= n_TP, cols__1 + 32 <= 128):
+                    for i_30, i_31 in T.Parallel(64, 32):
+                        u__29[i_30, i_31] = u[p1, rows__19 + i_30, p2, cols__1 + i_31]
                 else:
-                    for i_51, i_52 in T.Parallel(64, 32):
-                        u__48[i_51, i_52] = T.if_then_else(T.And(rows__33 + i_51 < n_TP, cols__1 + i_52 < 128), u[p1, rows__33 + i_51, p2, cols__1 + i_52], T.float32(0.0))
-                for i_54, i_55 in T.Parallel(64, 32):
-                    uc__53[i_54, i_55] = (u__48[i_54, i_55] - ws__47[i_54, i_55])
+                    for i_32, i_33 in T.Parallel(64, 32):
+                        u__29[i_32, i_33] = T.if_then_else(T.And(rows__19 + i_32 < n_TP, cols__1 + i_33 < 128), u[p1, rows__19 + i_32, p2, cols__1 + i_33], T.float32(0.0))
+                for i_35, i_36 in T.Parallel(64, 32):
+                    uc__34[i_35, i_36] = (u__29[i_35, i_36] - acc_24[i_35, i_36])
                 # delta_scan_phases.py:65: s = hl.maximum(hl.sum(hl.abs(u) * (1.0 / u.shape[1]), 1), 2.0 ** -100)
-                for i_59 in T.Parallel(64):
-                    sum_56[i_59] = T.float32(0.0)
-                for i_60 in T.Parallel(64):
-                    acc_tmp_58[0] = T.float32(0.0)
-                    for r_57 in T.serial(32):
-                        acc_tmp_58[0] = acc_tmp_58[0] + (T.abs(uc__53[i_60, r_57]) * T.float32(0.03125))
-                    sum_56[i_60] = acc_tmp_58[0]
-                for i_62 in T.Parallel(64):
-                    s__61[i_62] = T.max(sum_56[i_62], T.float32(7.888609052210118e-31))
+                for i_38, i_39 in T.Parallel(64, 32):
+                    red_in_37[i_38, i_39] = (T.abs(uc__34[i_38, i_39]) * T.float32(0.03125))
+                T.reduce_sum(red_in_37, sum_40, dim=1)
+                T.copy(sum_40, sum_41)
+                for i_43 in T.Parallel(64):
+                    s__42[i_43] = T.max(sum_41[i_43], T.float32(7.888609052210118e-31))
                 # delta_scan_phases.py:66: us = u * (1.0 / s)[:, None]
-                for i_64, i_65 in T.Parallel(64, 1):
-                    t_63[i_64, i_65] = (T.float32(1.0) / s__61[i_64])
+                for i_45, i_46 in T.Parallel(64, 1):
+                    t_44[i_45, i_46] = (T.float32(1.0) / s__42[i_45])
                 # delta_scan_phases.py:67: return s, hl.sum(us * us, 1)
-                for i_68 in T.Parallel(64):
-                    sum_66[i_68] = T.float32(0.0)
-                for i_69 in T.Parallel(64):
-                    acc_tmp_58[0] = T.float32(0.0)
-                    for r_67 in T.serial(32):
-                        acc_tmp_58[0] = acc_tmp_58[0] + ((uc__53[i_69, r_67] * t_63[i_69, 0]) * (uc__53[i_69, r_67] * t_63[i_69, 0]))
-                    sum_66[i_69] = acc_tmp_58[0]
+                for i_48, i_49 in T.Parallel(64, 32):
+                    red_in_47[i_48, i_49] = ((uc__34[i_48, i_49] * t_44[i_48, 0]) * (uc__34[i_48, i_49] * t_44[i_48, 0]))
+                T.reduce_sum(red_in_47, sum_50, dim=1)
+                T.copy(sum_50, sum_51)
                 # delta_scan_phases.py:195: uscale[iv, b, rows, h], usq[iv, b, rows, h] = norm_parts(uc)
-                if rows__33 + 64 <= n_T:
-                    for i_70 in T.Parallel(64):
-                        uscale[p0, p1, rows__33 + i_70, p2] = s__61[i_70]
+                if rows__19 + 64 <= n_T:
+                    for i_52 in T.Parallel(64):
+                        uscale[p0, p1, rows__19 + i_52, p2] = s__42[i_52]
                 else:
-                    for i_71 in T.Parallel(64):
-                        if rows__33 + i_71 < n_T:
-                            uscale[p0, p1, rows__33 + i_71, p2] = s__61[i_71]
-                if rows__33 + 64 <= n_T:
-                    for i_72 in T.Parallel(64):
-                        usq[p0, p1, rows__33 + i_72, p2] = sum_66[i_72]
+                    for i_53 in T.Parallel(64):
+                        if rows__19 + i_53 < n_T:
+                            uscale[p0, p1, rows__19 + i_53, p2] = s__42[i_53]
+                if rows__19 + 64 <= n_T:
+                    for i_54 in T.Parallel(64):
+                        usq[p0, p1, rows__19 + i_54, p2] = sum_51[i_54]
                 else:
-                    for i_73 in T.Parallel(64):
-                        if rows__33 + i_73 < n_T:
-                            usq[p0, p1, rows__33 + i_73, p2] = sum_66[i_73]
+                    for i_55 in T.Parallel(64):
+                        if rows__19 + i_55 < n_T:
+                            usq[p0, p1, rows__19 + i_55, p2] = sum_51[i_55]
                 # delta_scan_phases.py:196: Hc, Lc = gh[b, rows, h], gl[b, rows, h]
-                if rows__33 + 64 <= n_TP:
-                    for i_75 in T.Parallel(64):
-                        Hc__74[i_75] = gh[p1, rows__33 + i_75, p2]
+                if rows__19 + 64 <= n_TP:
+                    for i_57 in T.Parallel(64):
+                        Hc__56[i_57] = gh[p1, rows__19 + i_57, p2]
                 else:
-                    for i_76 in T.Parallel(64):
-                        Hc__74[i_76] = T.if_then_else(rows__33 + i_76 < n_TP, gh[p1, rows__33 + i_76, p2], T.int32(0))
-                if rows__33 + 64 <= n_TP:
-                    for i_78 in T.Parallel(64):
-                        Lc__77[i_78] = gl[p1, rows__33 + i_78, p2]
+                    for i_58 in T.Parallel(64):
+                        Hc__56[i_58] = T.if_then_else(rows__19 + i_58 < n_TP, gh[p1, rows__19 + i_58, p2], T.int32(0))
+                if rows__19 + 64 <= n_TP:
+                    for i_60 in T.Parallel(64):
+                        Lc__59[i_60] = gl[p1, rows__19 + i_60, p2]
                 else:
-                    for i_79 in T.Parallel(64):
-                        Lc__77[i_79] = T.if_then_else(rows__33 + i_79 < n_TP, gl[p1, rows__33 + i_79, p2], T.float32(0.0))
+                    for i_61 in T.Parallel(64):
+                        Lc__59[i_61] = T.if_then_else(rows__19 + i_61 < n_TP, gl[p1, rows__19 + i_61, p2], T.float32(0.0))
                 # delta_scan_phases.py:197: end = c * BT + BT - 1
-                end__80 = (((it_18 * T.int32(64)) + T.int32(64)) - T.int32(1))
+                end__62 = (((it_10 * T.int32(64)) + T.int32(64)) - T.int32(1))
                 # delta_scan_phases.py:198: H_last, L_last = gh[b, end, h], gl[b, end, h]
-                H_last__81[0] = gh[p1, end__80, p2]
-                L_last__82[0] = gl[p1, end__80, p2]
+                H_last__63[0] = gh[p1, end__62, p2]
+                L_last__64[0] = gl[p1, end__62, p2]
                 # decay.py:77: return hl.exp(coarse(H_last - H, BT) + (L_last - L))
                 # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
                 # decay.py:77: return hl.exp(coarse(H_last - H, BT) + (L_last - L))
                 # delta_scan_phases.py:199: ud = uc * decay.to_end(Hc, Lc, H_last, L_last, BT)[:, None]
-                for i_84, i_85 in T.Parallel(64, 1):
-                    t_83[i_84, i_85] = T.exp(((T.Cast("float32", (H_last__81[0] - Hc__74[i_84])) * T.float32(0.00048828125)) + (L_last__82[0] - Lc__77[i_84])))
-                for i_87, i_88 in T.Parallel(64, 32):
-                    ud__86[i_87, i_88] = (uc__53[i_87, i_88] * t_83[i_87, 0])
+                for i_66 in T.Parallel(64):
+                    t_65[i_66] = T.exp(((T.Cast("float32", (H_last__63[0] - Hc__56[i_66])) * T.float32(0.00048828125)) + (L_last__64[0] - Lc__59[i_66])))
+                for i_68, i_69 in T.Parallel(64, 32):
+                    ud__67[i_68, i_69] = (uc__34[i_68, i_69] * t_65[i_68])
                 # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
                 # decay.py:82: return hl.exp(coarse(H_last, BT)) * hl.exp(L_last)
-                v_89 = (T.exp((T.Cast("float32", H_last__81[0]) * T.float32(0.00048828125))) * T.exp(L_last__82[0]))
+                v_70[0] = (T.exp((T.Cast("float32", H_last__63[0]) * T.float32(0.00048828125))) * T.exp(L_last__64[0]))
                 # delta_scan_phases.py:201: St_next = tuple(chunk * s + _dot_split(ud, k[b, rows, h, p], trans_a=True) for p, s in zip(pieces, St))
-                if rows__33 + 64 <= n_T:
-                    for i_91, i_92 in T.Parallel(64, 64):
-                        St_next__90[i_91, i_92] = k[p1, rows__33 + i_91, p2, i_92]
-                else:
-                    for i_93, i_94 in T.Parallel(64, 64):
-                        St_next__90[i_93, i_94] = T.if_then_else(rows__33 + i_93 < n_T, k[p1, rows__33 + i_93, p2, i_94], T.bfloat16(0.0))
+                T.copy(k[p1, rows__19:rows__19 + 64, p2, 0:64], St_next__71)
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_96, i_97 in T.Parallel(64, 32):
-                    hi__95[i_96, i_97] = T.Cast("bfloat16", ud__86[i_96, i_97])
+                for i_73, i_74 in T.Parallel(64, 32):
+                    hi__72[i_73, i_74] = T.Cast("bfloat16", ud__67[i_73, i_74])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.clear(acc_98)
-                T.gemm(hi__95, St_next__90, acc_98, transpose_A=True, transpose_B=False)
-                T.copy(acc_98, dot_99)
-                for i_101, i_102 in T.Parallel(64, 32):
-                    a_tmp_100[i_101, i_102] = T.Cast("bfloat16", (ud__86[i_101, i_102] - T.Cast("float32", hi__95[i_101, i_102])))
-                T.copy(dot_99, acc_103)
-                T.gemm(a_tmp_100, St_next__90, acc_103, transpose_A=True, transpose_B=False)
-                T.copy(acc_103, dot_104)
+                T.clear(acc_75)
+                T.gemm(hi__72, St_next__71, acc_75, transpose_A=True, transpose_B=False)
+                for i_77, i_78 in T.Parallel(64, 32):
+                    a_tmp_76[i_77, i_78] = T.Cast("bfloat16", (ud__67[i_77, i_78] - T.Cast("float32", hi__72[i_77, i_78])))
+                T.gemm(a_tmp_76, St_next__71, acc_75, transpose_A=True, transpose_B=False)
                 # delta_scan_phases.py:201: St_next = tuple(chunk * s + _dot_split(ud, k[b, rows, h, p], trans_a=True) for p, s in zip(pieces, St))
-                if T.And(rows__33 + 64 <= n_T, T.int32(64) + 64 <= 128):
-                    for i_106, i_107 in T.Parallel(64, 64):
-                        St_next__105[i_106, i_107] = k[p1, rows__33 + i_106, p2, T.int32(64) + i_107]
-                else:
-                    for i_108, i_109 in T.Parallel(64, 64):
-                        St_next__105[i_108, i_109] = T.if_then_else(T.And(rows__33 + i_108 < n_T, T.int32(64) + i_109 < 128), k[p1, rows__33 + i_108, p2, T.int32(64) + i_109], T.bfloat16(0.0))
+                T.copy(k[p1, rows__19:rows__19 + 64, p2, T.int32(64):T.int32(64) + 64], St_next__79)
                 # delta_scan_phases.py:79: hi = x.to(dt)
-                for i_111, i_112 in T.Parallel(64, 32):
-                    hi__110[i_111, i_112] = T.Cast("bfloat16", ud__86[i_111, i_112])
+                for i_81, i_82 in T.Parallel(64, 32):
+                    hi__80[i_81, i_82] = T.Cast("bfloat16", ud__67[i_81, i_82])
                 # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
                 # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
-                T.clear(acc_113)
-                T.gemm(hi__110, St_next__105, acc_113, transpose_A=True, transpose_B=False)
-                T.copy(acc_113, dot_114)
-                for i_115, i_116 in T.Parallel(64, 32):
-                    a_tmp_100[i_115, i_116] = T.Cast("bfloat16", (ud__86[i_115, i_116] - T.Cast("float32", hi__110[i_115, i_116])))
-                T.copy(dot_114, acc_117)
-                T.gemm(a_tmp_100, St_next__105, acc_117, transpose_A=True, transpose_B=False)
-                T.copy(acc_117, dot_118)
+                T.clear(acc_83)
+                T.gemm(hi__80, St_next__79, acc_83, transpose_A=True, transpose_B=False)
+                for i_84, i_85 in T.Parallel(64, 32):
+                    a_tmp_76[i_84, i_85] = T.Cast("bfloat16", (ud__67[i_84, i_85] - T.Cast("float32", hi__80[i_84, i_85])))
+                T.gemm(a_tmp_76, St_next__79, acc_83, transpose_A=True, transpose_B=False)
                 # delta_scan_phases.py:201: St_next = tuple(chunk * s + _dot_split(ud, k[b, rows, h, p], trans_a=True) for p, s in zip(pieces, St))
                 # delta_scan_phases.py:224: un[b, hl.tile(c * BT, BT), h, cols] = uc
-                if T.And((it_18 * T.int32(64)) + 64 <= n_TP, cols__1 + 32 <= 128):
-                    for i_119, i_120 in T.Parallel(64, 32):
-                        un[p1, (it_18 * T.int32(64)) + i_119, p2, cols__1 + i_120] = uc__53[i_119, i_120]
+                if T.And((it_10 * T.int32(64)) + 64 <= n_TP, cols__1 + 32 <= 128):
+                    for i_86, i_87 in T.Parallel(64, 32):
+                        un[p1, (it_10 * T.int32(64)) + i_86, p2, cols__1 + i_87] = uc__34[i_86, i_87]
                 else:
-                    for i_121, i_122 in T.Parallel(64, 32):
-                        if T.And((it_18 * T.int32(64)) + i_121 < n_TP, cols__1 + i_122 < 128):
-                            un[p1, (it_18 * T.int32(64)) + i_121, p2, cols__1 + i_122] = uc__53[i_121, i_122]
-                for i_124, i_125 in T.Parallel(32, 64):
-                    St__next_123[i_124, i_125] = ((v_89 * St__12[i_124, i_125]) + dot_104[i_124, i_125])
-                for i_127, i_128 in T.Parallel(32, 64):
-                    c__next_126[i_127, i_128] = ((v_89 * c__15[i_127, i_128]) + dot_118[i_127, i_128])
-                for i_129, i_130 in T.Parallel(32, 64):
-                    St__12[i_129, i_130] = St__next_123[i_129, i_130]
-                for i_131, i_132 in T.Parallel(32, 64):
-                    c__15[i_131, i_132] = c__next_126[i_131, i_132]
+                    for i_88, i_89 in T.Parallel(64, 32):
+                        if T.And((it_10 * T.int32(64)) + i_88 < n_TP, cols__1 + i_89 < 128):
+                            un[p1, (it_10 * T.int32(64)) + i_88, p2, cols__1 + i_89] = uc__34[i_88, i_89]
+                for i_90, i_91 in T.Parallel(32, 64):
+                    St__4[i_90, i_91] = ((v_70[0] * St__4[i_90, i_91]) + acc_75[i_90, i_91])
+                for i_92, i_93 in T.Parallel(32, 64):
+                    c__7[i_92, i_93] = ((v_70[0] * c__7[i_92, i_93]) + acc_83[i_92, i_93])
             # delta_scan_phases.py:229: ht[b, h, p, cols] = s.T
             if cols__1 + 32 <= 128:
-                for i_133, i_134 in T.Parallel(64, 32):
-                    ht[p1, p2, i_133, cols__1 + i_134] = St__12[i_134, i_133]
+                for i_94, i_95 in T.Parallel(64, 32):
+                    ht[p1, p2, i_94, cols__1 + i_95] = St__4[i_95, i_94]
             else:
-                for i_135, i_136 in T.Parallel(64, 32):
-                    if cols__1 + i_136 < 128:
-                        ht[p1, p2, i_135, cols__1 + i_136] = St__12[i_136, i_135]
+                for i_96, i_97 in T.Parallel(64, 32):
+                    if cols__1 + i_97 < 128:
+                        ht[p1, p2, i_96, cols__1 + i_97] = St__4[i_97, i_96]
             if T.And(T.int32(64) + 64 <= 128, cols__1 + 32 <= 128):
-                for i_137, i_138 in T.Parallel(64, 32):
-                    ht[p1, p2, T.int32(64) + i_137, cols__1 + i_138] = c__15[i_138, i_137]
+                for i_98, i_99 in T.Parallel(64, 32):
+                    ht[p1, p2, T.int32(64) + i_98, cols__1 + i_99] = c__7[i_99, i_98]
             else:
-                for i_139, i_140 in T.Parallel(64, 32):
-                    if T.And(T.int32(64) + i_139 < 128, cols__1 + i_140 < 128):
-                        ht[p1, p2, T.int32(64) + i_139, cols__1 + i_140] = c__15[i_140, i_139]
+                for i_100, i_101 in T.Parallel(64, 32):
+                    if T.And(T.int32(64) + i_100 < 128, cols__1 + i_101 < 128):
+                        ht[p1, p2, T.int32(64) + i_100, cols__1 + i_101] = c__7[i_101, i_100]
 
     return delta_scan_recur_cuda

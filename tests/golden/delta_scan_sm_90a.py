@@ -8,7 +8,7 @@ import tilelang.language as T
 PARAMS = ['q', 'k', 'v', 'g', 'beta', 'h0', 'o', 'uscale', 'usq', 'ht', 'scale']    # prim_func parameters before the grid extents
 GRID_RANK = 3
 THREADS = 128
-PASS_CONFIGS = {'tl.enable_aggressive_shared_memory_merge': True}
+PASS_CONFIGS = {'tl.enable_aggressive_shared_memory_merge': True, 'tl.disable_tma_lower': True, 'tl.disable_warp_specialized': True, 'tl.UnrollLoop': {'explicit_unroll': True}}
 
 
 def build():
@@ -36,51 +36,52 @@ def build():
     ):
         with T.Kernel(grid_0, grid_1, grid_2, threads=THREADS) as (p0, p1, p2):
             h0__2 = T.alloc_shared((128, 32,), "float32")
-            St__7 = T.alloc_shared((32, 128,), "float32")
-            k__12 = T.alloc_shared((64, 128,), "float32")
-            beta__17 = T.alloc_shared((64,), "float32")
-            g__20 = T.alloc_shared((64,), "float32")
-            gc__23 = T.alloc_shared((64,), "float32")
-            n__25 = T.alloc_shared((64,), "int32")
-            Hs__27 = T.alloc_shared((64,), "int32")
-            acc_tmp_28 = T.alloc_local((1,), "int32")
-            Ls__32 = T.alloc_shared((64,), "float32")
-            acc_tmp_33 = T.alloc_local((1,), "float32")
-            t_36 = T.alloc_shared((64,), "float32")
-            t_39 = T.alloc_shared((64, 64,), "float32")
-            a_tmp_42 = T.alloc_shared((64, 128,), "float32")
-            acc_45 = T.alloc_fragment((64, 64,), "float32")
-            dot_46 = T.alloc_shared((64, 64,), "float32")
-            A__47 = T.alloc_shared((64, 64,), "float32")
-            inv_cols_50 = T.alloc_shared((64, 64,), "float32")
-            Tm__56 = T.alloc_shared((64, 64,), "float32")
-            t_59 = T.alloc_shared((64,), "float32")
-            v__61 = T.alloc_shared((64, 32,), "float32")
-            acc_66 = T.alloc_fragment((64, 32,), "float32")
-            dot_67 = T.alloc_shared((64, 32,), "float32")
-            b_tmp_68 = T.alloc_shared((64, 32,), "float32")
-            acc_71 = T.alloc_fragment((64, 32,), "float32")
-            u__72 = T.alloc_shared((64, 32,), "float32")
+            St__3 = T.alloc_shared((32, 128,), "float32")
+            k__8 = T.alloc_shared((64, 128,), "bfloat16")
+            beta__9 = T.alloc_fragment((64,), "bfloat16")
+            bc__12 = T.alloc_fragment((64,), "float32")
+            g__14 = T.alloc_fragment((64,), "float32")
+            gc__17 = T.alloc_fragment((64,), "float32")
+            n__19 = T.alloc_fragment((64,), "int32")
+            n__21 = T.alloc_shared((64,), "int32")
+            Hs__22 = T.alloc_shared((64,), "int32")
+            acc_tmp_23 = T.alloc_local((1,), "int32")
+            t_27 = T.alloc_shared((64,), "float32")
+            Ls__29 = T.alloc_shared((64,), "float32")
+            acc_tmp_30 = T.alloc_local((1,), "float32")
+            t_34 = T.alloc_shared((64, 64,), "float32")
+            bc__37 = T.alloc_shared((64,), "float32")
+            a_tmp_38 = T.alloc_shared((64, 128,), "float32")
+            kc__41 = T.alloc_shared((64, 128,), "float32")
+            acc_44 = T.alloc_fragment((64, 64,), "float32")
+            A__45 = T.alloc_shared((64, 64,), "float32")
+            inv_cols_48 = T.alloc_shared((64, 64,), "float32")
+            t_54 = T.alloc_shared((64,), "float32")
+            v__56 = T.alloc_fragment((64, 32,), "bfloat16")
+            acc_61 = T.alloc_fragment((64, 32,), "float32")
+            Tm__62 = T.alloc_shared((64, 64,), "float32")
+            b_tmp_65 = T.alloc_shared((64, 32,), "float32")
+            u__68 = T.alloc_fragment((64, 32,), "float32")
+            red_in_69 = T.alloc_fragment((64, 32,), "float32")
+            sum_72 = T.alloc_fragment((64,), "float32")
             sum_73 = T.alloc_shared((64,), "float32")
-            s__77 = T.alloc_shared((64,), "float32")
-            t_79 = T.alloc_shared((64, 1,), "float32")
-            sum_82 = T.alloc_shared((64,), "float32")
-            q__90 = T.alloc_shared((64, 128,), "float32")
-            acc_95 = T.alloc_fragment((64, 64,), "float32")
-            dot_96 = T.alloc_shared((64, 64,), "float32")
-            acc_99 = T.alloc_fragment((64, 32,), "float32")
-            dot_100 = T.alloc_shared((64, 32,), "float32")
-            a_tmp_101 = T.alloc_shared((64, 64,), "float32")
-            acc_104 = T.alloc_fragment((64, 32,), "float32")
-            dot_105 = T.alloc_shared((64, 32,), "float32")
-            sum_110 = T.alloc_local((1,), "int32")
-            sum_112 = T.alloc_local((1,), "float32")
-            t_114 = T.alloc_local((1,), "float32")
-            t_115 = T.alloc_shared((64, 1,), "float32")
-            b_tmp_118 = T.alloc_shared((64, 128,), "float32")
-            acc_121 = T.alloc_fragment((32, 128,), "float32")
-            dot_122 = T.alloc_shared((32, 128,), "float32")
-            St__next_123 = T.alloc_shared((32, 128,), "float32")
+            s__74 = T.alloc_shared((64,), "float32")
+            t_76 = T.alloc_shared((64, 1,), "float32")
+            red_in_79 = T.alloc_fragment((64, 32,), "float32")
+            sum_82 = T.alloc_fragment((64,), "float32")
+            sum_83 = T.alloc_shared((64,), "float32")
+            q__88 = T.alloc_shared((64, 128,), "bfloat16")
+            acc_89 = T.alloc_fragment((64, 64,), "float32")
+            acc_92 = T.alloc_fragment((64, 32,), "float32")
+            a_tmp_93 = T.alloc_shared((64, 64,), "float32")
+            u__96 = T.alloc_shared((64, 32,), "float32")
+            acc_97 = T.alloc_fragment((64, 32,), "float32")
+            sum_102 = T.alloc_local((1,), "int32")
+            sum_104 = T.alloc_local((1,), "float32")
+            t_106 = T.alloc_local((1,), "float32")
+            t_107 = T.alloc_shared((64, 1,), "float32")
+            b_tmp_110 = T.alloc_shared((64, 128,), "float32")
+            acc_113 = T.alloc_fragment((32, 128,), "float32")
             # delta_scan.py:43: iv, b, h = hl.grid(hl.cdiv(V, BV), hl.dim("B"), hl.dim("H"))
             # delta_scan.py:45: cols = hl.tile(iv * BV, BV)              # this program's value columns
             cols__1 = (p0 * T.int32(32))
@@ -89,206 +90,183 @@ def build():
             # delta_scan.py:48: strict = i[:, None] > i[None, :]
             # delta_scan.py:49: last = i == BT - 1
             # delta_scan.py:53: St0 = h0[b, h, keys, cols].to("float32").T if HAS_H0 else hl.zeros((BV, BK))
-            if cols__1 + 32 <= 128:
-                for i_3, i_4 in T.Parallel(128, 32):
-                    h0__2[i_3, i_4] = h0[p1, p2, i_3, cols__1 + i_4]
-            else:
-                for i_5, i_6 in T.Parallel(128, 32):
-                    h0__2[i_5, i_6] = T.if_then_else(cols__1 + i_6 < 128, h0[p1, p2, i_5, cols__1 + i_6], T.float32(0.0))
+            T.copy(h0[p1, p2, 0:128, cols__1:cols__1 + 32], h0__2)
             # delta_scan.py:55: @hl.loop(0, hl.cdiv(T, BT), carry=St0, pipelined=True)
-            for i_8, i_9 in T.Parallel(32, 128):
-                St__7[i_8, i_9] = h0__2[i_9, i_8]
-            for it_10 in T.Pipelined(T.int32(0), T.truncdiv(n_T + T.int32(64) - 1, T.int32(64)), num_stages=2):
+            for i_4, i_5 in T.Parallel(32, 128):
+                St__3[i_4, i_5] = h0__2[i_5, i_4]
+            for it_6 in T.Pipelined(T.int32(0), T.truncdiv(n_T + T.int32(64) - 1, T.int32(64)), num_stages=2):
                 # delta_scan.py:57: rows = hl.tile(c * BT, BT)
-                rows__11 = (it_10 * T.int32(64))
+                rows__7 = (it_6 * T.int32(64))
                 # delta_scan.py:58: kc = k[b, rows, h, keys].to("float32")                       # [BT, BK]
-                if rows__11 + 64 <= n_T:
-                    for i_13, i_14 in T.Parallel(64, 128):
-                        k__12[i_13, i_14] = T.Cast("float32", k[p1, rows__11 + i_13, p2, i_14])
-                else:
-                    for i_15, i_16 in T.Parallel(64, 128):
-                        k__12[i_15, i_16] = T.if_then_else(rows__11 + i_15 < n_T, T.Cast("float32", k[p1, rows__11 + i_15, p2, i_16]), T.float32(0.0))
+                T.copy(k[p1, rows__7:rows__7 + 64, p2, 0:128], k__8)
                 # delta_scan.py:59: bc = beta[b, rows, h].to("float32")                          # [BT]
-                if rows__11 + 64 <= n_T:
-                    for i_18 in T.Parallel(64):
-                        beta__17[i_18] = T.Cast("float32", beta[p1, rows__11 + i_18, p2])
+                if rows__7 + 64 <= n_T:
+                    for i_10 in T.Parallel(64):
+                        beta__9[i_10] = beta[p1, rows__7 + i_10, p2]
                 else:
-                    for i_19 in T.Parallel(64):
-                        beta__17[i_19] = T.if_then_else(rows__11 + i_19 < n_T, T.Cast("float32", beta[p1, rows__11 + i_19, p2]), T.float32(0.0))
+                    for i_11 in T.Parallel(64):
+                        beta__9[i_11] = T.if_then_else(rows__7 + i_11 < n_T, beta[p1, rows__7 + i_11, p2], T.bfloat16(0.0))
+                for i_13 in T.Parallel(64):
+                    bc__12[i_13] = T.Cast("float32", beta__9[i_13])
                 # delta_scan.py:61: steps, lo = decay.split(g[b, rows, h].to("float32"), BT)
-                if rows__11 + 64 <= n_T:
-                    for i_21 in T.Parallel(64):
-                        g__20[i_21] = g[p1, rows__11 + i_21, p2]
+                if rows__7 + 64 <= n_T:
+                    for i_15 in T.Parallel(64):
+                        g__14[i_15] = g[p1, rows__7 + i_15, p2]
                 else:
-                    for i_22 in T.Parallel(64):
-                        g__20[i_22] = T.if_then_else(rows__11 + i_22 < n_T, g[p1, rows__11 + i_22, p2], T.float32(0.0))
+                    for i_16 in T.Parallel(64):
+                        g__14[i_16] = T.if_then_else(rows__7 + i_16 < n_T, g[p1, rows__7 + i_16, p2], T.float32(0.0))
                 # decay.py:47: gc = hl.maximum(g, CLAMP)
-                for i_24 in T.Parallel(64):
-                    gc__23[i_24] = T.max(g__20[i_24], T.float32(-128.0))
+                for i_18 in T.Parallel(64):
+                    gc__17[i_18] = T.max(g__14[i_18], T.float32(-128.0))
                 # decay.py:48: n = (gc * float(2 ** fraction_bits(BT))).to("int32")
-                for i_26 in T.Parallel(64):
-                    n__25[i_26] = T.Cast("int32", (gc__23[i_26] * T.float32(2048.0)))
+                for i_20 in T.Parallel(64):
+                    n__19[i_20] = T.Cast("int32", (gc__17[i_20] * T.float32(2048.0)))
                 # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
                 # decay.py:49: return n, gc - coarse(n, BT)
                 # delta_scan.py:62: Hs, Ls = hl.cumsum(steps, 0), hl.cumsum(lo, 0)               # [BT] int32, float32
-                for i_29 in T.Parallel(64):
-                    Hs__27[i_29] = T.int32(0)
+                T.copy(n__19, n__21)
+                for i_24 in T.Parallel(64):
+                    Hs__22[i_24] = T.int32(0)
+                for i_26 in T.Parallel(64):
+                    acc_tmp_23[0] = T.int32(0)
+                    for r_25 in T.serial(64):
+                        acc_tmp_23[0] = acc_tmp_23[0] + T.if_then_else(r_25 <= i_26, n__21[r_25], T.int32(0))
+                    Hs__22[i_26] = acc_tmp_23[0]
+                for i_28 in T.Parallel(64):
+                    t_27[i_28] = (gc__17[i_28] - (T.Cast("float32", n__21[i_28]) * T.float32(0.00048828125)))
                 for i_31 in T.Parallel(64):
-                    acc_tmp_28[0] = T.int32(0)
-                    for r_30 in T.serial(64):
-                        acc_tmp_28[0] = acc_tmp_28[0] + T.if_then_else(r_30 <= i_31, n__25[r_30], T.int32(0))
-                    Hs__27[i_31] = acc_tmp_28[0]
-                for i_34 in T.Parallel(64):
-                    Ls__32[i_34] = T.float32(0.0)
-                for i_37 in T.Parallel(64):
-                    t_36[i_37] = (gc__23[i_37] - (T.Cast("float32", n__25[i_37]) * T.float32(0.00048828125)))
-                for i_38 in T.Parallel(64):
-                    acc_tmp_33[0] = T.float32(0.0)
-                    for r_35 in T.serial(64):
-                        acc_tmp_33[0] = acc_tmp_33[0] + T.if_then_else(r_35 <= i_38, t_36[r_35], T.float32(0.0))
-                    Ls__32[i_38] = acc_tmp_33[0]
+                    Ls__29[i_31] = T.float32(0.0)
+                for i_33 in T.Parallel(64):
+                    acc_tmp_30[0] = T.float32(0.0)
+                    for r_32 in T.serial(64):
+                        acc_tmp_30[0] = acc_tmp_30[0] + T.if_then_else(r_32 <= i_33, t_27[r_32], T.float32(0.0))
+                    Ls__29[i_33] = acc_tmp_30[0]
                 # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
                 # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
                 # decay.py:66: x = coarse(Hr[:, None] - Hc[None, :], BT) + (Lr[:, None] - Lc[None, :])
                 # decay.py:67: return hl.exp(x if mask is None else hl.where(mask, x, float("-inf")))
-                for i_40, i_41 in T.Parallel(64, 64):
-                    t_39[i_40, i_41] = T.exp(T.if_then_else((i_40 >= i_41), ((T.Cast("float32", (Hs__27[i_40] - Hs__27[i_41])) * T.float32(0.00048828125)) + (Ls__32[i_40] - Ls__32[i_41])), -T.infinity("float32")))
+                for i_35, i_36 in T.Parallel(64, 64):
+                    t_34[i_35, i_36] = T.exp(T.if_then_else((i_35 >= i_36), ((T.Cast("float32", (Hs__22[i_35] - Hs__22[i_36])) * T.float32(0.00048828125)) + (Ls__29[i_35] - Ls__29[i_36])), -T.infinity("float32")))
                 # delta_scan.py:64: A = hl.where(strict, hl.dot(kc * bc[:, None], kc, trans_b=True) * gamma, 0.0)
-                for i_43, i_44 in T.Parallel(64, 128):
-                    a_tmp_42[i_43, i_44] = (k__12[i_43, i_44] * beta__17[i_43])
-                T.clear(acc_45)
-                T.gemm(a_tmp_42, k__12, acc_45, transpose_A=False, transpose_B=True)
-                T.copy(acc_45, dot_46)
+                T.copy(bc__12, bc__37)
+                for i_39, i_40 in T.Parallel(64, 128):
+                    a_tmp_38[i_39, i_40] = (T.Cast("float32", k__8[i_39, i_40]) * bc__37[i_39])
+                for i_42, i_43 in T.Parallel(64, 128):
+                    kc__41[i_42, i_43] = T.Cast("float32", k__8[i_42, i_43])
+                T.clear(acc_44)
+                T.gemm(a_tmp_38, kc__41, acc_44, transpose_A=False, transpose_B=True)
                 # delta_scan.py:65: Tm = hl.unit_lower_inverse(A)                                # (I + A)^-1
-                for i_48, i_49 in T.Parallel(64, 64):
-                    A__47[i_48, i_49] = T.if_then_else((i_48 > i_49), (dot_46[i_48, i_49] * t_39[i_48, i_49]), T.float32(0.0))
-                for i_51, i_52 in T.Parallel(64, 64):
-                    inv_cols_50[i_51, i_52] = T.float32(0.0)
-                for j_53 in T.Parallel(64):
-                    for i_54 in T.serial(64):
-                        acc_tmp_33[0] = T.if_then_else(i_54 == j_53, T.float32(1.0), T.float32(0.0))
-                        for m_55 in T.serial(i_54):
-                            acc_tmp_33[0] = acc_tmp_33[0] - A__47[i_54, m_55] * inv_cols_50[m_55, j_53]
-                        inv_cols_50[i_54, j_53] = acc_tmp_33[0]
-                for i_57, i_58 in T.Parallel(64, 64):
-                    Tm__56[i_57, i_58] = inv_cols_50[i_57, i_58]
+                for i_46, i_47 in T.Parallel(64, 64):
+                    A__45[i_46, i_47] = T.if_then_else((i_46 > i_47), (acc_44[i_46, i_47] * t_34[i_46, i_47]), T.float32(0.0))
+                for i_49, i_50 in T.Parallel(64, 64):
+                    inv_cols_48[i_49, i_50] = T.float32(0.0)
+                for j_51 in T.Parallel(64):
+                    for i_52 in T.serial(64):
+                        acc_tmp_30[0] = T.if_then_else(i_52 == j_51, T.float32(1.0), T.float32(0.0))
+                        for m_53 in T.serial(i_52):
+                            acc_tmp_30[0] = acc_tmp_30[0] - A__45[i_52, m_53] * inv_cols_48[m_53, j_51]
+                        inv_cols_48[i_52, j_51] = acc_tmp_30[0]
                 # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
                 # decay.py:72: return hl.exp(coarse(H, BT) + L)
-                for i_60 in T.Parallel(64):
-                    t_59[i_60] = T.exp(((T.Cast("float32", Hs__27[i_60]) * T.float32(0.00048828125)) + Ls__32[i_60]))
+                for i_55 in T.Parallel(64):
+                    t_54[i_55] = T.exp(((T.Cast("float32", Hs__22[i_55]) * T.float32(0.00048828125)) + Ls__29[i_55]))
                 # delta_scan.py:68: resid = v[b, rows, h, cols].to("float32") - eG[:, None] * hl.dot(kc, St, trans_b=True)
-                if T.And(rows__11 + 64 <= n_T, cols__1 + 32 <= 128):
-                    for i_62, i_63 in T.Parallel(64, 32):
-                        v__61[i_62, i_63] = T.Cast("float32", v[p1, rows__11 + i_62, p2, cols__1 + i_63])
+                if T.And(rows__7 + 64 <= n_T, cols__1 + 32 <= 128):
+                    for i_57, i_58 in T.Parallel(64, 32):
+                        v__56[i_57, i_58] = v[p1, rows__7 + i_57, p2, cols__1 + i_58]
                 else:
-                    for i_64, i_65 in T.Parallel(64, 32):
-                        v__61[i_64, i_65] = T.if_then_else(T.And(rows__11 + i_64 < n_T, cols__1 + i_65 < 128), T.Cast("float32", v[p1, rows__11 + i_64, p2, cols__1 + i_65]), T.float32(0.0))
-                T.clear(acc_66)
-                T.gemm(k__12, St__7, acc_66, transpose_A=False, transpose_B=True)
-                T.copy(acc_66, dot_67)
+                    for i_59, i_60 in T.Parallel(64, 32):
+                        v__56[i_59, i_60] = T.if_then_else(T.And(rows__7 + i_59 < n_T, cols__1 + i_60 < 128), v[p1, rows__7 + i_59, p2, cols__1 + i_60], T.bfloat16(0.0))
+                T.clear(acc_61)
+                T.gemm(kc__41, St__3, acc_61, transpose_A=False, transpose_B=True)
                 # delta_scan.py:69: u = hl.dot(Tm, resid * bc[:, None])                          # [BT, BV] = beta * e
-                for i_69, i_70 in T.Parallel(64, 32):
-                    b_tmp_68[i_69, i_70] = ((v__61[i_69, i_70] - (t_59[i_69] * dot_67[i_69, i_70])) * beta__17[i_69])
-                T.clear(acc_71)
-                T.gemm(Tm__56, b_tmp_68, acc_71, transpose_A=False, transpose_B=False)
-                T.copy(acc_71, u__72)
+                for i_63, i_64 in T.Parallel(64, 64):
+                    Tm__62[i_63, i_64] = inv_cols_48[i_63, i_64]
+                for i_66, i_67 in T.Parallel(64, 32):
+                    b_tmp_65[i_66, i_67] = ((T.Cast("float32", v__56[i_66, i_67]) - (t_54[i_66] * acc_61[i_66, i_67])) * bc__37[i_66])
+                T.clear(u__68)
+                T.gemm(Tm__62, b_tmp_65, u__68, transpose_A=False, transpose_B=False)
                 # delta_scan_phases.py:65: s = hl.maximum(hl.sum(hl.abs(u) * (1.0 / u.shape[1]), 1), 2.0 ** -100)
+                for i_70, i_71 in T.Parallel(64, 32):
+                    red_in_69[i_70, i_71] = (T.abs(u__68[i_70, i_71]) * T.float32(0.03125))
+                T.reduce_sum(red_in_69, sum_72, dim=1)
+                T.copy(sum_72, sum_73)
                 for i_75 in T.Parallel(64):
-                    sum_73[i_75] = T.float32(0.0)
-                for i_76 in T.Parallel(64):
-                    acc_tmp_33[0] = T.float32(0.0)
-                    for r_74 in T.serial(32):
-                        acc_tmp_33[0] = acc_tmp_33[0] + (T.abs(u__72[i_76, r_74]) * T.float32(0.03125))
-                    sum_73[i_76] = acc_tmp_33[0]
-                for i_78 in T.Parallel(64):
-                    s__77[i_78] = T.max(sum_73[i_78], T.float32(7.888609052210118e-31))
+                    s__74[i_75] = T.max(sum_73[i_75], T.float32(7.888609052210118e-31))
                 # delta_scan_phases.py:66: us = u * (1.0 / s)[:, None]
-                for i_80, i_81 in T.Parallel(64, 1):
-                    t_79[i_80, i_81] = (T.float32(1.0) / s__77[i_80])
+                for i_77, i_78 in T.Parallel(64, 1):
+                    t_76[i_77, i_78] = (T.float32(1.0) / s__74[i_77])
                 # delta_scan_phases.py:67: return s, hl.sum(us * us, 1)
-                for i_84 in T.Parallel(64):
-                    sum_82[i_84] = T.float32(0.0)
-                for i_85 in T.Parallel(64):
-                    acc_tmp_33[0] = T.float32(0.0)
-                    for r_83 in T.serial(32):
-                        acc_tmp_33[0] = acc_tmp_33[0] + ((u__72[i_85, r_83] * t_79[i_85, 0]) * (u__72[i_85, r_83] * t_79[i_85, 0]))
-                    sum_82[i_85] = acc_tmp_33[0]
+                for i_80, i_81 in T.Parallel(64, 32):
+                    red_in_79[i_80, i_81] = ((u__68[i_80, i_81] * t_76[i_80, 0]) * (u__68[i_80, i_81] * t_76[i_80, 0]))
+                T.reduce_sum(red_in_79, sum_82, dim=1)
+                T.copy(sum_82, sum_83)
                 # delta_scan.py:70: uscale[iv, b, rows, h], usq[iv, b, rows, h] = phases.norm_parts(u)  # [BT] each: m's part, scaled
-                if rows__11 + 64 <= n_T:
+                if rows__7 + 64 <= n_T:
+                    for i_84 in T.Parallel(64):
+                        uscale[p0, p1, rows__7 + i_84, p2] = s__74[i_84]
+                else:
+                    for i_85 in T.Parallel(64):
+                        if rows__7 + i_85 < n_T:
+                            uscale[p0, p1, rows__7 + i_85, p2] = s__74[i_85]
+                if rows__7 + 64 <= n_T:
                     for i_86 in T.Parallel(64):
-                        uscale[p0, p1, rows__11 + i_86, p2] = s__77[i_86]
+                        usq[p0, p1, rows__7 + i_86, p2] = sum_83[i_86]
                 else:
                     for i_87 in T.Parallel(64):
-                        if rows__11 + i_87 < n_T:
-                            uscale[p0, p1, rows__11 + i_87, p2] = s__77[i_87]
-                if rows__11 + 64 <= n_T:
-                    for i_88 in T.Parallel(64):
-                        usq[p0, p1, rows__11 + i_88, p2] = sum_82[i_88]
-                else:
-                    for i_89 in T.Parallel(64):
-                        if rows__11 + i_89 < n_T:
-                            usq[p0, p1, rows__11 + i_89, p2] = sum_82[i_89]
+                        if rows__7 + i_87 < n_T:
+                            usq[p0, p1, rows__7 + i_87, p2] = sum_83[i_87]
                 # delta_scan.py:71: qc = q[b, rows, h, keys].to("float32")                       # [BT, BK]
-                if rows__11 + 64 <= n_T:
-                    for i_91, i_92 in T.Parallel(64, 128):
-                        q__90[i_91, i_92] = T.Cast("float32", q[p1, rows__11 + i_91, p2, i_92])
-                else:
-                    for i_93, i_94 in T.Parallel(64, 128):
-                        q__90[i_93, i_94] = T.if_then_else(rows__11 + i_93 < n_T, T.Cast("float32", q[p1, rows__11 + i_93, p2, i_94]), T.float32(0.0))
+                T.copy(q[p1, rows__7:rows__7 + 64, p2, 0:128], q__88)
                 # delta_scan.py:72: inner = hl.where(causal, hl.dot(qc, kc, trans_b=True) * gamma, 0.0)
-                T.clear(acc_95)
-                T.gemm(q__90, k__12, acc_95, transpose_A=False, transpose_B=True)
-                T.copy(acc_95, dot_96)
+                T.clear(acc_89)
+                T.gemm(q__88, k__8, acc_89, transpose_A=False, transpose_B=True)
                 # delta_scan.py:73: o[b, rows, h, cols] = (hl.dot(qc * eG[:, None], St, trans_b=True) + hl.dot(inner, u)) * scale
-                for i_97, i_98 in T.Parallel(64, 128):
-                    a_tmp_42[i_97, i_98] = (q__90[i_97, i_98] * t_59[i_97])
-                T.clear(acc_99)
-                T.gemm(a_tmp_42, St__7, acc_99, transpose_A=False, transpose_B=True)
-                T.copy(acc_99, dot_100)
-                for i_102, i_103 in T.Parallel(64, 64):
-                    a_tmp_101[i_102, i_103] = T.if_then_else((i_102 >= i_103), (dot_96[i_102, i_103] * t_39[i_102, i_103]), T.float32(0.0))
-                T.clear(acc_104)
-                T.gemm(a_tmp_101, u__72, acc_104, transpose_A=False, transpose_B=False)
-                T.copy(acc_104, dot_105)
-                if T.And(rows__11 + 64 <= n_T, cols__1 + 32 <= 128):
-                    for i_106, i_107 in T.Parallel(64, 32):
-                        o[p1, rows__11 + i_106, p2, cols__1 + i_107] = T.Cast("bfloat16", ((dot_100[i_106, i_107] + dot_105[i_106, i_107]) * scale))
+                for i_90, i_91 in T.Parallel(64, 128):
+                    a_tmp_38[i_90, i_91] = (T.Cast("float32", q__88[i_90, i_91]) * t_54[i_90])
+                T.clear(acc_92)
+                T.gemm(a_tmp_38, St__3, acc_92, transpose_A=False, transpose_B=True)
+                for i_94, i_95 in T.Parallel(64, 64):
+                    a_tmp_93[i_94, i_95] = T.if_then_else((i_94 >= i_95), (acc_89[i_94, i_95] * t_34[i_94, i_95]), T.float32(0.0))
+                T.copy(u__68, u__96)
+                T.clear(acc_97)
+                T.gemm(a_tmp_93, u__96, acc_97, transpose_A=False, transpose_B=False)
+                if T.And(rows__7 + 64 <= n_T, cols__1 + 32 <= 128):
+                    for i_98, i_99 in T.Parallel(64, 32):
+                        o[p1, rows__7 + i_98, p2, cols__1 + i_99] = T.Cast("bfloat16", ((acc_92[i_98, i_99] + acc_97[i_98, i_99]) * scale))
                 else:
-                    for i_108, i_109 in T.Parallel(64, 32):
-                        if T.And(rows__11 + i_108 < n_T, cols__1 + i_109 < 128):
-                            o[p1, rows__11 + i_108, p2, cols__1 + i_109] = T.Cast("bfloat16", ((dot_100[i_108, i_109] + dot_105[i_108, i_109]) * scale))
+                    for i_100, i_101 in T.Parallel(64, 32):
+                        if T.And(rows__7 + i_100 < n_T, cols__1 + i_101 < 128):
+                            o[p1, rows__7 + i_100, p2, cols__1 + i_101] = T.Cast("bfloat16", ((acc_92[i_100, i_101] + acc_97[i_100, i_101]) * scale))
                 # decay.py:59: return hl.sum(hl.where(hl.iota(n) == n - 1, x, 0), 0)
-                sum_110[0] = T.int32(0)
-                for r_111 in T.serial(64):
-                    sum_110[0] = sum_110[0] + T.if_then_else((r_111 == T.int32(63)), Hs__27[r_111], T.int32(0))
-                sum_112[0] = T.float32(0.0)
-                for r_113 in T.serial(64):
-                    sum_112[0] = sum_112[0] + T.if_then_else((r_113 == T.int32(63)), Ls__32[r_113], T.float32(0.0))
+                sum_102[0] = T.int32(0)
+                for r_103 in T.serial(64):
+                    sum_102[0] = sum_102[0] + T.if_then_else((r_103 == T.int32(63)), Hs__22[r_103], T.int32(0))
+                sum_104[0] = T.float32(0.0)
+                for r_105 in T.serial(64):
+                    sum_104[0] = sum_104[0] + T.if_then_else((r_105 == T.int32(63)), Ls__29[r_105], T.float32(0.0))
                 # decay.py:77: return hl.exp(coarse(H_last - H, BT) + (L_last - L))
                 # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
                 # decay.py:77: return hl.exp(coarse(H_last - H, BT) + (L_last - L))
                 # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
                 # decay.py:82: return hl.exp(coarse(H_last, BT)) * hl.exp(L_last)
                 # delta_scan.py:76: return decay.over_chunk(H_last, L_last, BT) * St + hl.dot(u, kc * decay_to_end[:, None], trans_a=True)
-                t_114[0] = (T.exp((T.Cast("float32", sum_110[0]) * T.float32(0.00048828125))) * T.exp(sum_112[0]))
-                for i_116, i_117 in T.Parallel(64, 1):
-                    t_115[i_116, i_117] = T.exp(((T.Cast("float32", (sum_110[0] - Hs__27[i_116])) * T.float32(0.00048828125)) + (sum_112[0] - Ls__32[i_116])))
-                for i_119, i_120 in T.Parallel(64, 128):
-                    b_tmp_118[i_119, i_120] = (k__12[i_119, i_120] * t_115[i_119, 0])
-                T.clear(acc_121)
-                T.gemm(u__72, b_tmp_118, acc_121, transpose_A=True, transpose_B=False)
-                T.copy(acc_121, dot_122)
-                for i_124, i_125 in T.Parallel(32, 128):
-                    St__next_123[i_124, i_125] = ((t_114[0] * St__7[i_124, i_125]) + dot_122[i_124, i_125])
-                for i_126, i_127 in T.Parallel(32, 128):
-                    St__7[i_126, i_127] = St__next_123[i_126, i_127]
+                t_106[0] = (T.exp((T.Cast("float32", sum_102[0]) * T.float32(0.00048828125))) * T.exp(sum_104[0]))
+                for i_108, i_109 in T.Parallel(64, 1):
+                    t_107[i_108, i_109] = T.exp(((T.Cast("float32", (sum_102[0] - Hs__22[i_108])) * T.float32(0.00048828125)) + (sum_104[0] - Ls__29[i_108])))
+                for i_111, i_112 in T.Parallel(64, 128):
+                    b_tmp_110[i_111, i_112] = (kc__41[i_111, i_112] * t_107[i_111, 0])
+                T.clear(acc_113)
+                T.gemm(u__96, b_tmp_110, acc_113, transpose_A=True, transpose_B=False)
+                for i_114, i_115 in T.Parallel(32, 128):
+                    St__3[i_114, i_115] = ((t_106[0] * St__3[i_114, i_115]) + acc_113[i_114, i_115])
             # delta_scan.py:79: ht[b, h, keys, cols] = St.T
             if cols__1 + 32 <= 128:
-                for i_128, i_129 in T.Parallel(128, 32):
-                    ht[p1, p2, i_128, cols__1 + i_129] = St__7[i_129, i_128]
+                for i_116, i_117 in T.Parallel(128, 32):
+                    ht[p1, p2, i_116, cols__1 + i_117] = St__3[i_117, i_116]
             else:
-                for i_130, i_131 in T.Parallel(128, 32):
-                    if cols__1 + i_131 < 128:
-                        ht[p1, p2, i_130, cols__1 + i_131] = St__7[i_131, i_130]
+                for i_118, i_119 in T.Parallel(128, 32):
+                    if cols__1 + i_119 < 128:
+                        ht[p1, p2, i_118, cols__1 + i_119] = St__3[i_119, i_118]
 
     return delta_scan_cuda
