@@ -139,13 +139,17 @@ def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, *, block_size:
     return spec.Plan(launches, lambda: o)
 
 
-def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1) -> tuple[tuple, dict]:
-    """B x T x H q, k, v of ``dtype``, float32 gammas and sink, the cache of every block."""
+def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1,
+            offsets: Optional[list[int]] = None) -> tuple[tuple, dict]:
+    """B x T x H q, k, v of ``dtype``, float32 gammas and sink, the cache of every block
+    (``offsets``: packed sequences, B = 1 and T = offsets[-1])."""
     K, V, W = dims["K"], dims["V"], dims["W"]
+    B, T = (B, T) if offsets is None else (1, offsets[-1])
+    nb = -(-T // dims["C"]) if offsets is None else varlen.block_offsets(offsets, dims["C"])[-1]
     x = lambda *shape, dt=dtype: torch.empty(shape, dtype=dt, device="meta")
-    inputs = (x(B, T, H, K), x(B, T, H, K), x(B, T, H, V), x(B, H, -(-T // dims["C"]), W, dt=torch.int64),
+    inputs = (x(B, T, H, K), x(B, T, H, K), x(B, T, H, V), x(B, H, nb, W, dt=torch.int64),
               x(K, dt=torch.float32), x(K, dt=torch.float32), x(H, dt=torch.float32))
-    return inputs, dict(block_size=dims["C"], eps=1e-6)
+    return inputs, dict(block_size=dims["C"], eps=1e-6, **({} if offsets is None else {"offsets": list(offsets)}))
 
 
 SPEC = spec.KernelSpec("cache_read", (cache_read,), plan, example)

@@ -123,10 +123,14 @@ def plan(schedule: Mapping, scores, *, capacity: int, block_size: int, policy: s
     return spec.Plan(launches, lambda: idx)
 
 
-def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1) -> tuple[tuple, dict]:
-    """B x T x H float32 scores of policy "hola" (``dtype`` is for the kernels with float inputs)."""
+def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1,
+            offsets: Optional[list[int]] = None) -> tuple[tuple, dict]:
+    """B x T x H float32 scores of policy "hola" (``dtype`` is for the kernels with float inputs;
+    ``offsets``: packed sequences, B = 1 and T = offsets[-1])."""
+    B, T = (B, T) if offsets is None else (1, offsets[-1])
     scores = torch.empty((B, T, H), dtype=torch.float32, device="meta")
-    return (scores,), dict(capacity=dims["W"], block_size=dims["C"], policy="hola")
+    return (scores,), dict(capacity=dims["W"], block_size=dims["C"], policy="hola",
+                           **({} if offsets is None else {"offsets": list(offsets)}))
 
 
 SPEC = spec.KernelSpec("cache_select", (cache_select,), plan, example)

@@ -172,14 +172,16 @@ def plan_phases(split: str, schedule: Mapping, fused: Mapping, q, k, v, g, beta,
                         dict(q=q, k=k, un=un, gh=gh, gl=gl, hs=hs, o=o, scale=scale)))
 
 
-def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1) -> tuple[tuple, dict]:
+def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1,
+            offsets: Optional[list[int]] = None) -> tuple[tuple, dict]:
     """A call of B x T x H with an initial state and the final state asked for: every kernel
-    feature traced."""
+    feature traced (``offsets``: packed sequences, B = 1, T = offsets[-1], a state each)."""
     K, V = dims["K"], dims["V"]
+    B, T, N = (B, T, B) if offsets is None else (1, offsets[-1], len(offsets) - 1)
     x = lambda *shape, dt=dtype: torch.empty(shape, dtype=dt, device="meta")
     inputs = (x(B, T, H, K), x(B, T, H, K), x(B, T, H, V), x(B, T, H, dt=torch.float32), x(B, T, H))
-    return inputs, dict(scale=K ** -0.5, initial_state=x(B, H, K, V, dt=torch.float32), output_final_state=True,
-                        chunk_size=dims.get("chunk_size", 64))
+    return inputs, dict(scale=K ** -0.5, initial_state=x(N, H, K, V, dt=torch.float32), output_final_state=True,
+                        chunk_size=dims.get("chunk_size", 64), **({} if offsets is None else {"offsets": list(offsets)}))
 
 
 SPEC = spec.KernelSpec("delta_scan", (delta_scan, phases.delta_scan_prepare, phases.delta_scan_recur,
