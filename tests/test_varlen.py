@@ -70,7 +70,9 @@ def _check_packed_equals_alone(backend: str, lengths, H: int, K: int, V: int, C:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_packed_equals_each_alone(backend):
-    _check_packed_equals_alone(backend, LENGTHS, H=2, K=16, V=32, C=64, W=8, oracle_check=backend == "eager")
+    # Triton's interpreter runs programs one at a time: one head keeps it to a minute or two.
+    _check_packed_equals_alone(backend, LENGTHS, H=1 if backend == "triton" else 2, K=16, V=32, C=64, W=8,
+                               oracle_check=backend == "eager")
 
 
 @pytest.mark.slow
