@@ -62,7 +62,7 @@ def cache_read(
     sink: hl.In("H"), o: hl.Out("B", "T", "H", "V"),
     block_start: hl.In("NBS", dtype="int32"), block_end: hl.In("NBS", dtype="int32"),
     *, K: int, V: int, W: int, C: int, BKD: int, BVD: int, WP: int, BQ: int, BKV: int, EPS: float,
-    VARLEN: bool = False,
+    VARLEN: bool,
 ):
     NQ = hl.cdiv(C, BQ)                                   # query tiles per cache block
     if VARLEN:
@@ -113,10 +113,12 @@ def cache_read(
     o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
 
 
-def consts(K: int, V: int, W: int, block_size: int, eps: float, schedule: Mapping) -> dict:
-    """Compile-time constants for head dims K, V, capacity W, the cache block and eps."""
+def consts(K: int, V: int, W: int, block_size: int, eps: float, schedule: Mapping, *, varlen: bool = False) -> dict:
+    """Compile-time constants for head dims K, V, capacity W, the cache block and eps (and
+    whether the sequences are packed)."""
     return dict(K=K, V=V, W=W, C=block_size, BKD=spec.pow2(K), BVD=spec.pow2(V), WP=spec.pow2(W),
-                BQ=min(int(schedule["BQ"]), spec.pow2(block_size)), BKV=int(schedule["BKV"]), EPS=float(eps))
+                BQ=min(int(schedule["BQ"]), spec.pow2(block_size)), BKV=int(schedule["BKV"]), EPS=float(eps),
+                VARLEN=varlen)
 
 
 def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, *, block_size: int, eps: float,
@@ -134,7 +136,7 @@ def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, *, block_size:
         start, end = varlen.block_table(offsets, block_size, q.device)
     args = dict(q=q, k=k, v=v, idx=idx, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink, o=o, block_start=start,
                 block_end=end)
-    c = {**consts(K, V, idx.shape[-1], block_size, eps, schedule), "VARLEN": offsets is not None}
+    c = consts(K, V, idx.shape[-1], block_size, eps, schedule, varlen=offsets is not None)
     launches = (spec.Launch(cache_read, c, args),) if o.numel() else ()
     return spec.Plan(launches, lambda: o)
 

@@ -56,7 +56,7 @@ def _to_slots(slot, rank, p, W):
 def cache_select(
     scores: hl.In("B", "T", "H"), idx: hl.Out("B", "H", "NB", "W", dtype="int64"),
     cu: hl.In("NS", dtype="int32"), rows: hl.In("NS", dtype="int32"),
-    *, W: int, WP: int, C: int, BC: int, RECENCY: bool, SDT: str, VARLEN: bool = False,
+    *, W: int, WP: int, C: int, BC: int, RECENCY: bool, SDT: str, VARLEN: bool,
 ):
     # Sequence i (a batch row, or packed positions [cu[i], cu[i + 1]) whose blocks are idx rows
     # rows[i]...: hola_dsl.varlen); positions stay packed, so ranks by position are unchanged.
@@ -94,11 +94,13 @@ def cache_select(
         return merged
 
 
-def consts(W: int, block_size: int, policy: str, score_dtype: torch.dtype, schedule: Mapping) -> dict:
-    """Compile-time constants for capacity W, the cache block, the policy and the scores' dtype."""
+def consts(W: int, block_size: int, policy: str, score_dtype: torch.dtype, schedule: Mapping, *,
+           varlen: bool = False) -> dict:
+    """Compile-time constants for capacity W, the cache block, the policy and the scores' dtype
+    (and whether the sequences are packed)."""
     return dict(W=W, WP=spec.pow2(W), C=block_size, BC=min(int(schedule["BC"]), spec.pow2(block_size)),
                 RECENCY=(policy == "recency"),
-                SDT="float64" if score_dtype == torch.float64 else "float32")
+                SDT="float64" if score_dtype == torch.float64 else "float32", VARLEN=varlen)
 
 
 def plan(schedule: Mapping, scores, *, capacity: int, block_size: int, policy: str,
@@ -118,7 +120,7 @@ def plan(schedule: Mapping, scores, *, capacity: int, block_size: int, policy: s
         cu = torch.tensor(offsets, dtype=torch.int32, device=dev)
         rows = torch.tensor(first_rows, dtype=torch.int32, device=dev)
     idx = spec.poisoned((B, H, nb, capacity), torch.int64, dev)
-    c = {**consts(capacity, block_size, policy, scores.dtype, schedule), "VARLEN": offsets is not None}
+    c = consts(capacity, block_size, policy, scores.dtype, schedule, varlen=offsets is not None)
     launches = (spec.Launch(cache_select, c, dict(scores=scores, idx=idx, cu=cu, rows=rows)),) if idx.numel() else ()
     return spec.Plan(launches, lambda: idx)
 

@@ -38,7 +38,7 @@ def delta_scan(
     usq: hl.Out("NV", "B", "T", "H", dtype="float32"),
     ht: hl.Out("N", "H", "K", "V", dtype="float32"), cu: hl.In("NS", dtype="int32"),
     scale: hl.Scalar("float32"),
-    *, K: int, V: int, BT: int, BK: int, BV: int, HAS_H0: bool, STORE_FINAL: bool, VARLEN: bool = False,
+    *, K: int, V: int, BT: int, BK: int, BV: int, HAS_H0: bool, STORE_FINAL: bool, VARLEN: bool,
 ):
     iv, n, h = hl.grid(hl.cdiv(V, BV), hl.dim("N"), hl.dim("H"))
     # Sequence n: batch row b, packed positions [bos, eos). Dense batches have N = B.
