@@ -61,9 +61,8 @@ def scan(fn: Callable, q, k, v, g, beta, offsets: Sequence[int], *, initial_stat
     os, ms, finals = [], [], []
     for i, (s, e) in enumerate(bounds(offsets)):
         h0 = None if initial_state is None else initial_state[i:i + 1]
-        if e == s:
-            final = torch.zeros(1, H, K, V, dtype=torch.float32, device=q.device) if h0 is None else h0
-            finals.append(final)
+        if e == s:      # filled in below, in the dtype the others' states have
+            finals.append(torch.zeros(1, H, K, V, device=q.device) if h0 is None else h0)
             continue
         o, m, final = fn(q[:, s:e], k[:, s:e], v[:, s:e], g[:, s:e], beta[:, s:e], initial_state=h0,
                          output_final_state=output_final_state, **options)
@@ -74,7 +73,7 @@ def scan(fn: Callable, q, k, v, g, beta, offsets: Sequence[int], *, initial_stat
     m = torch.cat(ms, 1) if ms else torch.zeros(1, 0, H, dtype=torch.float32, device=q.device)
     if not output_final_state:
         return o, m, None
-    dtype = next((f.dtype for f in finals if f is not None), torch.float32)
+    dtype = os[0].dtype if os and os[0].dtype == torch.float64 else torch.float32   # the oracle's, else float32
     return o, m, torch.cat([f.to(dtype) for f in finals], 0)
 
 
