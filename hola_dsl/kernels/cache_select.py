@@ -1,5 +1,5 @@
-"""Block-wise top-w cache selection (SPEC.md section 2): the DSL kernel, one program per (b, h),
-and ``SPEC``, how a call launches it.
+"""Block-wise top-w cache selection (SPEC.md section 2): the DSL kernels (serial: one program per
+(b, h); or a parallel block phase and a merge) and ``SPEC``, how a call launches them.
 
 The program walks the cache blocks in order carrying the cache as positions (best first, -1 =
 empty). At the start of block n the cache is Cache_n and is written to idx row n; then the
@@ -19,6 +19,29 @@ positions themselves (policy recency), so the slot scatter moves one int per can
 tie with it. A NaN score (possible only with value checks off) counts as -inf (SPEC.md section
 2): every comparison with NaN is false, so left as it is a NaN token would be dropped here and
 ranked first by a sort.
+
+Two forms, the schedule's ``split`` (schedules/cache_select.py):
+* "serial": the kernel ``cache_select`` above, B*H programs walking all T tokens, cdiv(C, BC)
+  merges per block in order (the CPU's choice: see the schedule).
+* "blocks+merge" (GPUs): ``cache_select_blocks``, one program per (cache block, b, h), all in
+  parallel, writes each block's own top-w (the same merges, from an empty set) to a scratch
+  ``win`` [B, H, NB, WP] (positions best first, -1 padded); then ``cache_select_merge``, one
+  program per (b, h), carries Cache_n and merges block n's w winners into it:
+  Cache_{n+1} = top-w(Cache_n U top-w(block n)), exact by the same identity. The cache's
+  positions all precede block n's, and both sets are sorted best first, so each candidate's
+  rank is its own index plus one count against the other set (no full pairwise rule). The merge
+  carries the cache's scores next to its positions (scattered like them), so a step gathers
+  only the winners' scores, which do not depend on the carry and load ahead of it.
+
+Why a serial merge of winners and not a log-depth (Hillis-Steele) scan over blocks (the merge is
+associative: top-w of a union): the serial merge takes NB dependent steps of one [WP, WP] rank
+each in ONE launch; the doubling scan takes log2(NB) launches of NB*B*H programs each (NB
+log2(NB) merges of work, ping-pong scratch, a launch per level). At the model's sizes
+(C = 256, T <= 16K: NB <= 64) a merge step is ~0.5 us of latency (no memory on the carried path;
+a [64, 64] compare and four row reductions), so the serial merge costs ~NB * 0.5 us <= ~32 us,
+about what log2(64) = 6 launches cost in launch latency alone (~3-5 us each without CUDA graphs),
+and the block phase dominates either way. The doubling scan wins only for NB in the hundreds
+(T >= ~64K at C = 256): then a third form can join the schedule's ``split``.
 """
 
 import math
@@ -27,6 +50,7 @@ from typing import Mapping
 import torch
 
 from hola_dsl import lang as hl, spec
+from schedules.cache_select import SPLITS
 
 
 def _beaten_by(s_i, p_i, s_j, p_j):
@@ -52,39 +76,92 @@ def _to_slots(slot, rank, p, W):
     return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
 
 
+def _scores_to_slots(slot, rank, p, s, W):
+    """Scores by slot, as ``_to_slots`` moves positions: the score of the candidate that goes to
+    slot r; -inf for a slot it leaves empty."""
+    r = hl.where((p >= 0) & (rank < W), rank, -1)
+    return hl.max(hl.where(slot[:, None] == r[None, :], s[None, :], float("-inf")), 1)
+
+
+def _merge_block(cp, n, j, scores, b, h, slot, *, W: int, C: int, BC: int, RECENCY: bool, SDT: str):
+    """top-w(cp U block n's tokens j*BC .. j*BC + BC - 1) as positions by slot (best first, -1
+    padded): the cache ``cp`` [WP] int32 holds positions before those tokens, best first."""
+    T = hl.dim("T")
+    kept = cp >= 0
+    if RECENCY:
+        cs = hl.where(kept, cp.to(SDT), float("-inf"))
+    else:
+        cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
+    start = n * C
+    offs = j * BC + hl.iota(BC)
+    pos = start + offs
+    ok = (offs < C) & (pos < T)
+    if RECENCY:
+        s = pos.to(SDT)
+    else:
+        s = _score(scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT))
+    bs, bp = hl.where(ok, s, float("-inf")), hl.where(ok, pos, -1)
+    rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+    rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+    return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
+
+
 @hl.kernel
 def cache_select(
     scores: hl.In("B", "T", "H"), idx: hl.Out("B", "H", "NB", "W", dtype="int64"),
     *, W: int, WP: int, C: int, BC: int, RECENCY: bool, SDT: str,
 ):
-    T = hl.dim("T")
     b, h = hl.grid(hl.dim("B"), hl.dim("H"))
     slot = hl.iota(WP)
 
-    @hl.loop(0, hl.cdiv(T, C), carry=hl.full((WP,), -1, "int32"))
+    @hl.loop(0, hl.cdiv(hl.dim("T"), C), carry=hl.full((WP,), -1, "int32"))
     def cache(n, cp):
         idx[b, h, n, hl.tile(0, WP)] = cp                    # Cache_n, best first
-        start = n * C
 
         @hl.loop(0, hl.cdiv(C, BC), carry=cp)
         def merged(j, cp):
-            kept = cp >= 0
-            if RECENCY:
-                cs = hl.where(kept, cp.to(SDT), float("-inf"))
-            else:
-                cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
-            offs = j * BC + hl.iota(BC)
-            pos = start + offs
-            ok = (offs < C) & (pos < T)
-            if RECENCY:
-                s = pos.to(SDT)
-            else:
-                s = _score(scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT))
-            bs, bp = hl.where(ok, s, float("-inf")), hl.where(ok, pos, -1)
-            rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
-            rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
-            return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
+            return _merge_block(cp, n, j, scores, b, h, slot, W=W, C=C, BC=BC, RECENCY=RECENCY, SDT=SDT)
         return merged
+
+
+@hl.kernel
+def cache_select_blocks(
+    scores: hl.In("B", "T", "H"), win: hl.Out("B", "H", "NB", "WP", dtype="int32"),
+    *, W: int, WP: int, C: int, BC: int, RECENCY: bool, SDT: str,
+):
+    n, b, h = hl.grid(hl.cdiv(hl.dim("T"), C), hl.dim("B"), hl.dim("H"))
+    slot = hl.iota(WP)
+
+    @hl.loop(0, hl.cdiv(C, BC), carry=hl.full((WP,), -1, "int32"))
+    def top(j, cp):
+        return _merge_block(cp, n, j, scores, b, h, slot, W=W, C=C, BC=BC, RECENCY=RECENCY, SDT=SDT)
+    win[b, h, n, hl.tile(0, WP)] = top                       # block n's top-w, best first
+
+
+@hl.kernel
+def cache_select_merge(
+    scores: hl.In("B", "T", "H"), win: hl.In("B", "H", "NB", "WP", dtype="int32"),
+    idx: hl.Out("B", "H", "NB", "W", dtype="int64"),
+    *, W: int, WP: int, RECENCY: bool, SDT: str,
+):
+    b, h = hl.grid(hl.dim("B"), hl.dim("H"))
+    slot = hl.iota(WP)
+
+    @hl.loop(0, hl.dim("NB"), carry=[hl.full((WP,), -1, "int32"), hl.full((WP,), float("-inf"), SDT)])
+    def cache(n, cp, cs):
+        idx[b, h, n, hl.tile(0, WP)] = cp                    # Cache_n, best first
+        wp = win[b, h, n, hl.tile(0, WP)]                    # block n's winners, after every cached position
+        ok = wp >= 0
+        if RECENCY:
+            ws = hl.where(ok, wp.to(SDT), float("-inf"))
+        else:
+            ws = hl.where(ok, _score(scores.load((b, wp, h), mask=ok).to(SDT)), float("-inf"))
+        # Both sets sorted best first: the k-th of a set is beaten by the k before it; a winner
+        # beats a cached entry when its score is >= (later position), else loses to it.
+        rank_c = slot + _count_over_rows((ws[None, :] >= cs[:, None]) & ok[None, :])
+        rank_w = slot + _count_over_rows(cs[None, :] > ws[:, None])
+        return (hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_w, wp, W)),
+                hl.maximum(_scores_to_slots(slot, rank_c, cp, cs, W), _scores_to_slots(slot, rank_w, wp, ws, W)))
 
 
 def consts(W: int, block_size: int, policy: str, score_dtype: torch.dtype, schedule: Mapping) -> dict:
@@ -95,12 +172,26 @@ def consts(W: int, block_size: int, policy: str, score_dtype: torch.dtype, sched
 
 
 def plan(schedule: Mapping, scores, *, capacity: int, block_size: int, policy: str) -> spec.Plan:
-    """One launch over (b, h) (none for an empty sequence): idx [B, H, NB, capacity] int64, -1 padded."""
+    """The schedule's ``split`` (default "serial"): one launch over (b, h), or the block phase
+    and the merge joined by a poisoned scratch ``win`` [B, H, NB, WP] int32 (none for an empty
+    sequence). Result: idx [B, H, NB, capacity] int64, -1 padded."""
+    split = schedule.get("split", "serial")
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {list(SPLITS)}, got {split!r:.80}")
     (scores,) = spec.dense(scores)
     B, T, H = scores.shape
-    idx = spec.poisoned((B, H, math.ceil(T / block_size), capacity), torch.int64, scores.device)
-    launches = (spec.Launch(cache_select, consts(capacity, block_size, policy, scores.dtype, schedule),
-                            dict(scores=scores, idx=idx)),) if idx.numel() else ()
+    NB = math.ceil(T / block_size)
+    idx = spec.poisoned((B, H, NB, capacity), torch.int64, scores.device)
+    c = consts(capacity, block_size, policy, scores.dtype, schedule)
+    if not idx.numel():
+        launches = ()
+    elif split == "serial":
+        launches = (spec.Launch(cache_select, c, dict(scores=scores, idx=idx)),)
+    else:
+        win = spec.poisoned((B, H, NB, c["WP"]), torch.int32, scores.device)
+        merge = {n: c[n] for n in ("W", "WP", "RECENCY", "SDT")}
+        launches = (spec.Launch(cache_select_blocks, c, dict(scores=scores, win=win)),
+                    spec.Launch(cache_select_merge, merge, dict(scores=scores, win=win, idx=idx)))
     return spec.Plan(launches, lambda: idx)
 
 
@@ -110,4 +201,4 @@ def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1,
     return (scores,), dict(capacity=dims["W"], block_size=dims["C"], policy="hola")
 
 
-SPEC = spec.KernelSpec("cache_select", (cache_select,), plan, example)
+SPEC = spec.KernelSpec("cache_select", (cache_select, cache_select_blocks, cache_select_merge), plan, example)
