@@ -81,17 +81,19 @@ def test_splits_exact_on_tie_cases(backend, split, monkeypatch):
 
 
 def test_blocks_plan_joins_its_phases_by_a_poisoned_scratch():
-    """blocks+merge: two launches, the block phase writes the scratch the merge reads; the
-    scratch starts poisoned (-2) so a slot the block phase skips is no silent -1."""
+    """blocks+merge: two launches, the block phase writes the scratch the merge reads (winners
+    and their scores); it starts poisoned (-2, NaN) so a slot the block phase skips is no silent
+    -1 or -inf."""
     from hola_dsl.kernels import cache_select as k
 
     s = torch.rand(2, 50, 3)
     p = k.plan({"BC": 16, "split": "blocks+merge"}, s, capacity=10, block_size=16, policy="hola")
     (blocks, merge) = p.launches
     assert (blocks.kernel, merge.kernel) == (k.cache_select_blocks, k.cache_select_merge)
-    win = blocks.args["win"]
+    win, wsc = blocks.args["win"], blocks.args["wsc"]
     assert win is merge.args["win"] and win.shape == (2, 3, 4, 16) and win.dtype == torch.int32
-    assert (win == -2).all()
+    assert wsc is merge.args["wsc"] and wsc.shape == (2, 3, 4, 16) and wsc.dtype == torch.float32
+    assert (win == -2).all() and wsc.isnan().all()
     (serial,) = k.plan({"BC": 16}, s, capacity=10, block_size=16, policy="hola").launches
     assert serial.kernel is k.cache_select
     with pytest.raises(ValueError, match="split: expected one of"):

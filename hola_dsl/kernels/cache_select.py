@@ -22,26 +22,27 @@ ranked first by a sort.
 
 Two forms, the schedule's ``split`` (schedules/cache_select.py):
 * "serial": the kernel ``cache_select`` above, B*H programs walking all T tokens, cdiv(C, BC)
-  merges per block in order (the CPU's choice: see the schedule).
+  merges per block in order, each after a gather of the cache's scores that depends on the
+  carry (the CPU's choice: see the schedule).
 * "blocks+merge" (GPUs): ``cache_select_blocks``, one program per (cache block, b, h), all in
-  parallel, writes each block's own top-w (the same merges, from an empty set) to a scratch
-  ``win`` [B, H, NB, WP] (positions best first, -1 padded); then ``cache_select_merge``, one
-  program per (b, h), carries Cache_n and merges block n's w winners into it:
-  Cache_{n+1} = top-w(Cache_n U top-w(block n)), exact by the same identity. The cache's
-  positions all precede block n's, and both sets are sorted best first, so each candidate's
-  rank is its own index plus one count against the other set (no full pairwise rule). The merge
-  carries the cache's scores next to its positions (scattered like them), so a step gathers
-  only the winners' scores, which do not depend on the carry and load ahead of it.
+  parallel, writes each block's own top-w (the same merges, from an empty set) to scratch:
+  ``win`` (positions best first, -1 padded) and ``wsc`` (their scores as ranked). Then
+  ``cache_select_merge``, one program per (b, h), carries Cache_n and merges block n's w winners
+  into it: Cache_{n+1} = top-w(Cache_n U top-w(block n)), exact by the same identity. Cached
+  positions all precede block n's and both sets are sorted best first, so each candidate's rank
+  is its index plus one count against the other set. The merge carries the cache's scores
+  (scattered like its positions) and loads block n+1's winners while it ranks block n's: its
+  sequential path has no memory access, only a [WP, WP] rank and scatter per block.
 
 Why a serial merge of winners and not a log-depth (Hillis-Steele) scan over blocks (the merge is
-associative: top-w of a union): the serial merge takes NB dependent steps of one [WP, WP] rank
-each in ONE launch; the doubling scan takes log2(NB) launches of NB*B*H programs each (NB
-log2(NB) merges of work, ping-pong scratch, a launch per level). At the model's sizes
-(C = 256, T <= 16K: NB <= 64) a merge step is ~0.5 us of latency (no memory on the carried path;
-a [64, 64] compare and four row reductions), so the serial merge costs ~NB * 0.5 us <= ~32 us,
-about what log2(64) = 6 launches cost in launch latency alone (~3-5 us each without CUDA graphs),
-and the block phase dominates either way. The doubling scan wins only for NB in the hundreds
-(T >= ~64K at C = 256): then a third form can join the schedule's ``split``.
+associative, top-w of a union): the serial merge is NB dependent steps in ONE launch; the
+doubling scan is log2(NB) launches of NB*B*H programs (NB log2(NB) merges of work, ping-pong
+scratch). A merge step is latency only (a [64, 64] compare, two counts and four max-reductions
+across a block of threads: ~0.6 us on an H100 at W = 64, estimated, not measured), so at the model's sizes (C = 256,
+T <= 16K: NB <= 64) the serial merge is ~NB * 0.6 us <= ~40 us, while 6 launches of the doubling
+scan cost ~20-30 us in launch gaps alone (3-5 us each without CUDA graphs) plus 6x the merges,
+and the block phase costs about as much as either. The doubling scan wins only for NB in the
+hundreds (T >= ~64K at C = 256): then it can join ``split`` as a third form.
 """
 
 import math
@@ -124,9 +125,17 @@ def cache_select(
         return merged
 
 
+def _block_scores(p, scores, b, h, *, RECENCY: bool, SDT: str):
+    """Scores of positions ``p`` as ranked (NaN as -inf; recency: the positions); -inf where p < 0."""
+    ok = p >= 0
+    if RECENCY:
+        return hl.where(ok, p.to(SDT), float("-inf"))
+    return hl.where(ok, _score(scores.load((b, p, h), mask=ok).to(SDT)), float("-inf"))
+
+
 @hl.kernel
 def cache_select_blocks(
-    scores: hl.In("B", "T", "H"), win: hl.Out("B", "H", "NB", "WP", dtype="int32"),
+    scores: hl.In("B", "T", "H"), win: hl.Out("B", "H", "NB", "WP", dtype="int32"), wsc: hl.Out("B", "H", "NB", "WP"),
     *, W: int, WP: int, C: int, BC: int, RECENCY: bool, SDT: str,
 ):
     n, b, h = hl.grid(hl.cdiv(hl.dim("T"), C), hl.dim("B"), hl.dim("H"))
@@ -136,32 +145,36 @@ def cache_select_blocks(
     def top(j, cp):
         return _merge_block(cp, n, j, scores, b, h, slot, W=W, C=C, BC=BC, RECENCY=RECENCY, SDT=SDT)
     win[b, h, n, hl.tile(0, WP)] = top                       # block n's top-w, best first
+    wsc[b, h, n, hl.tile(0, WP)] = _block_scores(top, scores, b, h, RECENCY=RECENCY, SDT=SDT)
 
 
 @hl.kernel
 def cache_select_merge(
-    scores: hl.In("B", "T", "H"), win: hl.In("B", "H", "NB", "WP", dtype="int32"),
+    win: hl.In("B", "H", "NB", "WP", dtype="int32"), wsc: hl.In("B", "H", "NB", "WP"),
     idx: hl.Out("B", "H", "NB", "W", dtype="int64"),
-    *, W: int, WP: int, RECENCY: bool, SDT: str,
+    *, W: int, WP: int, SDT: str,
 ):
+    NB = hl.dim("NB")
     b, h = hl.grid(hl.dim("B"), hl.dim("H"))
     slot = hl.iota(WP)
+    first = (win[b, h, 0, hl.tile(0, WP)], wsc[b, h, 0, hl.tile(0, WP)].to(SDT))
 
-    @hl.loop(0, hl.dim("NB"), carry=[hl.full((WP,), -1, "int32"), hl.full((WP,), float("-inf"), SDT)])
-    def cache(n, cp, cs):
+    # Carried: Cache_n (positions, scores) and block n's winners, loaded one step ahead so that
+    # no memory access is on the sequential path.
+    @hl.loop(0, NB, carry=[hl.full((WP,), -1, "int32"), hl.full((WP,), float("-inf"), SDT), *first])
+    def cache(n, cp, cs, wp, ws):
         idx[b, h, n, hl.tile(0, WP)] = cp                    # Cache_n, best first
-        wp = win[b, h, n, hl.tile(0, WP)]                    # block n's winners, after every cached position
-        ok = wp >= 0
-        if RECENCY:
-            ws = hl.where(ok, wp.to(SDT), float("-inf"))
-        else:
-            ws = hl.where(ok, _score(scores.load((b, wp, h), mask=ok).to(SDT)), float("-inf"))
+        ahead = slot < (NB - 1 - n) * WP                     # n + 1 < NB, as a tile (a mask)
+        wp_next = win.load((b, h, n + 1, hl.tile(0, WP)), mask=ahead, other=-1)
+        ws_next = wsc.load((b, h, n + 1, hl.tile(0, WP)), mask=ahead).to(SDT)
         # Both sets sorted best first: the k-th of a set is beaten by the k before it; a winner
-        # beats a cached entry when its score is >= (later position), else loses to it.
+        # (after every cached position) beats a cached entry when its score is >=, else loses.
+        ok = wp >= 0
         rank_c = slot + _count_over_rows((ws[None, :] >= cs[:, None]) & ok[None, :])
         rank_w = slot + _count_over_rows(cs[None, :] > ws[:, None])
         return (hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_w, wp, W)),
-                hl.maximum(_scores_to_slots(slot, rank_c, cp, cs, W), _scores_to_slots(slot, rank_w, wp, ws, W)))
+                hl.maximum(_scores_to_slots(slot, rank_c, cp, cs, W), _scores_to_slots(slot, rank_w, wp, ws, W)),
+                wp_next, ws_next)
 
 
 def consts(W: int, block_size: int, policy: str, score_dtype: torch.dtype, schedule: Mapping) -> dict:
@@ -173,8 +186,10 @@ def consts(W: int, block_size: int, policy: str, score_dtype: torch.dtype, sched
 
 def plan(schedule: Mapping, scores, *, capacity: int, block_size: int, policy: str) -> spec.Plan:
     """The schedule's ``split`` (default "serial"): one launch over (b, h), or the block phase
-    and the merge joined by a poisoned scratch ``win`` [B, H, NB, WP] int32 (none for an empty
-    sequence). Result: idx [B, H, NB, capacity] int64, -1 padded."""
+    and the merge joined by poisoned scratch: ``win`` [B, H, NB, WP] int32, each block's winners
+    (positions best first, -1 padded), and ``wsc`` [B, H, NB, WP], their scores as ranked
+    (float32; float64 for float64 scores). No launch for an empty sequence.
+    Result: idx [B, H, NB, capacity] int64, -1 padded."""
     split = schedule.get("split", "serial")
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {list(SPLITS)}, got {split!r:.80}")
@@ -189,9 +204,11 @@ def plan(schedule: Mapping, scores, *, capacity: int, block_size: int, policy: s
         launches = (spec.Launch(cache_select, c, dict(scores=scores, idx=idx)),)
     else:
         win = spec.poisoned((B, H, NB, c["WP"]), torch.int32, scores.device)
-        merge = {n: c[n] for n in ("W", "WP", "RECENCY", "SDT")}
-        launches = (spec.Launch(cache_select_blocks, c, dict(scores=scores, win=win)),
-                    spec.Launch(cache_select_merge, merge, dict(scores=scores, win=win, idx=idx)))
+        wsc = spec.poisoned((B, H, NB, c["WP"]), torch.float64 if c["SDT"] == "float64" else torch.float32,
+                            scores.device)
+        merge = {n: c[n] for n in ("W", "WP", "SDT")}
+        launches = (spec.Launch(cache_select_blocks, c, dict(scores=scores, win=win, wsc=wsc)),
+                    spec.Launch(cache_select_merge, merge, dict(win=win, wsc=wsc, idx=idx)))
     return spec.Plan(launches, lambda: idx)
 
 

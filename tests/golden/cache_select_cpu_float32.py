@@ -55,87 +55,87 @@ def build():
             for pid in T.serial(pid_lo, pid_hi):
                 grid_pos_1[0] = T.truncdiv(pid, grid_1)
                 grid_pos_1[1] = T.truncmod(pid, grid_1)
-                # cache_select.py:114: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
-                # cache_select.py:115: slot = hl.iota(WP)
-                # cache_select.py:117: @hl.loop(0, hl.cdiv(hl.dim("T"), C), carry=hl.full((WP,), -1, "int32"))
+                # cache_select.py:115: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
+                # cache_select.py:116: slot = hl.iota(WP)
+                # cache_select.py:118: @hl.loop(0, hl.cdiv(hl.dim("T"), C), carry=hl.full((WP,), -1, "int32"))
                 for i_3 in T.serial(64):
                     cp__2[i_3] = T.int32(-1)
                 for it_4 in T.serial(T.int32(0), T.truncdiv(n_T + T.int32(256) - 1, T.int32(256))):
-                    # cache_select.py:119: idx[b, h, n, hl.tile(0, WP)] = cp                    # Cache_n, best first
+                    # cache_select.py:120: idx[b, h, n, hl.tile(0, WP)] = cp                    # Cache_n, best first
                     for i_5 in T.serial(64):
                         idx[grid_pos_1[0], grid_pos_1[1], it_4, i_5] = T.Cast("int64", cp__2[i_5])
-                    # cache_select.py:121: @hl.loop(0, hl.cdiv(C, BC), carry=cp)
+                    # cache_select.py:122: @hl.loop(0, hl.cdiv(C, BC), carry=cp)
                     for i_7 in T.serial(64):
                         cp__6[i_7] = cp__2[i_7]
                     for it_8 in T.serial(T.int32(0), T.int32(4)):
-                        # cache_select.py:90: kept = cp >= 0
-                        # cache_select.py:94: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
+                        # cache_select.py:91: kept = cp >= 0
+                        # cache_select.py:95: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
                         for i_10 in T.serial(64):
                             cs__9[i_10] = T.if_then_else(T.And(T.And(cp__6[i_10] >= 0, cp__6[i_10] < n_T), (cp__6[i_10] >= T.int32(0))), scores[grid_pos_1[0], cp__6[i_10], grid_pos_1[1]], T.float32(0.0))
-                        # cache_select.py:65: return hl.where(x >= float("-inf"), x, float("-inf"))
-                        # cache_select.py:94: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
+                        # cache_select.py:66: return hl.where(x >= float("-inf"), x, float("-inf"))
+                        # cache_select.py:95: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
                         for i_12 in T.serial(64):
                             cs__11[i_12] = T.if_then_else((cp__6[i_12] >= T.int32(0)), T.if_then_else((cs__9[i_12] >= -T.infinity("float32")), cs__9[i_12], -T.infinity("float32")), -T.infinity("float32"))
-                        # cache_select.py:95: start = n * C
+                        # cache_select.py:96: start = n * C
                         start__13 = (it_4 * T.int32(256))
-                        # cache_select.py:96: offs = j * BC + hl.iota(BC)
+                        # cache_select.py:97: offs = j * BC + hl.iota(BC)
                         t_14[0] = (it_8 * T.int32(64))
                         for i_16 in T.serial(64):
                             offs__15[i_16] = (t_14[0] + i_16)
-                        # cache_select.py:97: pos = start + offs
+                        # cache_select.py:98: pos = start + offs
                         for i_18 in T.serial(64):
                             pos__17[i_18] = (start__13 + offs__15[i_18])
-                        # cache_select.py:98: ok = (offs < C) & (pos < T)
-                        # cache_select.py:102: s = _score(scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT))
+                        # cache_select.py:99: ok = (offs < C) & (pos < T)
+                        # cache_select.py:103: s = _score(scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT))
                         for i_20 in T.serial(64):
                             s__19[i_20] = T.if_then_else(T.And((start__13 + (it_8 * T.int32(64))) + i_20 < n_T, T.bitwise_and((offs__15[i_20] < T.int32(256)), (pos__17[i_20] < n_T))), scores[grid_pos_1[0], (start__13 + (it_8 * T.int32(64))) + i_20, grid_pos_1[1]], T.float32(0.0))
-                        # cache_select.py:65: return hl.where(x >= float("-inf"), x, float("-inf"))
-                        # cache_select.py:103: bs, bp = hl.where(ok, s, float("-inf")), hl.where(ok, pos, -1)
+                        # cache_select.py:66: return hl.where(x >= float("-inf"), x, float("-inf"))
+                        # cache_select.py:104: bs, bp = hl.where(ok, s, float("-inf")), hl.where(ok, pos, -1)
                         for i_22 in T.serial(64):
                             t_21[i_22] = T.if_then_else(T.bitwise_and((offs__15[i_22] < T.int32(256)), (pos__17[i_22] < n_T)), T.if_then_else((s__19[i_22] >= -T.infinity("float32")), s__19[i_22], -T.infinity("float32")), -T.infinity("float32"))
                         for i_24 in T.serial(64):
                             bp__23[i_24] = T.if_then_else(T.bitwise_and((offs__15[i_24] < T.int32(256)), (pos__17[i_24] < n_T)), pos__17[i_24], T.int32(-1))
-                        # cache_select.py:104: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
-                        # cache_select.py:70: return hl.sum(mask.to("int32"), 1)
+                        # cache_select.py:105: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+                        # cache_select.py:71: return hl.sum(mask.to("int32"), 1)
                         for i_26 in T.serial(64):
                             sum_25[i_26] = T.int32(0)
                         for i_27, i_28 in T.grid(64, 64):
                             sum_25[i_27] = sum_25[i_27] + T.Cast("int32", T.bitwise_and((t_21[i_28] >= cs__11[i_27]), T.bitwise_and((offs__15[i_28] < T.int32(256)), (pos__17[i_28] < n_T))))
-                        # cache_select.py:104: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+                        # cache_select.py:105: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
                         for i_30 in T.serial(64):
                             rank_c__29[i_30] = (i_30 + sum_25[i_30])
-                        # cache_select.py:105: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
-                        # cache_select.py:70: return hl.sum(mask.to("int32"), 1)
+                        # cache_select.py:106: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+                        # cache_select.py:71: return hl.sum(mask.to("int32"), 1)
                         for i_32 in T.serial(64):
                             sum_31[i_32] = T.int32(0)
                         for i_33, i_34 in T.grid(64, 64):
                             sum_31[i_33] = sum_31[i_33] + T.Cast("int32", (cs__11[i_34] > t_21[i_33]))
-                        # cache_select.py:58: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
-                        # cache_select.py:59: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
+                        # cache_select.py:59: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
+                        # cache_select.py:60: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
                         for i_36 in T.serial(64):
                             sum_35[i_36] = T.int32(0)
                         for i_37, i_38 in T.grid(64, 64):
                             sum_35[i_37] = sum_35[i_37] + T.Cast("int32", T.bitwise_or((t_21[i_38] > t_21[i_37]), T.bitwise_and((t_21[i_38] == t_21[i_37]), (bp__23[i_38] > bp__23[i_37]))))
-                        # cache_select.py:105: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+                        # cache_select.py:106: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
                         for i_40 in T.serial(64):
                             rank_b__39[i_40] = (sum_31[i_40] + sum_35[i_40])
-                        # cache_select.py:75: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
-                        # cache_select.py:76: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
+                        # cache_select.py:76: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+                        # cache_select.py:77: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
                         for i_42, i_43 in T.grid(1, 64):
                             t_41[i_42, i_43] = T.if_then_else(T.bitwise_and((cp__6[i_43] >= T.int32(0)), (rank_c__29[i_43] < T.int32(64))), rank_c__29[i_43], T.int32(-1))
                         for i_45 in T.serial(64):
                             max_44[i_45] = T.int32(-2147483648)
                         for i_46, i_47 in T.grid(64, 64):
                             max_44[i_46] = T.max(max_44[i_46], T.if_then_else((i_46 == t_41[0, i_47]), cp__6[i_47], T.int32(-1)))
-                        # cache_select.py:75: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
-                        # cache_select.py:76: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
+                        # cache_select.py:76: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+                        # cache_select.py:77: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
                         for i_49, i_50 in T.grid(1, 64):
                             t_48[i_49, i_50] = T.if_then_else(T.bitwise_and((bp__23[i_50] >= T.int32(0)), (rank_b__39[i_50] < T.int32(64))), rank_b__39[i_50], T.int32(-1))
                         for i_52 in T.serial(64):
                             max_51[i_52] = T.int32(-2147483648)
                         for i_53, i_54 in T.grid(64, 64):
                             max_51[i_53] = T.max(max_51[i_53], T.if_then_else((i_53 == t_48[0, i_54]), bp__23[i_54], T.int32(-1)))
-                        # cache_select.py:106: return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
+                        # cache_select.py:107: return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
                         for i_55 in T.serial(64):
                             cp__6[i_55] = T.max(max_44[i_55], max_51[i_55])
                     for i_56 in T.serial(64):

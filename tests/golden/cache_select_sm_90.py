@@ -15,82 +15,82 @@ NUM_STAGES = 1
 
 @triton.jit
 def cache_select_kernel(B, T, H, NB, scores, idx):
-    # cache_select.py:114: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
+    # cache_select.py:115: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
     b_7 = tl.program_id(0)
     h_8 = tl.program_id(1)
-    # cache_select.py:115: slot = hl.iota(WP)
+    # cache_select.py:116: slot = hl.iota(WP)
     slot_9 = tl.arange(0, 64)
-    # cache_select.py:117: @hl.loop(0, hl.cdiv(hl.dim("T"), C), carry=hl.full((WP,), -1, "int32"))
+    # cache_select.py:118: @hl.loop(0, hl.cdiv(hl.dim("T"), C), carry=hl.full((WP,), -1, "int32"))
     v11 = tl.cdiv(T, 256)
     v12 = tl.full([64], -1, tl.int32)
     cp_16 = v12
     for n_15 in range(0, v11, 1):
-        # cache_select.py:119: idx[b, h, n, hl.tile(0, WP)] = cp                    # Cache_n, best first
+        # cache_select.py:120: idx[b, h, n, hl.tile(0, WP)] = cp                    # Cache_n, best first
         v18 = cp_16.to(tl.int64)
         idx_18_ptrs = idx + tl.cast(b_7, tl.int64) * H * NB * 64 + tl.cast(h_8, tl.int64) * NB * 64 + tl.cast(n_15, tl.int64) * 64 + tl.arange(0, 64)
         tl.store(idx_18_ptrs, v18)
-        # cache_select.py:121: @hl.loop(0, hl.cdiv(C, BC), carry=cp)
+        # cache_select.py:122: @hl.loop(0, hl.cdiv(C, BC), carry=cp)
         cp_23 = cp_16
         for j_22 in range(0, 4, 1):
-            # cache_select.py:90: kept = cp >= 0
+            # cache_select.py:91: kept = cp >= 0
             kept_25 = (cp_23 >= 0)
-            # cache_select.py:94: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
+            # cache_select.py:95: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
             cs_26_ptrs = scores + tl.cast(b_7, tl.int64) * T * H + cp_23.to(tl.int64) * H + tl.cast(h_8, tl.int64)
             cs_26_mask = ((cp_23 >= 0) & (cp_23 < T)) & kept_25
             cs_26 = tl.load(cs_26_ptrs, mask=cs_26_mask, other=0.0)
-            # cache_select.py:65: return hl.where(x >= float("-inf"), x, float("-inf"))
+            # cache_select.py:66: return hl.where(x >= float("-inf"), x, float("-inf"))
             v28 = (cs_26 >= -float("inf"))
             v30 = tl.where(v28, cs_26, -float("inf"))
-            # cache_select.py:94: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
+            # cache_select.py:95: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
             cs_32 = tl.where(kept_25, v30, -float("inf"))
-            # cache_select.py:95: start = n * C
+            # cache_select.py:96: start = n * C
             start_34 = (n_15 * 256)
-            # cache_select.py:96: offs = j * BC + hl.iota(BC)
+            # cache_select.py:97: offs = j * BC + hl.iota(BC)
             v36 = (j_22 * 64)
             v37 = tl.arange(0, 64)
             offs_38 = (v36 + v37)
-            # cache_select.py:97: pos = start + offs
+            # cache_select.py:98: pos = start + offs
             pos_39 = (start_34 + offs_38)
-            # cache_select.py:98: ok = (offs < C) & (pos < T)
+            # cache_select.py:99: ok = (offs < C) & (pos < T)
             v41 = (offs_38 < 256)
             v42 = (pos_39 < T)
             ok_43 = (v41 & v42)
-            # cache_select.py:102: s = _score(scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT))
+            # cache_select.py:103: s = _score(scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT))
             v45 = (j_22 * 64)
             v46 = (start_34 + v45)
             s_47_ptrs = scores + tl.cast(b_7, tl.int64) * T * H + (v46 + tl.arange(0, 64)).to(tl.int64) * H + tl.cast(h_8, tl.int64)
             s_47_mask = ((v46 + tl.arange(0, 64)) < T) & ok_43
             s_47 = tl.load(s_47_ptrs, mask=s_47_mask, other=0.0)
-            # cache_select.py:65: return hl.where(x >= float("-inf"), x, float("-inf"))
+            # cache_select.py:66: return hl.where(x >= float("-inf"), x, float("-inf"))
             v49 = (s_47 >= -float("inf"))
             v51 = tl.where(v49, s_47, -float("inf"))
-            # cache_select.py:103: bs, bp = hl.where(ok, s, float("-inf")), hl.where(ok, pos, -1)
+            # cache_select.py:104: bs, bp = hl.where(ok, s, float("-inf")), hl.where(ok, pos, -1)
             v53 = tl.where(ok_43, v51, -float("inf"))
             bp_55 = tl.where(ok_43, pos_39, -1)
-            # cache_select.py:104: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+            # cache_select.py:105: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
             v56 = v53[None, :]
             v57 = cs_32[:, None]
             v58 = (v56 >= v57)
             v59 = ok_43[None, :]
             rank_c_60 = (v58 & v59)
-            # cache_select.py:70: return hl.sum(mask.to("int32"), 1)
+            # cache_select.py:71: return hl.sum(mask.to("int32"), 1)
             v61 = rank_c_60.to(tl.int32)
             v62 = tl.sum(v61, axis=1)
-            # cache_select.py:104: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+            # cache_select.py:105: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
             rank_c_63 = (slot_9 + v62)
-            # cache_select.py:105: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+            # cache_select.py:106: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
             v64 = cs_32[None, :]
             v65 = v53[:, None]
             rank_b_66 = (v64 > v65)
-            # cache_select.py:70: return hl.sum(mask.to("int32"), 1)
+            # cache_select.py:71: return hl.sum(mask.to("int32"), 1)
             v67 = rank_b_66.to(tl.int32)
             v68 = tl.sum(v67, axis=1)
-            # cache_select.py:58: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
+            # cache_select.py:59: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
             si_69 = v53[:, None]
             sj_70 = v53[None, :]
             pi_71 = bp_55[:, None]
             pj_72 = bp_55[None, :]
-            # cache_select.py:59: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
+            # cache_select.py:60: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
             v73 = (sj_70 > si_69)
             v74 = (sj_70 == si_69)
             v75 = (pj_72 > pi_71)
@@ -98,33 +98,33 @@ def cache_select_kernel(B, T, H, NB, scores, idx):
             v77 = (v73 | v76)
             v78 = v77.to(tl.int32)
             v79 = tl.sum(v78, axis=1)
-            # cache_select.py:105: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+            # cache_select.py:106: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
             rank_b_80 = (v68 + v79)
-            # cache_select.py:75: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+            # cache_select.py:76: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
             v82 = (cp_23 >= 0)
             v84 = (rank_c_63 < 64)
             v85 = (v82 & v84)
             r_87 = tl.where(v85, rank_c_63, -1)
-            # cache_select.py:76: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
+            # cache_select.py:77: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
             v88 = slot_9[:, None]
             v89 = r_87[None, :]
             v90 = (v88 == v89)
             v91 = cp_23[None, :]
             v93 = tl.where(v90, v91, -1)
             v94 = tl.max(v93, axis=1)
-            # cache_select.py:75: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+            # cache_select.py:76: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
             v96 = (bp_55 >= 0)
             v98 = (rank_b_80 < 64)
             v99 = (v96 & v98)
             r_101 = tl.where(v99, rank_b_80, -1)
-            # cache_select.py:76: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
+            # cache_select.py:77: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
             v102 = slot_9[:, None]
             v103 = r_101[None, :]
             v104 = (v102 == v103)
             v105 = bp_55[None, :]
             v107 = tl.where(v104, v105, -1)
             v108 = tl.max(v107, axis=1)
-            # cache_select.py:106: return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
+            # cache_select.py:107: return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
             v109 = tl.maximum(v94, v108)
             cp_23 = v109
         cp_16 = cp_23

@@ -42,43 +42,43 @@ def build():
             max_39 = T.alloc_shared((64,), "int32")
             t_43 = T.alloc_shared((1, 64,), "int32")
             max_46 = T.alloc_shared((64,), "int32")
-            # cache_select.py:114: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
-            # cache_select.py:115: slot = hl.iota(WP)
-            # cache_select.py:117: @hl.loop(0, hl.cdiv(hl.dim("T"), C), carry=hl.full((WP,), -1, "int32"))
+            # cache_select.py:115: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
+            # cache_select.py:116: slot = hl.iota(WP)
+            # cache_select.py:118: @hl.loop(0, hl.cdiv(hl.dim("T"), C), carry=hl.full((WP,), -1, "int32"))
             for i_2 in T.Parallel(64):
                 cp__1[i_2] = T.int32(-1)
             for it_3 in T.serial(T.int32(0), T.truncdiv(n_T + T.int32(256) - 1, T.int32(256))):
-                # cache_select.py:119: idx[b, h, n, hl.tile(0, WP)] = cp                    # Cache_n, best first
+                # cache_select.py:120: idx[b, h, n, hl.tile(0, WP)] = cp                    # Cache_n, best first
                 for i_4 in T.Parallel(64):
                     idx[p0, p1, it_3, i_4] = T.Cast("int64", cp__1[i_4])
-                # cache_select.py:121: @hl.loop(0, hl.cdiv(C, BC), carry=cp)
+                # cache_select.py:122: @hl.loop(0, hl.cdiv(C, BC), carry=cp)
                 for i_6 in T.Parallel(64):
                     cp__5[i_6] = cp__1[i_6]
                 for it_7 in T.serial(T.int32(0), T.int32(4)):
-                    # cache_select.py:90: kept = cp >= 0
-                    # cache_select.py:94: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
+                    # cache_select.py:91: kept = cp >= 0
+                    # cache_select.py:95: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
                     for i_9 in T.Parallel(64):
                         cs__8[i_9] = T.if_then_else(T.And(T.And(cp__5[i_9] >= 0, cp__5[i_9] < n_T), (cp__5[i_9] >= T.int32(0))), scores[p0, cp__5[i_9], p1], T.float32(0.0))
-                    # cache_select.py:65: return hl.where(x >= float("-inf"), x, float("-inf"))
-                    # cache_select.py:94: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
+                    # cache_select.py:66: return hl.where(x >= float("-inf"), x, float("-inf"))
+                    # cache_select.py:95: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
                     for i_11 in T.Parallel(64):
                         cs__10[i_11] = T.if_then_else((cp__5[i_11] >= T.int32(0)), T.if_then_else((cs__8[i_11] >= -T.infinity("float32")), cs__8[i_11], -T.infinity("float32")), -T.infinity("float32"))
-                    # cache_select.py:95: start = n * C
+                    # cache_select.py:96: start = n * C
                     start__12 = (it_3 * T.int32(256))
-                    # cache_select.py:96: offs = j * BC + hl.iota(BC)
-                    # cache_select.py:97: pos = start + offs
-                    # cache_select.py:98: ok = (offs < C) & (pos < T)
-                    # cache_select.py:102: s = _score(scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT))
+                    # cache_select.py:97: offs = j * BC + hl.iota(BC)
+                    # cache_select.py:98: pos = start + offs
+                    # cache_select.py:99: ok = (offs < C) & (pos < T)
+                    # cache_select.py:103: s = _score(scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT))
                     for i_14 in T.Parallel(64):
                         s__13[i_14] = T.if_then_else(T.And((start__12 + (it_7 * T.int32(64))) + i_14 < n_T, T.And((((it_7 * T.int32(64)) + i_14) < T.int32(256)), ((start__12 + ((it_7 * T.int32(64)) + i_14)) < n_T))), scores[p0, (start__12 + (it_7 * T.int32(64))) + i_14, p1], T.float32(0.0))
-                    # cache_select.py:65: return hl.where(x >= float("-inf"), x, float("-inf"))
-                    # cache_select.py:103: bs, bp = hl.where(ok, s, float("-inf")), hl.where(ok, pos, -1)
+                    # cache_select.py:66: return hl.where(x >= float("-inf"), x, float("-inf"))
+                    # cache_select.py:104: bs, bp = hl.where(ok, s, float("-inf")), hl.where(ok, pos, -1)
                     for i_16 in T.Parallel(64):
                         t_15[i_16] = T.if_then_else(T.And((((it_7 * T.int32(64)) + i_16) < T.int32(256)), ((start__12 + ((it_7 * T.int32(64)) + i_16)) < n_T)), T.if_then_else((s__13[i_16] >= -T.infinity("float32")), s__13[i_16], -T.infinity("float32")), -T.infinity("float32"))
                     for i_18 in T.Parallel(64):
                         bp__17[i_18] = T.if_then_else(T.And((((it_7 * T.int32(64)) + i_18) < T.int32(256)), ((start__12 + ((it_7 * T.int32(64)) + i_18)) < n_T)), (start__12 + ((it_7 * T.int32(64)) + i_18)), T.int32(-1))
-                    # cache_select.py:104: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
-                    # cache_select.py:70: return hl.sum(mask.to("int32"), 1)
+                    # cache_select.py:105: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+                    # cache_select.py:71: return hl.sum(mask.to("int32"), 1)
                     for i_22 in T.Parallel(64):
                         sum_19[i_22] = T.int32(0)
                     for i_23 in T.Parallel(64):
@@ -86,11 +86,11 @@ def build():
                         for r_20 in T.serial(64):
                             acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("int32", T.And((t_15[r_20] >= cs__10[i_23]), T.And((((it_7 * T.int32(64)) + r_20) < T.int32(256)), ((start__12 + ((it_7 * T.int32(64)) + r_20)) < n_T))))
                         sum_19[i_23] = acc_tmp_21[0]
-                    # cache_select.py:104: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+                    # cache_select.py:105: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
                     for i_25 in T.Parallel(64):
                         rank_c__24[i_25] = (i_25 + sum_19[i_25])
-                    # cache_select.py:105: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
-                    # cache_select.py:70: return hl.sum(mask.to("int32"), 1)
+                    # cache_select.py:106: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+                    # cache_select.py:71: return hl.sum(mask.to("int32"), 1)
                     for i_28 in T.Parallel(64):
                         sum_26[i_28] = T.int32(0)
                     for i_29 in T.Parallel(64):
@@ -98,8 +98,8 @@ def build():
                         for r_27 in T.serial(64):
                             acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("int32", (cs__10[r_27] > t_15[i_29]))
                         sum_26[i_29] = acc_tmp_21[0]
-                    # cache_select.py:58: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
-                    # cache_select.py:59: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
+                    # cache_select.py:59: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
+                    # cache_select.py:60: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
                     for i_32 in T.Parallel(64):
                         sum_30[i_32] = T.int32(0)
                     for i_33 in T.Parallel(64):
@@ -107,11 +107,11 @@ def build():
                         for r_31 in T.serial(64):
                             acc_tmp_21[0] = acc_tmp_21[0] + T.Cast("int32", T.Or((t_15[r_31] > t_15[i_33]), T.And((t_15[r_31] == t_15[i_33]), (bp__17[r_31] > bp__17[i_33]))))
                         sum_30[i_33] = acc_tmp_21[0]
-                    # cache_select.py:105: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+                    # cache_select.py:106: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
                     for i_35 in T.Parallel(64):
                         rank_b__34[i_35] = (sum_26[i_35] + sum_30[i_35])
-                    # cache_select.py:75: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
-                    # cache_select.py:76: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
+                    # cache_select.py:76: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+                    # cache_select.py:77: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
                     for i_37, i_38 in T.Parallel(1, 64):
                         t_36[i_37, i_38] = T.if_then_else(T.And((cp__5[i_38] >= T.int32(0)), (rank_c__24[i_38] < T.int32(64))), rank_c__24[i_38], T.int32(-1))
                     for i_41 in T.Parallel(64):
@@ -121,8 +121,8 @@ def build():
                         for r_40 in T.serial(64):
                             acc_tmp_21[0] = T.max(acc_tmp_21[0], T.if_then_else((i_42 == t_36[0, r_40]), cp__5[r_40], T.int32(-1)))
                         max_39[i_42] = acc_tmp_21[0]
-                    # cache_select.py:75: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
-                    # cache_select.py:76: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
+                    # cache_select.py:76: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+                    # cache_select.py:77: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
                     for i_44, i_45 in T.Parallel(1, 64):
                         t_43[i_44, i_45] = T.if_then_else(T.And((bp__17[i_45] >= T.int32(0)), (rank_b__34[i_45] < T.int32(64))), rank_b__34[i_45], T.int32(-1))
                     for i_48 in T.Parallel(64):
@@ -132,7 +132,7 @@ def build():
                         for r_47 in T.serial(64):
                             acc_tmp_21[0] = T.max(acc_tmp_21[0], T.if_then_else((i_49 == t_43[0, r_47]), bp__17[r_47], T.int32(-1)))
                         max_46[i_49] = acc_tmp_21[0]
-                    # cache_select.py:106: return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
+                    # cache_select.py:107: return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
                     for i_50 in T.Parallel(64):
                         cp__5[i_50] = T.max(max_39[i_50], max_46[i_50])
                 for i_51 in T.Parallel(64):
