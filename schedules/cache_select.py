@@ -15,11 +15,11 @@ TILES = (Knob("BC", (16, 32, 64, 128, 256), "block tokens merged into the cache 
 KNOBS = TILES + (SPLIT,)
 WARPS = Knob("num_warps", (1, 2, 4, 8), "warps per program")
 
-# The CPU keeps the serial kernel: TileLang's C dialect, W = 64, C = 256, float32 scores, two
-# threads, side by side: B=1,T=4096,H=4 serial 32 ms, blocks+merge 68 ms; B=2,T=16384,H=16
-# 125 ms against 224 ms. A CPU has no idle SMs for the block phase to fill, and the merge's
-# [W, W] ranks are work the serial kernel never does. GPUs take blocks+merge: B*H programs
-# leave most SMs idle (32 of an H100's 132 at B=2, H=16), the block phase fills them.
+# The CPU keeps the serial kernel: TileLang's C dialect, W = 64, C = 256, float32 scores, one
+# thread, process CPU time side by side (median of 7): B=1,T=4096,H=4 serial 0.82 ms, blocks+merge
+# 1.23 ms; B=2,T=16384,H=16 11.3 ms against 21.2 ms. The merge's [W, W] ranks are work the serial
+# kernel never does, and a CPU has no idle SMs for the block phase to fill. GPUs take
+# blocks+merge: B*H programs leave most SMs idle (32 of an H100's 132 at B=2, H=16).
 TRITON = Space("cache_select", "triton", KNOBS + (WARPS,),
                defaults={"*": {"BC": 64, "split": "serial", "num_warps": 4},
                          "sm_": {"BC": 64, "split": "blocks+merge", "num_warps": 8},
