@@ -71,13 +71,16 @@ def _split_params() -> list:
 @pytest.mark.parametrize("backend,split", _split_params())
 def test_splits_exact_on_tie_cases(backend, split, monkeypatch):
     """W = 10, C = 16 = BC: T = 1, T = 8 (< C and < W), T = 40 (a partial last block), T = 70
-    (five blocks: four merges of winners); policy hola, and recency at T = 40."""
+    (five blocks: four merges of winners); policy hola, recency at T = 40, float64 at T = 70."""
     monkeypatch.setenv("HOLA_CHECK_VALUES", "0")
-    for T, policy in ((1, "hola"), (8, "hola"), (40, "hola"), (70, "hola"), (40, "recency")):
-        s = _tie_cases(T)
+    for T, policy, dtype in ((1, "hola", torch.float32), (8, "hola", torch.float32), (40, "hola", torch.float32),
+                             (70, "hola", torch.float32), (40, "recency", torch.float32), (70, "hola", torch.float64)):
+        s = _tie_cases(T).to(dtype)
+        if dtype == torch.float64:      # differences float32 would round away (the scratch keeps float64)
+            s[0, :, 3] += (torch.arange(T) % 3) * 1e-13
         got = ops.cache_select(s, capacity=10, block_size=16, policy=policy, backend=backend,
                                config={"BC": 16, "split": split})
-        assert torch.equal(got, naive_cache_select(s, capacity=10, block_size=16, policy=policy)), (T, policy)
+        assert torch.equal(got, naive_cache_select(s, capacity=10, block_size=16, policy=policy)), (T, policy, dtype)
 
 
 def test_blocks_plan_joins_its_phases_by_a_poisoned_scratch():
