@@ -5,13 +5,21 @@ masked loads and stores with an unmasked fast path, loop-carried buffers), with 
 parallelism:
 
 * one thread block per program: ``T.Kernel(grid_0, grid_1, grid_2, threads=THREADS)``;
-* tiles live in shared memory, written by ``T.Parallel`` loops (every thread takes a share of
-  the elements; TileLang inserts the barriers between dependent loops);
+* a loaded tile whose users all work element by element goes straight to a register fragment;
+  any other whole tile (a gemm operand, a row-serial consumer's input) is one ``T.copy`` into
+  shared memory in the tensor's dtype (bounds-checked by TileLang; cp.async inside
+  ``T.Pipelined``), a widening cast of it stays an expression where it is used;
+* computed tiles live in shared memory, written by ``T.Parallel`` loops (every thread takes a
+  share of the elements; TileLang inserts the barriers between dependent loops), except those
+  computed from gemm results, which stay in fragments with the gemm's layout;
 * ``dot`` is ``T.gemm`` of two shared tiles into a float32 register fragment (tensor cores
-  where the arch has them), copied back to shared memory; a dot too small for every warp to own
-  a 16 x 8 tensor-core share (the scan's 16 x 16 inverse blocks) runs on FMAs instead, each
-  thread summing whole output elements in a register;
-* reductions and prefix sums give each thread whole rows (a serial loop inside ``T.Parallel``,
+  where the arch has them), which stays the result: a later gemm accumulates into it in place,
+  row reductions run ``T.reduce_*`` on it, and only a consumer that reads other threads'
+  elements (an operand, a prefix sum, the inverse, a broadcast, a reduction across rows) gets a
+  shared copy. Two float32 operands that are exact casts of 16-bit tiles multiply those tiles;
+  a dot too small for every warp to own a 16 x 8 tensor-core share (the scan's 16 x 16 inverse
+  blocks) runs on FMAs instead, each thread summing whole output elements in a register;
+* reductions of shared tiles and prefix sums give each thread whole rows (a serial loop inside ``T.Parallel``,
   the running value in a register); the triangular inverse gives each thread whole columns,
   which are independent;
 * scalars live in a register of every thread (``T.alloc_local``) and every thread computes
