@@ -15,7 +15,7 @@ target never spends trials on knobs that do nothing there.
 
 from __future__ import annotations
 
-from schedules import cache_read as _read, cache_select as _select, delta_scan as _scan
+from schedules import cache_read as _read, cache_read_backward as _read_bwd, cache_select as _select, delta_scan as _scan
 from schedules.space import Knob, Setting, Space
 
 CPU_MR = Knob("cpu_mr", (1, 2, 4, 8), "rows of the dot micro-kernel's register tile (CPU dialect)")
@@ -71,4 +71,6 @@ SPACES = {
     # 32 x 32 needs 132 KB. CPU: 64 x 64 re-measured on the keys-major kernel (AMD EPYC, bench
     # shape, one thread): 25.8 ms against 25.9 (BKV 32), 26.0 (32 x 32), 28.7 (BQ 128).
     "cache_read": _space("cache_read", _read.TILES, {"BQ": 64, "BKV": 64}, {"BQ": 32, "BKV": 32}),
+    # Not measured yet: the forward's tiles on the CPU, half on CUDA (the backward holds more).
+    "cache_read_backward": _space("cache_read_backward", _read_bwd.TILES, {"BQ": 64, "BKV": 64}, {"BQ": 32, "BKV": 32}),
 }
