@@ -45,4 +45,4 @@ def backend(name: str, description: str, *, schedule: Scheduler, runner: RunnerF
                     sched.pop(knob, None)
         return spec.launch(kspec, runner(sched, first.device), sched, inputs, options)
 
-    return Backend(name=name, description=description, run=run, **properties)
+    return Backend(name=name, description=description, run=run, dsl=True, **properties)
