@@ -61,6 +61,22 @@ def _scheduled(run: Callable[[Optional[dict]], Any], config: Optional[dict],
 # ---------------------------------------------------------------- which way a call goes
 
 @torch.compiler.assume_constant_result
+def _tuned_items(kernel: str, backend: str, device: torch.device, dtype: torch.dtype, dims: tuple,
+                 T: int) -> Optional[tuple]:
+    config = config_for(kernel, backend, device, dtype, dict(dims), T)
+    return None if config is None else tuple(config.items())
+
+
+def _tuned(kernel: str, backend: str, device: torch.device, dtype: torch.dtype, dims: dict, T: int) -> Optional[dict]:
+    """The tuned config of a call (``schedules.lookup.config_for``); while ``torch.compile``
+    traces, looked up once and held as a constant of the graph (it reads files)."""
+    if not torch.compiler.is_compiling():
+        return config_for(kernel, backend, device, dtype, dims, T)
+    items = _tuned_items(kernel, backend, device, dtype, tuple(sorted(dims.items())), int(T))
+    return None if items is None else dict(items)
+
+
+@torch.compiler.assume_constant_result
 def _backend_name(name: str, device_type: str, grad_of: Optional[str], op: str, dtype: torch.dtype) -> str:
     """``backends.resolve``'s choice, by name: a constant to ``torch.compile`` (it imports
     backends and asks toolchains, which a trace must not see)."""
@@ -136,7 +152,7 @@ def _run_scan(impl, q, k, v, g, beta, initial_state, scale, output_final_state, 
     return _scheduled(
         lambda cfg: impl.run("delta_scan", q, k, v, g, beta, scale=float(scale), initial_state=initial_state,
                              output_final_state=bool(output_final_state), chunk_size=chunk_size, config=cfg),
-        config, lambda: config_for("delta_scan", impl.name, q.device, q.dtype, {"K": K, "V": v.shape[-1]}, T))
+        config, lambda: _tuned("delta_scan", impl.name, q.device, q.dtype, {"K": K, "V": v.shape[-1]}, T))
 
 
 @torch.library.custom_op("hola::delta_scan", mutates_args=())
@@ -169,7 +185,7 @@ def _delta_scan_backward_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Te
     grads = _scheduled(
         lambda cfg: impl.run(kernel, q, k, v, g, beta, do, dfinal, scale=float(scale), initial_state=initial_state,
                              chunk_size=chunk_size, config=cfg),
-        None, lambda: config_for(kernel, impl.name, q.device, q.dtype, {"K": K, "V": V}, T))
+        None, lambda: _tuned(kernel, impl.name, q.device, q.dtype, {"K": K, "V": V}, T))
     *main, ds0 = grads
     outs = [d.to(x.dtype) for d, x in zip(main, (q, k, v, g, beta))]
     outs.append(ds0.to(initial_state.dtype) if initial_state is not None and ds0 is not None else _nothing(q))
@@ -262,7 +278,7 @@ def _run_select(impl, scores, capacity, block_size, policy, config):
     return _scheduled(
         lambda cfg: impl.run("cache_select", scores, capacity=capacity, block_size=block_size, policy=policy,
                              config=cfg),
-        config, lambda: config_for("cache_select", impl.name, scores.device, scores.dtype,
+        config, lambda: _tuned("cache_select", impl.name, scores.device, scores.dtype,
                                    {"W": capacity, "C": block_size}, scores.shape[1]))
 
 
@@ -324,7 +340,7 @@ def _run_read(impl, q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, confi
     return _scheduled(
         lambda cfg: impl.run("cache_read", q, k, v, idx, gamma_q, gamma_k, sink, block_size=block_size,
                              eps=float(eps), config=cfg),
-        config, lambda: config_for("cache_read", impl.name, q.device, q.dtype, _read_dims(q, v, idx, block_size),
+        config, lambda: _tuned("cache_read", impl.name, q.device, q.dtype, _read_dims(q, v, idx, block_size),
                                    q.shape[1]))
 
 
@@ -349,7 +365,7 @@ def _cache_read_backward_op(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, gamma_
     grads = _scheduled(
         lambda cfg: impl.run(kernel, q, k, v, idx, gamma_q, gamma_k, sink, do, block_size=block_size,
                              eps=float(eps), config=cfg),
-        None, lambda: config_for(kernel, impl.name, q.device, q.dtype, _read_dims(q, v, idx, block_size), q.shape[1]))
+        None, lambda: _tuned(kernel, impl.name, q.device, q.dtype, _read_dims(q, v, idx, block_size), q.shape[1]))
     inputs = (q, k, v, gamma_q, gamma_k, sink)
     return _fresh(tuple(d.to(x.dtype) for d, x in zip(grads, inputs)), inputs + (idx, do))
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from hola_dsl import ops
+from hola_dsl import backends, ops
 from hola_dsl.reference import oracle
 from schedules import kernels
 
@@ -19,6 +19,13 @@ TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 5e-3, torch.float16: 5e-3}
 
 # Input families for the scan; each names a hard case of SPEC.md section 6.
 SCAN_CASES = ("random", "repeated", "strong_decay", "beta0", "beta1_nodecay")
+# Input families for the cache read's gradient: random caches (-1 padded in early blocks), every
+# block's cache holding the same few keys (twice each: their dk, dv sum over many blocks and
+# slots), no cache at all, and sinks that take (nearly) all or none of the softmax.
+READ_CASES = ("random", "shared_keys", "empty_cache", "large_sink")
+
+# The differentiable inputs of cache_read, in the order of cache_read_backward's results.
+READ_GRAD_INPUTS = ("q", "k", "v", "gamma_q", "gamma_k", "sink")
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -149,6 +156,50 @@ def read_inputs(shape: Shape, dtype=torch.float32, *, seed: int = 0, policy: str
     return {n: (x.to(device=device, dtype=dtype) if n in "qkv" else x.to(device)) for n, x in out.items()}
 
 
+def read_grad_inputs(shape: Shape, dtype=torch.float32, *, case: str = "random", seed: int = 0,
+                     device="cpu") -> tuple[dict, torch.Tensor]:
+    """(cache_read inputs of ``read_inputs``, reshaped to the hard ``case`` of READ_CASES, and
+    an upstream gradient do [B, T, H, V] of ``dtype``)."""
+    if case not in READ_CASES:
+        raise ValueError(f"case: expected one of {list(READ_CASES)}, got {case!r}")
+    x = read_inputs(shape, dtype, seed=seed, device=device)
+    idx = x["idx"]
+    if case == "shared_keys":
+        n = torch.arange(idx.shape[2], device=idx.device).view(1, 1, -1, 1)
+        keys = (torch.arange(idx.shape[3], device=idx.device) // 2).view(1, 1, 1, -1) % (n * shape.C).clamp(min=1)
+        x["idx"] = torch.where(n > 0, keys, -1).expand_as(idx).contiguous()
+    elif case == "empty_cache":
+        x["idx"] = torch.full_like(idx, -1)
+    elif case == "large_sink":
+        x["sink"] = torch.tensor([30.0, -30.0] * shape.H, device=device)[:shape.H]
+    gen = torch.Generator().manual_seed(seed + 1)
+    do = torch.randn(shape.B, shape.T, shape.H, shape.V, generator=gen).to(device=device, dtype=dtype)
+    return x, do
+
+
+def cache_read_grads(backend: str, x: dict, do: torch.Tensor, block_size: int,
+                     config: Optional[dict] = None) -> tuple[torch.Tensor, ...]:
+    """The gradients of cache_read at ``x`` (``READ_GRAD_INPUTS``) for upstream ``do`` on
+    ``backend``: its backward kernel when it has one, else autograd through its forward."""
+    impl = backends.get(backend)
+    kernel = backends.backward_kernel(impl, "cache_read")
+    if kernel is not None:
+        return impl.run(kernel, *(x[n] for n in ("q", "k", "v", "idx", "gamma_q", "gamma_k", "sink")), do,
+                        block_size=block_size, eps=1e-6, config=config)
+    leaves = {n: x[n].detach().requires_grad_() for n in READ_GRAD_INPUTS}
+    with torch.enable_grad():
+        o = ops.cache_read(**{**x, **leaves}, block_size=block_size, backend=backend, config=config)
+        return torch.autograd.grad(o, list(leaves.values()), do)
+
+
+def oracle_read_grads(x: dict, do: torch.Tensor, block_size: int) -> tuple[torch.Tensor, ...]:
+    """The float64 oracle's gradients of cache_read (autograd of ``oracle.naive_cache_read``)."""
+    leaves = {n: x[n].detach().double().requires_grad_() for n in READ_GRAD_INPUTS}
+    with torch.enable_grad():
+        o = oracle.naive_cache_read(**{**x, **leaves}, block_size=block_size)
+        return torch.autograd.grad(o, list(leaves.values()), do.double())
+
+
 def backend_call(kernel: str, shape: Shape, dtype=torch.float32, *, seed: int = 0, policy: str = "hola",
                  device="cpu") -> tuple[tuple, dict]:
     """(inputs, options) of one call of ``kernel`` on fresh inputs of ``shape``, normalised as
@@ -160,6 +211,10 @@ def backend_call(kernel: str, shape: Shape, dtype=torch.float32, *, seed: int = 
     if kernel == "cache_select":
         return (select_inputs(shape, seed=seed, device=device),), dict(capacity=shape.W, block_size=shape.C,
                                                                         policy=policy)
+    if kernel == "cache_read_backward":
+        x, do = read_grad_inputs(shape, dtype, seed=seed, device=device)
+        return ((x["q"], x["k"], x["v"], x["idx"], x["gamma_q"], x["gamma_k"], x["sink"], do),
+                dict(block_size=shape.C, eps=1e-6))
     x = read_inputs(shape, dtype, seed=seed, policy=policy, device=device)
     return ((x["q"], x["k"], x["v"], x["idx"], x["gamma_q"], x["gamma_k"], x["sink"]),
             dict(block_size=shape.C, eps=1e-6))
@@ -207,6 +262,13 @@ def run_check(kernel: str, backend: str, shape: Shape, dtype=torch.float32, *, s
         ref = oracle.naive_cache_select(scores, capacity=shape.W, block_size=shape.C, policy=policy)
         mismatch = float((idx.cpu() != ref.cpu()).sum()) if idx.shape == ref.shape else math.inf
         return Result(kernel, backend, {"idx": mismatch}, {"idx": mismatch}, 0.0, sec)
+    elif kernel == "cache_read_backward":
+        x, do = read_grad_inputs(shape, dtype, case=case if case in READ_CASES else "random", seed=seed,
+                                 device=device)
+        t0 = time.perf_counter()
+        grads = cache_read_grads(backend, x, do, shape.C, config)
+        sec = time.perf_counter() - t0
+        outs = {f"d{n}": pair for n, pair in zip(READ_GRAD_INPUTS, zip(grads, oracle_read_grads(x, do, shape.C)))}
     else:
         x = read_inputs(shape, dtype, seed=seed, policy=policy, device=device)
         t0 = time.perf_counter()
