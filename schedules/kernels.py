@@ -3,7 +3,8 @@
 A kernel's static dims are its compile-time constants that a tuning key carries exactly (head
 dims, cache capacity and block); everything else that names kernels (the specs in
 ``hola_dsl/kernels``, the schedule spaces, the tuning keys, the command line's ``--kernel``)
-derives from this table. Adding a kernel starts with one line here.
+derives from this table. Adding a kernel starts with one line here. A kernel named
+``<op>_backward`` computes the gradient of op ``<op>`` (``hola_dsl.ops`` differentiates through it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ STATIC_DIMS: dict[str, tuple[str, ...]] = {
 }
 
 KERNELS: tuple[str, ...] = tuple(STATIC_DIMS)
+# The public ops (SPEC.md section 5); every other kernel is the backward of one: "<op>_backward".
+BACKWARD_SUFFIX = "_backward"
+OPS: tuple[str, ...] = tuple(k for k in KERNELS if not k.endswith(BACKWARD_SUFFIX))
+# The ops whose outputs carry gradients (selection uses its scores as numbers).
+DIFFERENTIABLE_OPS: tuple[str, ...] = ("delta_scan", "cache_read")
 
 
 def check(kernel: Any, what: str = "kernel") -> str:

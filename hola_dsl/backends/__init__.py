@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 import torch
 
 import schedules
-from schedules.kernels import KERNELS
+from schedules.kernels import DIFFERENTIABLE_OPS, KERNELS
 
 # name -> module defining BACKEND. Adding a backend is one line here.
 BACKEND_MODULES: dict[str, str] = {
@@ -80,9 +80,12 @@ def backward_kernel(backend: Backend, op: str) -> Optional[str]:
 
 
 def differentiates(backend: Backend, op: Optional[str] = None) -> bool:
-    """Whether gradients flow through ``op`` (a kernel name; None: the backend as a whole, i.e.
-    autograd follows its ``run``) on ``backend``: by its backward kernel or by autograd itself."""
-    return backend.differentiable or (op is not None and backward_kernel(backend, op) is not None)
+    """Whether gradients flow through ``op`` (a kernel name; None: every op that has gradients,
+    ``schedules.kernels.DIFFERENTIABLE_OPS``) on ``backend``: by autograd itself or by the op's
+    backward kernel."""
+    if backend.differentiable:
+        return True
+    return all(backward_kernel(backend, o) is not None for o in ((op,) if op else DIFFERENTIABLE_OPS))
 
 
 _loaded: dict[str, Backend] = {}

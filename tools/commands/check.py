@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from hola_dsl import backends
-from hola_dsl.testing import SCAN_CASES, TOLERANCE, Shape, run_check
+from hola_dsl.testing import READ_CASES, SCAN_CASES, TOLERANCE, Shape, run_check
 from schedules import targets
 from schedules.kernels import KERNELS
 from tools import arguments
@@ -32,6 +32,9 @@ def _cases(kernel: str):
     for shape in SHAPES:
         if kernel == "delta_scan":
             for case in SCAN_CASES:
+                yield shape, dict(case=case)
+        elif kernel == "cache_read_backward":
+            for case in READ_CASES:
                 yield shape, dict(case=case)
         else:
             for policy in ("hola", "recency"):
