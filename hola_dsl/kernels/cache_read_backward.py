@@ -16,7 +16,8 @@ Two kernels, no atomics (race-free on every backend):
 
 * ``cache_read_bwd_query``, one program per (query tile, b, h) as the forward: it recomputes
   the forward's online softmax (the row max m and denominator den, hence o and D), then walks
-  the visible set again with P = exp(l - m) / den. It writes U, the row's log-sum-exp and D (for
+  the visible set again with P = exp(l - m) / den; both walks take the gathered cache BKV
+  entries a step, as the block (a GPU program never holds the whole cache in registers). It writes U, the row's log-sum-exp and D (for
   the second kernel), the sink's share per query, and the cache entries' dv and W partial sums
   of its own query tile into a scratch slot of its own ([B, H, tiles, W, .]). Several blocks'
   caches may select the same key (and one key sits in many caches): the slots are summed into
@@ -52,6 +53,15 @@ def _queries(q, b, t0, h, kd, rows_ok, gammas, K: int, eps: float):
     return qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :], qs * rq[:, None]
 
 
+def _online(l, vt, m, den, acc):
+    """One step of the online softmax over logits l [keys, BQ] of values vt [keys, BVD]: the
+    carries (row max m [BQ], denominator den [BQ], accumulator acc [BQ, BVD]) after it."""
+    m_new = hl.maximum(m, hl.max(l, 0))
+    alpha = hl.exp(m - m_new)
+    p = hl.exp(l - m_new[None, :])
+    return m_new, den * alpha + hl.sum(p, 0), hl.dot(p, vt, acc * alpha[:, None], trans_a=True)
+
+
 @hl.kernel
 def cache_read_bwd_query(
     q: hl.In("B", "T", "H", "K"), k: hl.In("B", "T", "H", "K"), v: hl.In("B", "T", "H", "V"),
@@ -74,43 +84,46 @@ def cache_read_bwd_query(
     qg, qn = _queries(q, b, t0, h, kd, rows_ok, gammas, K, EPS)
     dov = dout.load((b, hl.tile(t0, BQ), h, vd), mask=rows_ok[:, None]).to("float32")      # [BQ, BVD]
 
-    ids = idx.load((b, h, n, hl.tile(0, WP)), other=-1).to("int32")        # [WP], -1 = empty
-    kc = k[b, ids, h, kd].to("float32")                                     # [WP, BKD]
-    vc = v[b, ids, h, vd].to("float32")                                     # [WP, BVD]
-    knc, fc = _parts(kc, K, EPS)
-    lc = hl.dot(kc, qg, trans_b=True) * fc[:, None] + _mask(ids >= 0)[:, None]   # [WP, BQ]
     s = sink[h].to("float32")
+    blk_end = hl.minimum(t0 + BQ, T)
 
-    # Pass 1, the forward's online softmax: m, den and o (for D = do . o).
-    m0 = hl.maximum(hl.max(lc, 0), s)
-    p0 = hl.exp(lc - m0[None, :])
-    den0 = hl.exp(s - m0) + hl.sum(p0, 0)
-    acc0 = hl.dot(p0, vc, trans_a=True)
+    # Pass 1, the forward's online softmax from the sink (logit s, value 0) over the cache, BKV
+    # entries a step (a GPU never holds the whole gathered cache), then the block: m, den, o.
+    @hl.loop(0, WP, BKV, carry=(hl.zeros((BQ,)) + s, hl.zeros((BQ,)) + 1.0, hl.zeros((BQ, BVD))), pipelined=True)
+    def cache_fwd(c, m, den, acc):
+        ids = idx.load((b, h, n, hl.tile(c, BKV)), other=-1).to("int32")   # [BKV], -1 = empty
+        kc = k[b, ids, h, kd].to("float32")
+        l = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]
+        return _online(l, v[b, ids, h, vd].to("float32"), m, den, acc)
 
-    @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=(m0, den0, acc0), pipelined=True)
+    @hl.loop(n * C, blk_end, BKV, carry=cache_fwd, pipelined=True)
     def forward(j, m, den, acc):
         tk = j + hl.iota(BKV)
         kt = k[b, hl.tile(j, BKV), h, kd].to("float32")
-        vt = v[b, hl.tile(j, BKV), h, vd].to("float32")
         l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
-        m_new = hl.maximum(m, hl.max(l, 0))
-        alpha = hl.exp(m - m_new)
-        p = hl.exp(l - m_new[None, :])
-        return m_new, den * alpha + hl.sum(p, 0), hl.dot(p, vt, acc * alpha[:, None], trans_a=True)
+        return _online(l, v[b, hl.tile(j, BKV), h, vd].to("float32"), m, den, acc)
 
     m, den, acc = forward
     d = hl.sum(dov * acc, 1) / den                                          # D_t = do_t . o_t  [BQ]
     lse_t = m + hl.log(den)
 
-    # Pass 2: P and dS of the cache entries (partials of this tile) and of the block tokens.
-    pc = hl.exp(lc - lse_t[None, :])                                         # [WP, BQ]
-    dsc = pc * (hl.dot(vc, dov, trans_b=True) - d[None, :])
-    slot = (b, h, pid, hl.tile(0, WP))
-    dvc.store(slot + (vd,), hl.dot(pc, dov))
-    wc.store(slot + (kd,), hl.dot(dsc, qn))
-    u0 = hl.dot(dsc, knc, trans_a=True)                                      # [BQ, BKD]
+    # Pass 2: P and dS of the cache entries (their dv and W partials of this tile go to its own
+    # slot rows) and of the block tokens; U accumulates over both.
+    @hl.loop(0, WP, BKV, carry=hl.zeros((BQ, BKD)), pipelined=True)
+    def cache_bwd(c, uacc):
+        ids = idx.load((b, h, n, hl.tile(c, BKV)), other=-1).to("int32")
+        kc = k[b, ids, h, kd].to("float32")
+        vc = v[b, ids, h, vd].to("float32")
+        knc, fc = _parts(kc, K, EPS)
+        lc = hl.dot(kc, qg, trans_b=True) * fc[:, None] + _mask(ids >= 0)[:, None]
+        pc = hl.exp(lc - lse_t[None, :])                                     # [BKV, BQ]
+        dsc = pc * (hl.dot(vc, dov, trans_b=True) - d[None, :])
+        slot = (b, h, pid, hl.tile(c, BKV))
+        dvc.store(slot + (vd,), hl.dot(pc, dov))
+        wc.store(slot + (kd,), hl.dot(dsc, qn))
+        return hl.dot(dsc, knc, uacc, trans_a=True)
 
-    @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=u0, pipelined=True)
+    @hl.loop(n * C, blk_end, BKV, carry=cache_bwd, pipelined=True)
     def block(j, uacc):
         tk = j + hl.iota(BKV)
         kt = k[b, hl.tile(j, BKV), h, kd].to("float32")
