@@ -27,7 +27,7 @@ from torch import Tensor
 
 import schedules
 from hola_dsl import backends, validate
-from hola_dsl import norms
+from hola_dsl import norms, varlen
 from schedules.lookup import config_for
 from schedules.space import shown
 
@@ -38,6 +38,24 @@ def l2norm(x: torch.Tensor, eps: float = L2NORM_EPS) -> torch.Tensor:
     """x / sqrt(sum(x^2) + eps) over the last dim, computed in float32 without overflow or
     underflow for any float32 entries (scaled before squaring), returned in x's dtype."""
     return norms.normalize(x.float(), eps, mean=False).to(x.dtype)
+
+
+def _packed(offsets: Optional[list[int]]) -> dict:
+    """The backends' option for packed sequences: ``offsets`` (checked cu_seqlens as ints),
+    passed only when there are some, so a call without them reaches a backend unchanged."""
+    return {} if offsets is None else {"offsets": offsets}
+
+
+def _offsets_of(offsets: list[int]) -> Optional[list[int]]:
+    """The custom ops carry offsets as a list, [] for none."""
+    return list(offsets) or None
+
+
+def _sequences(name: str, n: int, offsets: list[int]) -> int:
+    """Check that a per-sequence tensor's leading dim ``n`` is the number of packed sequences."""
+    if n != len(offsets) - 1:
+        raise ValueError(f"{name}: dim N is {n}, expected one per sequence of cu_seqlens, N = {len(offsets) - 1}")
+    return 1     # stands for B = 1 in the shape checks that follow
 
 
 def _scheduled(run: Callable[[Optional[dict]], Any], config: Optional[dict],
@@ -77,22 +95,25 @@ def _tuned(kernel: str, backend: str, device: torch.device, dtype: torch.dtype, 
 
 
 @torch.compiler.assume_constant_result
-def _backend_name(name: str, device_type: str, grad_of: Optional[str], op: str, dtype: torch.dtype) -> str:
+def _backend_name(name: str, device_type: str, grad_of: Optional[str], op: str, dtype: torch.dtype,
+                  packed: bool) -> str:
     """``backends.resolve``'s choice, by name: a constant to ``torch.compile`` (it imports
     backends and asks toolchains, which a trace must not see)."""
-    return backends.resolve(name, device_type, grad_of, op, dtype).name
+    return backends.resolve(name, device_type, grad_of, op, dtype, packed).name
 
 
-def _resolve(name: str, device_type: str, grad_of: Optional[str], op: str, dtype: torch.dtype) -> backends.Backend:
+def _resolve(name: str, device_type: str, grad_of: Optional[str], op: str, dtype: torch.dtype,
+             packed: bool = False) -> backends.Backend:
     if torch.compiler.is_compiling():
-        return backends.get(_backend_name(name, device_type, grad_of, op, dtype))
-    return backends.resolve(name, device_type, grad_of, op, dtype)
+        return backends.get(_backend_name(name, device_type, grad_of, op, dtype, packed))
+    return backends.resolve(name, device_type, grad_of, op, dtype, packed)
 
 
-def _as_custom_op(impl: backends.Backend, op: str, grad_of: Optional[str]) -> bool:
+def _as_custom_op(impl: backends.Backend, op: str, grad_of: Optional[str], packed: bool = False) -> bool:
     """Whether a call goes through the custom op: a DSL backend, unless a gradient is needed
-    and the op has no backward kernel there (then autograd follows the backend's run)."""
-    return impl.dsl and (grad_of is None or backends.backward_kernel(impl, op) is not None)
+    and the op has no backward kernel there, or the call is packed (the backward kernels take
+    no cu_seqlens yet): then autograd follows the backend's run."""
+    return impl.dsl and (grad_of is None or (not packed and backends.backward_kernel(impl, op) is not None))
 
 
 def _check_values() -> bool:
@@ -147,29 +168,31 @@ def _scan_values(q, k, v, g, beta, initial_state, check_keys: bool) -> None:
         validate.stable_keys(k, beta)
 
 
-def _run_scan(impl, q, k, v, g, beta, initial_state, scale, output_final_state, chunk_size, config):
+def _run_scan(impl, q, k, v, g, beta, initial_state, scale, output_final_state, chunk_size, config, offsets=None):
     B, T, H, K = q.shape
     return _scheduled(
         lambda cfg: impl.run("delta_scan", q, k, v, g, beta, scale=float(scale), initial_state=initial_state,
-                             output_final_state=bool(output_final_state), chunk_size=chunk_size, config=cfg),
+                             output_final_state=bool(output_final_state), chunk_size=chunk_size, config=cfg,
+                             **_packed(offsets)),
         config, lambda: _tuned("delta_scan", impl.name, q.device, q.dtype, {"K": K, "V": v.shape[-1]}, T))
 
 
 @torch.library.custom_op("hola::delta_scan", mutates_args=())
 def _delta_scan_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, initial_state: Optional[Tensor],
                    scale: float, output_final_state: bool, chunk_size: int, backend: str, config: str,
-                   check_keys: bool) -> tuple[Tensor, Tensor, Tensor]:
+                   check_keys: bool, offsets: list[int]) -> tuple[Tensor, Tensor, Tensor]:
     _scan_values(q, k, v, g, beta, initial_state, check_keys)
     o, m, S = _run_scan(backends.get(backend), q, k, v, g, beta, initial_state, scale, output_final_state,
-                        chunk_size, _config_of(config))
+                        chunk_size, _config_of(config), _offsets_of(offsets))
     return _fresh((o, m, S if S is not None else _nothing(q)), (q, k, v, g, beta, initial_state))
 
 
 @_delta_scan_op.register_fake
-def _(q, k, v, g, beta, initial_state, scale, output_final_state, chunk_size, backend, config, check_keys):
+def _(q, k, v, g, beta, initial_state, scale, output_final_state, chunk_size, backend, config, check_keys, offsets):
     B, T, H, K = q.shape
     V = v.shape[-1]
-    S = q.new_empty((B, H, K, V), dtype=torch.float32) if output_final_state else _nothing(q)
+    N = len(offsets) - 1 if offsets else B
+    S = q.new_empty((N, H, K, V), dtype=torch.float32) if output_final_state else _nothing(q)
     return v.new_empty((B, T, H, V)), q.new_empty((B, T, H), dtype=torch.float32), S
 
 
@@ -199,7 +222,7 @@ def _(q, k, v, g, beta, initial_state, do, dfinal, scale, chunk_size, backend):
 
 
 def _scan_setup(ctx, inputs, output):
-    q, k, v, g, beta, initial_state, scale, _, chunk_size, backend, _, _ = inputs
+    q, k, v, g, beta, initial_state, scale, _, chunk_size, backend, _, _, _ = inputs
     ctx.save_for_backward(q, k, v, g, beta, initial_state)
     ctx.options = (scale, chunk_size, backend)
     ctx.mark_non_differentiable(output[1])          # m: selection uses the scores as numbers
@@ -210,7 +233,7 @@ def _scan_backward(ctx, do, dm, dfinal):
     if dfinal is not None and dfinal.numel() == 0:  # the stand-in state of a call without one
         dfinal = None
     grads = _delta_scan_backward_op(q, k, v, g, beta, initial_state, do, dfinal, *ctx.options)
-    return grads[:5] + (grads[5] if initial_state is not None else None,) + (None,) * 6
+    return grads[:5] + (grads[5] if initial_state is not None else None,) + (None,) * 7
 
 
 _delta_scan_op.register_autograd(_scan_backward, setup_context=_scan_setup)
@@ -230,6 +253,7 @@ def delta_scan(
     chunk_size: int = 64,
     backend: str = "auto",
     config: Optional[dict] = None,
+    cu_seqlens: Optional[torch.Tensor] = None,
 ):
     """Gated delta-rule scan (SPEC.md section 1).
 
@@ -237,6 +261,8 @@ def delta_scan(
     initial_state: [B, H, K, V] or None. Returns (o [B, T, H, V] in v's dtype,
     m [B, T, H] float32 surprise scores, final_state [B, H, K, V] float32 or None). Through a
     DSL backend's backward kernel m carries no gradient (selection uses it as numbers).
+    cu_seqlens: None, or int32/int64 offsets [N + 1] of N sequences packed along T with B = 1
+    (``hola_dsl.varlen``); the states are then per sequence, [N, H, K, V].
     """
     dims = validate.same_dims({
         "q": validate.tensor("q", q, "BTHK"),
@@ -247,8 +273,12 @@ def delta_scan(
     })
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"k, v: expected the dtype of q ({q.dtype}), got k {k.dtype}, v {v.dtype}")
+    offsets = None if cu_seqlens is None else validate.cu_seqlens(cu_seqlens, dims["B"], dims["T"])
     if initial_state is not None:
-        validate.same_dims({"q, k, v": dims, "initial_state": validate.tensor("initial_state", initial_state, "BHKV")})
+        state_dims = validate.tensor("initial_state", initial_state, "BHKV")
+        if offsets is not None:
+            state_dims["B"] = _sequences("initial_state", state_dims["B"], offsets)
+        validate.same_dims({"q, k, v": dims, "initial_state": state_dims})
     device = validate.same_device(q=q, k=k, v=v, g=g, beta=beta, initial_state=initial_state)
     validate.positive_int("chunk_size", chunk_size, power_of_two=True)
     if scale is None:
@@ -256,12 +286,13 @@ def delta_scan(
     elif not (isinstance(scale, (int, float)) and math.isfinite(scale)):
         raise ValueError(f"scale: expected a finite float or None, got {scale!r}")
     grad_of = backends.needs_grad(q=q, k=k, v=v, g=g, beta=beta, initial_state=initial_state)
-    impl = _resolve(backend, device.type, grad_of, "delta_scan", q.dtype)
-    if _as_custom_op(impl, "delta_scan", grad_of):
+    packed = offsets is not None
+    impl = _resolve(backend, device.type, grad_of, "delta_scan", q.dtype, packed)
+    if _as_custom_op(impl, "delta_scan", grad_of, packed):
         if use_qk_l2norm:         # (NaN or inf in q or k stays NaN: the op's check still names them)
             q, k = l2norm(q), l2norm(k)
         o, m, S = _delta_scan_op(q, k, v, g, beta, initial_state, float(scale), bool(output_final_state),
-                                 int(chunk_size), impl.name, _config_arg(config), not use_qk_l2norm)
+                                 int(chunk_size), impl.name, _config_arg(config), not use_qk_l2norm, offsets or [])
         return o, m, (S if output_final_state else None)
     if _check_values():
         _scan_values(q, k, v, g, beta, initial_state, False)
@@ -269,32 +300,34 @@ def delta_scan(
         q, k = l2norm(q), l2norm(k)
     elif _check_values():
         validate.stable_keys(k, beta)
-    return _run_scan(impl, q, k, v, g, beta, initial_state, scale, output_final_state, chunk_size, config)
+    return _run_scan(impl, q, k, v, g, beta, initial_state, scale, output_final_state, chunk_size, config, offsets)
 
 
 # ---------------------------------------------------------------- cache_select
 
-def _run_select(impl, scores, capacity, block_size, policy, config):
+def _run_select(impl, scores, capacity, block_size, policy, config, offsets=None):
     return _scheduled(
         lambda cfg: impl.run("cache_select", scores, capacity=capacity, block_size=block_size, policy=policy,
-                             config=cfg),
+                             config=cfg, **_packed(offsets)),
         config, lambda: _tuned("cache_select", impl.name, scores.device, scores.dtype,
                                    {"W": capacity, "C": block_size}, scores.shape[1]))
 
 
 @torch.library.custom_op("hola::cache_select", mutates_args=())
 def _cache_select_op(scores: Tensor, capacity: int, block_size: int, policy: str, backend: str,
-                     config: str) -> Tensor:
+                     config: str, offsets: list[int]) -> Tensor:
     if policy == "hola":
         validate.no_nan("scores", scores)
-    idx = _run_select(backends.get(backend), scores, capacity, block_size, policy, _config_of(config))
+    idx = _run_select(backends.get(backend), scores, capacity, block_size, policy, _config_of(config),
+                      _offsets_of(offsets))
     return _fresh((idx,), (scores,))[0]
 
 
 @_cache_select_op.register_fake
-def _(scores, capacity, block_size, policy, backend, config):
+def _(scores, capacity, block_size, policy, backend, config, offsets):
     B, T, H = scores.shape
-    return scores.new_empty((B, H, -(-T // block_size), capacity), dtype=torch.int64)
+    nb = varlen.block_offsets(offsets, block_size)[-1] if offsets else -(-T // block_size)
+    return scores.new_empty((B, H, nb, capacity), dtype=torch.int64)
 
 
 def cache_select(
@@ -305,29 +338,38 @@ def cache_select(
     policy: str = "hola",
     backend: str = "auto",
     config: Optional[dict] = None,
+    cu_seqlens: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Block-wise top-w cache selection (SPEC.md section 2).
 
     scores: [B, T, H] (ignored for policy "recency"). Returns idx [B, H, NB, capacity] int64 with
     NB = ceil(T / block_size); row n lists Cache_n best first (higher score, then later position),
     padded with -1. Not differentiable (the scores are used as numbers).
+    cu_seqlens (offsets [N + 1], B = 1, ``hola_dsl.varlen``): blocks restart at each sequence;
+    idx is [1, H, sum_i ceil(len_i / block_size), capacity], each sequence's rows in turn, its
+    entries packed positions (a sequence's own position + cu_seqlens[i]).
     """
-    validate.tensor("scores", scores, "BTH", dtypes=validate.FLOAT_DTYPES + (torch.float64,))
+    sdims = validate.tensor("scores", scores, "BTH", dtypes=validate.FLOAT_DTYPES + (torch.float64,))
+    offsets = None if cu_seqlens is None else validate.cu_seqlens(cu_seqlens, sdims["B"], sdims["T"])
     validate.positive_int("capacity", capacity)
     validate.positive_int("block_size", block_size)
     validate.policy(policy)
     impl = _resolve(backend, scores.device.type, None, "cache_select", scores.dtype)
     if _as_custom_op(impl, "cache_select", None):
-        return _cache_select_op(scores.detach(), capacity, block_size, policy, impl.name, _config_arg(config))
+        return _cache_select_op(scores.detach(), capacity, block_size, policy, impl.name, _config_arg(config),
+                                offsets or [])
     if policy == "hola" and _check_values():
         validate.no_nan("scores", scores)
-    return _run_select(impl, scores, capacity, block_size, policy, config)
+    return _run_select(impl, scores, capacity, block_size, policy, config, offsets)
 
 
 # ---------------------------------------------------------------- cache_read
 
-def _read_values(q, k, v, idx, gamma_q, gamma_k, sink, block_size: int) -> None:
-    validate.cache_index(idx, q.shape[1], block_size)
+def _read_values(q, k, v, idx, gamma_q, gamma_k, sink, block_size: int, offsets=None) -> None:
+    if offsets is None:
+        validate.cache_index(idx, q.shape[1], block_size)
+    else:
+        validate.packed_cache_index(idx, offsets, block_size)
     for name, x in (("q", q), ("k", k), ("v", v), ("gamma_q", gamma_q), ("gamma_k", gamma_k), ("sink", sink)):
         validate.finite(name, x)
 
@@ -336,24 +378,26 @@ def _read_dims(q, v, idx, block_size: int) -> dict:
     return {"K": q.shape[-1], "V": v.shape[-1], "W": idx.shape[-1], "C": block_size}
 
 
-def _run_read(impl, q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, config):
+def _run_read(impl, q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, config, offsets=None):
     return _scheduled(
         lambda cfg: impl.run("cache_read", q, k, v, idx, gamma_q, gamma_k, sink, block_size=block_size,
-                             eps=float(eps), config=cfg),
+                             eps=float(eps), config=cfg, **_packed(offsets)),
         config, lambda: _tuned("cache_read", impl.name, q.device, q.dtype, _read_dims(q, v, idx, block_size),
                                    q.shape[1]))
 
 
 @torch.library.custom_op("hola::cache_read", mutates_args=())
 def _cache_read_op(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, gamma_q: Tensor, gamma_k: Tensor, sink: Tensor,
-                   block_size: int, eps: float, backend: str, config: str) -> Tensor:
-    _read_values(q, k, v, idx, gamma_q, gamma_k, sink, block_size)
-    o = _run_read(backends.get(backend), q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, _config_of(config))
+                   block_size: int, eps: float, backend: str, config: str, offsets: list[int]) -> Tensor:
+    offsets = _offsets_of(offsets)
+    _read_values(q, k, v, idx, gamma_q, gamma_k, sink, block_size, offsets)
+    o = _run_read(backends.get(backend), q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, _config_of(config),
+                  offsets)
     return _fresh((o,), (q, k, v, idx, gamma_q, gamma_k, sink))[0]
 
 
 @_cache_read_op.register_fake
-def _(q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, backend, config):
+def _(q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, backend, config, offsets):
     return v.new_empty((*q.shape[:3], v.shape[-1]))
 
 
@@ -376,7 +420,9 @@ def _(q, k, v, idx, gamma_q, gamma_k, sink, do, block_size, eps, backend):
 
 
 def _read_setup(ctx, inputs, output):
-    q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, backend, _ = inputs
+    q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, backend, _, offsets = inputs
+    if offsets:     # never reached: packed calls that need a gradient do not take the custom op
+        raise RuntimeError("hola::cache_read: no backward kernel for packed sequences (cu_seqlens)")
     ctx.save_for_backward(q, k, v, idx, gamma_q, gamma_k, sink)
     ctx.options = (block_size, eps, backend)
 
@@ -384,7 +430,7 @@ def _read_setup(ctx, inputs, output):
 def _read_backward(ctx, do):
     q, k, v, idx, gamma_q, gamma_k, sink = ctx.saved_tensors
     dq, dk, dv, dgq, dgk, dsink = _cache_read_backward_op(q, k, v, idx, gamma_q, gamma_k, sink, do, *ctx.options)
-    return dq, dk, dv, None, dgq, dgk, dsink, None, None, None, None
+    return dq, dk, dv, None, dgq, dgk, dsink, None, None, None, None, None
 
 
 _cache_read_op.register_autograd(_read_backward, setup_context=_read_setup)
@@ -403,12 +449,13 @@ def cache_read(
     eps: float = 1e-6,
     backend: str = "auto",
     config: Optional[dict] = None,
+    cu_seqlens: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Softmax read of the exact cache plus the causal block and a sink (SPEC.md section 3).
 
     q, k: [B, T, H, K]; v: [B, T, H, V]; idx: [B, H, NB, W] int64 from ``cache_select``;
     gamma_q, gamma_k: [K]; sink: [H] logits. Returns o_cache [B, T, H, V] in v's dtype (before
-    the sigmoid gate).
+    the sigmoid gate). cu_seqlens: as ``cache_select``'s, whose packed idx this reads.
     """
     dims = validate.same_dims({
         "q": validate.tensor("q", q, "BTHK"),
@@ -422,19 +469,22 @@ def cache_read(
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"k, v: expected the dtype of q ({q.dtype}), got k {k.dtype}, v {v.dtype}")
     validate.positive_int("block_size", block_size)
-    nb = -(-dims["T"] // block_size)
+    offsets = None if cu_seqlens is None else validate.cu_seqlens(cu_seqlens, dims["B"], dims["T"])
+    if offsets is None:
+        nb, rule = -(-dims["T"] // block_size), f"ceil(T / block_size) = ceil({dims['T']} / {block_size})"
+    else:
+        nb, rule = varlen.block_offsets(offsets, block_size)[-1], "sum_i ceil(len_i / block_size) over cu_seqlens"
     if dims["NB"] != nb:
-        raise ValueError(
-            f"idx: dim NB is {dims['NB']}, expected ceil(T / block_size) = ceil({dims['T']} / {block_size}) = {nb}"
-        )
+        raise ValueError(f"idx: dim NB is {dims['NB']}, expected {rule} = {nb}")
     if not (isinstance(eps, (int, float)) and eps > 0):
         raise ValueError(f"eps: expected a positive float, got {eps!r}")
     device = validate.same_device(q=q, k=k, v=v, idx=idx, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink)
     grad_of = backends.needs_grad(q=q, k=k, v=v, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink)
-    impl = _resolve(backend, device.type, grad_of, "cache_read", q.dtype)
-    if _as_custom_op(impl, "cache_read", grad_of):
+    packed = offsets is not None
+    impl = _resolve(backend, device.type, grad_of, "cache_read", q.dtype, packed)
+    if _as_custom_op(impl, "cache_read", grad_of, packed):
         return _cache_read_op(q, k, v, idx, gamma_q, gamma_k, sink, int(block_size), float(eps), impl.name,
-                              _config_arg(config))
+                              _config_arg(config), offsets or [])
     if _check_values():
-        _read_values(q, k, v, idx, gamma_q, gamma_k, sink, block_size)
-    return _run_read(impl, q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, config)
+        _read_values(q, k, v, idx, gamma_q, gamma_k, sink, block_size, offsets)
+    return _run_read(impl, q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, config, offsets)

@@ -79,13 +79,13 @@ def backward_kernel(backend: Backend, op: str) -> Optional[str]:
     return name if backend.dsl and name in KERNELS and schedules.has_space(name, backend.name) else None
 
 
-def differentiates(backend: Backend, op: Optional[str] = None) -> bool:
+def differentiates(backend: Backend, op: Optional[str] = None, packed: bool = False) -> bool:
     """Whether gradients flow through ``op`` (a kernel name; None: every op that has gradients,
     ``schedules.kernels.DIFFERENTIABLE_OPS``) on ``backend``: by autograd itself or by the op's
-    backward kernel."""
+    backward kernel (which takes no packed sequences, ``packed``: cu_seqlens, yet)."""
     if backend.differentiable:
         return True
-    return all(backward_kernel(backend, o) is not None for o in ((op,) if op else DIFFERENTIABLE_OPS))
+    return not packed and all(backward_kernel(backend, o) is not None for o in ((op,) if op else DIFFERENTIABLE_OPS))
 
 
 _loaded: dict[str, Backend] = {}
@@ -140,7 +140,7 @@ def available(device_type: Optional[str] = None) -> list[Backend]:
 
 
 def resolve(name: str, device_type: str, grad_of: Optional[str] = None, op: Optional[str] = None,
-            dtype: Optional[torch.dtype] = None) -> Backend:
+            dtype: Optional[torch.dtype] = None, packed: bool = False) -> Backend:
     """The backend to use for ``name`` (which may be "auto") on tensors of ``device_type``.
 
     ``grad_of`` names an input that requires grad (None when no gradient is needed): "auto"
@@ -151,7 +151,7 @@ def resolve(name: str, device_type: str, grad_of: Optional[str] = None, op: Opti
         for candidate in AUTO_ORDER.get(device_type, ("reference",)):
             if candidate in BACKEND_MODULES and runs_on(candidate, device_type) is None:
                 backend = get(candidate)
-                if ((grad_of is None or differentiates(backend, op))
+                if ((grad_of is None or differentiates(backend, op, packed))
                         and (dtype is None or backend.dtype_problem(device_type, dtype) is None)):
                     return backend
         raise ValueError(f"backend: no backend available for {device_type} tensors"
@@ -167,10 +167,11 @@ def resolve(name: str, device_type: str, grad_of: Optional[str] = None, op: Opti
     reason = backend.unavailable_on(device_type)
     if reason is not None:
         raise ValueError(f"backend: {name!r} cannot run {device_type} tensors here: {reason}")
-    if grad_of is not None and not differentiates(backend, op):
-        grads = [b for b in names() if unavailable_reason(b) is None and differentiates(get(b), op)]
+    if grad_of is not None and not differentiates(backend, op, packed):
+        grads = [b for b in names() if unavailable_reason(b) is None and differentiates(get(b), op, packed)]
+        what = (f" of {op}" if op else "") + (" on packed sequences (cu_seqlens)" if packed else "")
         raise ValueError(
-            f"backend: {name!r} computes no gradients{f' of {op}' if op else ''}, but {grad_of} requires grad; train with a "
+            f"backend: {name!r} computes no gradients{what}, but {grad_of} requires grad; train with a "
             f"differentiable backend ({', '.join(grads)}), or call it under torch.no_grad()"
         )
     return backend

@@ -31,7 +31,7 @@ Two kernels, no atomics (race-free on every backend):
 """
 
 import math
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 
@@ -202,9 +202,13 @@ def consts(K: int, V: int, W: int, block_size: int, eps: float, schedule: Mappin
                 BKV=min(int(schedule["BKV"]), spec.pow2(block_size)), EPS=float(eps))
 
 
-def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, do, *, block_size: int, eps: float) -> spec.Plan:
-    """Two launches over (query tile, b, h) then (key tile, b, h); the result is (dq, dk, dv in
-    q's / v's dtype, dgamma_q, dgamma_k, dsink float32 in their inputs' dtypes)."""
+def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, do, *, block_size: int, eps: float,
+         offsets: Optional[list[int]] = None) -> spec.Plan:
+    """Two launches over (query tile, b, h) then (key tile, b, h); the result is (dq, dk, dv,
+    dgamma_q, dgamma_k, dsink), each in its input's dtype. Packed sequences (``offsets``) are
+    not supported yet: ``hola_dsl.ops`` differentiates those calls with autograd instead."""
+    if offsets is not None:
+        raise ValueError("offsets: cache_read_backward takes no packed sequences (cu_seqlens) yet")
     q, k, v, idx, gamma_q, gamma_k, sink, do = spec.dense(q, k, v, idx, gamma_q, gamma_k, sink, do)
     B, T, H, K = q.shape
     V, NB, W = v.shape[-1], idx.shape[2], idx.shape[-1]
@@ -248,11 +252,12 @@ def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, do, *, block_s
     return spec.Plan(launches, finish)
 
 
-def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1) -> tuple[tuple, dict]:
-    """The forward's example call (``cache_read.example``) plus do [B, T, H, V] of ``dtype``."""
+def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1,
+            offsets: Optional[list[int]] = None) -> tuple[tuple, dict]:
+    """The forward's example call (``cache_read.example``) plus do of q's shape but V, ``dtype``."""
     from hola_dsl.kernels import cache_read
-    inputs, options = cache_read.example(dims, dtype, B, T, H)
-    return inputs + (torch.empty((B, T, H, dims["V"]), dtype=dtype, device="meta"),), options
+    inputs, options = cache_read.example(dims, dtype, B, T, H, offsets=offsets)
+    return inputs + (torch.empty((*inputs[0].shape[:3], dims["V"]), dtype=dtype, device="meta"),), options
 
 
 SPEC = spec.KernelSpec("cache_read_backward", (cache_read_bwd_query, cache_read_bwd_key), plan, example)
