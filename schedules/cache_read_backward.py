@@ -11,11 +11,13 @@ TILES = (
 WARPS = Knob("num_warps", (1, 2, 4, 8), "warps per program")
 STAGES = Knob("num_stages", (1, 2, 3, 4), "software pipelining depth of the loops")
 
-# GPU defaults: not measured yet (no GPU where this was written); the backward holds the
-# forward's tiles plus do and the U / W accumulators, so it starts at half the forward's query tile.
+# GPU defaults: no spills at K = V = 128, W = 64, bf16 (`hola build`): sm_80, sm_90 at 4 warps,
+# sm_100 at 8 (16 bytes spilled at 4), gfx942 at 16 x 16. Not timed on a GPU yet. float32 with
+# 3xTF32 spills on sm_80 (as the forward's does) and has no overlay yet.
 TRITON = Space("cache_read_backward", "triton", TILES + (WARPS, STAGES, DOT_PRECISION),
                defaults={"*": {"BQ": 32, "BKV": 32, "num_warps": 4, "num_stages": 1, "dot_precision": "ieee"},
                          "sm_": {"BQ": 32, "BKV": 32, "num_warps": 4, "num_stages": 1, "dot_precision": "tf32"},
+                         "sm_100": {"BQ": 32, "BKV": 32, "num_warps": 8, "num_stages": 1, "dot_precision": "tf32"},
                          "gfx": {"BQ": 16, "BKV": 16, "num_warps": 4, "num_stages": 1, "dot_precision": "tf32"},
                          "gfx90a": {"BQ": 16, "BKV": 16, "num_warps": 4, "num_stages": 1, "dot_precision": "ieee"},
                          "gfx950": {"BQ": 16, "BKV": 16, "num_warps": 4, "num_stages": 1, "dot_precision": "ieee"}},
