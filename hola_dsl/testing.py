@@ -21,7 +21,10 @@ TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 5e-3, torch.float16: 5e-3}
 SCAN_CASES = ("random", "repeated", "strong_decay", "beta0", "beta1_nodecay")
 # Input families for the cache read's gradient: random caches (-1 padded in early blocks), every
 # block's cache holding the same few keys (twice each: their dk, dv sum over many blocks and
-# slots), no cache at all, and sinks that take (nearly) all or none of the softmax.
+# slots), no cache at all, and sinks that take most of the softmax (e^8, e^4). Not a sink far
+# below the logits: a query whose one visible entry then takes all the softmax has gradients
+# P (1 - P) (...) that float32's do . v - D cancels to noise (relative 1e-4 at T = 1, sink -8, in
+# the PyTorch reference's autograd as in the kernels): no float32 formula meets 1e-5 there.
 READ_CASES = ("random", "shared_keys", "empty_cache", "large_sink")
 
 # The differentiable inputs of cache_read, in the order of cache_read_backward's results.
@@ -171,7 +174,7 @@ def read_grad_inputs(shape: Shape, dtype=torch.float32, *, case: str = "random",
     elif case == "empty_cache":
         x["idx"] = torch.full_like(idx, -1)
     elif case == "large_sink":
-        x["sink"] = torch.tensor([30.0, -30.0] * shape.H, device=device)[:shape.H]
+        x["sink"] = torch.tensor([8.0, 4.0] * shape.H, device=device)[:shape.H]
     gen = torch.Generator().manual_seed(seed + 1)
     do = torch.randn(shape.B, shape.T, shape.H, shape.V, generator=gen).to(device=device, dtype=dtype)
     return x, do
