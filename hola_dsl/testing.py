@@ -215,3 +215,23 @@ def run_check(kernel: str, backend: str, shape: Shape, dtype=torch.float32, *, s
         outs = {"o": (o, oracle.naive_cache_read(**x, block_size=shape.C))}
     return Result(kernel, backend, {n: rel_err(a, b) for n, (a, b) in outs.items()},
                   {n: max_abs(a, b) for n, (a, b) in outs.items()}, tol, sec)
+
+
+def read_lse(q: torch.Tensor, k: torch.Tensor, idx: torch.Tensor, gamma_q: torch.Tensor, gamma_k: torch.Tensor,
+             sink: torch.Tensor, *, block_size: int, eps: float = 1e-6, **_) -> torch.Tensor:
+    """float64 [B, T, H]: log(exp(sink_h) + sum_j exp(l_tj)) over the visible set of each query
+    (SPEC.md section 3), the log-denominator of the oracle's softmax; what cache_read's optional
+    lse output holds. Takes ``read_inputs``'s dict (v is ignored)."""
+    rms = lambda x: x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps)
+    q, k = (x.to(torch.float64) for x in (q, k))
+    B, T, H, K = q.shape
+    qc, kc = rms(q) * gamma_q.double(), rms(k) * gamma_k.double()
+    out = torch.empty(B, T, H, dtype=torch.float64)
+    for b in range(B):
+        for h in range(H):
+            for t in range(T):
+                n = t // block_size
+                seen = [j for j in idx[b, h, n].tolist() if j >= 0] + list(range(n * block_size, t + 1))
+                logits = kc[b, seen, h] @ qc[b, t, h] / math.sqrt(K)
+                out[b, t, h] = torch.logsumexp(torch.cat([sink[h].double().view(1), logits]), 0)
+    return out

@@ -14,19 +14,6 @@ NUM_WARPS = 4
 NUM_STAGES = 1
 
 @triton.jit
-def _to_bf16_rtne(x):
-    """float32 -> bfloat16 rounded to nearest, ties to even, on every runtime: GPUs round a plain
-    .to(tl.bfloat16), but Triton 3.9's CPU interpreter drops the low 16 bits (with or without
-    fp_downcast_rounding="rtne"). Adding 0x7FFF plus the lowest kept bit rounds the dropped
-    bits into the kept ones; what is left converts exactly. NaN is passed through as it is (the
-    addition could carry a NaN's payload into the sign)."""
-    bits = tl.cast(x, tl.uint32, bitcast=True)
-    bits = bits + 0x7FFF + ((bits >> 16) & 1)
-    rounded = tl.cast(bits & 0xFFFF0000, tl.float32, bitcast=True)
-    return tl.cast(tl.where(x != x, x, rounded), tl.bfloat16)
-
-
-@triton.jit
 def _unit_lower_inverse(a, N: tl.constexpr):
     """(I + strict_lower(a))^-1 by forward substitution, one row at a time (exact on repeated
     keys, unlike the power product)."""
@@ -175,7 +162,7 @@ def delta_scan_kernel(B, T, H, NV, q, k, v, g, beta, h0, o, uscale, usq, ht, sca
         v115 = tl.dot(inner_111, u_92, input_precision="tf32")
         v116 = (v114 + v115)
         v117 = (v116 * scale)
-        v118 = _to_bf16_rtne(v117)
+        v118 = v117.to(tl.bfloat16)
         o_118_ptrs = o + tl.cast(b_18, tl.int64) * T * H * 128 + (rows_41 + tl.arange(0, 16))[:, None].to(tl.int64) * H * 128 + tl.cast(h_19, tl.int64) * 128 + (cols_21 + tl.arange(0, 16))[None, :]
         o_118_mask = ((rows_41 + tl.arange(0, 16)) < T)[:, None] & ((cols_21 + tl.arange(0, 16)) < 128)[None, :]
         tl.store(o_118_ptrs, v118, mask=o_118_mask)
