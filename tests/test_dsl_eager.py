@@ -88,17 +88,17 @@ def test_cache_read_streams_the_cache_and_writes_lse(layout):
     assert rel_err(lse, read_lse(**x, block_size=shape.C)) <= 1e-5
 
 
-@pytest.mark.parametrize("case", ["random", "huge_keys"])
-def test_cache_read_bf16_operands_within_bf16_tolerance(case):
-    """bf16 inputs: the dots take bf16 operands (queries and probabilities rounded to bf16), as on
-    GPUs; the result stays within SPEC's bf16 row of the float64 oracle, keys at 1e30 too (the
-    queries' 2^-16 keeps the float32 dot finite)."""
+@pytest.mark.parametrize("dtype,case", [("bfloat16", "random"), ("bfloat16", "huge_keys"), ("float16", "random")])
+def test_cache_read_low_precision_operands_within_tolerance(dtype, case):
+    """bf16/fp16 inputs: the dots take operands of that dtype (queries and probabilities rounded
+    to it), as on GPUs; the result stays within SPEC's low-precision row of the float64 oracle,
+    bf16 keys at 1e30 too (the queries' 2^-16 keeps the float32 dot finite)."""
     from hola_dsl.testing import read_inputs, rel_err
     from hola_dsl.reference import oracle
     shape = Shape(B=1, T=150, H=1, K=128, V=128, W=64, C=64)
-    x = read_inputs(shape, torch.bfloat16, seed=4)
+    x = read_inputs(shape, getattr(torch, dtype), seed=4)
     if case == "huge_keys":
         x["k"] = (x["k"].float() * 1e30).to(torch.bfloat16)
     o = ops.cache_read(**x, block_size=shape.C, backend="eager", config={"BQ": 64, "BKV": 32})
-    assert o.dtype == torch.bfloat16
+    assert o.dtype == getattr(torch, dtype)
     assert rel_err(o, oracle.naive_cache_read(**x, block_size=shape.C)) <= 5e-3

@@ -67,6 +67,18 @@ def test_cache_read(shape, policy):
     assert r.ok, r.errors
 
 
+def test_cache_read_streamed_cache_and_lse():
+    """W = 20 in two 16-entry steps (the second partly padding), and the optional lse output."""
+    from hola_dsl.reference import oracle
+    from hola_dsl.testing import read_inputs, read_lse, rel_err
+    shape = Shape(B=1, T=40, H=2, K=32, V=48, W=20, C=16)
+    x = read_inputs(shape, seed=6)
+    o, lse = backends.get("triton").run("cache_read", *x.values(), block_size=shape.C, eps=1e-6,
+                                        config={"BQ": 16, "BKV": 16}, lse=True)
+    assert rel_err(o, oracle.naive_cache_read(**x, block_size=shape.C)) <= 1e-5
+    assert rel_err(lse, read_lse(**x, block_size=shape.C)) <= 1e-5
+
+
 def test_non_contiguous_inputs():
     """Views (a transposed layout, a strided slice) are read as their values, not their storage."""
     import torch
