@@ -134,13 +134,17 @@ def cache_read(
     den0 = hl.full((BQ,), 1.0)
     acc0 = hl.zeros((BQ, BVD))
 
-    @hl.loop(0, WP, BW, carry=(m0, den0, acc0), pipelined=True)
-    def cached(j, m, den, acc):
+    def cache_step(j, m, den, acc):
         ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
         kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
         vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
         visible, _ = _pair(ids >= 0, tq, QMAJOR)
         return _step(kc, vc, qg, _mask(visible), m, den, acc, **step)
+
+    if BW == WP:                       # the whole cache in one step: no loop around it
+        cached = cache_step(0, m0, den0, acc0)
+    else:
+        cached = hl.loop(0, WP, BW, carry=(m0, den0, acc0), pipelined=True)(cache_step)
 
     @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
     def softmax(j, m, den, acc):

@@ -88,25 +88,25 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse)
     den0_82 = tl.full([64], 1.0, tl.float32)
     # cache_read.py:135: acc0 = hl.zeros((BQ, BVD))
     acc0_83 = tl.full([64, 128], 0.0, tl.float32)
-    # cache_read.py:137: @hl.loop(0, WP, BW, carry=(m0, den0, acc0), pipelined=True)
+    # cache_read.py:147: cached = hl.loop(0, WP, BW, carry=(m0, den0, acc0), pipelined=True)(cache_step)
     m_88 = m0_81
     den_89 = den0_82
     acc_90 = acc0_83
     for j_87 in range(0, 64, 32):
-        # cache_read.py:139: ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
+        # cache_read.py:138: ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
         idx_91_ptrs = idx + tl.cast(b_19, tl.int64) * H * NB * 64 + tl.cast(h_20, tl.int64) * NB * 64 + tl.cast(n_22, tl.int64) * 64 + (j_87 + tl.arange(0, 32))
         idx_91_mask = ((j_87 + tl.arange(0, 32)) < 64)
         idx_91 = tl.load(idx_91_ptrs, mask=idx_91_mask, other=-1)
         ids_92 = idx_91.to(tl.int32)
-        # cache_read.py:140: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
+        # cache_read.py:139: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
         kc_94_ptrs = k + tl.cast(b_19, tl.int64) * T * H * 128 + ids_92[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + tl.arange(0, 128)[None, :]
         kc_94_mask = ((ids_92 >= 0) & (ids_92 < T))[:, None]
         kc_94 = tl.load(kc_94_ptrs, mask=kc_94_mask, other=0.0)
-        # cache_read.py:141: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
+        # cache_read.py:140: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
         vc_96_ptrs = v + tl.cast(b_19, tl.int64) * T * H * 128 + ids_92[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + tl.arange(0, 128)[None, :]
         vc_96_mask = ((ids_92 >= 0) & (ids_92 < T))[:, None]
         vc_96 = tl.load(vc_96_ptrs, mask=vc_96_mask, other=0.0)
-        # cache_read.py:142: visible, _ = _pair(ids >= 0, tq, QMAJOR)
+        # cache_read.py:141: visible, _ = _pair(ids >= 0, tq, QMAJOR)
         v98 = (ids_92 >= 0)
         # cache_read.py:85: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
         v99 = v98[None, :]
@@ -163,7 +163,7 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse)
         v143 = tl.sum(p_137, axis=1)
         v144 = (v142 + v143)
         m_88, den_89, acc_90 = m_new_132, v144, pv_141
-    # cache_read.py:145: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
+    # cache_read.py:149: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
     v149 = (n_22 * 256)
     v151 = (t0_29 + 64)
     v152 = tl.minimum(v151, T)
@@ -171,21 +171,21 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse)
     den_156 = den_89
     acc_157 = acc_90
     for j_154 in range(v149, v152, 32):
-        # cache_read.py:147: tk = j + hl.iota(BKV)
+        # cache_read.py:151: tk = j + hl.iota(BKV)
         v158 = tl.arange(0, 32)
         tk_159 = (j_154 + v158)
-        # cache_read.py:148: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
+        # cache_read.py:152: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
         kt_161_ptrs = k + tl.cast(b_19, tl.int64) * T * H * 128 + (j_154 + tl.arange(0, 32))[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + tl.arange(0, 128)[None, :]
         kt_161_mask = ((j_154 + tl.arange(0, 32)) < T)[:, None]
         kt_161 = tl.load(kt_161_ptrs, mask=kt_161_mask, other=0.0)
-        # cache_read.py:149: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
+        # cache_read.py:153: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
         vt_163_ptrs = v + tl.cast(b_19, tl.int64) * T * H * 128 + (j_154 + tl.arange(0, 32))[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + tl.arange(0, 128)[None, :]
         vt_163_mask = ((j_154 + tl.arange(0, 32)) < T)[:, None]
         vt_163 = tl.load(vt_163_ptrs, mask=vt_163_mask, other=0.0)
         # cache_read.py:85: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
         v164 = tk_159[None, :]
         v165 = tq_31[:, None]
-        # cache_read.py:151: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
+        # cache_read.py:155: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
         v166 = (v164 <= v165)
         # cache_read.py:80: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
         v167 = tl.full([64, 32], 0.0, tl.float32)
@@ -239,7 +239,7 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse)
         v209 = tl.sum(p_203, axis=1)
         v210 = (v208 + v209)
         m_155, den_156, acc_157 = m_new_198, v210, pv_207
-    # cache_read.py:154: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
+    # cache_read.py:158: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
     v214 = den_156[:, None]
     v215 = (acc_157 / v214)
     v216 = rows_ok_41[:, None]

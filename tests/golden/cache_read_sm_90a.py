@@ -139,7 +139,7 @@ def build():
             # cache_read.py:133: m0 = hl.zeros((BQ,)) + s
             # cache_read.py:134: den0 = hl.full((BQ,), 1.0)
             # cache_read.py:135: acc0 = hl.zeros((BQ, BVD))
-            # cache_read.py:137: @hl.loop(0, WP, BW, carry=(m0, den0, acc0), pipelined=True)
+            # cache_read.py:147: cached = hl.loop(0, WP, BW, carry=(m0, den0, acc0), pipelined=True)(cache_step)
             for i_35 in T.Parallel(32):
                 m__34[i_35] = (T.float32(0.0) + s__33[0])
             for i_37 in T.Parallel(32):
@@ -147,7 +147,7 @@ def build():
             for i_39, i_40 in T.Parallel(32, 128):
                 acc__38[i_39, i_40] = T.float32(0.0)
             for it_41 in T.serial(T.int32(0), T.int32(64), T.int32(32)):
-                # cache_read.py:139: ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
+                # cache_read.py:138: ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
                 if it_41 + 32 <= 64:
                     for i_43 in T.Parallel(32):
                         idx__42[i_43] = idx[p1, p2, n__1, it_41 + i_43]
@@ -156,13 +156,13 @@ def build():
                         idx__42[i_44] = T.if_then_else(it_41 + i_44 < 64, idx[p1, p2, n__1, it_41 + i_44], T.int64(-1))
                 for i_46 in T.Parallel(32):
                     ids__45[i_46] = T.Cast("int32", idx__42[i_46])
-                # cache_read.py:140: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
+                # cache_read.py:139: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
                 for i_48, i_49 in T.Parallel(32, 128):
                     kc__47[i_48, i_49] = T.if_then_else(T.And(ids__45[i_48] >= 0, ids__45[i_48] < n_T), k[p1, ids__45[i_48], p2, i_49], T.bfloat16(0.0))
-                # cache_read.py:141: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
+                # cache_read.py:140: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
                 for i_51, i_52 in T.Parallel(32, 128):
                     vc__50[i_51, i_52] = T.if_then_else(T.And(ids__45[i_51] >= 0, ids__45[i_51] < n_T), v[p1, ids__45[i_51], p2, i_52], T.bfloat16(0.0))
-                # cache_read.py:142: visible, _ = _pair(ids >= 0, tq, QMAJOR)
+                # cache_read.py:141: visible, _ = _pair(ids >= 0, tq, QMAJOR)
                 # cache_read.py:85: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
                 # cache_read.py:80: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
                 # cache_read.py:92: f = _logit_factor(kt.to("float32"), K, EPS, scale)
@@ -240,17 +240,17 @@ def build():
                     acc__38[i_103, i_104] = pv__95[i_103, i_104]
                 for i_105 in T.Parallel(32):
                     den__36[i_105] = den__next_100[i_105]
-            # cache_read.py:145: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
+            # cache_read.py:149: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
             for it_106 in T.serial((n__1 * T.int32(256)), T.min((t0__2 + T.int32(32)), n_T), T.int32(32)):
-                # cache_read.py:147: tk = j + hl.iota(BKV)
-                # cache_read.py:148: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
+                # cache_read.py:151: tk = j + hl.iota(BKV)
+                # cache_read.py:152: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
                 if it_106 + 32 <= n_T:
                     for i_108, i_109 in T.Parallel(32, 128):
                         kt__107[i_108, i_109] = k[p1, it_106 + i_108, p2, i_109]
                 else:
                     for i_110, i_111 in T.Parallel(32, 128):
                         kt__107[i_110, i_111] = T.if_then_else(it_106 + i_110 < n_T, k[p1, it_106 + i_110, p2, i_111], T.bfloat16(0.0))
-                # cache_read.py:149: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
+                # cache_read.py:153: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
                 if it_106 + 32 <= n_T:
                     for i_113, i_114 in T.Parallel(32, 128):
                         vt__112[i_113, i_114] = v[p1, it_106 + i_113, p2, i_114]
@@ -258,7 +258,7 @@ def build():
                     for i_115, i_116 in T.Parallel(32, 128):
                         vt__112[i_115, i_116] = T.if_then_else(it_106 + i_115 < n_T, v[p1, it_106 + i_115, p2, i_116], T.bfloat16(0.0))
                 # cache_read.py:85: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
-                # cache_read.py:151: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
+                # cache_read.py:155: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
                 # cache_read.py:80: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
                 # cache_read.py:92: f = _logit_factor(kt.to("float32"), K, EPS, scale)
                 for i_118, i_119 in T.Parallel(32, 128):
@@ -333,7 +333,7 @@ def build():
                     acc__38[i_162, i_163] = pv__154[i_162, i_163]
                 for i_164 in T.Parallel(32):
                     den__36[i_164] = den__next_159[i_164]
-            # cache_read.py:154: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
+            # cache_read.py:158: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
             for i_165, i_166 in T.Parallel(32, 128):
                 if T.And(t0__2 + i_165 < n_T, T.And((((T.truncmod(p0, T.int32(8)) * T.int32(32)) + i_165) < T.int32(256)), ((t0__2 + i_165) < n_T))):
                     o[p1, t0__2 + i_165, p2, i_166] = T.Cast("bfloat16", (acc__38[i_165, i_166] / den__36[i_165]))
