@@ -102,3 +102,10 @@ def test_cache_read_low_precision_operands_within_tolerance(dtype, case):
     o = ops.cache_read(**x, block_size=shape.C, backend="eager", config={"BQ": 64, "BKV": 32})
     assert o.dtype == getattr(torch, dtype)
     assert rel_err(o, oracle.naive_cache_read(**x, block_size=shape.C)) <= 5e-3
+
+
+def test_cache_read_lse_flag_must_be_a_bool():
+    from hola_dsl.testing import read_inputs
+    x = read_inputs(Shape(B=1, T=4, H=1, K=16, V=16, W=4, C=4), seed=1)
+    with pytest.raises(TypeError, match="lse: expected a bool, got 1"):
+        backends.get("eager").run("cache_read", *x.values(), block_size=4, eps=1e-6, lse=1)

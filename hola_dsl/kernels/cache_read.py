@@ -62,7 +62,9 @@ def operand_dtype(dtype: str) -> str:
 
 
 def query_scale(dtype: str) -> float:
-    """The exact power of two the queries carry into the key dot for operands of ``dtype``."""
+    """The exact power of two the queries carry into the key dot for operands of ``dtype``.
+    float16 queries hold gamma_q gamma_k / sqrt(K) times a unit-rms row, so a gamma product
+    beyond float16's 65504 would overflow them (bfloat16 and float32 have float32's range)."""
     return 1.0 if dtype == "float16" else QUERY_SCALE
 
 
@@ -123,9 +125,10 @@ def cache_read(
     qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
     gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
     qs, _, rq = _rms_parts(qt, K, EPS)
-    # The queries carry 2^-16 (exact) so that a key dot cannot overflow for keys up to float32's
-    # largest (|k . qg| <= ||k|| |gamma|); each key row's logit factor carries 2^16 back. The
-    # scaled queries qs, not qt times a per-row factor: 1/s times 2^-16 can be subnormal.
+    # The queries carry 2^-16 (exact; none for float16, see query_scale) so that a key dot cannot
+    # overflow for keys up to float32's largest (|k . qg| <= ||k|| |gamma|); each key row's logit
+    # factor carries 2^16 back, applied to the float32 dot. The scaled queries qs, not qt times a
+    # per-row factor: 1/s times 2^-16 can be subnormal.
     qg = (qs * (rq * scale)[:, None] * gammas[None, :]).to(dt)            # [BQ, BKD]
     step = dict(K=K, EPS=EPS, scale=scale, qmajor=QMAJOR)
 
@@ -178,6 +181,8 @@ def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, *, block_size:
     """One launch over (query tile, b, h) (none for an empty output): o_cache [B, T, H, V] in v's
     dtype; with ``lse``, (o_cache, lse [B, T, H] float32), lse being the log of the softmax's
     denominator including the sink (see the module docstring)."""
+    if not isinstance(lse, bool):
+        raise TypeError(f"lse: expected a bool, got {lse!r} ({type(lse).__name__})")
     q, k, v, idx, gamma_q, gamma_k, sink = spec.dense(q, k, v, idx, gamma_q, gamma_k, sink)
     B, T, H, K = q.shape
     V = v.shape[-1]
