@@ -117,17 +117,17 @@ def build():
                 grid_pos_1[0] = T.truncdiv(pid, grid_1 * grid_2)
                 grid_pos_1[1] = T.truncmod(T.truncdiv(pid, grid_2), grid_1)
                 grid_pos_1[2] = T.truncmod(pid, grid_2)
-                # cache_read.py:117: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
-                # cache_read.py:118: n = pid // NQ
+                # cache_read.py:119: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
+                # cache_read.py:120: n = pid // NQ
                 n__2 = T.truncdiv(grid_pos_1[0], T.int32(4))
-                # cache_read.py:119: t0 = n * C + (pid % NQ) * BQ
+                # cache_read.py:121: t0 = n * C + (pid % NQ) * BQ
                 t0__3 = ((n__2 * T.int32(256)) + (T.truncmod(grid_pos_1[0], T.int32(4)) * T.int32(64)))
-                # cache_read.py:120: tq = t0 + hl.iota(BQ)                                 # query positions
+                # cache_read.py:122: tq = t0 + hl.iota(BQ)                                 # query positions
                 for i_5 in T.serial(64):
                     tq__4[i_5] = (t0__3 + i_5)
-                # cache_read.py:121: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
+                # cache_read.py:123: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
                 t_6[0] = (T.truncmod(grid_pos_1[0], T.int32(4)) * T.int32(64))
-                # cache_read.py:123: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
+                # cache_read.py:125: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
                 for i_8 in T.serial(64):
                     if T.And(t0__3 + i_8 < n_T, T.bitwise_and(((t_6[0] + i_8) < T.int32(256)), (tq__4[i_8] < n_T))):
                         for i_9 in T.serial(128):
@@ -135,7 +135,7 @@ def build():
                     else:
                         for i_9 in T.serial(128):
                             q__7[i_8, i_9] = T.float32(0.0)
-                # cache_read.py:124: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
+                # cache_read.py:126: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
                 for i_11 in T.serial(128):
                     gamma_q__10[i_11] = gamma_q[i_11]
                 for i_13 in T.serial(128):
@@ -157,26 +157,26 @@ def build():
                     sum_23[i_24] = T.float32(0.0)
                 for i_25, i_26 in T.grid(64, 128):
                     sum_23[i_25] = sum_23[i_25] + (xs__20[i_25, i_26] * xs__20[i_25, i_26])
-                # cache_read.py:129: qg = (qs * (rq * scale)[:, None] * gammas[None, :]).to(dt)            # [BQ, BKD]
+                # cache_read.py:132: qg = (qs * (rq * scale)[:, None] * gammas[None, :]).to(dt)            # [BQ, BKD]
                 for i_28, i_29 in T.grid(64, 1):
                     t_27[i_28, i_29] = (T.rsqrt(((sum_23[i_28] / T.float32(128.0)) + ((T.float32(0.001) * i__18[i_28]) * (T.float32(0.001) * i__18[i_28])))) * T.float32(1.52587890625e-05))
                 for i_31, i_32 in T.grid(1, 128):
                     t_30[i_31, i_32] = ((gamma_q__10[i_32] * gamma_k__12[i_32]) * T.float32(0.08838834764831845))
                 for i_34, i_35 in T.grid(64, 128):
                     qg__33[i_34, i_35] = T.Cast("bfloat16", ((xs__20[i_34, i_35] * t_27[i_34, 0]) * t_30[0, i_35]))
-                # cache_read.py:132: s = sink[h].to("float32")                                              # the sink alone: m = s, den = 1
+                # cache_read.py:135: s = sink[h].to("float32")                                              # the sink alone: m = s, den = 1
                 s__36[0] = sink[grid_pos_1[2]]
-                # cache_read.py:133: m0 = hl.zeros((BQ,)) + s
+                # cache_read.py:136: m0 = hl.zeros((BQ,)) + s
                 for i_38 in T.serial(64):
                     m0__37[i_38] = (T.float32(0.0) + s__36[0])
-                # cache_read.py:134: den0 = hl.full((BQ,), 1.0)
-                # cache_read.py:135: acc0 = hl.zeros((BQ, BVD))
-                # cache_read.py:138: ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
+                # cache_read.py:137: den0 = hl.full((BQ,), 1.0)
+                # cache_read.py:138: acc0 = hl.zeros((BQ, BVD))
+                # cache_read.py:141: ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
                 for i_40 in T.serial(64):
                     idx__39[i_40] = idx[grid_pos_1[1], grid_pos_1[2], n__2, i_40]
                 for i_42 in T.serial(64):
                     ids__41[i_42] = T.Cast("int32", idx__39[i_42])
-                # cache_read.py:139: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
+                # cache_read.py:142: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
                 for i_44 in T.serial(64):
                     if T.And(ids__41[i_44] >= 0, ids__41[i_44] < n_T):
                         for i_45 in T.serial(128):
@@ -184,7 +184,7 @@ def build():
                     else:
                         for i_45 in T.serial(128):
                             kc__43[i_44, i_45] = T.bfloat16(0.0)
-                # cache_read.py:140: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
+                # cache_read.py:143: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
                 for i_47 in T.serial(64):
                     if T.And(ids__41[i_47] >= 0, ids__41[i_47] < n_T):
                         for i_48 in T.serial(128):
@@ -192,10 +192,10 @@ def build():
                     else:
                         for i_48 in T.serial(128):
                             vc__46[i_47, i_48] = T.bfloat16(0.0)
-                # cache_read.py:141: visible, _ = _pair(ids >= 0, tq, QMAJOR)
-                # cache_read.py:85: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
-                # cache_read.py:80: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
-                # cache_read.py:92: f = _logit_factor(kt.to("float32"), K, EPS, scale)
+                # cache_read.py:144: visible, _ = _pair(ids >= 0, tq, QMAJOR)
+                # cache_read.py:87: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
+                # cache_read.py:82: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+                # cache_read.py:94: f = _logit_factor(kt.to("float32"), K, EPS, scale)
                 for i_50, i_51 in T.grid(64, 128):
                     f__49[i_50, i_51] = T.Cast("float32", kc__43[i_50, i_51])
                 # cache_read.py:45: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
@@ -213,8 +213,8 @@ def build():
                     sum_58[i_59] = T.float32(0.0)
                 for i_60, i_61 in T.grid(64, 128):
                     sum_58[i_60] = sum_58[i_60] + ((f__49[i_60, i_61] * i__56[i_60]) * (f__49[i_60, i_61] * i__56[i_60]))
-                # cache_read.py:73: return i * (1.0 / scale) * r
-                # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * f[:, None] + masked             # [keys, BQ]
+                # cache_read.py:75: return i * (1.0 / scale) * r
+                # cache_read.py:98: l = hl.dot(kt, qg, trans_b=True) * f[:, None] + masked             # [keys, BQ]
                 for i_63, i_64 in T.grid(128, 64):
                     qg__rows_62[i_63, i_64] = qg__33[i_64, i_63]
                 for i0_67, j0_68 in T.grid(8, 4):
@@ -232,20 +232,20 @@ def build():
                     t_75[i_76, i_77] = T.if_then_else((ids__41[i_76] >= T.int32(0)), T.float32(0.0), -T.infinity("float32"))
                 for i_79, i_80 in T.grid(64, 64):
                     l__78[i_79, i_80] = ((dot_65[i_79, i_80] * t_72[i_79, 0]) + t_75[i_79, 0])
-                # cache_read.py:98: m_new = hl.maximum(m, hl.max(l, ax))
+                # cache_read.py:100: m_new = hl.maximum(m, hl.max(l, ax))
                 for i_82 in T.serial(64):
                     max_81[i_82] = -T.infinity("float32")
                 for i_83, i_84 in T.grid(64, 64):
                     max_81[i_84] = T.max(max_81[i_84], l__78[i_83, i_84])
                 for i_86 in T.serial(64):
                     m_new__85[i_86] = T.max(m0__37[i_86], max_81[i_86])
-                # cache_read.py:99: alpha = hl.exp(m - m_new)
+                # cache_read.py:101: alpha = hl.exp(m - m_new)
                 for i_88 in T.serial(64):
                     alpha__87[i_88] = T.call_extern("float32", "hola_expf", (m0__37[i_88] - m_new__85[i_88]))
-                # cache_read.py:100: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
+                # cache_read.py:102: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
                 for i_90, i_91 in T.grid(64, 64):
                     p__89[i_90, i_91] = T.call_extern("float32", "hola_expf", (l__78[i_90, i_91] - m_new__85[i_91]))
-                # cache_read.py:101: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
+                # cache_read.py:103: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
                 for i_93, i_94 in T.grid(64, 64):
                     a_tmp_92[i_93, i_94] = T.Cast("bfloat16", p__89[i_93, i_94])
                 for i0_96, j0_97 in T.grid(8, 8):
@@ -257,19 +257,19 @@ def build():
                                 acc_tmp_66[ii_98, jj_99] = acc_tmp_66[ii_98, jj_99] + T.Cast("float32", a_tmp_92[kk_100, i0_96 * 8 + ii_98]) * T.Cast("float32", vc__46[kk_100, j0_97 * 16 + jj_99])
                     for ii_98, jj_99 in T.grid(8, 16):
                         pv__95[i0_96 * 8 + ii_98, j0_97 * 16 + jj_99] = acc_tmp_66[ii_98, jj_99]
-                # cache_read.py:102: return m_new, den * alpha + hl.sum(p, ax), pv
+                # cache_read.py:104: return m_new, den * alpha + hl.sum(p, ax), pv
                 for i_102 in T.serial(64):
                     sum_101[i_102] = T.float32(0.0)
                 for i_103, i_104 in T.grid(64, 64):
                     sum_101[i_104] = sum_101[i_104] + p__89[i_103, i_104]
-                # cache_read.py:149: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
+                # cache_read.py:152: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
                 for i_106 in T.serial(64):
                     m__105[i_106] = m_new__85[i_106]
                 for i_108 in T.serial(64):
                     den__107[i_108] = ((T.float32(1.0) * alpha__87[i_108]) + sum_101[i_108])
                 for it_109 in T.serial((n__2 * T.int32(256)), T.min((t0__3 + T.int32(64)), n_T), T.int32(64)):
-                    # cache_read.py:151: tk = j + hl.iota(BKV)
-                    # cache_read.py:152: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
+                    # cache_read.py:154: tk = j + hl.iota(BKV)
+                    # cache_read.py:155: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
                     if it_109 + 64 <= n_T:
                         for i_111, i_112 in T.grid(64, 128):
                             kt__110[i_111, i_112] = k[grid_pos_1[1], it_109 + i_111, grid_pos_1[2], i_112]
@@ -281,7 +281,7 @@ def build():
                             else:
                                 for i_114 in T.serial(128):
                                     kt__110[i_113, i_114] = T.bfloat16(0.0)
-                    # cache_read.py:153: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
+                    # cache_read.py:156: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
                     if it_109 + 64 <= n_T:
                         for i_116, i_117 in T.grid(64, 128):
                             vt__115[i_116, i_117] = v[grid_pos_1[1], it_109 + i_116, grid_pos_1[2], i_117]
@@ -293,12 +293,12 @@ def build():
                             else:
                                 for i_119 in T.serial(128):
                                     vt__115[i_118, i_119] = T.bfloat16(0.0)
-                    # cache_read.py:85: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
-                    # cache_read.py:155: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
+                    # cache_read.py:87: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
+                    # cache_read.py:158: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
                     for i_121, i_122 in T.grid(64, 1):
                         t_120[i_121, i_122] = (it_109 + i_121)
-                    # cache_read.py:80: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
-                    # cache_read.py:92: f = _logit_factor(kt.to("float32"), K, EPS, scale)
+                    # cache_read.py:82: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+                    # cache_read.py:94: f = _logit_factor(kt.to("float32"), K, EPS, scale)
                     for i_124, i_125 in T.grid(64, 128):
                         f__123[i_124, i_125] = T.Cast("float32", kt__110[i_124, i_125])
                     # cache_read.py:45: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
@@ -316,8 +316,8 @@ def build():
                         sum_132[i_133] = T.float32(0.0)
                     for i_134, i_135 in T.grid(64, 128):
                         sum_132[i_134] = sum_132[i_134] + ((f__123[i_134, i_135] * i__130[i_134]) * (f__123[i_134, i_135] * i__130[i_134]))
-                    # cache_read.py:73: return i * (1.0 / scale) * r
-                    # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * f[:, None] + masked             # [keys, BQ]
+                    # cache_read.py:75: return i * (1.0 / scale) * r
+                    # cache_read.py:98: l = hl.dot(kt, qg, trans_b=True) * f[:, None] + masked             # [keys, BQ]
                     for i0_137, j0_138 in T.grid(8, 4):
                         for ii_139, jj_140 in T.grid(8, 16):
                             acc_tmp_66[ii_139, jj_140] = T.float32(0)
@@ -331,20 +331,20 @@ def build():
                         t_142[i_143, i_144] = ((i__130[i_143] * T.float32(65536.0)) * T.rsqrt(((sum_132[i_143] / T.float32(128.0)) + ((T.float32(0.001) * i__130[i_143]) * (T.float32(0.001) * i__130[i_143])))))
                     for i_146, i_147 in T.grid(64, 64):
                         l__145[i_146, i_147] = ((dot_136[i_146, i_147] * t_142[i_146, 0]) + T.if_then_else((t_120[i_146, 0] <= tq__4[i_147]), T.float32(0.0), -T.infinity("float32")))
-                    # cache_read.py:98: m_new = hl.maximum(m, hl.max(l, ax))
+                    # cache_read.py:100: m_new = hl.maximum(m, hl.max(l, ax))
                     for i_149 in T.serial(64):
                         max_148[i_149] = -T.infinity("float32")
                     for i_150, i_151 in T.grid(64, 64):
                         max_148[i_151] = T.max(max_148[i_151], l__145[i_150, i_151])
                     for i_153 in T.serial(64):
                         m_new__152[i_153] = T.max(m__105[i_153], max_148[i_153])
-                    # cache_read.py:99: alpha = hl.exp(m - m_new)
+                    # cache_read.py:101: alpha = hl.exp(m - m_new)
                     for i_155 in T.serial(64):
                         alpha__154[i_155] = T.call_extern("float32", "hola_expf", (m__105[i_155] - m_new__152[i_155]))
-                    # cache_read.py:100: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
+                    # cache_read.py:102: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
                     for i_157, i_158 in T.grid(64, 64):
                         p__156[i_157, i_158] = T.call_extern("float32", "hola_expf", (l__145[i_157, i_158] - m_new__152[i_158]))
-                    # cache_read.py:101: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
+                    # cache_read.py:103: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
                     for i_159, i_160 in T.grid(64, 64):
                         a_tmp_92[i_159, i_160] = T.Cast("bfloat16", p__156[i_159, i_160])
                     for i0_161, j0_162 in T.grid(8, 8):
@@ -356,7 +356,7 @@ def build():
                                     acc_tmp_66[ii_163, jj_164] = acc_tmp_66[ii_163, jj_164] + T.Cast("float32", a_tmp_92[kk_165, i0_161 * 8 + ii_163]) * T.Cast("float32", vt__115[kk_165, j0_162 * 16 + jj_164])
                         for ii_163, jj_164 in T.grid(8, 16):
                             pv__95[i0_161 * 8 + ii_163, j0_162 * 16 + jj_164] = acc_tmp_66[ii_163, jj_164]
-                    # cache_read.py:102: return m_new, den * alpha + hl.sum(p, ax), pv
+                    # cache_read.py:104: return m_new, den * alpha + hl.sum(p, ax), pv
                     for i_167 in T.serial(64):
                         sum_166[i_167] = T.float32(0.0)
                     for i_168, i_169 in T.grid(64, 64):
@@ -367,7 +367,7 @@ def build():
                         m__105[i_172] = m_new__152[i_172]
                     for i_173 in T.serial(64):
                         den__107[i_173] = den__next_170[i_173]
-                # cache_read.py:158: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
+                # cache_read.py:161: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
                 for i_174 in T.serial(64):
                     if T.And(t0__3 + i_174 < n_T, T.bitwise_and(((t_6[0] + i_174) < T.int32(256)), (tq__4[i_174] < n_T))):
                         for i_175 in T.serial(128):

@@ -142,17 +142,17 @@ def build():
                 grid_pos_1[0] = T.truncdiv(pid, grid_1 * grid_2)
                 grid_pos_1[1] = T.truncmod(T.truncdiv(pid, grid_2), grid_1)
                 grid_pos_1[2] = T.truncmod(pid, grid_2)
-                # cache_read.py:117: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
-                # cache_read.py:118: n = pid // NQ
+                # cache_read.py:119: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
+                # cache_read.py:120: n = pid // NQ
                 n__2 = T.truncdiv(grid_pos_1[0], T.int32(4))
-                # cache_read.py:119: t0 = n * C + (pid % NQ) * BQ
+                # cache_read.py:121: t0 = n * C + (pid % NQ) * BQ
                 t0__3 = ((n__2 * T.int32(256)) + (T.truncmod(grid_pos_1[0], T.int32(4)) * T.int32(64)))
-                # cache_read.py:120: tq = t0 + hl.iota(BQ)                                 # query positions
+                # cache_read.py:122: tq = t0 + hl.iota(BQ)                                 # query positions
                 for i_5 in T.serial(64):
                     tq__4[i_5] = (t0__3 + i_5)
-                # cache_read.py:121: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
+                # cache_read.py:123: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
                 t_6[0] = (T.truncmod(grid_pos_1[0], T.int32(4)) * T.int32(64))
-                # cache_read.py:123: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
+                # cache_read.py:125: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
                 for i_8 in T.serial(64):
                     if T.And(t0__3 + i_8 < n_T, T.bitwise_and(((t_6[0] + i_8) < T.int32(256)), (tq__4[i_8] < n_T))):
                         for i_9 in T.serial(128):
@@ -160,7 +160,7 @@ def build():
                     else:
                         for i_9 in T.serial(128):
                             qt__7[i_8, i_9] = T.float32(0.0)
-                # cache_read.py:124: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
+                # cache_read.py:126: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
                 for i_11 in T.serial(128):
                     gamma_q__10[i_11] = gamma_q[i_11]
                 for i_13 in T.serial(128):
@@ -182,26 +182,26 @@ def build():
                     sum_23[i_24] = T.float32(0.0)
                 for i_25, i_26 in T.grid(64, 128):
                     sum_23[i_25] = sum_23[i_25] + (xs__20[i_25, i_26] * xs__20[i_25, i_26])
-                # cache_read.py:129: qg = (qs * (rq * scale)[:, None] * gammas[None, :]).to(dt)            # [BQ, BKD]
+                # cache_read.py:132: qg = (qs * (rq * scale)[:, None] * gammas[None, :]).to(dt)            # [BQ, BKD]
                 for i_28, i_29 in T.grid(64, 1):
                     t_27[i_28, i_29] = (T.rsqrt(((sum_23[i_28] / T.float32(128.0)) + ((T.float32(0.001) * i__18[i_28]) * (T.float32(0.001) * i__18[i_28])))) * T.float32(1.52587890625e-05))
                 for i_31, i_32 in T.grid(1, 128):
                     t_30[i_31, i_32] = ((gamma_q__10[i_32] * gamma_k__12[i_32]) * T.float32(0.08838834764831845))
                 for i_34, i_35 in T.grid(64, 128):
                     qg__33[i_34, i_35] = ((xs__20[i_34, i_35] * t_27[i_34, 0]) * t_30[0, i_35])
-                # cache_read.py:132: s = sink[h].to("float32")                                              # the sink alone: m = s, den = 1
+                # cache_read.py:135: s = sink[h].to("float32")                                              # the sink alone: m = s, den = 1
                 s__36[0] = sink[grid_pos_1[2]]
-                # cache_read.py:133: m0 = hl.zeros((BQ,)) + s
+                # cache_read.py:136: m0 = hl.zeros((BQ,)) + s
                 for i_38 in T.serial(64):
                     m0__37[i_38] = (T.float32(0.0) + s__36[0])
-                # cache_read.py:134: den0 = hl.full((BQ,), 1.0)
-                # cache_read.py:135: acc0 = hl.zeros((BQ, BVD))
-                # cache_read.py:138: ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
+                # cache_read.py:137: den0 = hl.full((BQ,), 1.0)
+                # cache_read.py:138: acc0 = hl.zeros((BQ, BVD))
+                # cache_read.py:141: ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
                 for i_40 in T.serial(64):
                     idx__39[i_40] = idx[grid_pos_1[1], grid_pos_1[2], n__2, i_40]
                 for i_42 in T.serial(64):
                     ids__41[i_42] = T.Cast("int32", idx__39[i_42])
-                # cache_read.py:139: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
+                # cache_read.py:142: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
                 for i_44 in T.serial(64):
                     if T.And(ids__41[i_44] >= 0, ids__41[i_44] < n_T):
                         for i_45 in T.serial(128):
@@ -209,7 +209,7 @@ def build():
                     else:
                         for i_45 in T.serial(128):
                             kc__43[i_44, i_45] = T.float32(0.0)
-                # cache_read.py:140: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
+                # cache_read.py:143: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
                 for i_47 in T.serial(64):
                     if T.And(ids__41[i_47] >= 0, ids__41[i_47] < n_T):
                         for i_48 in T.serial(128):
@@ -217,9 +217,9 @@ def build():
                     else:
                         for i_48 in T.serial(128):
                             vc__46[i_47, i_48] = T.float32(0.0)
-                # cache_read.py:141: visible, _ = _pair(ids >= 0, tq, QMAJOR)
-                # cache_read.py:85: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
-                # cache_read.py:80: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+                # cache_read.py:144: visible, _ = _pair(ids >= 0, tq, QMAJOR)
+                # cache_read.py:87: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
+                # cache_read.py:82: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
                 # cache_read.py:45: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
                 for i_50 in T.serial(64):
                     sum_49[i_50] = T.float32(0.0)
@@ -235,8 +235,8 @@ def build():
                     sum_55[i_56] = T.float32(0.0)
                 for i_57, i_58 in T.grid(64, 128):
                     sum_55[i_57] = sum_55[i_57] + ((kc__43[i_57, i_58] * i__53[i_57]) * (kc__43[i_57, i_58] * i__53[i_57]))
-                # cache_read.py:73: return i * (1.0 / scale) * r
-                # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * f[:, None] + masked             # [keys, BQ]
+                # cache_read.py:75: return i * (1.0 / scale) * r
+                # cache_read.py:98: l = hl.dot(kt, qg, trans_b=True) * f[:, None] + masked             # [keys, BQ]
                 T.evaluate(T.call_extern("int32", "hola_transpose_64x128", T.address_of(qg__33[0, 0]), T.address_of(qg__rows_59[0, 0])))
                 T.evaluate(T.call_extern("int32", "hola_dot_64x64x128_8x16", T.address_of(kc__43[0, 0]), T.address_of(qg__rows_59[0, 0]), T.address_of(dot_60[0, 0])))
                 for i_62, i_63 in T.grid(64, 1):
@@ -245,36 +245,36 @@ def build():
                     t_64[i_65, i_66] = T.if_then_else((ids__41[i_65] >= T.int32(0)), T.float32(0.0), -T.infinity("float32"))
                 for i_68, i_69 in T.grid(64, 64):
                     l__67[i_68, i_69] = ((dot_60[i_68, i_69] * t_61[i_68, 0]) + t_64[i_68, 0])
-                # cache_read.py:98: m_new = hl.maximum(m, hl.max(l, ax))
+                # cache_read.py:100: m_new = hl.maximum(m, hl.max(l, ax))
                 for i_71 in T.serial(64):
                     max_70[i_71] = -T.infinity("float32")
                 for i_72, i_73 in T.grid(64, 64):
                     max_70[i_73] = T.max(max_70[i_73], l__67[i_72, i_73])
                 for i_75 in T.serial(64):
                     m_new__74[i_75] = T.max(m0__37[i_75], max_70[i_75])
-                # cache_read.py:99: alpha = hl.exp(m - m_new)
+                # cache_read.py:101: alpha = hl.exp(m - m_new)
                 for i_77 in T.serial(64):
                     alpha__76[i_77] = T.call_extern("float32", "hola_expf", (m0__37[i_77] - m_new__74[i_77]))
-                # cache_read.py:100: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
+                # cache_read.py:102: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
                 for i_79, i_80 in T.grid(64, 64):
                     p__78[i_79, i_80] = T.call_extern("float32", "hola_expf", (l__67[i_79, i_80] - m_new__74[i_80]))
-                # cache_read.py:101: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
+                # cache_read.py:103: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
                 for i_82, i_83 in T.grid(64, 128):
                     pv__81[i_82, i_83] = (T.float32(0.0) * alpha__76[i_82])
                 T.evaluate(T.call_extern("int32", "hola_dot_64x128x64_8x16_ta_acc", T.address_of(p__78[0, 0]), T.address_of(vc__46[0, 0]), T.address_of(pv__81[0, 0])))
-                # cache_read.py:102: return m_new, den * alpha + hl.sum(p, ax), pv
+                # cache_read.py:104: return m_new, den * alpha + hl.sum(p, ax), pv
                 for i_85 in T.serial(64):
                     sum_84[i_85] = T.float32(0.0)
                 for i_86, i_87 in T.grid(64, 64):
                     sum_84[i_87] = sum_84[i_87] + p__78[i_86, i_87]
-                # cache_read.py:149: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
+                # cache_read.py:152: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
                 for i_89 in T.serial(64):
                     m__88[i_89] = m_new__74[i_89]
                 for i_91 in T.serial(64):
                     den__90[i_91] = ((T.float32(1.0) * alpha__76[i_91]) + sum_84[i_91])
                 for it_92 in T.serial((n__2 * T.int32(256)), T.min((t0__3 + T.int32(64)), n_T), T.int32(64)):
-                    # cache_read.py:151: tk = j + hl.iota(BKV)
-                    # cache_read.py:152: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
+                    # cache_read.py:154: tk = j + hl.iota(BKV)
+                    # cache_read.py:155: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
                     if it_92 + 64 <= n_T:
                         for i_94, i_95 in T.grid(64, 128):
                             kt__93[i_94, i_95] = k[grid_pos_1[1], it_92 + i_94, grid_pos_1[2], i_95]
@@ -286,7 +286,7 @@ def build():
                             else:
                                 for i_97 in T.serial(128):
                                     kt__93[i_96, i_97] = T.float32(0.0)
-                    # cache_read.py:153: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
+                    # cache_read.py:156: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
                     if it_92 + 64 <= n_T:
                         for i_99, i_100 in T.grid(64, 128):
                             vt__98[i_99, i_100] = v[grid_pos_1[1], it_92 + i_99, grid_pos_1[2], i_100]
@@ -298,11 +298,11 @@ def build():
                             else:
                                 for i_102 in T.serial(128):
                                     vt__98[i_101, i_102] = T.float32(0.0)
-                    # cache_read.py:85: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
-                    # cache_read.py:155: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
+                    # cache_read.py:87: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
+                    # cache_read.py:158: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
                     for i_104, i_105 in T.grid(64, 1):
                         t_103[i_104, i_105] = (it_92 + i_104)
-                    # cache_read.py:80: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+                    # cache_read.py:82: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
                     # cache_read.py:45: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
                     for i_107 in T.serial(64):
                         sum_106[i_107] = T.float32(0.0)
@@ -318,31 +318,31 @@ def build():
                         sum_112[i_113] = T.float32(0.0)
                     for i_114, i_115 in T.grid(64, 128):
                         sum_112[i_114] = sum_112[i_114] + ((kt__93[i_114, i_115] * i__110[i_114]) * (kt__93[i_114, i_115] * i__110[i_114]))
-                    # cache_read.py:73: return i * (1.0 / scale) * r
-                    # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * f[:, None] + masked             # [keys, BQ]
+                    # cache_read.py:75: return i * (1.0 / scale) * r
+                    # cache_read.py:98: l = hl.dot(kt, qg, trans_b=True) * f[:, None] + masked             # [keys, BQ]
                     T.evaluate(T.call_extern("int32", "hola_dot_64x64x128_8x16", T.address_of(kt__93[0, 0]), T.address_of(qg__rows_59[0, 0]), T.address_of(dot_116[0, 0])))
                     for i_118, i_119 in T.grid(64, 1):
                         t_117[i_118, i_119] = ((i__110[i_118] * T.float32(65536.0)) * T.rsqrt(((sum_112[i_118] / T.float32(128.0)) + ((T.float32(0.001) * i__110[i_118]) * (T.float32(0.001) * i__110[i_118])))))
                     for i_121, i_122 in T.grid(64, 64):
                         l__120[i_121, i_122] = ((dot_116[i_121, i_122] * t_117[i_121, 0]) + T.if_then_else((t_103[i_121, 0] <= tq__4[i_122]), T.float32(0.0), -T.infinity("float32")))
-                    # cache_read.py:98: m_new = hl.maximum(m, hl.max(l, ax))
+                    # cache_read.py:100: m_new = hl.maximum(m, hl.max(l, ax))
                     for i_124 in T.serial(64):
                         max_123[i_124] = -T.infinity("float32")
                     for i_125, i_126 in T.grid(64, 64):
                         max_123[i_126] = T.max(max_123[i_126], l__120[i_125, i_126])
                     for i_128 in T.serial(64):
                         m_new__127[i_128] = T.max(m__88[i_128], max_123[i_128])
-                    # cache_read.py:99: alpha = hl.exp(m - m_new)
+                    # cache_read.py:101: alpha = hl.exp(m - m_new)
                     for i_130 in T.serial(64):
                         alpha__129[i_130] = T.call_extern("float32", "hola_expf", (m__88[i_130] - m_new__127[i_130]))
-                    # cache_read.py:100: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
+                    # cache_read.py:102: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
                     for i_132, i_133 in T.grid(64, 64):
                         p__131[i_132, i_133] = T.call_extern("float32", "hola_expf", (l__120[i_132, i_133] - m_new__127[i_133]))
-                    # cache_read.py:101: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
+                    # cache_read.py:103: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
                     for i_134, i_135 in T.grid(64, 128):
                         pv__81[i_134, i_135] = (pv__81[i_134, i_135] * alpha__129[i_134])
                     T.evaluate(T.call_extern("int32", "hola_dot_64x128x64_8x16_ta_acc", T.address_of(p__131[0, 0]), T.address_of(vt__98[0, 0]), T.address_of(pv__81[0, 0])))
-                    # cache_read.py:102: return m_new, den * alpha + hl.sum(p, ax), pv
+                    # cache_read.py:104: return m_new, den * alpha + hl.sum(p, ax), pv
                     for i_137 in T.serial(64):
                         sum_136[i_137] = T.float32(0.0)
                     for i_138, i_139 in T.grid(64, 64):
@@ -353,7 +353,7 @@ def build():
                         m__88[i_142] = m_new__127[i_142]
                     for i_143 in T.serial(64):
                         den__90[i_143] = den__next_140[i_143]
-                # cache_read.py:158: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
+                # cache_read.py:161: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
                 for i_144 in T.serial(64):
                     if T.And(t0__3 + i_144 < n_T, T.bitwise_and(((t_6[0] + i_144) < T.int32(256)), (tq__4[i_144] < n_T))):
                         for i_145 in T.serial(128):

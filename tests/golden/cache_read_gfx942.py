@@ -15,23 +15,23 @@ NUM_STAGES = 1
 
 @triton.jit
 def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse):
-    # cache_read.py:117: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
+    # cache_read.py:119: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
     v15 = tl.cdiv(T, 256)
     v17 = (v15 * 4)
     pid_18 = tl.program_id(0)
     b_19 = tl.program_id(1)
     h_20 = tl.program_id(2)
-    # cache_read.py:118: n = pid // NQ
+    # cache_read.py:120: n = pid // NQ
     n_22 = (pid_18 // 4)
-    # cache_read.py:119: t0 = n * C + (pid % NQ) * BQ
+    # cache_read.py:121: t0 = n * C + (pid % NQ) * BQ
     v24 = (n_22 * 256)
     v26 = (pid_18 % 4)
     v28 = (v26 * 64)
     t0_29 = (v24 + v28)
-    # cache_read.py:120: tq = t0 + hl.iota(BQ)                                 # query positions
+    # cache_read.py:122: tq = t0 + hl.iota(BQ)                                 # query positions
     v30 = tl.arange(0, 64)
     tq_31 = (t0_29 + v30)
-    # cache_read.py:121: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
+    # cache_read.py:123: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
     v33 = (pid_18 % 4)
     v35 = (v33 * 64)
     v36 = tl.arange(0, 64)
@@ -39,13 +39,13 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse)
     v39 = (v37 < 256)
     v40 = (tq_31 < T)
     rows_ok_41 = (v39 & v40)
-    # cache_read.py:123: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
+    # cache_read.py:125: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
     v42 = rows_ok_41[:, None]
     q_44_ptrs = q + tl.cast(b_19, tl.int64) * T * H * 128 + (t0_29 + tl.arange(0, 64))[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + tl.arange(0, 128)[None, :]
     q_44_mask = ((t0_29 + tl.arange(0, 64)) < T)[:, None] & v42
     q_44 = tl.load(q_44_ptrs, mask=q_44_mask, other=0.0)
     qt_45 = q_44.to(tl.float32)
-    # cache_read.py:124: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
+    # cache_read.py:126: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
     gamma_q_47_ptrs = gamma_q + tl.arange(0, 128)
     gamma_q_47 = tl.load(gamma_q_47_ptrs)
     gamma_k_49_ptrs = gamma_k + tl.arange(0, 128)
@@ -71,50 +71,50 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse)
     v69 = (e_64 * e_64)
     v70 = (v68 + v69)
     v71 = tl.rsqrt(v70)
-    # cache_read.py:129: qg = (qs * (rq * scale)[:, None] * gammas[None, :]).to(dt)            # [BQ, BKD]
+    # cache_read.py:132: qg = (qs * (rq * scale)[:, None] * gammas[None, :]).to(dt)            # [BQ, BKD]
     v73 = (v71 * 1.52587890625e-05)
     v74 = v73[:, None]
     v75 = (xs_62 * v74)
     v76 = gammas_52[None, :]
     v77 = (v75 * v76)
     qg_78 = v77.to(tl.bfloat16)
-    # cache_read.py:132: s = sink[h].to("float32")                                              # the sink alone: m = s, den = 1
+    # cache_read.py:135: s = sink[h].to("float32")                                              # the sink alone: m = s, den = 1
     s_79_ptrs = sink + tl.cast(h_20, tl.int64)
     s_79 = tl.load(s_79_ptrs)
-    # cache_read.py:133: m0 = hl.zeros((BQ,)) + s
+    # cache_read.py:136: m0 = hl.zeros((BQ,)) + s
     v80 = tl.full([64], 0.0, tl.float32)
     m0_81 = (v80 + s_79)
-    # cache_read.py:134: den0 = hl.full((BQ,), 1.0)
+    # cache_read.py:137: den0 = hl.full((BQ,), 1.0)
     den0_82 = tl.full([64], 1.0, tl.float32)
-    # cache_read.py:135: acc0 = hl.zeros((BQ, BVD))
+    # cache_read.py:138: acc0 = hl.zeros((BQ, BVD))
     acc0_83 = tl.full([64, 128], 0.0, tl.float32)
-    # cache_read.py:147: cached = hl.loop(0, WP, BW, carry=(m0, den0, acc0), pipelined=True)(cache_step)
+    # cache_read.py:150: cached = hl.loop(0, WP, BW, carry=(m0, den0, acc0), pipelined=True)(cache_step)
     m_88 = m0_81
     den_89 = den0_82
     acc_90 = acc0_83
     for j_87 in range(0, 64, 32):
-        # cache_read.py:138: ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
+        # cache_read.py:141: ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
         idx_91_ptrs = idx + tl.cast(b_19, tl.int64) * H * NB * 64 + tl.cast(h_20, tl.int64) * NB * 64 + tl.cast(n_22, tl.int64) * 64 + (j_87 + tl.arange(0, 32))
         idx_91_mask = ((j_87 + tl.arange(0, 32)) < 64)
         idx_91 = tl.load(idx_91_ptrs, mask=idx_91_mask, other=-1)
         ids_92 = idx_91.to(tl.int32)
-        # cache_read.py:139: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
+        # cache_read.py:142: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
         kc_94_ptrs = k + tl.cast(b_19, tl.int64) * T * H * 128 + ids_92[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + tl.arange(0, 128)[None, :]
         kc_94_mask = ((ids_92 >= 0) & (ids_92 < T))[:, None]
         kc_94 = tl.load(kc_94_ptrs, mask=kc_94_mask, other=0.0)
-        # cache_read.py:140: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
+        # cache_read.py:143: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
         vc_96_ptrs = v + tl.cast(b_19, tl.int64) * T * H * 128 + ids_92[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + tl.arange(0, 128)[None, :]
         vc_96_mask = ((ids_92 >= 0) & (ids_92 < T))[:, None]
         vc_96 = tl.load(vc_96_ptrs, mask=vc_96_mask, other=0.0)
-        # cache_read.py:141: visible, _ = _pair(ids >= 0, tq, QMAJOR)
+        # cache_read.py:144: visible, _ = _pair(ids >= 0, tq, QMAJOR)
         v98 = (ids_92 >= 0)
-        # cache_read.py:85: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
+        # cache_read.py:87: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
         v99 = v98[None, :]
         v100 = tq_31[:, None]
-        # cache_read.py:80: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+        # cache_read.py:82: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
         v101 = tl.full([1, 32], 0.0, tl.float32)
         v103 = tl.where(v99, v101, -float("inf"))
-        # cache_read.py:92: f = _logit_factor(kt.to("float32"), K, EPS, scale)
+        # cache_read.py:94: f = _logit_factor(kt.to("float32"), K, EPS, scale)
         f_104 = kc_94.to(tl.float32)
         # cache_read.py:45: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
         v105 = tl.abs(f_104)
@@ -135,35 +135,35 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse)
         v121 = (e_116 * e_116)
         v122 = (v120 + v121)
         v123 = tl.rsqrt(v122)
-        # cache_read.py:73: return i * (1.0 / scale) * r
+        # cache_read.py:75: return i * (1.0 / scale) * r
         v125 = (i_112 * 65536.0)
         v126 = (v125 * v123)
-        # cache_read.py:94: l = hl.dot(qg, kt, trans_b=True) * f[None, :] + masked             # [BQ, keys]
+        # cache_read.py:96: l = hl.dot(qg, kt, trans_b=True) * f[None, :] + masked             # [BQ, keys]
         v127 = tl.dot(qg_78, tl.trans(kc_94))
         v128 = v126[None, :]
         v129 = (v127 * v128)
         l_130 = (v129 + v103)
-        # cache_read.py:98: m_new = hl.maximum(m, hl.max(l, ax))
+        # cache_read.py:100: m_new = hl.maximum(m, hl.max(l, ax))
         v131 = tl.max(l_130, axis=1)
         m_new_132 = tl.maximum(m_88, v131)
-        # cache_read.py:99: alpha = hl.exp(m - m_new)
+        # cache_read.py:101: alpha = hl.exp(m - m_new)
         v133 = (m_88 - m_new_132)
         alpha_134 = tl.exp(v133)
-        # cache_read.py:100: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
+        # cache_read.py:102: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
         v135 = m_new_132[:, None]
         v136 = (l_130 - v135)
         p_137 = tl.exp(v136)
-        # cache_read.py:101: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
+        # cache_read.py:103: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
         v138 = p_137.to(tl.bfloat16)
         v139 = alpha_134[:, None]
         v140 = (acc_90 * v139)
         pv_141 = tl.dot(v138, vc_96, acc=v140)
-        # cache_read.py:102: return m_new, den * alpha + hl.sum(p, ax), pv
+        # cache_read.py:104: return m_new, den * alpha + hl.sum(p, ax), pv
         v142 = (den_89 * alpha_134)
         v143 = tl.sum(p_137, axis=1)
         v144 = (v142 + v143)
         m_88, den_89, acc_90 = m_new_132, v144, pv_141
-    # cache_read.py:149: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
+    # cache_read.py:152: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
     v149 = (n_22 * 256)
     v151 = (t0_29 + 64)
     v152 = tl.minimum(v151, T)
@@ -171,26 +171,26 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse)
     den_156 = den_89
     acc_157 = acc_90
     for j_154 in range(v149, v152, 32):
-        # cache_read.py:151: tk = j + hl.iota(BKV)
+        # cache_read.py:154: tk = j + hl.iota(BKV)
         v158 = tl.arange(0, 32)
         tk_159 = (j_154 + v158)
-        # cache_read.py:152: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
+        # cache_read.py:155: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
         kt_161_ptrs = k + tl.cast(b_19, tl.int64) * T * H * 128 + (j_154 + tl.arange(0, 32))[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + tl.arange(0, 128)[None, :]
         kt_161_mask = ((j_154 + tl.arange(0, 32)) < T)[:, None]
         kt_161 = tl.load(kt_161_ptrs, mask=kt_161_mask, other=0.0)
-        # cache_read.py:153: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
+        # cache_read.py:156: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
         vt_163_ptrs = v + tl.cast(b_19, tl.int64) * T * H * 128 + (j_154 + tl.arange(0, 32))[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + tl.arange(0, 128)[None, :]
         vt_163_mask = ((j_154 + tl.arange(0, 32)) < T)[:, None]
         vt_163 = tl.load(vt_163_ptrs, mask=vt_163_mask, other=0.0)
-        # cache_read.py:85: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
+        # cache_read.py:87: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
         v164 = tk_159[None, :]
         v165 = tq_31[:, None]
-        # cache_read.py:155: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
+        # cache_read.py:158: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
         v166 = (v164 <= v165)
-        # cache_read.py:80: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+        # cache_read.py:82: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
         v167 = tl.full([64, 32], 0.0, tl.float32)
         v169 = tl.where(v166, v167, -float("inf"))
-        # cache_read.py:92: f = _logit_factor(kt.to("float32"), K, EPS, scale)
+        # cache_read.py:94: f = _logit_factor(kt.to("float32"), K, EPS, scale)
         f_170 = kt_161.to(tl.float32)
         # cache_read.py:45: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
         v171 = tl.abs(f_170)
@@ -211,35 +211,35 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse)
         v187 = (e_182 * e_182)
         v188 = (v186 + v187)
         v189 = tl.rsqrt(v188)
-        # cache_read.py:73: return i * (1.0 / scale) * r
+        # cache_read.py:75: return i * (1.0 / scale) * r
         v191 = (i_178 * 65536.0)
         v192 = (v191 * v189)
-        # cache_read.py:94: l = hl.dot(qg, kt, trans_b=True) * f[None, :] + masked             # [BQ, keys]
+        # cache_read.py:96: l = hl.dot(qg, kt, trans_b=True) * f[None, :] + masked             # [BQ, keys]
         v193 = tl.dot(qg_78, tl.trans(kt_161))
         v194 = v192[None, :]
         v195 = (v193 * v194)
         l_196 = (v195 + v169)
-        # cache_read.py:98: m_new = hl.maximum(m, hl.max(l, ax))
+        # cache_read.py:100: m_new = hl.maximum(m, hl.max(l, ax))
         v197 = tl.max(l_196, axis=1)
         m_new_198 = tl.maximum(m_155, v197)
-        # cache_read.py:99: alpha = hl.exp(m - m_new)
+        # cache_read.py:101: alpha = hl.exp(m - m_new)
         v199 = (m_155 - m_new_198)
         alpha_200 = tl.exp(v199)
-        # cache_read.py:100: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
+        # cache_read.py:102: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
         v201 = m_new_198[:, None]
         v202 = (l_196 - v201)
         p_203 = tl.exp(v202)
-        # cache_read.py:101: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
+        # cache_read.py:103: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
         v204 = p_203.to(tl.bfloat16)
         v205 = alpha_200[:, None]
         v206 = (acc_157 * v205)
         pv_207 = tl.dot(v204, vt_163, acc=v206)
-        # cache_read.py:102: return m_new, den * alpha + hl.sum(p, ax), pv
+        # cache_read.py:104: return m_new, den * alpha + hl.sum(p, ax), pv
         v208 = (den_156 * alpha_200)
         v209 = tl.sum(p_203, axis=1)
         v210 = (v208 + v209)
         m_155, den_156, acc_157 = m_new_198, v210, pv_207
-    # cache_read.py:158: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
+    # cache_read.py:161: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
     v214 = den_156[:, None]
     v215 = (acc_157 / v214)
     v216 = rows_ok_41[:, None]

@@ -15,23 +15,23 @@ NUM_STAGES = 3
 
 @triton.jit
 def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse):
-    # cache_read.py:117: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
+    # cache_read.py:119: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
     v15 = tl.cdiv(T, 256)
     v17 = (v15 * 4)
     pid_18 = tl.program_id(0)
     b_19 = tl.program_id(1)
     h_20 = tl.program_id(2)
-    # cache_read.py:118: n = pid // NQ
+    # cache_read.py:120: n = pid // NQ
     n_22 = (pid_18 // 4)
-    # cache_read.py:119: t0 = n * C + (pid % NQ) * BQ
+    # cache_read.py:121: t0 = n * C + (pid % NQ) * BQ
     v24 = (n_22 * 256)
     v26 = (pid_18 % 4)
     v28 = (v26 * 64)
     t0_29 = (v24 + v28)
-    # cache_read.py:120: tq = t0 + hl.iota(BQ)                                 # query positions
+    # cache_read.py:122: tq = t0 + hl.iota(BQ)                                 # query positions
     v30 = tl.arange(0, 64)
     tq_31 = (t0_29 + v30)
-    # cache_read.py:121: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
+    # cache_read.py:123: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
     v33 = (pid_18 % 4)
     v35 = (v33 * 64)
     v36 = tl.arange(0, 64)
@@ -39,13 +39,13 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse)
     v39 = (v37 < 256)
     v40 = (tq_31 < T)
     rows_ok_41 = (v39 & v40)
-    # cache_read.py:123: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
+    # cache_read.py:125: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
     v42 = rows_ok_41[:, None]
     q_44_ptrs = q + tl.cast(b_19, tl.int64) * T * H * 128 + (t0_29 + tl.arange(0, 64))[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + tl.arange(0, 128)[None, :]
     q_44_mask = ((t0_29 + tl.arange(0, 64)) < T)[:, None] & v42
     q_44 = tl.load(q_44_ptrs, mask=q_44_mask, other=0.0)
     qt_45 = q_44.to(tl.float32)
-    # cache_read.py:124: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
+    # cache_read.py:126: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
     gamma_q_47_ptrs = gamma_q + tl.arange(0, 128)
     gamma_q_47 = tl.load(gamma_q_47_ptrs)
     gamma_k_49_ptrs = gamma_k + tl.arange(0, 128)
@@ -71,44 +71,44 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse)
     v69 = (e_64 * e_64)
     v70 = (v68 + v69)
     v71 = tl.rsqrt(v70)
-    # cache_read.py:129: qg = (qs * (rq * scale)[:, None] * gammas[None, :]).to(dt)            # [BQ, BKD]
+    # cache_read.py:132: qg = (qs * (rq * scale)[:, None] * gammas[None, :]).to(dt)            # [BQ, BKD]
     v73 = (v71 * 1.52587890625e-05)
     v74 = v73[:, None]
     v75 = (xs_62 * v74)
     v76 = gammas_52[None, :]
     v77 = (v75 * v76)
     qg_78 = v77.to(tl.bfloat16)
-    # cache_read.py:132: s = sink[h].to("float32")                                              # the sink alone: m = s, den = 1
+    # cache_read.py:135: s = sink[h].to("float32")                                              # the sink alone: m = s, den = 1
     s_79_ptrs = sink + tl.cast(h_20, tl.int64)
     s_79 = tl.load(s_79_ptrs)
-    # cache_read.py:133: m0 = hl.zeros((BQ,)) + s
+    # cache_read.py:136: m0 = hl.zeros((BQ,)) + s
     v80 = tl.full([64], 0.0, tl.float32)
     m0_81 = (v80 + s_79)
-    # cache_read.py:134: den0 = hl.full((BQ,), 1.0)
+    # cache_read.py:137: den0 = hl.full((BQ,), 1.0)
     den0_82 = tl.full([64], 1.0, tl.float32)
-    # cache_read.py:135: acc0 = hl.zeros((BQ, BVD))
+    # cache_read.py:138: acc0 = hl.zeros((BQ, BVD))
     acc0_83 = tl.full([64, 128], 0.0, tl.float32)
-    # cache_read.py:138: ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
+    # cache_read.py:141: ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
     idx_85_ptrs = idx + tl.cast(b_19, tl.int64) * H * NB * 64 + tl.cast(h_20, tl.int64) * NB * 64 + tl.cast(n_22, tl.int64) * 64 + tl.arange(0, 64)
     idx_85 = tl.load(idx_85_ptrs)
     ids_86 = idx_85.to(tl.int32)
-    # cache_read.py:139: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
+    # cache_read.py:142: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
     kc_88_ptrs = k + tl.cast(b_19, tl.int64) * T * H * 128 + ids_86[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + tl.arange(0, 128)[None, :]
     kc_88_mask = ((ids_86 >= 0) & (ids_86 < T))[:, None]
     kc_88 = tl.load(kc_88_ptrs, mask=kc_88_mask, other=0.0)
-    # cache_read.py:140: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
+    # cache_read.py:143: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
     vc_90_ptrs = v + tl.cast(b_19, tl.int64) * T * H * 128 + ids_86[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + tl.arange(0, 128)[None, :]
     vc_90_mask = ((ids_86 >= 0) & (ids_86 < T))[:, None]
     vc_90 = tl.load(vc_90_ptrs, mask=vc_90_mask, other=0.0)
-    # cache_read.py:141: visible, _ = _pair(ids >= 0, tq, QMAJOR)
+    # cache_read.py:144: visible, _ = _pair(ids >= 0, tq, QMAJOR)
     v92 = (ids_86 >= 0)
-    # cache_read.py:85: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
+    # cache_read.py:87: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
     v93 = v92[None, :]
     v94 = tq_31[:, None]
-    # cache_read.py:80: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+    # cache_read.py:82: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
     v95 = tl.full([1, 64], 0.0, tl.float32)
     v97 = tl.where(v93, v95, -float("inf"))
-    # cache_read.py:92: f = _logit_factor(kt.to("float32"), K, EPS, scale)
+    # cache_read.py:94: f = _logit_factor(kt.to("float32"), K, EPS, scale)
     f_98 = kc_88.to(tl.float32)
     # cache_read.py:45: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
     v99 = tl.abs(f_98)
@@ -129,34 +129,34 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse)
     v115 = (e_110 * e_110)
     v116 = (v114 + v115)
     v117 = tl.rsqrt(v116)
-    # cache_read.py:73: return i * (1.0 / scale) * r
+    # cache_read.py:75: return i * (1.0 / scale) * r
     v119 = (i_106 * 65536.0)
     v120 = (v119 * v117)
-    # cache_read.py:94: l = hl.dot(qg, kt, trans_b=True) * f[None, :] + masked             # [BQ, keys]
+    # cache_read.py:96: l = hl.dot(qg, kt, trans_b=True) * f[None, :] + masked             # [BQ, keys]
     v121 = tl.dot(qg_78, tl.trans(kc_88))
     v122 = v120[None, :]
     v123 = (v121 * v122)
     l_124 = (v123 + v97)
-    # cache_read.py:98: m_new = hl.maximum(m, hl.max(l, ax))
+    # cache_read.py:100: m_new = hl.maximum(m, hl.max(l, ax))
     v125 = tl.max(l_124, axis=1)
     m_new_126 = tl.maximum(m0_81, v125)
-    # cache_read.py:99: alpha = hl.exp(m - m_new)
+    # cache_read.py:101: alpha = hl.exp(m - m_new)
     v127 = (m0_81 - m_new_126)
     alpha_128 = tl.exp(v127)
-    # cache_read.py:100: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
+    # cache_read.py:102: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
     v129 = m_new_126[:, None]
     v130 = (l_124 - v129)
     p_131 = tl.exp(v130)
-    # cache_read.py:101: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
+    # cache_read.py:103: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
     v132 = p_131.to(tl.bfloat16)
     v133 = alpha_128[:, None]
     v134 = (acc0_83 * v133)
     pv_135 = tl.dot(v132, vc_90, acc=v134)
-    # cache_read.py:102: return m_new, den * alpha + hl.sum(p, ax), pv
+    # cache_read.py:104: return m_new, den * alpha + hl.sum(p, ax), pv
     v136 = (den0_82 * alpha_128)
     v137 = tl.sum(p_131, axis=1)
     v138 = (v136 + v137)
-    # cache_read.py:149: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
+    # cache_read.py:152: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
     v140 = (n_22 * 256)
     v142 = (t0_29 + 64)
     v143 = tl.minimum(v142, T)
@@ -164,26 +164,26 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse)
     den_147 = v138
     acc_148 = pv_135
     for j_145 in tl.range(v140, v143, 64, num_stages=3):
-        # cache_read.py:151: tk = j + hl.iota(BKV)
+        # cache_read.py:154: tk = j + hl.iota(BKV)
         v149 = tl.arange(0, 64)
         tk_150 = (j_145 + v149)
-        # cache_read.py:152: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
+        # cache_read.py:155: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
         kt_152_ptrs = k + tl.cast(b_19, tl.int64) * T * H * 128 + (j_145 + tl.arange(0, 64))[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + tl.arange(0, 128)[None, :]
         kt_152_mask = ((j_145 + tl.arange(0, 64)) < T)[:, None]
         kt_152 = tl.load(kt_152_ptrs, mask=kt_152_mask, other=0.0)
-        # cache_read.py:153: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
+        # cache_read.py:156: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
         vt_154_ptrs = v + tl.cast(b_19, tl.int64) * T * H * 128 + (j_145 + tl.arange(0, 64))[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + tl.arange(0, 128)[None, :]
         vt_154_mask = ((j_145 + tl.arange(0, 64)) < T)[:, None]
         vt_154 = tl.load(vt_154_ptrs, mask=vt_154_mask, other=0.0)
-        # cache_read.py:85: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
+        # cache_read.py:87: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
         v155 = tk_150[None, :]
         v156 = tq_31[:, None]
-        # cache_read.py:155: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
+        # cache_read.py:158: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
         v157 = (v155 <= v156)
-        # cache_read.py:80: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+        # cache_read.py:82: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
         v158 = tl.full([64, 64], 0.0, tl.float32)
         v160 = tl.where(v157, v158, -float("inf"))
-        # cache_read.py:92: f = _logit_factor(kt.to("float32"), K, EPS, scale)
+        # cache_read.py:94: f = _logit_factor(kt.to("float32"), K, EPS, scale)
         f_161 = kt_152.to(tl.float32)
         # cache_read.py:45: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
         v162 = tl.abs(f_161)
@@ -204,35 +204,35 @@ def cache_read_kernel(B, T, H, NB, q, k, v, idx, gamma_q, gamma_k, sink, o, lse)
         v178 = (e_173 * e_173)
         v179 = (v177 + v178)
         v180 = tl.rsqrt(v179)
-        # cache_read.py:73: return i * (1.0 / scale) * r
+        # cache_read.py:75: return i * (1.0 / scale) * r
         v182 = (i_169 * 65536.0)
         v183 = (v182 * v180)
-        # cache_read.py:94: l = hl.dot(qg, kt, trans_b=True) * f[None, :] + masked             # [BQ, keys]
+        # cache_read.py:96: l = hl.dot(qg, kt, trans_b=True) * f[None, :] + masked             # [BQ, keys]
         v184 = tl.dot(qg_78, tl.trans(kt_152))
         v185 = v183[None, :]
         v186 = (v184 * v185)
         l_187 = (v186 + v160)
-        # cache_read.py:98: m_new = hl.maximum(m, hl.max(l, ax))
+        # cache_read.py:100: m_new = hl.maximum(m, hl.max(l, ax))
         v188 = tl.max(l_187, axis=1)
         m_new_189 = tl.maximum(m_146, v188)
-        # cache_read.py:99: alpha = hl.exp(m - m_new)
+        # cache_read.py:101: alpha = hl.exp(m - m_new)
         v190 = (m_146 - m_new_189)
         alpha_191 = tl.exp(v190)
-        # cache_read.py:100: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
+        # cache_read.py:102: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
         v192 = m_new_189[:, None]
         v193 = (l_187 - v192)
         p_194 = tl.exp(v193)
-        # cache_read.py:101: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
+        # cache_read.py:103: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
         v195 = p_194.to(tl.bfloat16)
         v196 = alpha_191[:, None]
         v197 = (acc_148 * v196)
         pv_198 = tl.dot(v195, vt_154, acc=v197)
-        # cache_read.py:102: return m_new, den * alpha + hl.sum(p, ax), pv
+        # cache_read.py:104: return m_new, den * alpha + hl.sum(p, ax), pv
         v199 = (den_147 * alpha_191)
         v200 = tl.sum(p_194, axis=1)
         v201 = (v199 + v200)
         m_146, den_147, acc_148 = m_new_189, v201, pv_198
-    # cache_read.py:158: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
+    # cache_read.py:161: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
     v205 = den_147[:, None]
     v206 = (acc_148 / v205)
     v207 = rows_ok_41[:, None]

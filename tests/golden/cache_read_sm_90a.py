@@ -89,17 +89,17 @@ def build():
             pv__154 = T.alloc_shared((32, 128,), "float32")
             sum_155 = T.alloc_shared((32,), "float32")
             den__next_159 = T.alloc_shared((32,), "float32")
-            # cache_read.py:117: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
-            # cache_read.py:118: n = pid // NQ
+            # cache_read.py:119: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
+            # cache_read.py:120: n = pid // NQ
             n__1 = T.truncdiv(p0, T.int32(8))
-            # cache_read.py:119: t0 = n * C + (pid % NQ) * BQ
+            # cache_read.py:121: t0 = n * C + (pid % NQ) * BQ
             t0__2 = ((n__1 * T.int32(256)) + (T.truncmod(p0, T.int32(8)) * T.int32(32)))
-            # cache_read.py:120: tq = t0 + hl.iota(BQ)                                 # query positions
-            # cache_read.py:121: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
-            # cache_read.py:123: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
+            # cache_read.py:122: tq = t0 + hl.iota(BQ)                                 # query positions
+            # cache_read.py:123: rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
+            # cache_read.py:125: qt = q.load((b, hl.tile(t0, BQ), h, kd), mask=rows_ok[:, None]).to("float32")
             for i_4, i_5 in T.Parallel(32, 128):
                 q__3[i_4, i_5] = T.if_then_else(T.And(t0__2 + i_4 < n_T, T.And((((T.truncmod(p0, T.int32(8)) * T.int32(32)) + i_4) < T.int32(256)), ((t0__2 + i_4) < n_T))), T.Cast("float32", q[p1, t0__2 + i_4, p2, i_5]), T.float32(0.0))
-            # cache_read.py:124: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
+            # cache_read.py:126: gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
             for i_7 in T.Parallel(128):
                 gamma_q__6[i_7] = gamma_q[i_7]
             for i_9 in T.Parallel(128):
@@ -127,19 +127,19 @@ def build():
                 for r_21 in T.serial(128):
                     acc_tmp_12[0] = acc_tmp_12[0] + (xs__17[i_23, r_21] * xs__17[i_23, r_21])
                 sum_20[i_23] = acc_tmp_12[0]
-            # cache_read.py:129: qg = (qs * (rq * scale)[:, None] * gammas[None, :]).to(dt)            # [BQ, BKD]
+            # cache_read.py:132: qg = (qs * (rq * scale)[:, None] * gammas[None, :]).to(dt)            # [BQ, BKD]
             for i_25, i_26 in T.Parallel(32, 1):
                 t_24[i_25, i_26] = (T.rsqrt(((sum_20[i_25] / T.float32(128.0)) + ((T.float32(0.001) * i__15[i_25]) * (T.float32(0.001) * i__15[i_25])))) * T.float32(1.52587890625e-05))
             for i_28, i_29 in T.Parallel(1, 128):
                 t_27[i_28, i_29] = ((gamma_q__6[i_29] * gamma_k__8[i_29]) * T.float32(0.08838834764831845))
             for i_31, i_32 in T.Parallel(32, 128):
                 qg__30[i_31, i_32] = T.Cast("bfloat16", ((xs__17[i_31, i_32] * t_24[i_31, 0]) * t_27[0, i_32]))
-            # cache_read.py:132: s = sink[h].to("float32")                                              # the sink alone: m = s, den = 1
+            # cache_read.py:135: s = sink[h].to("float32")                                              # the sink alone: m = s, den = 1
             s__33[0] = sink[p2]
-            # cache_read.py:133: m0 = hl.zeros((BQ,)) + s
-            # cache_read.py:134: den0 = hl.full((BQ,), 1.0)
-            # cache_read.py:135: acc0 = hl.zeros((BQ, BVD))
-            # cache_read.py:147: cached = hl.loop(0, WP, BW, carry=(m0, den0, acc0), pipelined=True)(cache_step)
+            # cache_read.py:136: m0 = hl.zeros((BQ,)) + s
+            # cache_read.py:137: den0 = hl.full((BQ,), 1.0)
+            # cache_read.py:138: acc0 = hl.zeros((BQ, BVD))
+            # cache_read.py:150: cached = hl.loop(0, WP, BW, carry=(m0, den0, acc0), pipelined=True)(cache_step)
             for i_35 in T.Parallel(32):
                 m__34[i_35] = (T.float32(0.0) + s__33[0])
             for i_37 in T.Parallel(32):
@@ -147,7 +147,7 @@ def build():
             for i_39, i_40 in T.Parallel(32, 128):
                 acc__38[i_39, i_40] = T.float32(0.0)
             for it_41 in T.serial(T.int32(0), T.int32(64), T.int32(32)):
-                # cache_read.py:138: ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
+                # cache_read.py:141: ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
                 if it_41 + 32 <= 64:
                     for i_43 in T.Parallel(32):
                         idx__42[i_43] = idx[p1, p2, n__1, it_41 + i_43]
@@ -156,16 +156,16 @@ def build():
                         idx__42[i_44] = T.if_then_else(it_41 + i_44 < 64, idx[p1, p2, n__1, it_41 + i_44], T.int64(-1))
                 for i_46 in T.Parallel(32):
                     ids__45[i_46] = T.Cast("int32", idx__42[i_46])
-                # cache_read.py:139: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
+                # cache_read.py:142: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
                 for i_48, i_49 in T.Parallel(32, 128):
                     kc__47[i_48, i_49] = T.if_then_else(T.And(ids__45[i_48] >= 0, ids__45[i_48] < n_T), k[p1, ids__45[i_48], p2, i_49], T.bfloat16(0.0))
-                # cache_read.py:140: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
+                # cache_read.py:143: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
                 for i_51, i_52 in T.Parallel(32, 128):
                     vc__50[i_51, i_52] = T.if_then_else(T.And(ids__45[i_51] >= 0, ids__45[i_51] < n_T), v[p1, ids__45[i_51], p2, i_52], T.bfloat16(0.0))
-                # cache_read.py:141: visible, _ = _pair(ids >= 0, tq, QMAJOR)
-                # cache_read.py:85: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
-                # cache_read.py:80: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
-                # cache_read.py:92: f = _logit_factor(kt.to("float32"), K, EPS, scale)
+                # cache_read.py:144: visible, _ = _pair(ids >= 0, tq, QMAJOR)
+                # cache_read.py:87: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
+                # cache_read.py:82: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+                # cache_read.py:94: f = _logit_factor(kt.to("float32"), K, EPS, scale)
                 for i_54, i_55 in T.Parallel(32, 128):
                     f__53[i_54, i_55] = T.Cast("float32", kc__47[i_54, i_55])
                 # cache_read.py:45: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
@@ -189,8 +189,8 @@ def build():
                     for r_63 in T.serial(128):
                         acc_tmp_12[0] = acc_tmp_12[0] + ((f__53[i_65, r_63] * i__60[i_65]) * (f__53[i_65, r_63] * i__60[i_65]))
                     sum_62[i_65] = acc_tmp_12[0]
-                # cache_read.py:73: return i * (1.0 / scale) * r
-                # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * f[:, None] + masked             # [keys, BQ]
+                # cache_read.py:75: return i * (1.0 / scale) * r
+                # cache_read.py:98: l = hl.dot(kt, qg, trans_b=True) * f[:, None] + masked             # [keys, BQ]
                 T.clear(acc_66)
                 T.gemm(kc__47, qg__30, acc_66, transpose_A=False, transpose_B=True)
                 T.copy(acc_66, dot_67)
@@ -200,7 +200,7 @@ def build():
                     t_71[i_72, i_73] = T.if_then_else((ids__45[i_72] >= T.int32(0)), T.float32(0.0), -T.infinity("float32"))
                 for i_75, i_76 in T.Parallel(32, 32):
                     l__74[i_75, i_76] = ((dot_67[i_75, i_76] * t_68[i_75, 0]) + t_71[i_75, 0])
-                # cache_read.py:98: m_new = hl.maximum(m, hl.max(l, ax))
+                # cache_read.py:100: m_new = hl.maximum(m, hl.max(l, ax))
                 for i_79 in T.Parallel(32):
                     max_77[i_79] = T.float32(0.0)
                 for i_80 in T.Parallel(32):
@@ -210,13 +210,13 @@ def build():
                     max_77[i_80] = acc_tmp_12[0]
                 for i_82 in T.Parallel(32):
                     m_new__81[i_82] = T.max(m__34[i_82], max_77[i_82])
-                # cache_read.py:99: alpha = hl.exp(m - m_new)
+                # cache_read.py:101: alpha = hl.exp(m - m_new)
                 for i_84 in T.Parallel(32):
                     alpha__83[i_84] = T.exp((m__34[i_84] - m_new__81[i_84]))
-                # cache_read.py:100: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
+                # cache_read.py:102: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
                 for i_86, i_87 in T.Parallel(32, 32):
                     p__85[i_86, i_87] = T.exp((l__74[i_86, i_87] - m_new__81[i_87]))
-                # cache_read.py:101: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
+                # cache_read.py:103: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
                 for i_89, i_90 in T.Parallel(32, 32):
                     a_tmp_88[i_89, i_90] = T.Cast("bfloat16", p__85[i_89, i_90])
                 for i_93, i_94 in T.Parallel(32, 128):
@@ -224,7 +224,7 @@ def build():
                 T.copy(c_tmp_92, acc_91)
                 T.gemm(a_tmp_88, vc__50, acc_91, transpose_A=True, transpose_B=False)
                 T.copy(acc_91, pv__95)
-                # cache_read.py:102: return m_new, den * alpha + hl.sum(p, ax), pv
+                # cache_read.py:104: return m_new, den * alpha + hl.sum(p, ax), pv
                 for i_98 in T.Parallel(32):
                     sum_96[i_98] = T.float32(0.0)
                 for i_99 in T.Parallel(32):
@@ -240,27 +240,27 @@ def build():
                     acc__38[i_103, i_104] = pv__95[i_103, i_104]
                 for i_105 in T.Parallel(32):
                     den__36[i_105] = den__next_100[i_105]
-            # cache_read.py:149: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
+            # cache_read.py:152: @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
             for it_106 in T.serial((n__1 * T.int32(256)), T.min((t0__2 + T.int32(32)), n_T), T.int32(32)):
-                # cache_read.py:151: tk = j + hl.iota(BKV)
-                # cache_read.py:152: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
+                # cache_read.py:154: tk = j + hl.iota(BKV)
+                # cache_read.py:155: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
                 if it_106 + 32 <= n_T:
                     for i_108, i_109 in T.Parallel(32, 128):
                         kt__107[i_108, i_109] = k[p1, it_106 + i_108, p2, i_109]
                 else:
                     for i_110, i_111 in T.Parallel(32, 128):
                         kt__107[i_110, i_111] = T.if_then_else(it_106 + i_110 < n_T, k[p1, it_106 + i_110, p2, i_111], T.bfloat16(0.0))
-                # cache_read.py:153: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
+                # cache_read.py:156: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
                 if it_106 + 32 <= n_T:
                     for i_113, i_114 in T.Parallel(32, 128):
                         vt__112[i_113, i_114] = v[p1, it_106 + i_113, p2, i_114]
                 else:
                     for i_115, i_116 in T.Parallel(32, 128):
                         vt__112[i_115, i_116] = T.if_then_else(it_106 + i_115 < n_T, v[p1, it_106 + i_115, p2, i_116], T.bfloat16(0.0))
-                # cache_read.py:85: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
-                # cache_read.py:155: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
-                # cache_read.py:80: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
-                # cache_read.py:92: f = _logit_factor(kt.to("float32"), K, EPS, scale)
+                # cache_read.py:87: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
+                # cache_read.py:158: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
+                # cache_read.py:82: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
+                # cache_read.py:94: f = _logit_factor(kt.to("float32"), K, EPS, scale)
                 for i_118, i_119 in T.Parallel(32, 128):
                     f__117[i_118, i_119] = T.Cast("float32", kt__107[i_118, i_119])
                 # cache_read.py:45: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
@@ -284,8 +284,8 @@ def build():
                     for r_127 in T.serial(128):
                         acc_tmp_12[0] = acc_tmp_12[0] + ((f__117[i_129, r_127] * i__124[i_129]) * (f__117[i_129, r_127] * i__124[i_129]))
                     sum_126[i_129] = acc_tmp_12[0]
-                # cache_read.py:73: return i * (1.0 / scale) * r
-                # cache_read.py:96: l = hl.dot(kt, qg, trans_b=True) * f[:, None] + masked             # [keys, BQ]
+                # cache_read.py:75: return i * (1.0 / scale) * r
+                # cache_read.py:98: l = hl.dot(kt, qg, trans_b=True) * f[:, None] + masked             # [keys, BQ]
                 T.clear(acc_130)
                 T.gemm(kt__107, qg__30, acc_130, transpose_A=False, transpose_B=True)
                 T.copy(acc_130, dot_131)
@@ -293,7 +293,7 @@ def build():
                     t_132[i_133, i_134] = ((i__124[i_133] * T.float32(65536.0)) * T.rsqrt(((sum_126[i_133] / T.float32(128.0)) + ((T.float32(0.001) * i__124[i_133]) * (T.float32(0.001) * i__124[i_133])))))
                 for i_136, i_137 in T.Parallel(32, 32):
                     l__135[i_136, i_137] = ((dot_131[i_136, i_137] * t_132[i_136, 0]) + T.if_then_else(((it_106 + i_136) <= (t0__2 + i_137)), T.float32(0.0), -T.infinity("float32")))
-                # cache_read.py:98: m_new = hl.maximum(m, hl.max(l, ax))
+                # cache_read.py:100: m_new = hl.maximum(m, hl.max(l, ax))
                 for i_140 in T.Parallel(32):
                     max_138[i_140] = T.float32(0.0)
                 for i_141 in T.Parallel(32):
@@ -303,13 +303,13 @@ def build():
                     max_138[i_141] = acc_tmp_12[0]
                 for i_143 in T.Parallel(32):
                     m_new__142[i_143] = T.max(m__34[i_143], max_138[i_143])
-                # cache_read.py:99: alpha = hl.exp(m - m_new)
+                # cache_read.py:101: alpha = hl.exp(m - m_new)
                 for i_145 in T.Parallel(32):
                     alpha__144[i_145] = T.exp((m__34[i_145] - m_new__142[i_145]))
-                # cache_read.py:100: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
+                # cache_read.py:102: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
                 for i_147, i_148 in T.Parallel(32, 32):
                     p__146[i_147, i_148] = T.exp((l__135[i_147, i_148] - m_new__142[i_148]))
-                # cache_read.py:101: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
+                # cache_read.py:103: pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
                 for i_149, i_150 in T.Parallel(32, 32):
                     a_tmp_88[i_149, i_150] = T.Cast("bfloat16", p__146[i_149, i_150])
                 for i_152, i_153 in T.Parallel(32, 128):
@@ -317,7 +317,7 @@ def build():
                 T.copy(c_tmp_92, acc_151)
                 T.gemm(a_tmp_88, vt__112, acc_151, transpose_A=True, transpose_B=False)
                 T.copy(acc_151, pv__154)
-                # cache_read.py:102: return m_new, den * alpha + hl.sum(p, ax), pv
+                # cache_read.py:104: return m_new, den * alpha + hl.sum(p, ax), pv
                 for i_157 in T.Parallel(32):
                     sum_155[i_157] = T.float32(0.0)
                 for i_158 in T.Parallel(32):
@@ -333,7 +333,7 @@ def build():
                     acc__38[i_162, i_163] = pv__154[i_162, i_163]
                 for i_164 in T.Parallel(32):
                     den__36[i_164] = den__next_159[i_164]
-            # cache_read.py:158: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
+            # cache_read.py:161: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
             for i_165, i_166 in T.Parallel(32, 128):
                 if T.And(t0__2 + i_165 < n_T, T.And((((T.truncmod(p0, T.int32(8)) * T.int32(32)) + i_165) < T.int32(256)), ((t0__2 + i_165) < n_T))):
                     o[p1, t0__2 + i_165, p2, i_166] = T.Cast("bfloat16", (acc__38[i_165, i_166] / den__36[i_165]))
