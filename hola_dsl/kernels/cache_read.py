@@ -27,11 +27,11 @@ With ``STORE_LSE`` the kernel also writes lse[b, t, h] = log(exp(sink_h) + sum_j
 the visible set (float32; what a backward pass recomputes P from).
 """
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 
-from hola_dsl import lang as hl, spec
+from hola_dsl import lang as hl, spec, varlen
 
 
 def _rms_parts(x, K: int, eps: float):
@@ -108,17 +108,27 @@ def _step(kt, vt, qg, masked, m, den, acc, *, K: int, EPS: float, scale: float, 
 def cache_read(
     q: hl.In("B", "T", "H", "K"), k: hl.In("B", "T", "H", "K"), v: hl.In("B", "T", "H", "V"),
     idx: hl.In("B", "H", "NB", "W", dtype="int64"), gamma_q: hl.In("K"), gamma_k: hl.In("K"),
-    sink: hl.In("H"), o: hl.Out("B", "T", "H", "V"), lse: hl.Out("B", "T", "H", dtype="float32"),
+    sink: hl.In("H"), o: hl.Out("B", "T", "H", "V"),
+    block_start: hl.In("NBS", dtype="int32"), block_end: hl.In("NBS", dtype="int32"),
+    lse: hl.Out("B", "T", "H", dtype="float32"),
     *, K: int, V: int, W: int, C: int, BKD: int, BVD: int, WP: int, BW: int, BQ: int, BKV: int,
-    EPS: float, QMAJOR: bool, STORE_LSE: bool,
+    EPS: float, QMAJOR: bool, STORE_LSE: bool, VARLEN: bool,
 ):
-    T = hl.dim("T")
     dt = operand_dtype(k.dtype)
     scale = query_scale(dt)
     NQ = hl.cdiv(C, BQ)                                   # query tiles per cache block
-    pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
-    n = pid // NQ
-    t0 = n * C + (pid % NQ) * BQ
+    if VARLEN:
+        # Packed sequences: idx row n is a block starting at block_start[n] of a sequence
+        # ending at block_end[n] (host tables, hola_dsl.varlen); positions are packed.
+        pid, b, h = hl.grid(hl.dim("NB") * NQ, hl.dim("B"), hl.dim("H"))
+        n = pid // NQ
+        bs, T = block_start[n], block_end[n]
+    else:
+        T = hl.dim("T")
+        pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
+        n = pid // NQ
+        bs = n * C
+    t0 = bs + (pid % NQ) * BQ
     tq = t0 + hl.iota(BQ)                                 # query positions
     rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
     kd, vd = hl.tile(0, BKD), hl.tile(0, BVD)
@@ -149,7 +159,7 @@ def cache_read(
     else:
         cached = hl.loop(0, WP, BW, carry=(m0, den0, acc0), pipelined=True)(cache_step)
 
-    @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
+    @hl.loop(bs, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
     def softmax(j, m, den, acc):
         tk = j + hl.iota(BKV)
         kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
@@ -163,9 +173,10 @@ def cache_read(
         lse.store((b, hl.tile(t0, BQ), h), m + hl.log(den), mask=rows_ok)
 
 
-def consts(K: int, V: int, W: int, block_size: int, eps: float, schedule: Mapping, store_lse: bool = False) -> dict:
-    """Compile-time constants for head dims K, V, capacity W, the cache block, eps and whether
-    the kernel writes lse. The cache streams in steps of BKV entries (all of it at once when W
+def consts(K: int, V: int, W: int, block_size: int, eps: float, schedule: Mapping, *, varlen: bool = False,
+           store_lse: bool = False) -> dict:
+    """Compile-time constants for head dims K, V, capacity W, the cache block, eps, whether the
+    sequences are packed and whether the kernel writes lse. The cache streams in steps of BKV entries (all of it at once when W
     fits one step). A space without a ``layout`` knob (TileLang's) keeps the keys-major form."""
     layout = schedule.get("layout", "keys")
     if layout not in ("keys", "queries"):
@@ -173,14 +184,16 @@ def consts(K: int, V: int, W: int, block_size: int, eps: float, schedule: Mappin
     WP, BKV = spec.pow2(W), int(schedule["BKV"])
     return dict(K=K, V=V, W=W, C=block_size, BKD=spec.pow2(K), BVD=spec.pow2(V), WP=WP, BW=min(BKV, WP),
                 BQ=min(int(schedule["BQ"]), spec.pow2(block_size)), BKV=BKV, EPS=float(eps),
-                QMAJOR=layout == "queries", STORE_LSE=bool(store_lse))
+                QMAJOR=layout == "queries", STORE_LSE=bool(store_lse), VARLEN=varlen)
 
 
 def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, *, block_size: int, eps: float,
-         lse: bool = False) -> spec.Plan:
+         offsets: Optional[list[int]] = None, lse: bool = False) -> spec.Plan:
     """One launch over (query tile, b, h) (none for an empty output): o_cache [B, T, H, V] in v's
     dtype; with ``lse``, (o_cache, lse [B, T, H] float32), lse being the log of the softmax's
-    denominator including the sink (see the module docstring)."""
+    denominator including the sink (see the module docstring).
+    ``offsets`` (checked cu_seqlens): programs over (query tile of an idx row, h), each row's
+    block and sequence end from host tables (``hola_dsl.varlen.block_table``)."""
     if not isinstance(lse, bool):
         raise TypeError(f"lse: expected a bool, got {lse!r} ({type(lse).__name__})")
     q, k, v, idx, gamma_q, gamma_k, sink = spec.dense(q, k, v, idx, gamma_q, gamma_k, sink)
@@ -188,18 +201,28 @@ def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, *, block_size:
     V = v.shape[-1]
     o = spec.poisoned((B, T, H, V), v.dtype, q.device)
     lse_out = (spec.poisoned if lse else spec.unused)((B, T, H), torch.float32, q.device)
-    args = dict(q=q, k=k, v=v, idx=idx, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink, o=o, lse=lse_out)
-    launches = (spec.Launch(cache_read, consts(K, V, idx.shape[-1], block_size, eps, schedule, lse), args),) if o.numel() else ()
+    if offsets is None:
+        start = end = spec.unused((1,), torch.int32, q.device)
+    else:
+        start, end = varlen.block_table(offsets, block_size, q.device)
+    args = dict(q=q, k=k, v=v, idx=idx, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink, o=o, block_start=start,
+                block_end=end, lse=lse_out)
+    c = consts(K, V, idx.shape[-1], block_size, eps, schedule, varlen=offsets is not None, store_lse=lse)
+    launches = (spec.Launch(cache_read, c, args),) if o.numel() else ()
     return spec.Plan(launches, (lambda: (o, lse_out)) if lse else (lambda: o))
 
 
-def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1) -> tuple[tuple, dict]:
-    """B x T x H q, k, v of ``dtype``, float32 gammas and sink, the cache of every block."""
+def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1,
+            offsets: Optional[list[int]] = None) -> tuple[tuple, dict]:
+    """B x T x H q, k, v of ``dtype``, float32 gammas and sink, the cache of every block
+    (``offsets``: packed sequences, B = 1 and T = offsets[-1])."""
     K, V, W = dims["K"], dims["V"], dims["W"]
+    B, T = (B, T) if offsets is None else (1, offsets[-1])
+    nb = -(-T // dims["C"]) if offsets is None else varlen.block_offsets(offsets, dims["C"])[-1]
     x = lambda *shape, dt=dtype: torch.empty(shape, dtype=dt, device="meta")
-    inputs = (x(B, T, H, K), x(B, T, H, K), x(B, T, H, V), x(B, H, -(-T // dims["C"]), W, dt=torch.int64),
+    inputs = (x(B, T, H, K), x(B, T, H, K), x(B, T, H, V), x(B, H, nb, W, dt=torch.int64),
               x(K, dt=torch.float32), x(K, dt=torch.float32), x(H, dt=torch.float32))
-    return inputs, dict(block_size=dims["C"], eps=1e-6)
+    return inputs, dict(block_size=dims["C"], eps=1e-6, **({} if offsets is None else {"offsets": list(offsets)}))
 
 
 SPEC = spec.KernelSpec("cache_read", (cache_read,), plan, example)
