@@ -90,7 +90,8 @@ def _pair(keys, queries, qmajor: bool):
 def _step(kt, vt, qg, masked, m, den, acc, *, K: int, EPS: float, scale: float, qmajor: bool):
     """One online-softmax step over a key tile kt [keys, BKD] and its values vt [keys, BVD]
     (operand dtype) with ``masked`` (0 / -inf, broadcast to the logits): the new (m [BQ],
-    den [BQ], acc [BQ, BVD]). The key rows' 1/rms scales the float32 dot, not the operand."""
+    den [BQ], acc [BQ, BVD]); acc None: a zero accumulator (the first step, nothing to rescale).
+    The key rows' 1/rms scales the float32 dot, not the operand."""
     f = _logit_factor(kt.to("float32"), K, EPS, scale)
     if qmajor:
         l = hl.dot(qg, kt, trans_b=True) * f[None, :] + masked             # [BQ, keys]
@@ -100,7 +101,7 @@ def _step(kt, vt, qg, masked, m, den, acc, *, K: int, EPS: float, scale: float, 
     m_new = hl.maximum(m, hl.max(l, ax))
     alpha = hl.exp(m - m_new)
     p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
-    pv = hl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], trans_a=not qmajor)
+    pv = hl.dot(p.to(vt.dtype), vt, None if acc is None else acc * alpha[:, None], trans_a=not qmajor)
     return m_new, den * alpha + hl.sum(p, ax), pv
 
 
@@ -145,7 +146,6 @@ def cache_read(
     s = sink[h].to("float32")                                              # the sink alone: m = s, den = 1
     m0 = hl.zeros((BQ,)) + s
     den0 = hl.full((BQ,), 1.0)
-    acc0 = hl.zeros((BQ, BVD))
 
     def cache_step(j, m, den, acc):
         ids = idx.load((b, h, n, hl.tile(j, BW)), other=-1).to("int32")   # [BW], -1 = empty
@@ -155,9 +155,9 @@ def cache_read(
         return _step(kc, vc, qg, _mask(visible), m, den, acc, **step)
 
     if BW == WP:                       # the whole cache in one step: no loop around it
-        cached = cache_step(0, m0, den0, acc0)
+        cached = cache_step(0, m0, den0, None)
     else:
-        cached = hl.loop(0, WP, BW, carry=(m0, den0, acc0), pipelined=True)(cache_step)
+        cached = hl.loop(0, WP, BW, carry=(m0, den0, hl.zeros((BQ, BVD))), pipelined=True)(cache_step)
 
     @hl.loop(bs, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
     def softmax(j, m, den, acc):
