@@ -53,7 +53,7 @@ def _pieces(K: int, CK: int) -> list:
 def delta_scan_backward_recur(
     q: hl.In("B", "T", "H", "K"), k: hl.In("B", "T", "H", "K"), w: hl.In("B", "TP", "H", "K"),
     gh: hl.In("B", "TP", "H", dtype="int32"), gl: hl.In("B", "TP", "H", dtype="float32"),
-    aqk: hl.In("B", "TP", "H", "BT"), do: hl.In("B", "T", "H", "V"),
+    aqk: hl.In("B", "TP", "H", "BT"), dout: hl.In("B", "T", "H", "V"),
     dht: hl.In("B", "H", "K", "V", dtype="float32"),
     dhs: hl.Out("B", "NT", "H", "V", "K", dtype="float32"), du: hl.Out("B", "TP", "H", "V", dtype="float32"),
     dh0: hl.Out("B", "H", "K", "V", dtype="float32"), scale: hl.Scalar("float32"),
@@ -74,7 +74,7 @@ def delta_scan_backward_recur(
         Hc, Lc = gh[b, rows, h], gl[b, rows, h]
         end = c * BT + BT - 1
         H_last, L_last = gh[b, end, h], gl[b, end, h]
-        doc = do[b, rows, h, cols].to("float32")                        # [BT, BV]
+        doc = dout[b, rows, h, cols].to("float32")                        # [BT, BV]
         a = aqk[b, rows, h, :]
         duc = hl.dot(a, doc.to(a.dtype), trans_a=True) * scale          # scale P^T dO
         ke = decay.to_end(Hc, Lc, H_last, L_last, BT)[:, None]
@@ -97,7 +97,7 @@ def delta_scan_backward_grads(
     q: hl.In("B", "T", "H", "K"), k: hl.In("B", "T", "H", "K"), v: hl.In("B", "T", "H", "V"),
     beta: hl.In("B", "T", "H"), gh: hl.In("B", "TP", "H", dtype="int32"),
     gl: hl.In("B", "TP", "H", dtype="float32"), un: hl.In("B", "TP", "H", "V", dtype="float32"),
-    hs: hl.In("B", "NT", "H", "V", "K"), do: hl.In("B", "T", "H", "V"),
+    hs: hl.In("B", "NT", "H", "V", "K"), dout: hl.In("B", "T", "H", "V"),
     du: hl.In("B", "TP", "H", "V", dtype="float32"), dhs: hl.In("B", "NT", "H", "V", "K", dtype="float32"),
     dq: hl.Out("B", "T", "H", "K"), dk: hl.Out("B", "T", "H", "K"), dv: hl.Out("B", "T", "H", "V"),
     dg: hl.Out("B", "T", "H"), dbeta: hl.Out("B", "T", "H"), scale: hl.Scalar("float32"),
@@ -137,7 +137,7 @@ def delta_scan_backward_grads(
         dQs, dKt, dW = list(rest[:nk]), list(rest[nk:2 * nk]), list(rest[2 * nk:3 * nk])
         db, sds = rest[3 * nk], rest[3 * nk + 1]
         cols = hl.tile(j * CV, CV)
-        doc = do[b, rows, h, cols].to("float32")
+        doc = dout[b, rows, h, cols].to("float32")
         uc, duc = un[b, rows, h, cols], du[b, rows, h, cols]
         vc = v[b, rows, h, cols].to("float32")
         dP = hl.dot(doc, uc, dP, trans_b=True)
@@ -276,10 +276,10 @@ def plan(schedule: Mapping, q, k, v, g, beta, do, dfinal, *, scale: float, initi
                          ht=spec.unused((B, H, K, V), f32, dev))),
         spec.Launch(delta_scan_backward_recur,
                     dict(K=K, V=V, BT=BT, CK=CK, BV=BV, HAS_DFINAL=dfinal is not None, STORE_DH0=has_h0),
-                    dict(q=q, k=k, w=w, gh=gh, gl=gl, aqk=aqk, do=do, dht=dht, dhs=dhs, du=du, dh0=dh0,
+                    dict(q=q, k=k, w=w, gh=gh, gl=gl, aqk=aqk, dout=do, dht=dht, dhs=dhs, du=du, dh0=dh0,
                          scale=float(scale))),
         spec.Launch(delta_scan_backward_grads, dict(K=K, V=V, BT=BT, CK=CK, CV=c["CV"]),
-                    dict(q=q, k=k, v=v, beta=beta, gh=gh, gl=gl, un=un, hs=hs, do=do, du=du, dhs=dhs,
+                    dict(q=q, k=k, v=v, beta=beta, gh=gh, gl=gl, un=un, hs=hs, dout=do, du=du, dhs=dhs,
                          dq=dq, dk=dk, dv=dv, dg=dg, dbeta=dbeta, scale=float(scale))),
     )
     return spec.Plan(launches, lambda: (dq, dk, dv, dg, dbeta, dh0 if has_h0 else None))
