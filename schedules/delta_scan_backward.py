@@ -14,18 +14,21 @@ PROGRAM_WARPS = {"delta_scan_prepare": "prepare_warps"}
 
 _ALL = {"BV": 32, "chunk_size": 64, "prepare_cols": 64, "key_cols": 64, "grad_cols": 32}
 # GPUs: the gradient kernel holds dP, dTm and three [BT, key_cols] accumulators per key piece in
-# registers through its V loop; 32-token chunks with 16-column V steps and eight warps keep it
-# without spills (`hola build --kernel delta_scan_backward`).
-_GPU = {**_ALL, "chunk_size": 32, "grad_cols": 16, "num_warps": 8, "prepare_warps": 4, "num_stages": 1,
+# registers through its V loop. K = V = 128, bfloat16 (`hola build --kernel delta_scan_backward`):
+# 32-token chunks spill on sm_90 (164 to 1172 bytes with 4 or 8 warps, 32 or 64 key columns);
+# 16-token chunks do not (215 registers with 8 warps on sm_90, 184 with 4 on gfx942, where 8
+# warps spill 57).
+_GPU = {**_ALL, "chunk_size": 16, "grad_cols": 16, "num_warps": 8, "prepare_warps": 4, "num_stages": 1,
         "dot_precision": "tf32"}
+_AMD = {**_GPU, "num_warps": 4}
 TRITON = Space(
     "delta_scan_backward", "triton", KNOBS + (_scan.WARPS, _scan.PREPARE_WARPS, _scan.STAGES, DOT_PRECISION),
     defaults={
         "*": {**_ALL, "num_warps": 4, "prepare_warps": 4, "num_stages": 1, "dot_precision": "ieee"},
         "sm_": _GPU,
-        "gfx": _GPU,
-        "gfx90a": {**_GPU, "dot_precision": "ieee"},
-        "gfx950": {**_GPU, "dot_precision": "ieee"},
+        "gfx": _AMD,
+        "gfx90a": {**_AMD, "dot_precision": "ieee"},
+        "gfx950": {**_AMD, "dot_precision": "ieee"},
     },
     constraints=(dot_precision_accepted,),
     overlays=(({"dtype": "float32"}, {"sm_": {"prepare_cols": 16, "BV": 16}, "gfx": {"prepare_cols": 16, "BV": 16}}),),

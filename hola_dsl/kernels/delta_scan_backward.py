@@ -108,23 +108,14 @@ def delta_scan_backward_grads(
     rows = hl.tile(c * BT, BT)
     pieces = _pieces(K, CK)
     i = hl.iota(BT)
-    causal = i[:, None] >= i[None, :]
     strict = i[:, None] > i[None, :]
 
     Hc, Lc = gh[b, rows, h], gl[b, rows, h]
     end = c * BT + BT - 1
-    gamma = decay.segment(Hc, Lc, Hc, Lc, BT, causal)                   # [BT, BT], 0 above the diagonal
-    eG = decay.from_start(Hc, Lc, BT)                                    # [BT] exp(G)
-    ke = decay.to_end(Hc, Lc, gh[b, end, h], gl[b, end, h], BT)          # [BT] exp(G_last - G)
     bc = beta[b, rows, h].to("float32")
-    qs = [q[b, rows, h, p].to("float32") for p in pieces]
-    ks = [k[b, rows, h, p].to("float32") for p in pieces]
-    qk = kk = None
-    for qp, kp in zip(qs, ks):
-        qk = hl.dot(qp, kp, qk, trans_b=True)
-        kk = hl.dot(kp, kp, kk, trans_b=True)
-    P = qk * gamma                                                       # (Q K^T * Gamma, causal)
-    kkg = hl.where(strict, kk * gamma, 0.0)
+    # Before the V loop only Tm; the [BT, K] loads and the [BT, BT] products the end needs are
+    # redone after it (cheap), so that they do not stay live through it (register spills on GPUs).
+    _, _, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
     Tm = hl.unit_lower_inverse(bc[:, None] * kkg)                        # (I + A)^-1
     nk = len(pieces)
 
@@ -156,7 +147,11 @@ def delta_scan_backward_grads(
 
     dP, dTm = acc[0], acc[1]
     dQs, dKt, dW = list(acc[2:2 + nk]), list(acc[2 + nk:2 + 2 * nk]), list(acc[2 + 2 * nk:2 + 3 * nk])
-    dbU, sds = acc[2 + 3 * nk], acc[3 + 3 * nk]
+    dbeta_acc, sds = acc[2 + 3 * nk], acc[3 + 3 * nk]
+    gamma, P, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
+    eG = decay.from_start(Hc, Lc, BT)                                    # [BT] exp(G)
+    ke = decay.to_end(Hc, Lc, gh[b, end, h], gl[b, end, h], BT)          # [BT] exp(G_last - G)
+    wk = bc * eG                                                         # W = Tm diag(beta D) K
 
     dP = dP * scale
     dPg = dP * gamma                                                     # d(Q K^T) through P
@@ -164,38 +159,50 @@ def delta_scan_backward_grads(
     dG = hl.sum(x, 1) - hl.sum(x, 0)                                     # P's decays
     # exp(G_last) of the carried state: <S, dS'> exp(G_last), given to the last row
     dG_last = sds * decay.over_chunk(gh[b, end, h], gl[b, end, h], BT)
-    wk = bc * eG                                                         # W = Tm diag(beta D) K
-    dbeta_acc = dbU
-    dTm = dTm - _sum_dots(dW, [kp * wk[:, None] for kp in ks], trans_b=True)
-    dk_parts = []
-    for n in range(nk):
-        dqn = dQs[n] * (eG * scale)[:, None]
-        dG = dG + hl.sum(qs[n] * dqn, 1)                                 # Q's exp(G)
-        dq[b, rows, h, pieces[n]] = hl.dot(dPg, ks[n], dqn)
-        ktn = dKt[n] * ke[:, None]
-        kt = hl.sum(ks[n] * ktn, 1)                                      # Kt's exp(G_last - G_j)
-        dG = dG - kt
-        dG_last = dG_last + hl.sum(kt, 0)
-        tdw = hl.dot(Tm, dW[n], trans_a=True)                            # -Tm^T dW
-        xw = hl.sum(tdw * ks[n], 1) * eG
-        dbeta_acc = dbeta_acc - xw
-        dG = dG - bc * xw                                                # W's exp(G)
-        dk_parts.append(hl.dot(dPg, qs[n], ktn - tdw * wk[:, None], trans_a=True))
 
-    # Tm = (I + A)^-1: dA = -Tm^T dTm Tm^T on the strict lower part; A = diag(beta) (K K^T * Gamma).
+    # Tm = (I + A)^-1: dA = -Tm^T dTm Tm^T on the strict lower part, dTm with W's term
+    # (dW (beta D K)^T) added; A = diag(beta) (K K^T * Gamma).
+    dTm = dTm - _sum_dots(dW, [k[b, rows, h, p].to("float32") * wk[:, None] for p in pieces], trans_b=True)
     dA = hl.where(strict, -hl.dot(hl.dot(Tm, dTm, trans_a=True), Tm, trans_b=True), 0.0)
-    dAg = dA * gamma                                                     # d(K K^T) scaled by beta_i
     e = dA * kkg                                                         # dbeta's A term per (i, j)
     dbeta_acc = dbeta_acc + hl.sum(e, 1)
     eb = e * bc[:, None]
     dG = dG + hl.sum(eb, 1) - hl.sum(eb, 0)                              # A's decays
-    dAb = dAg * bc[:, None]
-    for n in range(nk):
-        dk[b, rows, h, pieces[n]] = hl.dot(dAb, ks[n], hl.dot(dAb, ks[n], dk_parts[n], trans_a=True))
+    dAb = dA * gamma * bc[:, None]                                       # d(K K^T)
+
+    # Key pieces one at a time: each accumulator is finished and stored.
+    for n, p in enumerate(pieces):
+        qn, kn = q[b, rows, h, p].to("float32"), k[b, rows, h, p].to("float32")
+        dqn = dQs[n] * (eG * scale)[:, None]
+        dG = dG + hl.sum(qn * dqn, 1)                                    # Q's exp(G)
+        dq[b, rows, h, p] = hl.dot(dPg, kn, dqn)
+        ktn = dKt[n] * ke[:, None]
+        kt = hl.sum(kn * ktn, 1)                                         # Kt's exp(G_last - G_j)
+        dG = dG - kt
+        dG_last = dG_last + hl.sum(kt, 0)
+        tdw = hl.dot(Tm, dW[n], trans_a=True)                            # -Tm^T dW
+        xw = hl.sum(tdw * kn, 1) * eG
+        dbeta_acc = dbeta_acc - xw
+        dG = dG - bc * xw                                                # W's exp(G)
+        dkn = hl.dot(dPg, qn, ktn - tdw * wk[:, None], trans_a=True)
+        dk[b, rows, h, p] = hl.dot(dAb, kn, hl.dot(dAb, kn, dkn, trans_a=True))
     dbeta[b, rows, h] = dbeta_acc
     dG = dG + hl.where(i == BT - 1, dG_last, 0.0)
     # g_t enters G_i for every i >= t of its chunk: dg is the reverse cumsum of dG.
     dg[b, rows, h] = hl.sum(hl.where(i[:, None] <= i[None, :], dG[None, :], 0.0), 1)
+
+
+def _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT: int, strict):
+    """(Gamma [BT, BT] (0 above the diagonal), P = (Q K^T * Gamma, causal),
+    strict_lower(K K^T * Gamma)) of a chunk, float32."""
+    i = hl.iota(BT)
+    gamma = decay.segment(Hc, Lc, Hc, Lc, BT, i[:, None] >= i[None, :])
+    qk = kk = None
+    for p in pieces:
+        qp, kp = q[b, rows, h, p].to("float32"), k[b, rows, h, p].to("float32")
+        qk = hl.dot(qp, kp, qk, trans_b=True)
+        kk = hl.dot(kp, kp, kk, trans_b=True)
+    return gamma, qk * gamma, hl.where(strict, kk * gamma, 0.0)
 
 
 def _sum_dots(a: list, b: list, **kw):
