@@ -13,8 +13,7 @@ import torch
 os.environ.setdefault("TRITON_INTERPRET", "1")      # before any generated Triton kernel is created
 
 from hola_dsl import backends  # noqa: E402
-from hola_dsl.reference.oracle import naive_delta_scan  # noqa: E402
-from hola_dsl.testing import TOLERANCE, Shape, rel_err, scan_inputs  # noqa: E402
+from hola_dsl.testing import TOLERANCE, Shape, rel_err, run_check, scan_grads, scan_inputs  # noqa: E402
 
 NAMES = ("dq", "dk", "dv", "dg", "dbeta", "dinitial_state")
 K, V = 16, 32
@@ -34,15 +33,6 @@ def _inputs(case: str, T: int, *, h0: bool = True, dfinal: bool = True, seed: in
     return x, do, dS
 
 
-def _oracle(x, do, dS):
-    """Gradients of <o, do> + <S_T, dS> through the float64 recurrent oracle."""
-    x64 = {n: (t.double().requires_grad_() if t is not None else None) for n, t in x.items()}
-    o, _, S = naive_delta_scan(**x64, scale=SCALE, output_final_state=True)
-    loss = (o * do.double()).sum() + ((S * dS.double()).sum() if dS is not None else 0.0)
-    wrt = [x64[n] for n in ("q", "k", "v", "g", "beta", "initial_state") if x64[n] is not None]
-    return torch.autograd.grad(loss, wrt)
-
-
 def _check(backend: str, case: str, T: int, chunk: int, *, h0: bool = True, dfinal: bool = True,
            config=None) -> None:
     x, do, dS = _inputs(case, T, h0=h0, dfinal=dfinal)
@@ -50,7 +40,9 @@ def _check(backend: str, case: str, T: int, chunk: int, *, h0: bool = True, dfin
                                     scale=SCALE, initial_state=x["initial_state"], chunk_size=chunk, config=config)
     assert len(out) == 6
     assert (out[5] is None) == (not h0)
-    for name, got, want, like in zip(NAMES, out, _oracle(x, do, dS), ("q", "k", "v", "g", "beta", "initial_state")):
+    for name, got, want, like in zip(NAMES, out, scan_grads(x, do, dS, SCALE), ("q", "k", "v", "g", "beta", "initial_state")):
+        if want is None:                                 # no initial state: none returned (asserted above)
+            continue
         assert got.dtype == x[like].dtype and got.shape == x[like].shape, name
         assert torch.isfinite(got).all(), f"{backend} {case}: {name} not finite"
         err = rel_err(got, want)
@@ -111,6 +103,12 @@ def test_bad_arguments_are_named():
         run("delta_scan_backward", *args, do, dS.double(), **opts)
     with pytest.raises(ValueError, match="chunk_size"):
         run("delta_scan_backward", *args, do, dS, **{**opts, "chunk_size": 12})
+
+
+def test_run_check_compares_every_gradient():
+    """`hola check` / the tuner's check path (hola_dsl.testing.run_check) for the backward."""
+    r = run_check("delta_scan_backward", "eager", Shape(B=1, T=20, H=1, K=16, V=16), chunk_size=16)
+    assert set(r.errors) == set(NAMES) and r.ok, r.errors
 
 
 @pytest.mark.slow
