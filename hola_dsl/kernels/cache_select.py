@@ -22,11 +22,11 @@ ranked first by a sort.
 """
 
 import math
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 
-from hola_dsl import lang as hl, spec
+from hola_dsl import lang as hl, spec, varlen
 
 
 def _beaten_by(s_i, p_i, s_j, p_j):
@@ -55,16 +55,23 @@ def _to_slots(slot, rank, p, W):
 @hl.kernel
 def cache_select(
     scores: hl.In("B", "T", "H"), idx: hl.Out("B", "H", "NB", "W", dtype="int64"),
-    *, W: int, WP: int, C: int, BC: int, RECENCY: bool, SDT: str,
+    cu: hl.In("NS", dtype="int32"), rows: hl.In("NS", dtype="int32"),
+    *, W: int, WP: int, C: int, BC: int, RECENCY: bool, SDT: str, VARLEN: bool,
 ):
-    T = hl.dim("T")
-    b, h = hl.grid(hl.dim("B"), hl.dim("H"))
+    # Sequence i (a batch row, or packed positions [cu[i], cu[i + 1]) whose blocks are idx rows
+    # rows[i]...: hola_dsl.varlen); positions stay packed, so ranks by position are unchanged.
+    if VARLEN:
+        i, h = hl.grid(hl.dim("NS") - 1, hl.dim("H"))
+        b, bos, T, row0 = 0, cu[i], cu[i + 1], rows[i]
+    else:
+        b, h = hl.grid(hl.dim("B"), hl.dim("H"))
+        T = hl.dim("T")
     slot = hl.iota(WP)
 
-    @hl.loop(0, hl.cdiv(T, C), carry=hl.full((WP,), -1, "int32"))
+    @hl.loop(0, hl.cdiv(T - bos if VARLEN else T, C), carry=hl.full((WP,), -1, "int32"))
     def cache(n, cp):
-        idx[b, h, n, hl.tile(0, WP)] = cp                    # Cache_n, best first
-        start = n * C
+        idx[b, h, row0 + n if VARLEN else n, hl.tile(0, WP)] = cp   # Cache_n, best first
+        start = bos + n * C if VARLEN else n * C
 
         @hl.loop(0, hl.cdiv(C, BC), carry=cp)
         def merged(j, cp):
@@ -87,27 +94,45 @@ def cache_select(
         return merged
 
 
-def consts(W: int, block_size: int, policy: str, score_dtype: torch.dtype, schedule: Mapping) -> dict:
-    """Compile-time constants for capacity W, the cache block, the policy and the scores' dtype."""
+def consts(W: int, block_size: int, policy: str, score_dtype: torch.dtype, schedule: Mapping, *,
+           varlen: bool = False) -> dict:
+    """Compile-time constants for capacity W, the cache block, the policy and the scores' dtype
+    (and whether the sequences are packed)."""
     return dict(W=W, WP=spec.pow2(W), C=block_size, BC=min(int(schedule["BC"]), spec.pow2(block_size)),
                 RECENCY=(policy == "recency"),
-                SDT="float64" if score_dtype == torch.float64 else "float32")
+                SDT="float64" if score_dtype == torch.float64 else "float32", VARLEN=varlen)
 
 
-def plan(schedule: Mapping, scores, *, capacity: int, block_size: int, policy: str) -> spec.Plan:
-    """One launch over (b, h) (none for an empty sequence): idx [B, H, NB, capacity] int64, -1 padded."""
+def plan(schedule: Mapping, scores, *, capacity: int, block_size: int, policy: str,
+         offsets: Optional[list[int]] = None) -> spec.Plan:
+    """One launch over (b, h) (none for an empty sequence): idx [B, H, NB, capacity] int64, -1 padded.
+    ``offsets`` (checked cu_seqlens): one program per (sequence, h), idx laid out as
+    ``hola_dsl.varlen`` says."""
     (scores,) = spec.dense(scores)
     B, T, H = scores.shape
-    idx = spec.poisoned((B, H, math.ceil(T / block_size), capacity), torch.int64, scores.device)
-    launches = (spec.Launch(cache_select, consts(capacity, block_size, policy, scores.dtype, schedule),
-                            dict(scores=scores, idx=idx)),) if idx.numel() else ()
+    dev = scores.device
+    if offsets is None:
+        nb = math.ceil(T / block_size)
+        cu = rows = spec.unused((2,), torch.int32, dev)
+    else:
+        first_rows = varlen.block_offsets(offsets, block_size)
+        nb = first_rows[-1]
+        cu = torch.tensor(offsets, dtype=torch.int32, device=dev)
+        rows = torch.tensor(first_rows, dtype=torch.int32, device=dev)
+    idx = spec.poisoned((B, H, nb, capacity), torch.int64, dev)
+    c = consts(capacity, block_size, policy, scores.dtype, schedule, varlen=offsets is not None)
+    launches = (spec.Launch(cache_select, c, dict(scores=scores, idx=idx, cu=cu, rows=rows)),) if idx.numel() else ()
     return spec.Plan(launches, lambda: idx)
 
 
-def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1) -> tuple[tuple, dict]:
-    """B x T x H float32 scores of policy "hola" (``dtype`` is for the kernels with float inputs)."""
+def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1,
+            offsets: Optional[list[int]] = None) -> tuple[tuple, dict]:
+    """B x T x H float32 scores of policy "hola" (``dtype`` is for the kernels with float inputs;
+    ``offsets``: packed sequences, B = 1 and T = offsets[-1])."""
+    B, T = (B, T) if offsets is None else (1, offsets[-1])
     scores = torch.empty((B, T, H), dtype=torch.float32, device="meta")
-    return (scores,), dict(capacity=dims["W"], block_size=dims["C"], policy="hola")
+    return (scores,), dict(capacity=dims["W"], block_size=dims["C"], policy="hola",
+                           **({} if offsets is None else {"offsets": list(offsets)}))
 
 
 SPEC = spec.KernelSpec("cache_select", (cache_select,), plan, example)

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional
 
 import schedules
 from hola_dsl.backends import Backend
+from hola_dsl import varlen
 from hola_dsl.reference import chunked
 
 FUNCTIONS = {
@@ -16,11 +17,16 @@ FUNCTIONS = {
     "cache_select": chunked.blockwise_cache_select,
     "cache_read": chunked.batched_cache_read,
 }
+# Packed sequences (an ``offsets`` option): each function on one sequence at a time.
+PACKED = {"delta_scan": varlen.scan, "cache_select": varlen.select, "cache_read": varlen.read}
 
 
 def _run(kernel: str, *inputs: Any, config: Optional[Mapping[str, Any]] = None, **options: Any) -> Any:
     schedules.space(kernel, "reference").check(config, "cpu")
-    return FUNCTIONS[kernel](*inputs, **{**options, **(config or {})})
+    options = {**options, **(config or {})}
+    if "offsets" in options:
+        return PACKED[kernel](FUNCTIONS[kernel], *inputs, options.pop("offsets"), **options)
+    return FUNCTIONS[kernel](*inputs, **options)
 
 
 BACKEND = Backend(
