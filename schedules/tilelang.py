@@ -70,7 +70,8 @@ SPACES = {
     "delta_scan_backward": _space("delta_scan_backward", _scan_bwd.KNOBS,
                                   {"BV": 128, "chunk_size": 64, "prepare_cols": 64, "key_cols": 64, "grad_cols": 64},
                                   {"BV": 32, "chunk_size": 32, "prepare_cols": 64, "key_cols": 64, "grad_cols": 16}),
-    "cache_select": _space("cache_select", _select.TILES, {"BC": 64}, {"BC": 64}),
+    "cache_select": _space("cache_select", _select.KNOBS, {"BC": 64, "split": "serial"},
+                           {"BC": 64, "split": "blocks+merge"}),
     # CUDA: BQ = BKV = 64 needs 198 KB of shared memory per block (over an A100's 164 KB);
     # 32 x 32 needs 132 KB. CPU: 64 x 64 re-measured on the keys-major kernel (AMD EPYC, bench
     # shape, one thread): 25.8 ms against 25.9 (BKV 32), 26.0 (32 x 32), 28.7 (BQ 128).

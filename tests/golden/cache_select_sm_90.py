@@ -15,82 +15,82 @@ NUM_STAGES = 1
 
 @triton.jit
 def cache_select_kernel(B, T, H, NB, NS, scores, idx, cu, rows):
-    # cache_select.py:67: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
+    # cache_select.py:121: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
     b_10 = tl.program_id(0)
     h_11 = tl.program_id(1)
-    # cache_select.py:69: slot = hl.iota(WP)
+    # cache_select.py:123: slot = hl.iota(WP)
     slot_12 = tl.arange(0, 64)
-    # cache_select.py:71: @hl.loop(0, hl.cdiv(T - bos if VARLEN else T, C), carry=hl.full((WP,), -1, "int32"))
+    # cache_select.py:125: @hl.loop(0, hl.cdiv(T - bos if VARLEN else T, C), carry=hl.full((WP,), -1, "int32"))
     v14 = tl.cdiv(T, 256)
     v15 = tl.full([64], -1, tl.int32)
     cp_19 = v15
     for n_18 in range(0, v14, 1):
-        # cache_select.py:73: idx[b, h, row0 + n if VARLEN else n, hl.tile(0, WP)] = cp   # Cache_n, best first
+        # cache_select.py:127: idx[b, h, row0 + n if VARLEN else n, hl.tile(0, WP)] = cp   # Cache_n, best first
         v21 = cp_19.to(tl.int64)
         idx_21_ptrs = idx + tl.cast(b_10, tl.int64) * H * NB * 64 + tl.cast(h_11, tl.int64) * NB * 64 + tl.cast(n_18, tl.int64) * 64 + tl.arange(0, 64)
         tl.store(idx_21_ptrs, v21)
-        # cache_select.py:74: start = bos + n * C if VARLEN else n * C
+        # cache_select.py:128: start = bos + n * C if VARLEN else n * C
         start_23 = (n_18 * 256)
-        # cache_select.py:76: @hl.loop(0, hl.cdiv(C, BC), carry=cp)
+        # cache_select.py:130: @hl.loop(0, hl.cdiv(C, BC), carry=cp)
         cp_28 = cp_19
         for j_27 in range(0, 4, 1):
-            # cache_select.py:78: kept = cp >= 0
+            # cache_select.py:91: kept = cp >= 0
             kept_30 = (cp_28 >= 0)
-            # cache_select.py:82: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
+            # cache_select.py:95: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
             cs_31_ptrs = scores + tl.cast(b_10, tl.int64) * T * H + cp_28.to(tl.int64) * H + tl.cast(h_11, tl.int64)
             cs_31_mask = ((cp_28 >= 0) & (cp_28 < T)) & kept_30
             cs_31 = tl.load(cs_31_ptrs, mask=cs_31_mask, other=0.0)
-            # cache_select.py:41: return hl.where(x >= float("-inf"), x, float("-inf"))
+            # cache_select.py:66: return hl.where(x >= float("-inf"), x, float("-inf"))
             v33 = (cs_31 >= -float("inf"))
             v35 = tl.where(v33, cs_31, -float("inf"))
-            # cache_select.py:82: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
+            # cache_select.py:95: cs = hl.where(kept, _score(scores.load((b, cp, h), mask=kept).to(SDT)), float("-inf"))
             cs_37 = tl.where(kept_30, v35, -float("inf"))
-            # cache_select.py:83: offs = j * BC + hl.iota(BC)
+            # cache_select.py:96: offs = j * BC + hl.iota(BC)
             v39 = (j_27 * 64)
             v40 = tl.arange(0, 64)
             offs_41 = (v39 + v40)
-            # cache_select.py:84: pos = start + offs
+            # cache_select.py:97: pos = start + offs
             pos_42 = (start_23 + offs_41)
-            # cache_select.py:85: ok = (offs < C) & (pos < T)
+            # cache_select.py:98: ok = (offs < C) & (pos < T)
             v44 = (offs_41 < 256)
             v45 = (pos_42 < T)
             ok_46 = (v44 & v45)
-            # cache_select.py:89: s = _score(scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT))
+            # cache_select.py:102: s = _score(scores.load((b, hl.tile(start + j * BC, BC), h), mask=ok).to(SDT))
             v48 = (j_27 * 64)
             v49 = (start_23 + v48)
             s_50_ptrs = scores + tl.cast(b_10, tl.int64) * T * H + (v49 + tl.arange(0, 64)).to(tl.int64) * H + tl.cast(h_11, tl.int64)
             s_50_mask = ((v49 + tl.arange(0, 64)) < T) & ok_46
             s_50 = tl.load(s_50_ptrs, mask=s_50_mask, other=0.0)
-            # cache_select.py:41: return hl.where(x >= float("-inf"), x, float("-inf"))
+            # cache_select.py:66: return hl.where(x >= float("-inf"), x, float("-inf"))
             v52 = (s_50 >= -float("inf"))
             v54 = tl.where(v52, s_50, -float("inf"))
-            # cache_select.py:90: bs, bp = hl.where(ok, s, float("-inf")), hl.where(ok, pos, -1)
+            # cache_select.py:103: bs, bp = hl.where(ok, s, float("-inf")), hl.where(ok, pos, -1)
             v56 = tl.where(ok_46, v54, -float("inf"))
             bp_58 = tl.where(ok_46, pos_42, -1)
-            # cache_select.py:91: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+            # cache_select.py:104: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
             v59 = v56[None, :]
             v60 = cs_37[:, None]
             v61 = (v59 >= v60)
             v62 = ok_46[None, :]
             rank_c_63 = (v61 & v62)
-            # cache_select.py:46: return hl.sum(mask.to("int32"), 1)
+            # cache_select.py:71: return hl.sum(mask.to("int32"), 1)
             v64 = rank_c_63.to(tl.int32)
             v65 = tl.sum(v64, axis=1)
-            # cache_select.py:91: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+            # cache_select.py:104: rank_c = slot + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
             rank_c_66 = (slot_12 + v65)
-            # cache_select.py:92: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+            # cache_select.py:105: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
             v67 = cs_37[None, :]
             v68 = v56[:, None]
             rank_b_69 = (v67 > v68)
-            # cache_select.py:46: return hl.sum(mask.to("int32"), 1)
+            # cache_select.py:71: return hl.sum(mask.to("int32"), 1)
             v70 = rank_b_69.to(tl.int32)
             v71 = tl.sum(v70, axis=1)
-            # cache_select.py:34: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
+            # cache_select.py:59: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
             si_72 = v56[:, None]
             sj_73 = v56[None, :]
             pi_74 = bp_58[:, None]
             pj_75 = bp_58[None, :]
-            # cache_select.py:35: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
+            # cache_select.py:60: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
             v76 = (sj_73 > si_72)
             v77 = (sj_73 == si_72)
             v78 = (pj_75 > pi_74)
@@ -98,33 +98,33 @@ def cache_select_kernel(B, T, H, NB, NS, scores, idx, cu, rows):
             v80 = (v76 | v79)
             v81 = v80.to(tl.int32)
             v82 = tl.sum(v81, axis=1)
-            # cache_select.py:92: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+            # cache_select.py:105: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
             rank_b_83 = (v71 + v82)
-            # cache_select.py:51: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+            # cache_select.py:76: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
             v85 = (cp_28 >= 0)
             v87 = (rank_c_66 < 64)
             v88 = (v85 & v87)
             r_90 = tl.where(v88, rank_c_66, -1)
-            # cache_select.py:52: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
+            # cache_select.py:77: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
             v91 = slot_12[:, None]
             v92 = r_90[None, :]
             v93 = (v91 == v92)
             v94 = cp_28[None, :]
             v96 = tl.where(v93, v94, -1)
             v97 = tl.max(v96, axis=1)
-            # cache_select.py:51: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+            # cache_select.py:76: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
             v99 = (bp_58 >= 0)
             v101 = (rank_b_83 < 64)
             v102 = (v99 & v101)
             r_104 = tl.where(v102, rank_b_83, -1)
-            # cache_select.py:52: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
+            # cache_select.py:77: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
             v105 = slot_12[:, None]
             v106 = r_104[None, :]
             v107 = (v105 == v106)
             v108 = bp_58[None, :]
             v110 = tl.where(v107, v108, -1)
             v111 = tl.max(v110, axis=1)
-            # cache_select.py:93: return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
+            # cache_select.py:106: return hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W))
             v112 = tl.maximum(v97, v111)
             cp_28 = v112
         cp_19 = cp_28
