@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from hola_dsl import ops
+from hola_dsl import backends, ops
 from hola_dsl.reference import oracle
 from schedules import kernels
 
@@ -127,6 +127,30 @@ def scan_inputs(shape: Shape, dtype=torch.float32, *, case: str = "random", seed
                 (x.to(device) if x is not None else None)) for n, x in out.items()}
 
 
+def scan_grads(x: dict, do: torch.Tensor, dfinal: Optional[torch.Tensor], scale: float) -> tuple:
+    """The float64 oracle's gradients of <o, do> + <final_state, dfinal> (torch.autograd through
+    ``naive_delta_scan``) with respect to q, k, v, g, beta and initial_state (None when ``x`` has
+    none): what ``delta_scan_backward`` returns, in float64."""
+    x64 = {n: (t.detach().double().requires_grad_() if t is not None else None) for n, t in x.items()}
+    o, _, S = oracle.naive_delta_scan(**x64, scale=scale, output_final_state=True)
+    loss = (o * do.double()).sum() + ((S * dfinal.double()).sum() if dfinal is not None else 0.0)
+    names = ("q", "k", "v", "g", "beta", "initial_state")
+    wrt = [x64[n] for n in names if x64[n] is not None]
+    grads = iter(torch.autograd.grad(loss, wrt))
+    return tuple(next(grads) if x64[n] is not None else None for n in names)
+
+
+def scan_backward_inputs(shape: Shape, dtype=torch.float32, *, case: str = "random", seed: int = 0,
+                         device="cpu") -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """(scan inputs as :func:`scan_inputs`, do [B, T, H, V] in ``dtype``, dfinal [B, H, K, V]
+    float32): a call of ``delta_scan_backward``."""
+    x = scan_inputs(shape, dtype, case=case, seed=seed, device=device)
+    gen = torch.Generator().manual_seed(seed + 1)
+    do = torch.randn(shape.B, shape.T, shape.H, shape.V, generator=gen).to(device=device, dtype=dtype)
+    dfinal = torch.randn(shape.B, shape.H, shape.K, shape.V, generator=gen).to(device)
+    return x, do, dfinal
+
+
 def select_inputs(shape: Shape, *, seed: int = 0, ties: bool = True, device="cpu") -> torch.Tensor:
     """Random non-negative scores [B, T, H]; with ``ties`` many exact duplicates."""
     gen = torch.Generator().manual_seed(seed)
@@ -157,6 +181,10 @@ def backend_call(kernel: str, shape: Shape, dtype=torch.float32, *, seed: int = 
         x = scan_inputs(shape, dtype, seed=seed, device=device)
         return ((x["q"], x["k"], x["v"], x["g"], x["beta"]),
                 dict(scale=shape.K ** -0.5, initial_state=x["initial_state"], output_final_state=True, chunk_size=64))
+    if kernel == "delta_scan_backward":
+        x, do, dfinal = scan_backward_inputs(shape, dtype, seed=seed, device=device)
+        return ((x["q"], x["k"], x["v"], x["g"], x["beta"], do, dfinal),
+                dict(scale=shape.K ** -0.5, initial_state=x["initial_state"], chunk_size=64))
     if kernel == "cache_select":
         return (select_inputs(shape, seed=seed, device=device),), dict(capacity=shape.W, block_size=shape.C,
                                                                         policy=policy)
@@ -198,6 +226,17 @@ def run_check(kernel: str, backend: str, shape: Shape, dtype=torch.float32, *, s
         sec = time.perf_counter() - t0
         ro, rm, rs = oracle.naive_delta_scan(**x, output_final_state=True)
         outs = {"o": (o, ro), "m": (m, rm), "final_state": (s, rs)}
+    elif kernel == "delta_scan_backward":
+        # run by the backend itself: the public API reaches it only through autograd
+        x, do, dfinal = scan_backward_inputs(shape, dtype, case=case, seed=seed, device=device)
+        scale = shape.K ** -0.5
+        t0 = time.perf_counter()
+        got = backends.get(backend).run("delta_scan_backward", x["q"], x["k"], x["v"], x["g"], x["beta"], do, dfinal,
+                                        scale=scale, initial_state=x["initial_state"], chunk_size=chunk_size,
+                                        config=config)
+        sec = time.perf_counter() - t0
+        names = ("dq", "dk", "dv", "dg", "dbeta", "dinitial_state")
+        outs = dict(zip(names, zip(got, scan_grads(x, do, dfinal, scale))))
     elif kernel == "cache_select":
         scores = select_inputs(shape, seed=seed, device=device)
         t0 = time.perf_counter()

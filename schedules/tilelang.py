@@ -16,6 +16,7 @@ target never spends trials on knobs that do nothing there.
 from __future__ import annotations
 
 from schedules import cache_read as _read, cache_select as _select, delta_scan as _scan
+from schedules import delta_scan_backward as _scan_bwd
 from schedules.space import Knob, Setting, Space
 
 CPU_MR = Knob("cpu_mr", (1, 2, 4, 8), "rows of the dot micro-kernel's register tile (CPU dialect)")
@@ -66,6 +67,9 @@ def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict) -> Spac
 SPACES = {
     "delta_scan": _space("delta_scan", _scan.KNOBS, {"BV": 128, "chunk_size": 64, "split": "fused", "prepare_cols": 64},
                          {"BV": 32, "chunk_size": 64, "split": "prepare+recur+output", "prepare_cols": 64}),
+    "delta_scan_backward": _space("delta_scan_backward", _scan_bwd.KNOBS,
+                                  {"BV": 128, "chunk_size": 64, "prepare_cols": 64, "key_cols": 64, "grad_cols": 64},
+                                  {"BV": 32, "chunk_size": 32, "prepare_cols": 64, "key_cols": 64, "grad_cols": 16}),
     "cache_select": _space("cache_select", _select.KNOBS, {"BC": 64, "split": "serial"},
                            {"BC": 64, "split": "blocks+merge"}),
     # CUDA: BQ = BKV = 64 needs 198 KB of shared memory per block (over an A100's 164 KB);

@@ -50,7 +50,7 @@ def test_cuda_dialect_compiles_for_sm90a(kernel, tmp_path, monkeypatch):
     monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
     pipelined = []
     rows = nvcc.build(kernel, "sm_90a", dims=DIMS, out_dir=tmp_path / "cubin")
-    assert len(rows) == {"delta_scan": 3, "cache_select": 2}.get(kernel, 1)
+    assert len(rows) == {"delta_scan": 3, "cache_select": 2, "delta_scan_backward": 4}.get(kernel, 1)
     for r in rows:
         assert r.ok, (r.kernel, r.error)
         assert r.extra["cubin"].endswith(".sm_90a.cubin")

@@ -26,9 +26,12 @@ import torch
 
 from hola_dsl import backends
 from hola_dsl.testing import Shape, rel_err, scan_inputs
-from schedules.kernels import KERNELS, static_dims
+from schedules.kernels import static_dims
 from schedules.lookup import config_for
 from tools import arguments
+
+# The layer's prefill stages, in order (the scan's backward, also a kernel, is no stage of it).
+KERNELS = ("delta_scan", "cache_select", "cache_read")
 
 NAME = "bench"
 HELP = "time a HOLA layer's prefill (scan + select + read) on the CPU: PyTorch reference, torch.compile, TileLang"
