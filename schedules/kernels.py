@@ -15,6 +15,7 @@ STATIC_DIMS: dict[str, tuple[str, ...]] = {
     "delta_scan": ("K", "V"),
     "cache_select": ("W", "C"),
     "cache_read": ("K", "V", "W", "C"),
+    "lola_select": ("K", "V", "W", "C"),
 }
 
 KERNELS: tuple[str, ...] = tuple(STATIC_DIMS)

@@ -15,6 +15,7 @@ FUNCTIONS = {
     "delta_scan": chunked.chunked_delta_scan,
     "cache_select": chunked.blockwise_cache_select,
     "cache_read": chunked.batched_cache_read,
+    "lola_select": chunked.blockwise_lola_select,
 }
 
 
