@@ -15,6 +15,7 @@ import torch
 
 from hola_dsl import backends, ops
 from hola_dsl.reference import oracle
+from hola_dsl.testing import Shape, lola_inputs
 
 DSL = ("eager", "triton", "tilelang")
 FAST = [b for b in ("reference", "eager") if backends.unavailable_reason(b) is None]
@@ -27,26 +28,11 @@ def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hola-cache"))
 
 
-def _integer_case(T: int, C: int, seed: int, B: int = 2, H: int = 2):
-    """k in {-1, 0, 1}, v in {-2..2}, states in {-1, 0, 1}, with adversarial ties: every token
-    of the first half of each block is repeated (same k, v) later in the sequence, and some
-    tokens hold a one-hot key whose value the next block-start state recalls exactly (sre = 0)."""
-    gen = torch.Generator().manual_seed(seed)
-    nb = math.ceil(T / C)
-    k = torch.randint(-1, 2, (B, T, H, K), generator=gen).float()
-    v = torch.randint(-2, 3, (B, T, H, V), generator=gen).float()
-    states = torch.randint(-1, 2, (B, nb, H, K, V), generator=gen).float()
-    for j in range(0, T, 3):                         # learned exactly at the next block start
-        n = j // C + 1
-        if n < nb:
-            i = j % K
-            k[:, j] = 0.0
-            k[:, j, :, i] = 1.0
-            v[:, j] = states[:, n, :, i]
-    half = T // 2
-    dup = torch.arange(half, T)
-    k[:, dup], v[:, dup] = k[:, dup - half], v[:, dup - half]  # equal sre, positions differ
-    return k, v, states.transpose(1, 2).contiguous()
+def _integer_case(T: int, C: int, seed: int, W: int = 1):
+    """Integer-valued k, v, states with duplicated tokens and exactly learned entries
+    (``hola_dsl.testing.lola_inputs``, what `hola check` runs)."""
+    x = lola_inputs(Shape(B=2, T=T, H=2, K=K, V=V, W=W, C=C), seed=seed)
+    return x["k"], x["v"], x["states"]
 
 
 def _random_case(T: int, C: int, seed: int, B: int = 1, H: int = 2):
