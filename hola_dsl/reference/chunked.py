@@ -141,14 +141,15 @@ def blockwise_lola_select(
     nb = math.ceil(T / block_size)
     device = k.device
     idx = torch.full((B, H, nb, capacity), -1, dtype=torch.int64, device=device)
-    kt, vt = k.detach().float().transpose(1, 2), v.detach().float().transpose(1, 2)   # [B, H, T, D]
+    # [B, H, T, D], contiguous: a gather along T of the transposed view is ~10x slower.
+    kt, vt = (x.detach().float().transpose(1, 2).contiguous() for x in (k, v))
     cur_p = torch.empty(B, H, 0, dtype=torch.int64, device=device)
     for n in range(1, nb):
         lo, hi = (n - 1) * block_size, n * block_size
         cand = torch.cat([cur_p, torch.arange(lo, hi, device=device).expand(B, H, -1)], dim=-1)
         kc = kt.gather(2, cand[..., None].expand(-1, -1, -1, kt.shape[-1]))
         vc = vt.gather(2, cand[..., None].expand(-1, -1, -1, vt.shape[-1]))
-        e = vc - kc @ states[:, :, n].detach().float()
+        e = vc - kc @ states[:, :, n].detach().float().contiguous()
         s = ranked_scores((e * e).sum(-1))
         by_pos = torch.sort(cand, dim=-1, descending=True, stable=True).indices
         order = by_pos.gather(-1, torch.sort(s.gather(-1, by_pos), dim=-1, descending=True, stable=True).indices)
