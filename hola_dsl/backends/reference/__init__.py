@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional
 
 import schedules
 from hola_dsl.backends import Backend
+from hola_dsl import varlen
 from hola_dsl.reference import chunked
 
 FUNCTIONS = {
@@ -17,11 +18,16 @@ FUNCTIONS = {
     "cache_read": chunked.batched_cache_read,
     "lola_select": chunked.blockwise_lola_select,
 }
+# Packed sequences (an ``offsets`` option): each function on one sequence at a time.
+PACKED = {"delta_scan": varlen.scan, "cache_select": varlen.select, "cache_read": varlen.read}
 
 
 def _run(kernel: str, *inputs: Any, config: Optional[Mapping[str, Any]] = None, **options: Any) -> Any:
     schedules.space(kernel, "reference").check(config, "cpu")
-    return FUNCTIONS[kernel](*inputs, **{**options, **(config or {})})
+    options = {**options, **(config or {})}
+    if "offsets" in options:
+        return PACKED[kernel](FUNCTIONS[kernel], *inputs, options.pop("offsets"), **options)
+    return FUNCTIONS[kernel](*inputs, **options)
 
 
 BACKEND = Backend(
