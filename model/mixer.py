@@ -289,7 +289,8 @@ class HOLAMixer(nn.Module):
         offsets = validate.cu_seqlens(cu_seqlens, x.shape[0], x.shape[1])
         if return_memory:
             raise ValueError("return_memory: not offered with cu_seqlens; prefill each prompt for its memory")
-        if c.variant == "ahn":     # its state read is per block of one sequence (_ahn_state_read)
+        if c.variant == "ahn" or self.policy == "lola":   # per-block states of one sequence
+            # (_ahn_state_read, _block_states_scan): each prompt alone
             outs = [self.forward(x[:, s:e], backend) for s, e in zip(offsets[:-1], offsets[1:]) if e > s]
             return torch.cat(outs, 1) if outs else x.new_zeros(x.shape)
         q, k, v, g, beta, _ = self._features(x, None, offsets)

@@ -30,19 +30,13 @@ from typing import Mapping
 import torch
 
 from hola_dsl import lang as hl, spec
-from hola_dsl.kernels.cache_select import _beaten_by, _count_over_rows, _score, _to_slots
+from hola_dsl.kernels.cache_select import _beaten_by, _count_over_rows, _score, _scores_to_slots, _to_slots
 
 
 def _sq_error(kt, vt, S):
     """[rows] ||v - S^T k||^2 of each row, float32; NaN counts as -inf (``_score``)."""
     e = vt - hl.dot(kt, S)
     return _score(hl.sum(e * e, 1))
-
-
-def _scores_to_slots(slot, rank, s, p, W):
-    """Scores by slot, as ``_to_slots`` moves positions: -inf in the slots nobody takes."""
-    r = hl.where((p >= 0) & (rank < W), rank, -1)
-    return hl.max(hl.where(slot[:, None] == r[None, :], s[None, :], float("-inf")), 1)
 
 
 @hl.kernel
@@ -80,7 +74,7 @@ def lola_select(
             rank_c = _beaten_by(cs, cp, cs, cp) + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
             rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
             return (hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W)),
-                    hl.maximum(_scores_to_slots(slot, rank_c, cs, cp, W), _scores_to_slots(slot, rank_b, bs, bp, W)))
+                    hl.maximum(_scores_to_slots(slot, rank_c, cp, cs, W), _scores_to_slots(slot, rank_b, bp, bs, W)))
 
         cp_next, _ = merged
         idx[b, h, n, hl.tile(0, WP)] = cp_next             # Cache_n, best first

@@ -82,17 +82,17 @@ def build():
             for pid in T.serial(pid_lo, pid_hi):
                 grid_pos_1[0] = T.truncdiv(pid, grid_1)
                 grid_pos_1[1] = T.truncmod(pid, grid_1)
-                # lola_select.py:56: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
-                # lola_select.py:57: slot = hl.iota(WP)
-                # lola_select.py:59: empty = hl.full((WP,), -1, "int32")
-                # lola_select.py:60: idx[b, h, 0, hl.tile(0, WP)] = empty                  # Cache_0 holds nothing
+                # lola_select.py:50: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
+                # lola_select.py:51: slot = hl.iota(WP)
+                # lola_select.py:53: empty = hl.full((WP,), -1, "int32")
+                # lola_select.py:54: idx[b, h, 0, hl.tile(0, WP)] = empty                  # Cache_0 holds nothing
                 for i_2 in T.serial(64):
                     idx[grid_pos_1[0], grid_pos_1[1], T.int32(0), i_2] = T.Cast("int64", T.int32(-1))
-                # lola_select.py:62: @hl.loop(1, hl.cdiv(T, C), carry=empty)
+                # lola_select.py:56: @hl.loop(1, hl.cdiv(T, C), carry=empty)
                 for i_4 in T.serial(64):
                     cp__3[i_4] = T.int32(-1)
                 for it_5 in T.serial(T.int32(1), T.truncdiv(n_T + T.int32(256) - 1, T.int32(256))):
-                    # lola_select.py:64: S = states[b, h, n, kd, vd]                        # [BKD, BVD], the state at block n's start
+                    # lola_select.py:58: S = states[b, h, n, kd, vd]                        # [BKD, BVD], the state at block n's start
                     if T.And(128 <= n_K, 128 <= n_V):
                         for i_7, i_8 in T.grid(128, 128):
                             S__6[i_7, i_8] = states[grid_pos_1[0], grid_pos_1[1], it_5, i_7, i_8]
@@ -104,8 +104,8 @@ def build():
                             else:
                                 for i_10 in T.serial(128):
                                     S__6[i_9, i_10] = T.float32(0.0)
-                    # lola_select.py:65: kept = cp >= 0
-                    # lola_select.py:66: kc = k[b, cp, h, kd].to("float32")                 # gathered; empty slots (-1) load 0
+                    # lola_select.py:59: kept = cp >= 0
+                    # lola_select.py:60: kc = k[b, cp, h, kd].to("float32")                 # gathered; empty slots (-1) load 0
                     for i_12 in T.serial(64):
                         if T.And(cp__3[i_12] >= 0, cp__3[i_12] < n_T):
                             for i_13 in T.serial(128):
@@ -113,7 +113,7 @@ def build():
                         else:
                             for i_13 in T.serial(128):
                                 k__11[i_12, i_13] = T.float32(0.0)
-                    # lola_select.py:67: vc = v[b, cp, h, vd].to("float32")
+                    # lola_select.py:61: vc = v[b, cp, h, vd].to("float32")
                     for i_15 in T.serial(64):
                         if T.And(cp__3[i_15] >= 0, cp__3[i_15] < n_T):
                             for i_16 in T.serial(128):
@@ -128,23 +128,23 @@ def build():
                         sum_18[i_19] = T.float32(0.0)
                     for i_20, i_21 in T.grid(64, 128):
                         sum_18[i_20] = sum_18[i_20] + ((v__14[i_20, i_21] - dot_17[i_20, i_21]) * (v__14[i_20, i_21] - dot_17[i_20, i_21]))
-                    # cache_select.py:41: return hl.where(x >= float("-inf"), x, float("-inf"))
-                    # lola_select.py:68: cs = hl.where(kept, _sq_error(kc, vc, S), float("-inf"))
-                    # lola_select.py:69: start = (n - 1) * C
+                    # cache_select.py:66: return hl.where(x >= float("-inf"), x, float("-inf"))
+                    # lola_select.py:62: cs = hl.where(kept, _sq_error(kc, vc, S), float("-inf"))
+                    # lola_select.py:63: start = (n - 1) * C
                     start__22 = ((it_5 - T.int32(1)) * T.int32(256))
-                    # lola_select.py:71: @hl.loop(0, hl.cdiv(C, BC), carry=(cp, cs))
+                    # lola_select.py:65: @hl.loop(0, hl.cdiv(C, BC), carry=(cp, cs))
                     for i_24 in T.serial(64):
                         cp__23[i_24] = cp__3[i_24]
                     for i_26 in T.serial(64):
                         cs__25[i_26] = T.if_then_else((cp__3[i_26] >= T.int32(0)), T.if_then_else((sum_18[i_26] >= -T.infinity("float32")), sum_18[i_26], -T.infinity("float32")), -T.infinity("float32"))
                     for it_27 in T.serial(T.int32(0), T.int32(4)):
-                        # lola_select.py:73: offs = j * BC + hl.iota(BC)
+                        # lola_select.py:67: offs = j * BC + hl.iota(BC)
                         t_28[0] = (it_27 * T.int32(64))
                         for i_30 in T.serial(64):
                             offs__29[i_30] = (t_28[0] + i_30)
-                        # lola_select.py:74: pos = start + offs
-                        # lola_select.py:75: ok = offs < C                                  # block n-1 < NB - 1 is whole
-                        # lola_select.py:76: kt = k.load((b, hl.tile(start + j * BC, BC), h, kd), mask=ok[:, None]).to("float32")
+                        # lola_select.py:68: pos = start + offs
+                        # lola_select.py:69: ok = offs < C                                  # block n-1 < NB - 1 is whole
+                        # lola_select.py:70: kt = k.load((b, hl.tile(start + j * BC, BC), h, kd), mask=ok[:, None]).to("float32")
                         for i_32 in T.serial(64):
                             if T.And((start__22 + (it_27 * T.int32(64))) + i_32 < n_T, (offs__29[i_32] < T.int32(256))):
                                 for i_33 in T.serial(128):
@@ -152,7 +152,7 @@ def build():
                             else:
                                 for i_33 in T.serial(128):
                                     k__31[i_32, i_33] = T.float32(0.0)
-                        # lola_select.py:77: vt = v.load((b, hl.tile(start + j * BC, BC), h, vd), mask=ok[:, None]).to("float32")
+                        # lola_select.py:71: vt = v.load((b, hl.tile(start + j * BC, BC), h, vd), mask=ok[:, None]).to("float32")
                         for i_35 in T.serial(64):
                             if T.And((start__22 + (it_27 * T.int32(64))) + i_35 < n_T, (offs__29[i_35] < T.int32(256))):
                                 for i_36 in T.serial(128):
@@ -167,62 +167,62 @@ def build():
                             sum_38[i_39] = T.float32(0.0)
                         for i_40, i_41 in T.grid(64, 128):
                             sum_38[i_40] = sum_38[i_40] + ((v__34[i_40, i_41] - dot_37[i_40, i_41]) * (v__34[i_40, i_41] - dot_37[i_40, i_41]))
-                        # cache_select.py:41: return hl.where(x >= float("-inf"), x, float("-inf"))
-                        # lola_select.py:78: bs = hl.where(ok, _sq_error(kt, vt, S), float("-inf"))
+                        # cache_select.py:66: return hl.where(x >= float("-inf"), x, float("-inf"))
+                        # lola_select.py:72: bs = hl.where(ok, _sq_error(kt, vt, S), float("-inf"))
                         for i_43 in T.serial(64):
                             bs__42[i_43] = T.if_then_else((offs__29[i_43] < T.int32(256)), T.if_then_else((sum_38[i_43] >= -T.infinity("float32")), sum_38[i_43], -T.infinity("float32")), -T.infinity("float32"))
-                        # lola_select.py:79: bp = hl.where(ok, pos, -1)
+                        # lola_select.py:73: bp = hl.where(ok, pos, -1)
                         for i_45 in T.serial(64):
                             bp__44[i_45] = T.if_then_else((offs__29[i_45] < T.int32(256)), (start__22 + offs__29[i_45]), T.int32(-1))
-                        # cache_select.py:34: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
-                        # cache_select.py:35: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
+                        # cache_select.py:59: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
+                        # cache_select.py:60: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
                         for i_47 in T.serial(64):
                             sum_46[i_47] = T.int32(0)
                         for i_48, i_49 in T.grid(64, 64):
                             sum_46[i_48] = sum_46[i_48] + T.Cast("int32", T.bitwise_or((cs__25[i_49] > cs__25[i_48]), T.bitwise_and((cs__25[i_49] == cs__25[i_48]), (cp__23[i_49] > cp__23[i_48]))))
-                        # lola_select.py:80: rank_c = _beaten_by(cs, cp, cs, cp) + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
-                        # cache_select.py:46: return hl.sum(mask.to("int32"), 1)
+                        # lola_select.py:74: rank_c = _beaten_by(cs, cp, cs, cp) + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+                        # cache_select.py:71: return hl.sum(mask.to("int32"), 1)
                         for i_51 in T.serial(64):
                             sum_50[i_51] = T.int32(0)
                         for i_52, i_53 in T.grid(64, 64):
                             sum_50[i_52] = sum_50[i_52] + T.Cast("int32", T.bitwise_and((bs__42[i_53] >= cs__25[i_52]), (offs__29[i_53] < T.int32(256))))
-                        # lola_select.py:80: rank_c = _beaten_by(cs, cp, cs, cp) + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+                        # lola_select.py:74: rank_c = _beaten_by(cs, cp, cs, cp) + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
                         for i_55 in T.serial(64):
                             rank_c__54[i_55] = (sum_46[i_55] + sum_50[i_55])
-                        # lola_select.py:81: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
-                        # cache_select.py:46: return hl.sum(mask.to("int32"), 1)
+                        # lola_select.py:75: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+                        # cache_select.py:71: return hl.sum(mask.to("int32"), 1)
                         for i_57 in T.serial(64):
                             sum_56[i_57] = T.int32(0)
                         for i_58, i_59 in T.grid(64, 64):
                             sum_56[i_58] = sum_56[i_58] + T.Cast("int32", (cs__25[i_59] > bs__42[i_58]))
-                        # cache_select.py:34: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
-                        # cache_select.py:35: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
+                        # cache_select.py:59: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
+                        # cache_select.py:60: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
                         for i_61 in T.serial(64):
                             sum_60[i_61] = T.int32(0)
                         for i_62, i_63 in T.grid(64, 64):
                             sum_60[i_62] = sum_60[i_62] + T.Cast("int32", T.bitwise_or((bs__42[i_63] > bs__42[i_62]), T.bitwise_and((bs__42[i_63] == bs__42[i_62]), (bp__44[i_63] > bp__44[i_62]))))
-                        # lola_select.py:81: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+                        # lola_select.py:75: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
                         for i_65 in T.serial(64):
                             rank_b__64[i_65] = (sum_56[i_65] + sum_60[i_65])
-                        # cache_select.py:51: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
-                        # cache_select.py:52: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
+                        # cache_select.py:76: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+                        # cache_select.py:77: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
                         for i_67, i_68 in T.grid(1, 64):
                             t_66[i_67, i_68] = T.if_then_else(T.bitwise_and((cp__23[i_68] >= T.int32(0)), (rank_c__54[i_68] < T.int32(64))), rank_c__54[i_68], T.int32(-1))
                         for i_70 in T.serial(64):
                             max_69[i_70] = T.int32(-2147483648)
                         for i_71, i_72 in T.grid(64, 64):
                             max_69[i_71] = T.max(max_69[i_71], T.if_then_else((i_71 == t_66[0, i_72]), cp__23[i_72], T.int32(-1)))
-                        # cache_select.py:51: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
-                        # cache_select.py:52: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
+                        # cache_select.py:76: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+                        # cache_select.py:77: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
                         for i_74, i_75 in T.grid(1, 64):
                             t_73[i_74, i_75] = T.if_then_else(T.bitwise_and((bp__44[i_75] >= T.int32(0)), (rank_b__64[i_75] < T.int32(64))), rank_b__64[i_75], T.int32(-1))
                         for i_77 in T.serial(64):
                             max_76[i_77] = T.int32(-2147483648)
                         for i_78, i_79 in T.grid(64, 64):
                             max_76[i_78] = T.max(max_76[i_78], T.if_then_else((i_78 == t_73[0, i_79]), bp__44[i_79], T.int32(-1)))
-                        # lola_select.py:82: return (hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W)),
-                        # lola_select.py:44: r = hl.where((p >= 0) & (rank < W), rank, -1)
-                        # lola_select.py:45: return hl.max(hl.where(slot[:, None] == r[None, :], s[None, :], float("-inf")), 1)
+                        # lola_select.py:76: return (hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W)),
+                        # cache_select.py:83: r = hl.where((p >= 0) & (rank < W), rank, -1)
+                        # cache_select.py:84: return hl.max(hl.where(slot[:, None] == r[None, :], s[None, :], float("-inf")), 1)
                         for i_81, i_82 in T.grid(1, 64):
                             t_80[i_81, i_82] = T.if_then_else(T.bitwise_and((cp__23[i_82] >= T.int32(0)), (rank_c__54[i_82] < T.int32(64))), rank_c__54[i_82], T.int32(-1))
                         for i_84 in T.serial(64):
@@ -235,8 +235,8 @@ def build():
                                     lanes_tmp_85[l_88] = T.max(lanes_tmp_85[l_88], T.if_then_else((i_86 == t_80[0, j0_87 * 16 + l_88]), cs__25[j0_87 * 16 + l_88], -T.infinity("float32")))
                             for l_88 in T.serial(16):
                                 max_83[i_86] = T.max(max_83[i_86], lanes_tmp_85[l_88])
-                        # lola_select.py:44: r = hl.where((p >= 0) & (rank < W), rank, -1)
-                        # lola_select.py:45: return hl.max(hl.where(slot[:, None] == r[None, :], s[None, :], float("-inf")), 1)
+                        # cache_select.py:83: r = hl.where((p >= 0) & (rank < W), rank, -1)
+                        # cache_select.py:84: return hl.max(hl.where(slot[:, None] == r[None, :], s[None, :], float("-inf")), 1)
                         for i_90, i_91 in T.grid(1, 64):
                             t_89[i_90, i_91] = T.if_then_else(T.bitwise_and((bp__44[i_91] >= T.int32(0)), (rank_b__64[i_91] < T.int32(64))), rank_b__64[i_91], T.int32(-1))
                         for i_93 in T.serial(64):
@@ -249,12 +249,12 @@ def build():
                                     lanes_tmp_85[l_96] = T.max(lanes_tmp_85[l_96], T.if_then_else((i_94 == t_89[0, j0_95 * 16 + l_96]), bs__42[j0_95 * 16 + l_96], -T.infinity("float32")))
                             for l_96 in T.serial(16):
                                 max_92[i_94] = T.max(max_92[i_94], lanes_tmp_85[l_96])
-                        # lola_select.py:83: hl.maximum(_scores_to_slots(slot, rank_c, cs, cp, W), _scores_to_slots(slot, rank_b, bs, bp, W)))
+                        # lola_select.py:77: hl.maximum(_scores_to_slots(slot, rank_c, cp, cs, W), _scores_to_slots(slot, rank_b, bp, bs, W)))
                         for i_97 in T.serial(64):
                             cp__23[i_97] = T.max(max_69[i_97], max_76[i_97])
                         for i_98 in T.serial(64):
                             cs__25[i_98] = T.max(max_83[i_98], max_92[i_98])
-                    # lola_select.py:86: idx[b, h, n, hl.tile(0, WP)] = cp_next             # Cache_n, best first
+                    # lola_select.py:80: idx[b, h, n, hl.tile(0, WP)] = cp_next             # Cache_n, best first
                     for i_99 in T.serial(64):
                         idx[grid_pos_1[0], grid_pos_1[1], it_5, i_99] = T.Cast("int64", cp__23[i_99])
                     for i_100 in T.serial(64):

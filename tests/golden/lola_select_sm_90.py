@@ -15,33 +15,33 @@ NUM_STAGES = 1
 
 @triton.jit
 def lola_select_kernel(B, T, H, K, V, NB, k, v, states, idx):
-    # lola_select.py:56: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
+    # lola_select.py:50: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
     b_11 = tl.program_id(0)
     h_12 = tl.program_id(1)
-    # lola_select.py:57: slot = hl.iota(WP)
+    # lola_select.py:51: slot = hl.iota(WP)
     slot_13 = tl.arange(0, 64)
-    # lola_select.py:59: empty = hl.full((WP,), -1, "int32")
+    # lola_select.py:53: empty = hl.full((WP,), -1, "int32")
     empty_14 = tl.full([64], -1, tl.int32)
-    # lola_select.py:60: idx[b, h, 0, hl.tile(0, WP)] = empty                  # Cache_0 holds nothing
+    # lola_select.py:54: idx[b, h, 0, hl.tile(0, WP)] = empty                  # Cache_0 holds nothing
     v17 = empty_14.to(tl.int64)
     idx_17_ptrs = idx + tl.cast(b_11, tl.int64) * H * NB * 64 + tl.cast(h_12, tl.int64) * NB * 64 + 0 * 64 + tl.arange(0, 64)
     tl.store(idx_17_ptrs, v17)
-    # lola_select.py:62: @hl.loop(1, hl.cdiv(T, C), carry=empty)
+    # lola_select.py:56: @hl.loop(1, hl.cdiv(T, C), carry=empty)
     v19 = tl.cdiv(T, 256)
     cp_23 = empty_14
     for n_22 in range(1, v19, 1):
-        # lola_select.py:64: S = states[b, h, n, kd, vd]                        # [BKD, BVD], the state at block n's start
+        # lola_select.py:58: S = states[b, h, n, kd, vd]                        # [BKD, BVD], the state at block n's start
         S_26_ptrs = states + tl.cast(b_11, tl.int64) * H * NB * K * V + tl.cast(h_12, tl.int64) * NB * K * V + tl.cast(n_22, tl.int64) * K * V + tl.arange(0, 128)[:, None].to(tl.int64) * V + tl.arange(0, 128)[None, :]
         S_26_mask = (tl.arange(0, 128) < K)[:, None] & (tl.arange(0, 128) < V)[None, :]
         S_26 = tl.load(S_26_ptrs, mask=S_26_mask, other=0.0)
-        # lola_select.py:65: kept = cp >= 0
+        # lola_select.py:59: kept = cp >= 0
         kept_28 = (cp_23 >= 0)
-        # lola_select.py:66: kc = k[b, cp, h, kd].to("float32")                 # gathered; empty slots (-1) load 0
+        # lola_select.py:60: kc = k[b, cp, h, kd].to("float32")                 # gathered; empty slots (-1) load 0
         k_30_ptrs = k + tl.cast(b_11, tl.int64) * T * H * K + cp_23[:, None].to(tl.int64) * H * K + tl.cast(h_12, tl.int64) * K + tl.arange(0, 128)[None, :]
         k_30_mask = ((cp_23 >= 0) & (cp_23 < T))[:, None] & (tl.arange(0, 128) < K)[None, :]
         k_30 = tl.load(k_30_ptrs, mask=k_30_mask, other=0.0)
         kc_31 = k_30.to(tl.float32)
-        # lola_select.py:67: vc = v[b, cp, h, vd].to("float32")
+        # lola_select.py:61: vc = v[b, cp, h, vd].to("float32")
         v_33_ptrs = v + tl.cast(b_11, tl.int64) * T * H * V + cp_23[:, None].to(tl.int64) * H * V + tl.cast(h_12, tl.int64) * V + tl.arange(0, 128)[None, :]
         v_33_mask = ((cp_23 >= 0) & (cp_23 < T))[:, None] & (tl.arange(0, 128) < V)[None, :]
         v_33 = tl.load(v_33_ptrs, mask=v_33_mask, other=0.0)
@@ -52,27 +52,27 @@ def lola_select_kernel(B, T, H, K, V, NB, k, v, states, idx):
         # lola_select.py:39: return _score(hl.sum(e * e, 1))
         v37 = (e_36 * e_36)
         v38 = tl.sum(v37, axis=1)
-        # cache_select.py:41: return hl.where(x >= float("-inf"), x, float("-inf"))
+        # cache_select.py:66: return hl.where(x >= float("-inf"), x, float("-inf"))
         v40 = (v38 >= -float("inf"))
         v42 = tl.where(v40, v38, -float("inf"))
-        # lola_select.py:68: cs = hl.where(kept, _sq_error(kc, vc, S), float("-inf"))
+        # lola_select.py:62: cs = hl.where(kept, _sq_error(kc, vc, S), float("-inf"))
         cs_44 = tl.where(kept_28, v42, -float("inf"))
-        # lola_select.py:69: start = (n - 1) * C
+        # lola_select.py:63: start = (n - 1) * C
         v46 = (n_22 - 1)
         start_48 = (v46 * 256)
-        # lola_select.py:71: @hl.loop(0, hl.cdiv(C, BC), carry=(cp, cs))
+        # lola_select.py:65: @hl.loop(0, hl.cdiv(C, BC), carry=(cp, cs))
         cp_53 = cp_23
         cs_54 = cs_44
         for j_52 in range(0, 8, 1):
-            # lola_select.py:73: offs = j * BC + hl.iota(BC)
+            # lola_select.py:67: offs = j * BC + hl.iota(BC)
             v56 = (j_52 * 32)
             v57 = tl.arange(0, 32)
             offs_58 = (v56 + v57)
-            # lola_select.py:74: pos = start + offs
+            # lola_select.py:68: pos = start + offs
             pos_59 = (start_48 + offs_58)
-            # lola_select.py:75: ok = offs < C                                  # block n-1 < NB - 1 is whole
+            # lola_select.py:69: ok = offs < C                                  # block n-1 < NB - 1 is whole
             ok_61 = (offs_58 < 256)
-            # lola_select.py:76: kt = k.load((b, hl.tile(start + j * BC, BC), h, kd), mask=ok[:, None]).to("float32")
+            # lola_select.py:70: kt = k.load((b, hl.tile(start + j * BC, BC), h, kd), mask=ok[:, None]).to("float32")
             v63 = (j_52 * 32)
             v64 = (start_48 + v63)
             v65 = ok_61[:, None]
@@ -80,7 +80,7 @@ def lola_select_kernel(B, T, H, K, V, NB, k, v, states, idx):
             k_67_mask = ((v64 + tl.arange(0, 32)) < T)[:, None] & (tl.arange(0, 128) < K)[None, :] & v65
             k_67 = tl.load(k_67_ptrs, mask=k_67_mask, other=0.0)
             kt_68 = k_67.to(tl.float32)
-            # lola_select.py:77: vt = v.load((b, hl.tile(start + j * BC, BC), h, vd), mask=ok[:, None]).to("float32")
+            # lola_select.py:71: vt = v.load((b, hl.tile(start + j * BC, BC), h, vd), mask=ok[:, None]).to("float32")
             v70 = (j_52 * 32)
             v71 = (start_48 + v70)
             v72 = ok_61[:, None]
@@ -94,19 +94,19 @@ def lola_select_kernel(B, T, H, K, V, NB, k, v, states, idx):
             # lola_select.py:39: return _score(hl.sum(e * e, 1))
             v78 = (e_77 * e_77)
             v79 = tl.sum(v78, axis=1)
-            # cache_select.py:41: return hl.where(x >= float("-inf"), x, float("-inf"))
+            # cache_select.py:66: return hl.where(x >= float("-inf"), x, float("-inf"))
             v81 = (v79 >= -float("inf"))
             v83 = tl.where(v81, v79, -float("inf"))
-            # lola_select.py:78: bs = hl.where(ok, _sq_error(kt, vt, S), float("-inf"))
+            # lola_select.py:72: bs = hl.where(ok, _sq_error(kt, vt, S), float("-inf"))
             bs_85 = tl.where(ok_61, v83, -float("inf"))
-            # lola_select.py:79: bp = hl.where(ok, pos, -1)
+            # lola_select.py:73: bp = hl.where(ok, pos, -1)
             bp_87 = tl.where(ok_61, pos_59, -1)
-            # cache_select.py:34: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
+            # cache_select.py:59: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
             si_88 = cs_54[:, None]
             sj_89 = cs_54[None, :]
             pi_90 = cp_53[:, None]
             pj_91 = cp_53[None, :]
-            # cache_select.py:35: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
+            # cache_select.py:60: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
             v92 = (sj_89 > si_88)
             v93 = (sj_89 == si_88)
             v94 = (pj_91 > pi_90)
@@ -114,30 +114,30 @@ def lola_select_kernel(B, T, H, K, V, NB, k, v, states, idx):
             v96 = (v92 | v95)
             v97 = v96.to(tl.int32)
             v98 = tl.sum(v97, axis=1)
-            # lola_select.py:80: rank_c = _beaten_by(cs, cp, cs, cp) + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+            # lola_select.py:74: rank_c = _beaten_by(cs, cp, cs, cp) + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
             v99 = bs_85[None, :]
             v100 = cs_54[:, None]
             v101 = (v99 >= v100)
             v102 = ok_61[None, :]
             rank_c_103 = (v101 & v102)
-            # cache_select.py:46: return hl.sum(mask.to("int32"), 1)
+            # cache_select.py:71: return hl.sum(mask.to("int32"), 1)
             v104 = rank_c_103.to(tl.int32)
             v105 = tl.sum(v104, axis=1)
-            # lola_select.py:80: rank_c = _beaten_by(cs, cp, cs, cp) + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+            # lola_select.py:74: rank_c = _beaten_by(cs, cp, cs, cp) + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
             rank_c_106 = (v98 + v105)
-            # lola_select.py:81: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+            # lola_select.py:75: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
             v107 = cs_54[None, :]
             v108 = bs_85[:, None]
             rank_b_109 = (v107 > v108)
-            # cache_select.py:46: return hl.sum(mask.to("int32"), 1)
+            # cache_select.py:71: return hl.sum(mask.to("int32"), 1)
             v110 = rank_b_109.to(tl.int32)
             v111 = tl.sum(v110, axis=1)
-            # cache_select.py:34: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
+            # cache_select.py:59: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
             si_112 = bs_85[:, None]
             sj_113 = bs_85[None, :]
             pi_114 = bp_87[:, None]
             pj_115 = bp_87[None, :]
-            # cache_select.py:35: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
+            # cache_select.py:60: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
             v116 = (sj_113 > si_112)
             v117 = (sj_113 == si_112)
             v118 = (pj_115 > pi_114)
@@ -145,62 +145,62 @@ def lola_select_kernel(B, T, H, K, V, NB, k, v, states, idx):
             v120 = (v116 | v119)
             v121 = v120.to(tl.int32)
             v122 = tl.sum(v121, axis=1)
-            # lola_select.py:81: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+            # lola_select.py:75: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
             rank_b_123 = (v111 + v122)
-            # cache_select.py:51: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+            # cache_select.py:76: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
             v125 = (cp_53 >= 0)
             v127 = (rank_c_106 < 64)
             v128 = (v125 & v127)
             r_130 = tl.where(v128, rank_c_106, -1)
-            # cache_select.py:52: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
+            # cache_select.py:77: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
             v131 = slot_13[:, None]
             v132 = r_130[None, :]
             v133 = (v131 == v132)
             v134 = cp_53[None, :]
             v136 = tl.where(v133, v134, -1)
             v137 = tl.max(v136, axis=1)
-            # cache_select.py:51: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+            # cache_select.py:76: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
             v139 = (bp_87 >= 0)
             v141 = (rank_b_123 < 64)
             v142 = (v139 & v141)
             r_144 = tl.where(v142, rank_b_123, -1)
-            # cache_select.py:52: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
+            # cache_select.py:77: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
             v145 = slot_13[:, None]
             v146 = r_144[None, :]
             v147 = (v145 == v146)
             v148 = bp_87[None, :]
             v150 = tl.where(v147, v148, -1)
             v151 = tl.max(v150, axis=1)
-            # lola_select.py:82: return (hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W)),
+            # lola_select.py:76: return (hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W)),
             v152 = tl.maximum(v137, v151)
-            # lola_select.py:44: r = hl.where((p >= 0) & (rank < W), rank, -1)
+            # cache_select.py:83: r = hl.where((p >= 0) & (rank < W), rank, -1)
             v154 = (cp_53 >= 0)
             v156 = (rank_c_106 < 64)
             v157 = (v154 & v156)
             r_159 = tl.where(v157, rank_c_106, -1)
-            # lola_select.py:45: return hl.max(hl.where(slot[:, None] == r[None, :], s[None, :], float("-inf")), 1)
+            # cache_select.py:84: return hl.max(hl.where(slot[:, None] == r[None, :], s[None, :], float("-inf")), 1)
             v160 = slot_13[:, None]
             v161 = r_159[None, :]
             v162 = (v160 == v161)
             v163 = cs_54[None, :]
             v165 = tl.where(v162, v163, -float("inf"))
             v166 = tl.max(v165, axis=1)
-            # lola_select.py:44: r = hl.where((p >= 0) & (rank < W), rank, -1)
+            # cache_select.py:83: r = hl.where((p >= 0) & (rank < W), rank, -1)
             v168 = (bp_87 >= 0)
             v170 = (rank_b_123 < 64)
             v171 = (v168 & v170)
             r_173 = tl.where(v171, rank_b_123, -1)
-            # lola_select.py:45: return hl.max(hl.where(slot[:, None] == r[None, :], s[None, :], float("-inf")), 1)
+            # cache_select.py:84: return hl.max(hl.where(slot[:, None] == r[None, :], s[None, :], float("-inf")), 1)
             v174 = slot_13[:, None]
             v175 = r_173[None, :]
             v176 = (v174 == v175)
             v177 = bs_85[None, :]
             v179 = tl.where(v176, v177, -float("inf"))
             v180 = tl.max(v179, axis=1)
-            # lola_select.py:83: hl.maximum(_scores_to_slots(slot, rank_c, cs, cp, W), _scores_to_slots(slot, rank_b, bs, bp, W)))
+            # lola_select.py:77: hl.maximum(_scores_to_slots(slot, rank_c, cp, cs, W), _scores_to_slots(slot, rank_b, bp, bs, W)))
             v181 = tl.maximum(v166, v180)
             cp_53, cs_54 = v152, v181
-        # lola_select.py:86: idx[b, h, n, hl.tile(0, WP)] = cp_next             # Cache_n, best first
+        # lola_select.py:80: idx[b, h, n, hl.tile(0, WP)] = cp_next             # Cache_n, best first
         v185 = cp_53.to(tl.int64)
         idx_185_ptrs = idx + tl.cast(b_11, tl.int64) * H * NB * 64 + tl.cast(h_12, tl.int64) * NB * 64 + tl.cast(n_22, tl.int64) * 64 + tl.arange(0, 64)
         tl.store(idx_185_ptrs, v185)

@@ -59,28 +59,28 @@ def build():
             max_91 = T.alloc_shared((64,), "float32")
             t_95 = T.alloc_shared((1, 32,), "int32")
             max_98 = T.alloc_shared((64,), "float32")
-            # lola_select.py:56: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
-            # lola_select.py:57: slot = hl.iota(WP)
-            # lola_select.py:59: empty = hl.full((WP,), -1, "int32")
-            # lola_select.py:60: idx[b, h, 0, hl.tile(0, WP)] = empty                  # Cache_0 holds nothing
+            # lola_select.py:50: b, h = hl.grid(hl.dim("B"), hl.dim("H"))
+            # lola_select.py:51: slot = hl.iota(WP)
+            # lola_select.py:53: empty = hl.full((WP,), -1, "int32")
+            # lola_select.py:54: idx[b, h, 0, hl.tile(0, WP)] = empty                  # Cache_0 holds nothing
             for i_1 in T.Parallel(64):
                 idx[p0, p1, T.int32(0), i_1] = T.Cast("int64", T.int32(-1))
-            # lola_select.py:62: @hl.loop(1, hl.cdiv(T, C), carry=empty)
+            # lola_select.py:56: @hl.loop(1, hl.cdiv(T, C), carry=empty)
             for i_3 in T.Parallel(64):
                 cp__2[i_3] = T.int32(-1)
             for it_4 in T.serial(T.int32(1), T.truncdiv(n_T + T.int32(256) - 1, T.int32(256))):
-                # lola_select.py:64: S = states[b, h, n, kd, vd]                        # [BKD, BVD], the state at block n's start
+                # lola_select.py:58: S = states[b, h, n, kd, vd]                        # [BKD, BVD], the state at block n's start
                 if T.And(128 <= n_K, 128 <= n_V):
                     for i_6, i_7 in T.Parallel(128, 128):
                         S__5[i_6, i_7] = states[p0, p1, it_4, i_6, i_7]
                 else:
                     for i_8, i_9 in T.Parallel(128, 128):
                         S__5[i_8, i_9] = T.if_then_else(T.And(i_8 < n_K, i_9 < n_V), states[p0, p1, it_4, i_8, i_9], T.float32(0.0))
-                # lola_select.py:65: kept = cp >= 0
-                # lola_select.py:66: kc = k[b, cp, h, kd].to("float32")                 # gathered; empty slots (-1) load 0
+                # lola_select.py:59: kept = cp >= 0
+                # lola_select.py:60: kc = k[b, cp, h, kd].to("float32")                 # gathered; empty slots (-1) load 0
                 for i_11, i_12 in T.Parallel(64, 128):
                     k__10[i_11, i_12] = T.if_then_else(T.And(T.And(cp__2[i_11] >= 0, cp__2[i_11] < n_T), i_12 < n_K), T.Cast("float32", k[p0, cp__2[i_11], p1, i_12]), T.float32(0.0))
-                # lola_select.py:67: vc = v[b, cp, h, vd].to("float32")
+                # lola_select.py:61: vc = v[b, cp, h, vd].to("float32")
                 for i_14, i_15 in T.Parallel(64, 128):
                     v__13[i_14, i_15] = T.if_then_else(T.And(T.And(cp__2[i_14] >= 0, cp__2[i_14] < n_T), i_15 < n_V), T.Cast("float32", v[p0, cp__2[i_14], p1, i_15]), T.float32(0.0))
                 # lola_select.py:38: e = vt - hl.dot(kt, S)
@@ -99,23 +99,23 @@ def build():
                     for r_24 in T.serial(128):
                         acc_tmp_19[0] = acc_tmp_19[0] + ((v__13[i_26, r_24] - dot_16[i_26, r_24]) * (v__13[i_26, r_24] - dot_16[i_26, r_24]))
                     sum_23[i_26] = acc_tmp_19[0]
-                # cache_select.py:41: return hl.where(x >= float("-inf"), x, float("-inf"))
-                # lola_select.py:68: cs = hl.where(kept, _sq_error(kc, vc, S), float("-inf"))
-                # lola_select.py:69: start = (n - 1) * C
+                # cache_select.py:66: return hl.where(x >= float("-inf"), x, float("-inf"))
+                # lola_select.py:62: cs = hl.where(kept, _sq_error(kc, vc, S), float("-inf"))
+                # lola_select.py:63: start = (n - 1) * C
                 start__27 = ((it_4 - T.int32(1)) * T.int32(256))
-                # lola_select.py:71: @hl.loop(0, hl.cdiv(C, BC), carry=(cp, cs))
+                # lola_select.py:65: @hl.loop(0, hl.cdiv(C, BC), carry=(cp, cs))
                 for i_29 in T.Parallel(64):
                     cp__28[i_29] = cp__2[i_29]
                 for i_31 in T.Parallel(64):
                     cs__30[i_31] = T.if_then_else((cp__2[i_31] >= T.int32(0)), T.if_then_else((sum_23[i_31] >= -T.infinity("float32")), sum_23[i_31], -T.infinity("float32")), -T.infinity("float32"))
                 for it_32 in T.serial(T.int32(0), T.int32(8)):
-                    # lola_select.py:73: offs = j * BC + hl.iota(BC)
-                    # lola_select.py:74: pos = start + offs
-                    # lola_select.py:75: ok = offs < C                                  # block n-1 < NB - 1 is whole
-                    # lola_select.py:76: kt = k.load((b, hl.tile(start + j * BC, BC), h, kd), mask=ok[:, None]).to("float32")
+                    # lola_select.py:67: offs = j * BC + hl.iota(BC)
+                    # lola_select.py:68: pos = start + offs
+                    # lola_select.py:69: ok = offs < C                                  # block n-1 < NB - 1 is whole
+                    # lola_select.py:70: kt = k.load((b, hl.tile(start + j * BC, BC), h, kd), mask=ok[:, None]).to("float32")
                     for i_34, i_35 in T.Parallel(32, 128):
                         k__33[i_34, i_35] = T.if_then_else(T.And(T.And((start__27 + (it_32 * T.int32(32))) + i_34 < n_T, i_35 < n_K), (((it_32 * T.int32(32)) + i_34) < T.int32(256))), T.Cast("float32", k[p0, (start__27 + (it_32 * T.int32(32))) + i_34, p1, i_35]), T.float32(0.0))
-                    # lola_select.py:77: vt = v.load((b, hl.tile(start + j * BC, BC), h, vd), mask=ok[:, None]).to("float32")
+                    # lola_select.py:71: vt = v.load((b, hl.tile(start + j * BC, BC), h, vd), mask=ok[:, None]).to("float32")
                     for i_37, i_38 in T.Parallel(32, 128):
                         v__36[i_37, i_38] = T.if_then_else(T.And(T.And((start__27 + (it_32 * T.int32(32))) + i_37 < n_T, i_38 < n_V), (((it_32 * T.int32(32)) + i_37) < T.int32(256))), T.Cast("float32", v[p0, (start__27 + (it_32 * T.int32(32))) + i_37, p1, i_38]), T.float32(0.0))
                     # lola_select.py:38: e = vt - hl.dot(kt, S)
@@ -134,15 +134,15 @@ def build():
                         for r_46 in T.serial(128):
                             acc_tmp_19[0] = acc_tmp_19[0] + ((v__36[i_48, r_46] - dot_39[i_48, r_46]) * (v__36[i_48, r_46] - dot_39[i_48, r_46]))
                         sum_45[i_48] = acc_tmp_19[0]
-                    # cache_select.py:41: return hl.where(x >= float("-inf"), x, float("-inf"))
-                    # lola_select.py:78: bs = hl.where(ok, _sq_error(kt, vt, S), float("-inf"))
+                    # cache_select.py:66: return hl.where(x >= float("-inf"), x, float("-inf"))
+                    # lola_select.py:72: bs = hl.where(ok, _sq_error(kt, vt, S), float("-inf"))
                     for i_50 in T.Parallel(32):
                         bs__49[i_50] = T.if_then_else((((it_32 * T.int32(32)) + i_50) < T.int32(256)), T.if_then_else((sum_45[i_50] >= -T.infinity("float32")), sum_45[i_50], -T.infinity("float32")), -T.infinity("float32"))
-                    # lola_select.py:79: bp = hl.where(ok, pos, -1)
+                    # lola_select.py:73: bp = hl.where(ok, pos, -1)
                     for i_52 in T.Parallel(32):
                         bp__51[i_52] = T.if_then_else((((it_32 * T.int32(32)) + i_52) < T.int32(256)), (start__27 + ((it_32 * T.int32(32)) + i_52)), T.int32(-1))
-                    # cache_select.py:34: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
-                    # cache_select.py:35: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
+                    # cache_select.py:59: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
+                    # cache_select.py:60: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
                     for i_56 in T.Parallel(64):
                         sum_53[i_56] = T.int32(0)
                     for i_57 in T.Parallel(64):
@@ -150,8 +150,8 @@ def build():
                         for r_54 in T.serial(64):
                             acc_tmp_55[0] = acc_tmp_55[0] + T.Cast("int32", T.Or((cs__30[r_54] > cs__30[i_57]), T.And((cs__30[r_54] == cs__30[i_57]), (cp__28[r_54] > cp__28[i_57]))))
                         sum_53[i_57] = acc_tmp_55[0]
-                    # lola_select.py:80: rank_c = _beaten_by(cs, cp, cs, cp) + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
-                    # cache_select.py:46: return hl.sum(mask.to("int32"), 1)
+                    # lola_select.py:74: rank_c = _beaten_by(cs, cp, cs, cp) + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+                    # cache_select.py:71: return hl.sum(mask.to("int32"), 1)
                     for i_60 in T.Parallel(64):
                         sum_58[i_60] = T.int32(0)
                     for i_61 in T.Parallel(64):
@@ -159,11 +159,11 @@ def build():
                         for r_59 in T.serial(32):
                             acc_tmp_55[0] = acc_tmp_55[0] + T.Cast("int32", T.And((bs__49[r_59] >= cs__30[i_61]), (((it_32 * T.int32(32)) + r_59) < T.int32(256))))
                         sum_58[i_61] = acc_tmp_55[0]
-                    # lola_select.py:80: rank_c = _beaten_by(cs, cp, cs, cp) + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
+                    # lola_select.py:74: rank_c = _beaten_by(cs, cp, cs, cp) + _count_over_rows((bs[None, :] >= cs[:, None]) & ok[None, :])
                     for i_63 in T.Parallel(64):
                         rank_c__62[i_63] = (sum_53[i_63] + sum_58[i_63])
-                    # lola_select.py:81: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
-                    # cache_select.py:46: return hl.sum(mask.to("int32"), 1)
+                    # lola_select.py:75: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+                    # cache_select.py:71: return hl.sum(mask.to("int32"), 1)
                     for i_66 in T.Parallel(32):
                         sum_64[i_66] = T.int32(0)
                     for i_67 in T.Parallel(32):
@@ -171,8 +171,8 @@ def build():
                         for r_65 in T.serial(64):
                             acc_tmp_55[0] = acc_tmp_55[0] + T.Cast("int32", (cs__30[r_65] > bs__49[i_67]))
                         sum_64[i_67] = acc_tmp_55[0]
-                    # cache_select.py:34: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
-                    # cache_select.py:35: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
+                    # cache_select.py:59: si, sj, pi, pj = s_i[:, None], s_j[None, :], p_i[:, None], p_j[None, :]
+                    # cache_select.py:60: return hl.sum(((sj > si) | ((sj == si) & (pj > pi))).to("int32"), 1)
                     for i_70 in T.Parallel(32):
                         sum_68[i_70] = T.int32(0)
                     for i_71 in T.Parallel(32):
@@ -180,11 +180,11 @@ def build():
                         for r_69 in T.serial(32):
                             acc_tmp_55[0] = acc_tmp_55[0] + T.Cast("int32", T.Or((bs__49[r_69] > bs__49[i_71]), T.And((bs__49[r_69] == bs__49[i_71]), (bp__51[r_69] > bp__51[i_71]))))
                         sum_68[i_71] = acc_tmp_55[0]
-                    # lola_select.py:81: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
+                    # lola_select.py:75: rank_b = _count_over_rows(cs[None, :] > bs[:, None]) + _beaten_by(bs, bp, bs, bp)
                     for i_73 in T.Parallel(32):
                         rank_b__72[i_73] = (sum_64[i_73] + sum_68[i_73])
-                    # cache_select.py:51: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
-                    # cache_select.py:52: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
+                    # cache_select.py:76: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+                    # cache_select.py:77: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
                     for i_75, i_76 in T.Parallel(1, 64):
                         t_74[i_75, i_76] = T.if_then_else(T.And((cp__28[i_76] >= T.int32(0)), (rank_c__62[i_76] < T.int32(64))), rank_c__62[i_76], T.int32(-1))
                     for i_79 in T.Parallel(64):
@@ -194,8 +194,8 @@ def build():
                         for r_78 in T.serial(64):
                             acc_tmp_55[0] = T.max(acc_tmp_55[0], T.if_then_else((i_80 == t_74[0, r_78]), cp__28[r_78], T.int32(-1)))
                         max_77[i_80] = acc_tmp_55[0]
-                    # cache_select.py:51: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
-                    # cache_select.py:52: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
+                    # cache_select.py:76: r = hl.where((p >= 0) & (rank < W), rank, -1)            # -1 matches no slot
+                    # cache_select.py:77: return hl.max(hl.where(slot[:, None] == r[None, :], p[None, :], -1), 1)
                     for i_82, i_83 in T.Parallel(1, 32):
                         t_81[i_82, i_83] = T.if_then_else(T.And((bp__51[i_83] >= T.int32(0)), (rank_b__72[i_83] < T.int32(64))), rank_b__72[i_83], T.int32(-1))
                     for i_86 in T.Parallel(64):
@@ -205,9 +205,9 @@ def build():
                         for r_85 in T.serial(32):
                             acc_tmp_55[0] = T.max(acc_tmp_55[0], T.if_then_else((i_87 == t_81[0, r_85]), bp__51[r_85], T.int32(-1)))
                         max_84[i_87] = acc_tmp_55[0]
-                    # lola_select.py:82: return (hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W)),
-                    # lola_select.py:44: r = hl.where((p >= 0) & (rank < W), rank, -1)
-                    # lola_select.py:45: return hl.max(hl.where(slot[:, None] == r[None, :], s[None, :], float("-inf")), 1)
+                    # lola_select.py:76: return (hl.maximum(_to_slots(slot, rank_c, cp, W), _to_slots(slot, rank_b, bp, W)),
+                    # cache_select.py:83: r = hl.where((p >= 0) & (rank < W), rank, -1)
+                    # cache_select.py:84: return hl.max(hl.where(slot[:, None] == r[None, :], s[None, :], float("-inf")), 1)
                     for i_89, i_90 in T.Parallel(1, 64):
                         t_88[i_89, i_90] = T.if_then_else(T.And((cp__28[i_90] >= T.int32(0)), (rank_c__62[i_90] < T.int32(64))), rank_c__62[i_90], T.int32(-1))
                     for i_93 in T.Parallel(64):
@@ -217,8 +217,8 @@ def build():
                         for r_92 in T.serial(64):
                             acc_tmp_19[0] = T.max(acc_tmp_19[0], T.if_then_else((i_94 == t_88[0, r_92]), cs__30[r_92], -T.infinity("float32")))
                         max_91[i_94] = acc_tmp_19[0]
-                    # lola_select.py:44: r = hl.where((p >= 0) & (rank < W), rank, -1)
-                    # lola_select.py:45: return hl.max(hl.where(slot[:, None] == r[None, :], s[None, :], float("-inf")), 1)
+                    # cache_select.py:83: r = hl.where((p >= 0) & (rank < W), rank, -1)
+                    # cache_select.py:84: return hl.max(hl.where(slot[:, None] == r[None, :], s[None, :], float("-inf")), 1)
                     for i_96, i_97 in T.Parallel(1, 32):
                         t_95[i_96, i_97] = T.if_then_else(T.And((bp__51[i_97] >= T.int32(0)), (rank_b__72[i_97] < T.int32(64))), rank_b__72[i_97], T.int32(-1))
                     for i_100 in T.Parallel(64):
@@ -228,12 +228,12 @@ def build():
                         for r_99 in T.serial(32):
                             acc_tmp_19[0] = T.max(acc_tmp_19[0], T.if_then_else((i_101 == t_95[0, r_99]), bs__49[r_99], -T.infinity("float32")))
                         max_98[i_101] = acc_tmp_19[0]
-                    # lola_select.py:83: hl.maximum(_scores_to_slots(slot, rank_c, cs, cp, W), _scores_to_slots(slot, rank_b, bs, bp, W)))
+                    # lola_select.py:77: hl.maximum(_scores_to_slots(slot, rank_c, cp, cs, W), _scores_to_slots(slot, rank_b, bp, bs, W)))
                     for i_102 in T.Parallel(64):
                         cp__28[i_102] = T.max(max_77[i_102], max_84[i_102])
                     for i_103 in T.Parallel(64):
                         cs__30[i_103] = T.max(max_91[i_103], max_98[i_103])
-                # lola_select.py:86: idx[b, h, n, hl.tile(0, WP)] = cp_next             # Cache_n, best first
+                # lola_select.py:80: idx[b, h, n, hl.tile(0, WP)] = cp_next             # Cache_n, best first
                 for i_104 in T.Parallel(64):
                     idx[p0, p1, it_4, i_104] = T.Cast("int64", cp__28[i_104])
                 for i_105 in T.Parallel(64):
