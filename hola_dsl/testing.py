@@ -17,6 +17,9 @@ from schedules import kernels
 # SPEC.md section 6: ||out - ref|| / ||ref|| per input dtype.
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 5e-3, torch.float16: 5e-3}
 
+# Kernels whose output is a selection, compared exactly (mismatched entries, tolerance 0).
+SELECTIONS = ("cache_select", "lola_select")
+
 # Input families for the scan; each names a hard case of SPEC.md section 6.
 SCAN_CASES = ("random", "repeated", "strong_decay", "beta0", "beta1_nodecay")
 
@@ -160,6 +163,31 @@ def select_inputs(shape: Shape, *, seed: int = 0, ties: bool = True, device="cpu
     return s.to(device)
 
 
+def lola_inputs(shape: Shape, dtype=torch.float32, *, seed: int = 0, device="cpu") -> dict:
+    """lola_select inputs with exact arithmetic and adversarial ties: k in {-1, 0, 1}
+    [B, T, H, K], v in {-2..2} [B, T, H, V], float32 states in {-1, 0, 1} [B, H, NB, K, V].
+    Every third token has a one-hot key whose value the next block-start state recalls exactly
+    (sre = 0), and the second half of the sequence repeats the first (equal sre, later
+    positions). Every sre is then exact in float32 on any backend, so selection is compared
+    exactly (ties decided by position, as SPEC.md section 2 says)."""
+    gen = torch.Generator().manual_seed(seed)
+    B, T, H, K, V = shape.B, shape.T, shape.H, shape.K, shape.V
+    nb = -(-T // shape.C)
+    k = torch.randint(-1, 2, (B, T, H, K), generator=gen).float()
+    v = torch.randint(-2, 3, (B, T, H, V), generator=gen).float()
+    states = torch.randint(-1, 2, (B, nb, H, K, V), generator=gen).float()
+    for j in range(0, T, 3):
+        n = j // shape.C + 1
+        if n < nb:
+            k[:, j] = 0.0
+            k[:, j, :, j % K] = 1.0
+            v[:, j] = states[:, n, :, j % K]
+    half = torch.arange(T // 2, T)
+    k[:, half], v[:, half] = k[:, half - T // 2], v[:, half - T // 2]
+    return dict(k=k.to(device=device, dtype=dtype), v=v.to(device=device, dtype=dtype),
+                states=states.transpose(1, 2).contiguous().to(device))
+
+
 def read_inputs(shape: Shape, dtype=torch.float32, *, seed: int = 0, policy: str = "hola",
                 device="cpu") -> dict:
     """Random cache_read inputs with idx from the oracle's selection over random scores."""
@@ -188,6 +216,9 @@ def backend_call(kernel: str, shape: Shape, dtype=torch.float32, *, seed: int = 
     if kernel == "cache_select":
         return (select_inputs(shape, seed=seed, device=device),), dict(capacity=shape.W, block_size=shape.C,
                                                                         policy=policy)
+    if kernel == "lola_select":
+        x = lola_inputs(shape, dtype, seed=seed, device=device)
+        return (x["k"], x["v"], x["states"]), dict(capacity=shape.W, block_size=shape.C)
     x = read_inputs(shape, dtype, seed=seed, policy=policy, device=device)
     return ((x["q"], x["k"], x["v"], x["idx"], x["gamma_q"], x["gamma_k"], x["sink"]),
             dict(block_size=shape.C, eps=1e-6))
@@ -244,6 +275,14 @@ def run_check(kernel: str, backend: str, shape: Shape, dtype=torch.float32, *, s
                                backend=backend, config=config)
         sec = time.perf_counter() - t0
         ref = oracle.naive_cache_select(scores, capacity=shape.W, block_size=shape.C, policy=policy)
+        mismatch = float((idx.cpu() != ref.cpu()).sum()) if idx.shape == ref.shape else math.inf
+        return Result(kernel, backend, {"idx": mismatch}, {"idx": mismatch}, 0.0, sec)
+    elif kernel == "lola_select":
+        x = lola_inputs(shape, dtype, seed=seed, device=device)
+        t0 = time.perf_counter()
+        idx = ops.lola_select(**x, capacity=shape.W, block_size=shape.C, backend=backend, config=config)
+        sec = time.perf_counter() - t0
+        ref = oracle.naive_lola_select(**x, capacity=shape.W, block_size=shape.C)
         mismatch = float((idx.cpu() != ref.cpu()).sum()) if idx.shape == ref.shape else math.inf
         return Result(kernel, backend, {"idx": mismatch}, {"idx": mismatch}, 0.0, sec)
     else:

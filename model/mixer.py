@@ -1,8 +1,9 @@
 """The HOLA token mixer (SPEC.md sections 2-4): a Gated DeltaNet layer with an exact cache.
 
 One class serves every recurrent variant: ``gdn`` (no cache), ``hola`` (cache scored by the
-scan's surprise m), ``hola-recency`` (the w most recent tokens) and ``ahn`` (the recency cache
-plus a state that has absorbed only the tokens older than the cache). Prefill runs the three
+scan's surprise m), ``hola-recency`` (the w most recent tokens), ``ahn`` (the recency cache
+plus a state that has absorbed only the tokens older than the cache) and ``lola`` (the cache
+rescored at every block boundary by LoLA's self-recall error against the state there). Prefill runs the three
 kernels through ``hola_dsl.ops`` with the caller's backend; ``step`` advances one token holding
 only a ``MixerMemory`` whose size does not depend on how many tokens were seen.
 """
@@ -99,6 +100,15 @@ class Entries:
     @property
     def size(self) -> int:
         return self.k.shape[2]
+
+
+def recall_errors(held: Entries, S: torch.Tensor) -> Entries:
+    """``held`` scored as policy "lola" scores (SPEC.md section 2): the squared self-recall error
+    ||v - S^T k||^2 in float32 (the order of sre; what ``lola_select`` ranks), -inf for empty
+    slots. S: [B, H, K, V], the state at the block start."""
+    e = held.v.float() - held.k.float() @ S.float()
+    score = torch.where(held.pos >= 0, (e * e).sum(-1), torch.full_like(e[..., 0], -math.inf))
+    return replace(held, score=score)
 
 
 def top_entries(entries: Entries, capacity: int, policy: str) -> Entries:
@@ -226,15 +236,23 @@ class HOLAMixer(nn.Module):
         q, k, v, g, beta, tail = self._features(x, self._tail0(B, x.device, x.dtype))
         scan = dict(chunk_size=c.chunk_size, backend=backend)
         S, absorbed = None, 0
+        states = None
         if c.variant == "ahn":
             o, S, absorbed = self._ahn_state_read(q, k, v, g, beta, scan, return_memory)
             scores = torch.zeros_like(g)
+        elif self.policy == "lola":
+            o, states, S = self._block_states_scan(q, k, v, g, beta, scan)
+            scores = torch.zeros_like(g)   # rescored at every block boundary instead
         else:
             o, m, S = ops.delta_scan(q, k, v, g, beta, output_final_state=return_memory, **scan)
             scores = m.detach()  # selection uses the scores as numbers (SPEC.md section 2)
-        if self.policy is not None:
+        if states is not None:
+            idx = ops.lola_select(k, v, states, capacity=c.cache_capacity, block_size=c.cache_block,
+                                  backend=backend)
+        elif self.policy is not None:
             idx = ops.cache_select(scores, capacity=c.cache_capacity, block_size=c.cache_block,
                                    policy=self.policy, backend=backend)
+        if self.policy is not None:
             o_cache = ops.cache_read(q, k, v, idx, self.gamma_q, self.gamma_k, self.sink,
                                      block_size=c.cache_block, eps=CACHE_EPS, backend=backend)
             o = o + torch.sigmoid(self.cache_gate).view(1, 1, -1, 1).to(o.dtype) * o_cache
@@ -244,7 +262,26 @@ class HOLAMixer(nn.Module):
         tokens = Entries(k=k.transpose(1, 2), v=v.transpose(1, 2), score=scores.transpose(1, 2).float(),
                          pos=torch.arange(T, device=x.device).expand(B, c.n_heads, T),
                          g=g.transpose(1, 2), beta=beta.transpose(1, 2))
-        return y, self._memory_after_prefill(tokens, tail, S, absorbed, T)
+        return y, self._memory_after_prefill(tokens, tail, S, absorbed, T, idx if states is not None else None)
+
+    def _block_states_scan(self, q, k, v, g, beta, scan: dict):
+        """lola: the scan one cache block at a time, so that the state at every block start is
+        at hand. Returns (o [B, T, H, V], states [B, H, NB, K, V] float32 (row n: the state after
+        the first nC tokens), the final state). Costs NB scan calls instead of one (the same
+        arithmetic; on a GPU the chunk-parallel phases then see C tokens a call)."""
+        c = self.config
+        B, T, H, K = q.shape
+        C = c.cache_block
+        S = torch.zeros(B, H, K, c.head_v_dim, device=q.device, dtype=torch.float32)
+        outs, states = [], []
+        for lo in range(0, T, C):
+            states.append(S)
+            blk = slice(lo, lo + C)
+            o, _, S = ops.delta_scan(q[:, blk], k[:, blk], v[:, blk], g[:, blk], beta[:, blk],
+                                     initial_state=S, output_final_state=True, **scan)
+            outs.append(o)
+        # The states only rank candidates (SPEC.md section 2: selection is not differentiated).
+        return torch.cat(outs, dim=1), torch.stack(states, 2).detach(), S
 
     def _forward_packed(self, x: torch.Tensor, backend: str, return_memory: bool, cu_seqlens: torch.Tensor):
         """``forward`` for packed prompts (see there)."""
@@ -252,7 +289,8 @@ class HOLAMixer(nn.Module):
         offsets = validate.cu_seqlens(cu_seqlens, x.shape[0], x.shape[1])
         if return_memory:
             raise ValueError("return_memory: not offered with cu_seqlens; prefill each prompt for its memory")
-        if c.variant == "ahn":     # its state read is per block of one sequence (_ahn_state_read)
+        if c.variant == "ahn" or self.policy == "lola":   # per-block states of one sequence
+            # (_ahn_state_read, _block_states_scan): each prompt alone
             outs = [self.forward(x[:, s:e], backend) for s, e in zip(offsets[:-1], offsets[1:]) if e > s]
             return torch.cat(outs, 1) if outs else x.new_zeros(x.shape)
         q, k, v, g, beta, _ = self._features(x, None, offsets)
@@ -286,7 +324,8 @@ class HOLAMixer(nn.Module):
                 outs.append(torch.einsum("bthk,bhkv->bthv", qb, S))
         return torch.cat(outs, dim=1).to(v.dtype), S, done
 
-    def _memory_after_prefill(self, tokens: Entries, tail, S, absorbed: int, T: int) -> MixerMemory:
+    def _memory_after_prefill(self, tokens: Entries, tail, S, absorbed: int, T: int,
+                              idx: Optional[torch.Tensor] = None) -> MixerMemory:
         c = self.config
         B, H = tokens.pos.shape[:2]
         if S is None:
@@ -296,8 +335,25 @@ class HOLAMixer(nn.Module):
         start = (T // c.cache_block) * c.cache_block  # first position of the block holding token T
         before = tokens.take(torch.arange(start, device=tail.device).expand(B, H, start))
         block = tokens.take(torch.arange(start, T, device=tail.device).expand(B, H, T - start))
-        cache = top_entries(before, c.cache_capacity, self.policy)
+        if idx is None:
+            cache = top_entries(before, c.cache_capacity, self.policy)
+        elif start < T:   # lola: the selection's own row for the block holding token T
+            cache = self._cache_row(tokens, idx[:, :, start // c.cache_block])
+        else:             # the next token opens a block: merge the last one at the final state
+            last = start - c.cache_block
+            cache = self._cache_row(tokens, idx[:, :, last // c.cache_block]).cat(
+                tokens.take(torch.arange(last, start, device=tail.device).expand(B, H, c.cache_block)))
+            cache = top_entries(recall_errors(cache, S), c.cache_capacity, self.policy)
         return MixerMemory(pos=T, conv=tail, state=S, cache=cache, block=block, absorbed=absorbed)
+
+    @staticmethod
+    def _cache_row(tokens: Entries, row: torch.Tensor) -> Entries:
+        """The entries one row of cache indices names ([B, H, W], -1 = empty slot)."""
+        held = tokens.take(row.clamp(min=0))
+        empty = row < 0
+        return Entries(k=held.k.masked_fill(empty[..., None], 0), v=held.v.masked_fill(empty[..., None], 0),
+                       score=held.score.masked_fill(empty, -math.inf), pos=row.masked_fill(empty, -1),
+                       g=held.g.masked_fill(empty, 0), beta=held.beta.masked_fill(empty, 0))
 
     # ---- decode ----
 
@@ -367,6 +423,8 @@ class HOLAMixer(nn.Module):
                                                  seg.beta.transpose(1, 2), initial_state=mem.state,
                                                  output_final_state=True, chunk_size=c.chunk_size, backend=backend)
                 absorbed = target
+        if self.policy == "lola":   # rescored against the state at the new block's start
+            held = recall_errors(held, mem.state)
         cache = top_entries(held, c.cache_capacity, self.policy)
         B, H = held.pos.shape[:2]
         block = Entries.empty(B, H, 0, c.head_k_dim, c.head_v_dim, held.k.device, held.k.dtype)

@@ -16,6 +16,7 @@ STATIC_DIMS: dict[str, tuple[str, ...]] = {
     "cache_select": ("W", "C"),
     "cache_read": ("K", "V", "W", "C"),
     "delta_scan_backward": ("K", "V"),
+    "lola_select": ("K", "V", "W", "C"),
 }
 
 KERNELS: tuple[str, ...] = tuple(STATIC_DIMS)

@@ -18,4 +18,5 @@ SPACES = {
     ),
     "cache_select": Space(kernel="cache_select", backend="reference", knobs=(), defaults={"*": {}}),
     "cache_read": Space(kernel="cache_read", backend="reference", knobs=(), defaults={"*": {}}),
+    "lola_select": Space(kernel="lola_select", backend="reference", knobs=(), defaults={"*": {}}),
 }

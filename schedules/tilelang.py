@@ -15,7 +15,9 @@ target never spends trials on knobs that do nothing there.
 
 from __future__ import annotations
 
-from schedules import cache_read as _read, cache_select as _select, delta_scan as _scan
+from typing import Optional
+
+from schedules import cache_read as _read, cache_select as _select, delta_scan as _scan, lola_select as _lola
 from schedules import delta_scan_backward as _scan_bwd
 from schedules.space import Knob, Setting, Space
 
@@ -51,12 +53,13 @@ def _one_dialect(config, target, dims):
     return None
 
 
-def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict) -> Space:
+def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict, cuda_pins: Optional[dict] = None) -> Space:
+    """cuda_pins: CUDA-dialect knobs whose default differs for this kernel on every dtype."""
     return Space(
         kernel, "tilelang", tiles + CPU_KNOBS + CUDA_KNOBS,
         defaults={
             "*": {**cpu_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT},
-            "sm_": {**cuda_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT},
+            "sm_": {**cuda_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT, **(cuda_pins or {})},
         },
         overlays=(({"dtype": "float32"}, {"sm_": {"dot_precision": "ieee"}}),),
         constraints=(_one_dialect,),
@@ -76,4 +79,6 @@ SPACES = {
     # 32 x 32 needs 132 KB. CPU: 64 x 64 re-measured on the keys-major kernel (AMD EPYC, bench
     # shape, one thread): 25.8 ms against 25.9 (BKV 32), 26.0 (32 x 32), 28.7 (BQ 128).
     "cache_read": _space("cache_read", _read.TILES, {"BQ": 64, "BKV": 64}, {"BQ": 32, "BKV": 32}),
+    # Scores rank the candidates: TF32 dots would reorder near ties, so FMA fp32 for every dtype.
+    "lola_select": _space("lola_select", _lola.TILES, {"BC": 64}, {"BC": 32}, {"dot_precision": "ieee"}),
 }

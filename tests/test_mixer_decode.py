@@ -51,8 +51,12 @@ def oracle_mixer(mixer: HOLAMixer, x: torch.Tensor) -> torch.Tensor:
     else:
         o, m, _ = oracle.naive_delta_scan(q, k, v, g, beta)
         scores = m
-    if mixer.policy is not None:
+    if mixer.policy == "lola":
+        states = oracle.naive_block_states(k, v, g, beta, block_size=C)
+        idx = oracle.naive_lola_select(k, v, states, capacity=W, block_size=C)
+    elif mixer.policy is not None:
         idx = oracle.naive_cache_select(scores, capacity=W, block_size=C, policy=mixer.policy)
+    if mixer.policy is not None:
         oc = oracle.naive_cache_read(q, k, v, idx, mixer.gamma_q, mixer.gamma_k, mixer.sink,
                                         block_size=C, eps=CACHE_EPS)
         o = o + torch.sigmoid(mixer.cache_gate.double()).view(1, 1, -1, 1) * oc
@@ -67,7 +71,7 @@ def memory_numel(mem) -> int:
     return sum(t.numel() for t in tensors)
 
 
-@pytest.mark.parametrize("variant", ["gdn", "hola", "hola-recency", "ahn"])
+@pytest.mark.parametrize("variant", ["gdn", "hola", "hola-recency", "ahn", "lola"])
 def test_prefill_matches_float64_oracle(variant):
     mixer = make_mixer(variant)
     x = torch.randn(2, T, 24, generator=torch.Generator().manual_seed(1))
@@ -78,7 +82,7 @@ def test_prefill_matches_float64_oracle(variant):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["hola", "hola-recency", "ahn", "gdn"])
+@pytest.mark.parametrize("variant", ["hola", "hola-recency", "ahn", "lola", "gdn"])
 def test_decode_reproduces_prefill(variant):
     mixer = make_mixer(variant)
     x = torch.randn(2, T, 24, generator=torch.Generator().manual_seed(2))
@@ -104,7 +108,7 @@ def test_decode_reproduces_prefill(variant):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["hola", "ahn"])
+@pytest.mark.parametrize("variant", ["hola", "ahn", "lola"])
 def test_prefill_memory_continues_decoding(variant):
     mixer = make_mixer(variant)
     x = torch.randn(2, T, 24, generator=torch.Generator().manual_seed(3))
@@ -120,16 +124,18 @@ def test_prefill_memory_continues_decoding(variant):
 
 
 def test_cache_matters_and_policies_differ():
-    """Guard against a test that cannot fail: the cache changes the output, and the two
+    """Guard against a test that cannot fail: the cache changes the output, and the three
     policies select different sets on these inputs."""
     x = torch.randn(2, T, 24, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        hola, recency = make_mixer("hola"), make_mixer("hola-recency")
+        hola, recency, lola = make_mixer("hola"), make_mixer("hola-recency"), make_mixer("lola")
         recency.load_state_dict(hola.state_dict())
-        y_h, y_r = hola(x), recency(x)
+        lola.load_state_dict(hola.state_dict())
+        y_h, y_r, y_l = hola(x), recency(x), lola(x)
         hola.cache_gate.fill_(-30.0)
         y_off = hola(x)
     assert rel_err(y_h, y_r) > 1e-3
+    assert rel_err(y_l, y_h) > 1e-3 and rel_err(y_l, y_r) > 1e-3
     assert rel_err(y_h, y_off) > 1e-2
 
 

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from hola_dsl import backends
-from hola_dsl.testing import SCAN_CASES, TOLERANCE, Shape, run_check
+from hola_dsl.testing import SCAN_CASES, SELECTIONS, TOLERANCE, Shape, run_check
 from schedules import has_space, targets
 from schedules.kernels import KERNELS
 from tools import arguments
@@ -33,6 +33,8 @@ def _cases(kernel: str):
         if kernel in ("delta_scan", "delta_scan_backward"):
             for case in SCAN_CASES:
                 yield shape, dict(case=case)
+        elif kernel == "lola_select":   # integer inputs with ties (testing.lola_inputs)
+            yield shape, {}
         else:
             for policy in ("hola", "recency"):
                 yield shape, dict(policy=policy)
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             except Exception as exc:  # a crashing backend is a failed row, not a crashed check
                 ok, note = False, f"  {type(exc).__name__}: {exc}"
             failed += not ok
-            unit = "mismatches" if kernel == "cache_select" else ""
+            unit = "mismatches" if kernel in SELECTIONS else ""
             where = "" if device == "cpu" else f" ({device})"
             print(f"{kernel:<13} {name + where:<10} {worst:>12.3g} {'PASS' if ok else 'FAIL':>6} "
                   f"{seconds * 1e3:>8.1f}ms {unit}{note}")

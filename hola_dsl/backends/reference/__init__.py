@@ -16,6 +16,7 @@ FUNCTIONS = {
     "delta_scan": chunked.chunked_delta_scan,
     "cache_select": chunked.blockwise_cache_select,
     "cache_read": chunked.batched_cache_read,
+    "lola_select": chunked.blockwise_lola_select,
 }
 # Packed sequences (an ``offsets`` option): each function on one sequence at a time.
 PACKED = {"delta_scan": varlen.scan, "cache_select": varlen.select, "cache_read": varlen.read}
