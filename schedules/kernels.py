@@ -15,9 +15,16 @@ STATIC_DIMS: dict[str, tuple[str, ...]] = {
     "delta_scan": ("K", "V"),
     "cache_select": ("W", "C"),
     "cache_read": ("K", "V", "W", "C"),
+    # Decoding (hola_dsl.decode): a few new tokens per sequence against carried memory.
+    "delta_step": ("K", "V"),
+    "cache_read_step": ("K", "V", "W"),
 }
 
 KERNELS: tuple[str, ...] = tuple(STATIC_DIMS)
+# The kernels of a prefill (a whole sequence at once) and of a decode step; a layer's prefill
+# time is the sum over PREFILL.
+PREFILL: tuple[str, ...] = ("delta_scan", "cache_select", "cache_read")
+DECODE: tuple[str, ...] = ("delta_step", "cache_read_step")
 
 
 def check(kernel: Any, what: str = "kernel") -> str:

@@ -15,7 +15,7 @@ target never spends trials on knobs that do nothing there.
 
 from __future__ import annotations
 
-from schedules import cache_read as _read, cache_select as _select, delta_scan as _scan
+from schedules import cache_read as _read, cache_read_step as _read_step, cache_select as _select, delta_scan as _scan
 from schedules.space import Knob, Setting, Space
 
 CPU_MR = Knob("cpu_mr", (1, 2, 4, 8), "rows of the dot micro-kernel's register tile (CPU dialect)")
@@ -71,4 +71,7 @@ SPACES = {
     # 32 x 32 needs 132 KB. CPU: 64 x 64 re-measured on the keys-major kernel (AMD EPYC, bench
     # shape, one thread): 25.8 ms against 25.9 (BKV 32), 26.0 (32 x 32), 28.7 (BQ 128).
     "cache_read": _space("cache_read", _read.TILES, {"BQ": 64, "BKV": 64}, {"BQ": 32, "BKV": 32}),
+    # Decoding: one program per (query, b, h) holds a head's state or one query's softmax.
+    "delta_step": _space("delta_step", (), {}, {}),
+    "cache_read_step": _space("cache_read_step", _read_step.TILES, {"BKV": 32}, {"BKV": 32}),
 }

@@ -9,12 +9,14 @@ from typing import Any, Mapping, Optional
 
 import schedules
 from hola_dsl.backends import Backend
-from hola_dsl.reference import chunked
+from hola_dsl.reference import chunked, step
 
 FUNCTIONS = {
     "delta_scan": chunked.chunked_delta_scan,
     "cache_select": chunked.blockwise_cache_select,
     "cache_read": chunked.batched_cache_read,
+    "delta_step": step.recurrent_delta_step,
+    "cache_read_step": step.slot_cache_read,
 }
 
 
