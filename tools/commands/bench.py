@@ -26,7 +26,7 @@ import torch
 
 from hola_dsl import backends
 from hola_dsl.testing import Shape, rel_err, scan_inputs
-from schedules.kernels import KERNELS, static_dims
+from schedules.kernels import PREFILL as KERNELS, static_dims
 from schedules.lookup import config_for
 from tools import arguments
 
