@@ -3,7 +3,9 @@ path (`hola build --report`).
 
 Counting rules (the work the kernel really performs, not the minimum the math needs):
 
-- a ``dot`` of an m x k by a k x n tile: 2mkn FLOPs (its accumulator add is inside);
+- a ``dot`` of an m x k by a k x n tile: 2mkn FLOPs (its accumulator add is inside), counted
+  once whatever its precision: a float32 dot that a schedule runs as 3xTF32 makes about three
+  tensor-core passes (hi*hi + hi*lo + lo*hi), so its hardware time is ~3x what the count says;
 - ``unit_lower_inverse`` of an n x n tile: n(n-1)(n-2)/3 FLOPs (forward substitution's
   multiply-adds, C(n, 3) of them);
 - float elementwise arithmetic and functions (add, mul, exp, rsqrt, ...): one FLOP per result
