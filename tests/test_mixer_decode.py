@@ -119,6 +119,7 @@ def decode_ragged(mixer: HOLAMixer, x: torch.Tensor, lengths: list[int], steps: 
             mems.append(mixer(x[b : b + 1, :n], backend="reference", return_memory=True)[1])
         else:
             mems.append(mixer.init_memory(1))
+        assert memory_numel(mems[-1]) == memory_numel(mixer.init_memory(1))   # whatever the length
     mem = MixerMemory.cat(mems)
     size = memory_numel(mem)
     outs = torch.full((len(lengths), steps, x.shape[-1]), float("nan"))
