@@ -40,16 +40,16 @@ WRAPPER = HERE / "ggml_gdn.c"
 LIB_NAME = "libhola_ggml_gdn.so"
 
 
-def best_us(fn, iters: int, reps: int) -> float:
-    """Best over ``reps`` of the mean microseconds of ``iters`` calls of ``fn``."""
+def best_us(fn, iters: int, reps: int, clock=time.perf_counter) -> float:
+    """Best over ``reps`` of the mean microseconds of ``iters`` calls of ``fn`` by ``clock``."""
     for _ in range(5):
         fn()
     best = float("inf")
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(iters):
             fn()
-        best = min(best, (time.perf_counter() - t0) / iters * 1e6)
+        best = min(best, (clock() - t0) / iters * 1e6)
     return best
 
 
@@ -84,16 +84,18 @@ def load_ggml(path: str | None):
         fn = lib.hola_gdn_step_us
     except (OSError, AttributeError) as exc:
         return None, f"cannot load {path}: {exc}"
-    fn.argtypes = [ctypes.c_int] * 6
+    fn.argtypes = [ctypes.c_int] * 7
     fn.restype = ctypes.c_double
     return fn, None
 
 
 def scan_step(args, ggml) -> None:
-    print(f"\n1. recurrent step per token (B = 1, K = V = 128, float32; best of {args.reps} x {args.iters})")
+    print(f"\n1. recurrent step per token (B = 1, K = V = 128, float32; best of {args.reps} x {args.iters}); "
+          f"wall clock, and with one thread also the thread's CPU time (what the step costs on a "
+          f"machine that others share)")
     have = {b: backends.runs_on(b, "cpu") is None for b in ("reference", "tilelang")}
     cols = [b for b in ("reference", "tilelang") if have[b]] + (["ggml"] if ggml else [])
-    print(f"{'H':>3} {'threads':>8}" + "".join(f"{c + ' us':>15}" for c in cols) + f"{'tilelang/ggml':>15}")
+    print(f"{'H':>3} {'threads':>8} {'clock':>6}" + "".join(f"{c + ' us':>15}" for c in cols) + f"{'tilelang/ggml':>15}")
     for H in args.heads:
         gen = torch.Generator().manual_seed(0)
         q = torch.randn(1, 1, H, 128, generator=gen)
@@ -104,15 +106,18 @@ def scan_step(args, ggml) -> None:
         o, m = torch.empty(1, 1, H, 128), torch.empty(1, 1, H)
         for threads in args.threads:
             torch.set_num_threads(threads)
-            row = {}
-            for b in cols:
-                if b == "ggml":
-                    row[b] = ggml(1, H, 128, threads, args.iters, args.reps)
-                else:
-                    row[b] = best_us(lambda: decode.delta_step(q, k, v, g, beta, state, in_place=True, o=o, m=m,
-                                                               backend=b, check=False), args.iters, args.reps)
-            ratio = f"{row['tilelang'] / row['ggml']:.2f}" if "tilelang" in row and "ggml" in row else "-"
-            print(f"{H:>3} {threads:>8}" + "".join(f"{row[c]:>15.1f}" for c in cols) + f"{ratio:>15}")
+            for cpu in ((False, True) if threads == 1 else (False,)):
+                row = {}
+                for b in cols:
+                    if b == "ggml":
+                        row[b] = ggml(1, H, 128, threads, args.iters, args.reps, int(cpu))
+                    else:
+                        row[b] = best_us(lambda: decode.delta_step(q, k, v, g, beta, state, in_place=True, o=o, m=m,
+                                                                   backend=b, check=False),
+                                         args.iters, args.reps, time.thread_time if cpu else time.perf_counter)
+                ratio = f"{row['tilelang'] / row['ggml']:.2f}" if "tilelang" in row and "ggml" in row else "-"
+                print(f"{H:>3} {threads:>8} {'cpu' if cpu else 'wall':>6}" + "".join(f"{row[c]:>15.1f}" for c in cols)
+                      + f"{ratio:>15}")
 
 
 def model_tokens(args) -> None:
