@@ -18,7 +18,7 @@ from typing import Mapping, Optional
 import torch
 
 from hola_dsl import lang as hl, spec
-from hola_dsl.kernels.cache_read import QUERY_SCALE, _logit_factor, _mask, _rms_parts
+from hola_dsl.kernels.cache_read import QUERY_SCALE, _logit_factor, _mask
 
 
 @hl.kernel
@@ -31,10 +31,14 @@ def cache_read_step(
     T = hl.dim("T")
     t, b, h = hl.grid(T, hl.dim("B"), hl.dim("H"))
     kd, vd = hl.tile(0, BKD), hl.tile(0, BVD)
-    qt = q.load((b, hl.tile(t, 1), h, kd)).to("float32")                   # [1, BKD]
+    qt = q[b, t, h, kd].to("float32")                                       # [BKD]
     gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
-    qs, _, rq = _rms_parts(qt, K, EPS)
-    qg = qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :]                # [1, BKD]
+    # _rms_parts for one row, as scalars (a 1-row tile's reductions would be one GPU thread's)
+    iq = 1.0 / hl.maximum(hl.sum(hl.abs(qt) * (1.0 / K), 0), EPS ** 0.5)
+    qs = qt * iq
+    eq = EPS ** 0.5 * iq
+    rq = hl.rsqrt(hl.sum(qs * qs, 0) / K + eq * eq)
+    qg = (qs * (rq * QUERY_SCALE) * gammas)[None, :]                       # [1, BKD]
 
     slot = hl.iota(WP)
     in_cache = slot < W

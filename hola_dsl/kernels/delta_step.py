@@ -8,7 +8,7 @@ Each program holds its head's whole state S [BK, BV] in float32 and walks the T 
     S <- a S + k_t u^T
 (o_t = scale S_t^T q_t rearranged, so a token costs two reductions and one update of S).
 and m_t = ||u|| (the whole V is in the program, so the norm is finished here: scaled by the
-row's mean magnitude first, ``delta_scan_phases.norm_parts``). Products are reductions over a
+row's mean magnitude first, as ``delta_scan_phases.norm_parts``). Products are reductions over a
 broadcast: a matrix-vector product has no 16-row tile for a dot.
 
 The state may be updated in place: the caller passes one tensor as ``h0`` and ``ht`` (each
@@ -20,7 +20,6 @@ from typing import Mapping, Optional
 import torch
 
 from hola_dsl import lang as hl, spec
-from hola_dsl.kernels import delta_scan_phases as phases
 
 
 @hl.kernel
@@ -46,8 +45,11 @@ def delta_step(
         u = beta[b, t, h].to("float32") * (v[b, t, h, cols].to("float32") - a * Sk)
         # o = scale (a S + k u^T)^T q, without a pass over the new state
         o[b, t, h, cols] = (a * Sq + hl.sum(kt * qt, 0) * u) * scale
-        s, ss = phases.norm_parts(u[None, :])                            # [1] each
-        m[b, hl.tile(t, 1), h] = s * hl.sqrt(ss)
+        # m = ||u|| scaled first (norm_parts' rule, on the vector: reductions to scalars, which
+        # every GPU thread computes itself, not a 1-row tile one thread writes for the others)
+        s = hl.maximum(hl.sum(hl.abs(u) * (1.0 / BV), 0), 2.0 ** -100)
+        us = u * (1.0 / s)
+        m[b, t, h] = s * hl.sqrt(hl.sum(us * us, 0))
         return a * S + kt[:, None] * u[None, :]
 
     ht[b, h, keys, cols] = S
