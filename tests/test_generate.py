@@ -77,7 +77,7 @@ def test_stop_token_stops_its_row_only():
     assert bool((out[0, 3:] == -7).all())            # row 0 emits the stop token by its third token
 
 
-@pytest.mark.parametrize("variant", ["hola", "ahn"])
+@pytest.mark.parametrize("variant", ["hola", pytest.param("ahn", marks=pytest.mark.slow)])
 def test_prompts_of_different_lengths_decode_as_alone(variant):
     """Rows at different positions in one batch (crossing cache blocks at different steps)."""
     lm = make_lm(variant)
