@@ -92,6 +92,7 @@ def test_prefill_matches_float64_oracle(variant):
     assert rel_err(y, ref) <= 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_decode_reproduces_prefill(variant):
     mixer = make_mixer(variant)
