@@ -102,10 +102,12 @@ def launch(spec: KernelSpec, run: Runner, schedule: Mapping[str, Any], inputs: S
 
 
 def trace(spec: KernelSpec, schedule: Mapping[str, Any], dims: Optional[Mapping[str, int]] = None,
-          dtype: torch.dtype = torch.bfloat16) -> list[ir.Kernel]:
+          dtype: torch.dtype = torch.bfloat16, offsets: Optional[Sequence[int]] = None) -> list[ir.Kernel]:
     """The IR of every launch of a call with static ``dims`` (``DEFAULT_DIMS`` where not given)
-    and input ``dtype`` under ``schedule``, planned on ``meta`` tensors (no data, no device)."""
-    inputs, options = spec.example({**DEFAULT_DIMS, **(dims or {})}, dtype)
+    and input ``dtype`` under ``schedule``, planned on ``meta`` tensors (no data, no device);
+    ``offsets``: of a packed call (cu_seqlens, ``hola_dsl.varlen``) instead."""
+    packed = {} if offsets is None else {"offsets": list(offsets)}
+    inputs, options = spec.example({**DEFAULT_DIMS, **(dims or {})}, dtype, **packed)
     return [specialize(step) for step in spec.plan(dict(schedule), *inputs, **options).launches]
 
 

@@ -150,3 +150,47 @@ def cache_index(idx: torch.Tensor, T: int, block_size: int) -> None:
             f"idx: entry [{b}, {h}, {n}, {w}] = {int(idx[b, h, n, w])}; row n may hold -1 or a position "
             f"in [0, n * block_size) = [0, {n * block_size})"
         )
+
+
+def cu_seqlens(cu, B: int, T: int) -> list[int]:
+    """Check packed-sequence offsets (``hola_dsl.varlen``): an int32/int64 tensor [N + 1] with
+    N >= 1, starting at 0, nondecreasing, ending at T, for inputs of batch B = 1. Returns the
+    offsets as Python ints (one host sync: kernels launch a program per sequence or per block)."""
+    if not isinstance(cu, torch.Tensor):
+        raise TypeError(f"cu_seqlens: expected a torch.Tensor [N + 1] of int32/int64 offsets, got {type(cu).__name__}")
+    if cu.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"cu_seqlens: expected dtype int32 or int64, got {cu.dtype}")
+    if cu.dim() != 1 or cu.shape[0] < 2:
+        raise ValueError(f"cu_seqlens: expected shape [N + 1] with N >= 1, got {tuple(cu.shape)}")
+    if B != 1:
+        raise ValueError(f"cu_seqlens: packed sequences need batch size B = 1, got B = {B}")
+    offsets = [int(x) for x in cu.tolist()]
+    if offsets[0] != 0:
+        raise ValueError(f"cu_seqlens: expected to start at 0, got {offsets[0]}")
+    for i, (a, b) in enumerate(zip(offsets, offsets[1:])):
+        if b < a:
+            raise ValueError(f"cu_seqlens: expected nondecreasing offsets, got [{i}] = {a} > [{i + 1}] = {b}")
+    if offsets[-1] != T:
+        raise ValueError(f"cu_seqlens: expected to end at T = {T}, got {offsets[-1]}")
+    return offsets
+
+
+def packed_cache_index(idx: torch.Tensor, offsets: Sequence[int], block_size: int) -> None:
+    """The packed form of :func:`cache_index`: row r of idx [1, H, NB, W], block n of sequence
+    i, may only hold -1 or packed positions in [cu[i], cu[i] + n * block_size)."""
+    if not values_checked() or idx.numel() == 0:
+        return
+    lo, hi = [], []
+    for s, e in zip(offsets[:-1], offsets[1:]):
+        nb = -(-(e - s) // block_size)
+        lo += [s] * nb
+        hi += [s + n * block_size for n in range(nb)]
+    lo_t = torch.tensor(lo, device=idx.device).view(1, 1, -1, 1)
+    hi_t = torch.tensor(hi, device=idx.device).view(1, 1, -1, 1)
+    bad = (idx < -1) | ((idx != -1) & ((idx < lo_t) | (idx >= hi_t)))
+    if bool(bad.any()):
+        b, h, r, w = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"idx: entry [{b}, {h}, {r}, {w}] = {int(idx[b, h, r, w])}; with cu_seqlens, row {r} (a block of the "
+            f"sequence starting at {lo[r]}) may hold -1 or a packed position in [{lo[r]}, {hi[r]})"
+        )

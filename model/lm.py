@@ -50,8 +50,13 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
         self.mlp = SwiGLU(config.d_model, config.mlp_hidden)
 
-    def forward(self, x, backend: str, return_memory: bool = False):
-        out = self.mixer(self.mixer_norm(x), backend=backend, return_memory=return_memory)
+    def forward(self, x, backend: str, return_memory: bool = False, cu_seqlens: Optional[torch.Tensor] = None):
+        if cu_seqlens is None:
+            out = self.mixer(self.mixer_norm(x), backend=backend, return_memory=return_memory)
+        elif isinstance(self.mixer, HOLAMixer):
+            out = self.mixer(self.mixer_norm(x), backend=backend, return_memory=return_memory, cu_seqlens=cu_seqlens)
+        else:
+            raise ValueError(f"cu_seqlens: packed prompts need a recurrent variant, not {self.mixer.config.variant!r}")
         y, mem = out if return_memory else (out, None)
         x = x + y
         x = x + self.mlp(self.mlp_norm(x))
@@ -95,12 +100,14 @@ class HOLALM(nn.Module):
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.norm(x), self.embed.weight)  # tied output head
 
-    def forward(self, input_ids: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
-        """input_ids: [B, T] int64 -> logits [B, T, vocab_size] (float32)."""
+    def forward(self, input_ids: torch.Tensor, backend: Optional[str] = None,
+                cu_seqlens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """input_ids: [B, T] int64 -> logits [B, T, vocab_size] (float32). cu_seqlens (int
+        offsets [N + 1], B = 1): N prompts packed along T, each computed as if alone."""
         backend = backend or self.config.backend
         x = self.embed(input_ids)
         for block in self.blocks:
-            x = block(x, backend)
+            x = block(x, backend, cu_seqlens=cu_seqlens)
         return self._logits(x)
 
     def prefill(self, input_ids: torch.Tensor, backend: Optional[str] = None):

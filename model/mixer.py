@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hola_dsl import decode, ops
+from hola_dsl import decode, ops, validate
 from hola_dsl.reference.oracle import ranked_scores
 from model.config import HOLAConfig
 
@@ -40,6 +40,21 @@ def causal_conv(x: torch.Tensor, weight: torch.Tensor, tail: torch.Tensor):
     xx = torch.cat([tail.to(x.dtype), x], dim=1)
     y = F.conv1d(xx.transpose(1, 2), weight[:, None, :], groups=weight.shape[0]).transpose(1, 2)
     return y, xx[:, xx.shape[1] - tail.shape[1]:]
+
+
+def packed_causal_conv(x: torch.Tensor, weight: torch.Tensor, offsets: list[int]) -> torch.Tensor:
+    """:func:`causal_conv` of each packed sequence from a zero tail, in one call: every sequence
+    gets its own S-1 zero rows in front, so no window reaches into the sequence before it.
+    x: [1, T, D]; offsets: cu_seqlens as ints. Returns y [1, T, D]."""
+    S1 = weight.shape[1] - 1
+    T, D = x.shape[1], x.shape[2]
+    lengths = torch.tensor([e - s for s, e in zip(offsets[:-1], offsets[1:])], device=x.device)
+    seq = torch.repeat_interleave(torch.arange(len(lengths), device=x.device), lengths)    # [T]
+    row = torch.arange(T, device=x.device) + S1 * (seq + 1)     # each token's row in the padded copy
+    padded = x.new_zeros(1, T + S1 * len(lengths), D)
+    padded[:, row] = x
+    y = F.conv1d(padded.transpose(1, 2), weight[:, None, :], groups=D).transpose(1, 2)   # [1, rows - S1, D]
+    return y[:, row - S1]
 
 
 @dataclass
@@ -179,11 +194,15 @@ class HOLAMixer(nn.Module):
 
     # ---- per-token quantities shared by prefill and decode ----
 
-    def _features(self, x: torch.Tensor, tail: torch.Tensor):
-        """q, k (unit L2) [B, T, H, K], v [B, T, H, V], g, beta [B, T, H] and the new conv tail."""
+    def _features(self, x: torch.Tensor, tail: Optional[torch.Tensor], offsets: Optional[list[int]] = None):
+        """q, k (unit L2) [B, T, H, K], v [B, T, H, V], g, beta [B, T, H] and the new conv tail
+        (None for packed sequences, ``offsets``, each convolved from a zero tail)."""
         c = self.config
         B, T, _ = x.shape
-        y, tail = causal_conv(self.qkv_proj(x), self.conv_weight, tail)
+        if offsets is None:
+            y, tail = causal_conv(self.qkv_proj(x), self.conv_weight, tail)
+        else:
+            y = packed_causal_conv(self.qkv_proj(x), self.conv_weight, offsets)
         q, k, v = F.silu(y).split(self.dims, dim=-1)
         q = ops.l2norm(q.reshape(B, T, c.n_heads, c.head_k_dim))
         k = ops.l2norm(k.reshape(B, T, c.n_heads, c.head_k_dim))
@@ -209,12 +228,19 @@ class HOLAMixer(nn.Module):
 
     # ---- prefill ----
 
-    def forward(self, x: torch.Tensor, backend: str = "reference", return_memory: bool = False):
+    def forward(self, x: torch.Tensor, backend: str = "reference", return_memory: bool = False,
+                cu_seqlens: Optional[torch.Tensor] = None):
         """Prefill from an empty memory. x: [B, T, d_model] -> y [B, T, d_model]
-        (and the ``MixerMemory`` after the last token when ``return_memory``)."""
+        (and the ``MixerMemory`` after the last token when ``return_memory``).
+
+        cu_seqlens (int offsets [N + 1], B = 1): N prompts packed along T, each computed as if
+        alone (its own short convolution, state and cache blocks; hola_dsl.varlen). ``ahn``
+        runs the sequences one at a time; ``return_memory`` is not offered for packed prompts."""
 
         c = self.config
         B, T, _ = x.shape
+        if cu_seqlens is not None:
+            return self._forward_packed(x, backend, return_memory, cu_seqlens)
         q, k, v, g, beta, tail = self._features(x, self._tail0(B, x.device, x.dtype))
         scan = dict(chunk_size=c.chunk_size, backend=backend)
         S, absorbed = None, 0
@@ -237,6 +263,25 @@ class HOLAMixer(nn.Module):
                          pos=torch.arange(T, device=x.device).expand(B, c.n_heads, T),
                          g=g.transpose(1, 2), beta=beta.transpose(1, 2))
         return y, self._memory_after_prefill(tokens, tail, S, absorbed, T)
+
+    def _forward_packed(self, x: torch.Tensor, backend: str, return_memory: bool, cu_seqlens: torch.Tensor):
+        """``forward`` for packed prompts (see there)."""
+        c = self.config
+        offsets = validate.cu_seqlens(cu_seqlens, x.shape[0], x.shape[1])
+        if return_memory:
+            raise ValueError("return_memory: not offered with cu_seqlens; prefill each prompt for its memory")
+        if c.variant == "ahn":     # its state read is per block of one sequence (_ahn_state_read)
+            outs = [self.forward(x[:, s:e], backend) for s, e in zip(offsets[:-1], offsets[1:]) if e > s]
+            return torch.cat(outs, 1) if outs else x.new_zeros(x.shape)
+        q, k, v, g, beta, _ = self._features(x, None, offsets)
+        o, m, _ = ops.delta_scan(q, k, v, g, beta, chunk_size=c.chunk_size, backend=backend, cu_seqlens=cu_seqlens)
+        if self.policy is not None:
+            idx = ops.cache_select(m.detach(), capacity=c.cache_capacity, block_size=c.cache_block,
+                                   policy=self.policy, backend=backend, cu_seqlens=cu_seqlens)
+            o_cache = ops.cache_read(q, k, v, idx, self.gamma_q, self.gamma_k, self.sink, block_size=c.cache_block,
+                                     eps=CACHE_EPS, backend=backend, cu_seqlens=cu_seqlens)
+            o = o + torch.sigmoid(self.cache_gate).view(1, 1, -1, 1).to(o.dtype) * o_cache
+        return self._output(x, o)
 
     def _ahn_state_read(self, q, k, v, g, beta, scan: dict, want_state: bool):
         """o_state for ahn: block n's queries read the state after its first a_n tokens."""

@@ -66,7 +66,8 @@ def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict) -> Spac
 SPACES = {
     "delta_scan": _space("delta_scan", _scan.KNOBS, {"BV": 128, "chunk_size": 64, "split": "fused", "prepare_cols": 64},
                          {"BV": 32, "chunk_size": 64, "split": "prepare+recur+output", "prepare_cols": 64}),
-    "cache_select": _space("cache_select", _select.TILES, {"BC": 64}, {"BC": 64}),
+    "cache_select": _space("cache_select", _select.KNOBS, {"BC": 64, "split": "serial"},
+                           {"BC": 64, "split": "blocks+merge"}),
     # CUDA: BQ = BKV = 64 needs 198 KB of shared memory per block (over an A100's 164 KB);
     # 32 x 32 needs 132 KB. CPU: 64 x 64 re-measured on the keys-major kernel (AMD EPYC, bench
     # shape, one thread): 25.8 ms against 25.9 (BKV 32), 26.0 (32 x 32), 28.7 (BQ 128).

@@ -14,4 +14,8 @@ fi
 # GPT-2's BPE rank table (whisper/assets/gpt2.tiktoken) for model/tokenizer.py; whisper's own
 # dependencies are not needed, only that file.
 "$PY" -m pip install -q --no-deps openai-whisper
+# flash-linear-attention's naive references, which tests/test_fla_dropin.py checks the drop-in
+# (hola_dsl/fla.py) against: pure Python, so no dependencies; optional (the test skips without).
+"$PY" -m pip install -q --no-deps "fla-core==0.6.0" einops \
+    || echo "install.sh: fla-core/einops not installed; tests/test_fla_dropin.py will skip"
 echo "install.sh: hola-dsl installed ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"

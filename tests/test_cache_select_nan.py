@@ -1,6 +1,9 @@
 """NaN scores in cache_select (SPEC.md section 2). With value checks on they are an error; with
 them off every backend follows one rule: a NaN score counts as -inf, the lowest score, so a
-NaN token still beats an empty slot and ties with -inf tokens (the later position wins)."""
+NaN token still beats an empty slot and ties with -inf tokens (the later position wins).
+Both forms of the kernel (the schedule's ``split``: serial, blocks+merge) on every DSL backend
+match the oracle exactly on the tie cases (all-equal, -inf, NaN, few distinct values) at the
+awkward lengths (T = 1, T < C, W > tokens, T not a multiple of C)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import torch
 
 from hola_dsl import backends, ops
 from hola_dsl.reference.oracle import naive_cache_select
+from schedules.cache_select import SPLITS
 
 BACKENDS = [b for b in ("reference", "eager", "tilelang", "triton") if backends.unavailable_reason(b) is None]
 DSL = {"eager", "tilelang", "triton"}
@@ -44,6 +48,59 @@ def test_nan_scores_follow_one_rule_on_every_backend(backend, dtype, monkeypatch
     got = ops.cache_select(s, capacity=10, block_size=40, backend=backend,
                            config={"BC": 16} if backend in DSL else None)
     assert torch.equal(got, want)
+
+
+def _tie_cases(T: int) -> torch.Tensor:
+    """[1, T, 5]: all equal; all -inf; NaN, -inf and a few real values; four distinct values
+    with -inf; NaN between equal scores."""
+    t = torch.arange(T)
+    few = (t * 7 % 4) / 4.0
+    return torch.stack([torch.full((T,), 0.5), torch.full((T,), -INF),
+                        torch.where(t % 3 == 0, NAN, torch.where(t % 5 == 0, 1.0, -INF)),
+                        torch.where(t % 6 == 1, -INF, few),
+                        torch.where(t % 4 == 2, NAN, torch.full((T,), 0.25))], -1)[None]
+
+
+def _split_params() -> list:
+    """(backend, split): eager and Triton's interpreter in the fast subset; TileLang's C
+    dialect compiles each form (slow)."""
+    return [pytest.param(b, split, marks=pytest.mark.slow if b == "tilelang" else ())
+            for b in BACKENDS if b in DSL for split in SPLITS]
+
+
+@pytest.mark.parametrize("backend,split", _split_params())
+def test_splits_exact_on_tie_cases(backend, split, monkeypatch):
+    """W = 10, C = 16 = BC: T = 1, T = 8 (< C and < W), T = 40 (a partial last block), T = 70
+    (five blocks: four merges of winners); policy hola, recency at T = 40, float64 at T = 70."""
+    monkeypatch.setenv("HOLA_CHECK_VALUES", "0")
+    for T, policy, dtype in ((1, "hola", torch.float32), (8, "hola", torch.float32), (40, "hola", torch.float32),
+                             (70, "hola", torch.float32), (40, "recency", torch.float32), (70, "hola", torch.float64)):
+        s = _tie_cases(T).to(dtype)
+        if dtype == torch.float64:      # differences float32 would round away (the scratch keeps float64)
+            s[0, :, 3] += (torch.arange(T) % 3) * 1e-13
+        got = ops.cache_select(s, capacity=10, block_size=16, policy=policy, backend=backend,
+                               config={"BC": 16, "split": split})
+        assert torch.equal(got, naive_cache_select(s, capacity=10, block_size=16, policy=policy)), (T, policy, dtype)
+
+
+def test_blocks_plan_joins_its_phases_by_a_poisoned_scratch():
+    """blocks+merge: two launches, the block phase writes the scratch the merge reads (winners
+    and their scores); it starts poisoned (-2, NaN) so a slot the block phase skips is no silent
+    -1 or -inf."""
+    from hola_dsl.kernels import cache_select as k
+
+    s = torch.rand(2, 50, 3)
+    p = k.plan({"BC": 16, "split": "blocks+merge"}, s, capacity=10, block_size=16, policy="hola")
+    (blocks, merge) = p.launches
+    assert (blocks.kernel, merge.kernel) == (k.cache_select_blocks, k.cache_select_merge)
+    win, wsc = blocks.args["win"], blocks.args["wsc"]
+    assert win is merge.args["win"] and win.shape == (2, 3, 4, 16) and win.dtype == torch.int32
+    assert wsc is merge.args["wsc"] and wsc.shape == (2, 3, 4, 16) and wsc.dtype == torch.float32
+    assert (win == -2).all() and wsc.isnan().all()
+    (serial,) = k.plan({"BC": 16}, s, capacity=10, block_size=16, policy="hola").launches
+    assert serial.kernel is k.cache_select
+    with pytest.raises(ValueError, match="split: expected one of"):
+        k.plan({"BC": 16, "split": "scan"}, s, capacity=10, block_size=16, policy="hola")
 
 
 def test_oracle_counts_nan_as_minus_inf():

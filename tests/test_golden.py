@@ -23,9 +23,10 @@ CASES = [("triton", kernel, "sm_90", "bfloat16", None) for kernel in KERNELS]
 CASES += [("triton", "cache_read", "gfx942", "bfloat16", None)]
 CASES += [("tilelang", kernel, target, dtype, None) for target, dtype in (("cpu", "bfloat16"), ("cpu", "float32"),
                                                                           ("sm_90a", "bfloat16")) for kernel in KERNELS]
-CASES += [(backend, "delta_scan", target, "bfloat16", {"split": "fused"})
-          for backend, target in (("triton", "sm_90"), ("tilelang", "sm_90a"))]
-IDS = ["-".join(str(x) for x in case[:4]) + ("-fused" if case[4] else "") for case in CASES]
+CASES += [(backend, kernel, target, "bfloat16", {"split": split})
+          for backend, target in (("triton", "sm_90"), ("tilelang", "sm_90a"))
+          for kernel, split in (("delta_scan", "fused"), ("cache_select", "serial"))]
+IDS = ["-".join(str(x) for x in case[:4]) + (f"-{case[4]['split']}" if case[4] else "") for case in CASES]
 
 
 def _golden_name(name: str, dtype: str) -> str:

@@ -50,7 +50,7 @@ def test_cuda_dialect_compiles_for_sm90a(kernel, tmp_path, monkeypatch):
     monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
     pipelined = []
     rows = nvcc.build(kernel, "sm_90a", dims=DIMS, out_dir=tmp_path / "cubin")
-    assert len(rows) == (3 if kernel == "delta_scan" else 1)
+    assert len(rows) == {"delta_scan": 3, "cache_select": 2}.get(kernel, 1)
     for r in rows:
         assert r.ok, (r.kernel, r.error)
         assert r.extra["cubin"].endswith(".sm_90a.cubin")
@@ -71,7 +71,8 @@ def test_cuda_dialect_compiles_for_sm90a(kernel, tmp_path, monkeypatch):
 @needs_nvcc
 def test_nvcc_results_are_reused_for_unchanged_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
-    (first,) = nvcc.build("cache_select", "sm_90a", dims=nvcc.CHECK_DIMS)
+    serial = {"split": "serial"}                # one kernel
+    (first,) = nvcc.build("cache_select", "sm_90a", serial, dims=nvcc.CHECK_DIMS)
     assert first.ok and not first.extra["cached"], first.error
 
     def no_nvcc(*a, **kw):
@@ -79,7 +80,7 @@ def test_nvcc_results_are_reused_for_unchanged_sources(tmp_path, monkeypatch):
 
     monkeypatch.setattr(nvcc, "compile_cubin", no_nvcc)
     monkeypatch.setattr(nvcc, "lower_cuda", no_nvcc)
-    (again,) = nvcc.build("cache_select", "sm_90a", dims=nvcc.CHECK_DIMS, out_dir=tmp_path / "out")
+    (again,) = nvcc.build("cache_select", "sm_90a", serial, dims=nvcc.CHECK_DIMS, out_dir=tmp_path / "out")
     assert again.ok and again.extra["cached"], again.error
     assert (again.registers, again.spills, again.shared) == (first.registers, first.spills, first.shared)
     assert (tmp_path / "out" / first.extra["cubin"].rsplit("/", 1)[1]).is_file()

@@ -54,15 +54,16 @@ def judged(row: BuildResult) -> BuildResult:
 
 
 def each_kernel(kernel: str, target: str, sched: dict, dims: Optional[dict], dtype: str,
-                build_one: Callable[[ir.Kernel], BuildResult], *, tail: bool = False) -> list[BuildResult]:
+                build_one: Callable[[ir.Kernel], BuildResult], *, tail: bool = False,
+                offsets: Optional[list] = None) -> list[BuildResult]:
     """``build_one`` of every DSL kernel of ``kernel``'s plan under ``sched`` for static ``dims``
     and ``dtype`` inputs, timed; a failure, tracing included, is a row, not an exception (unless
     HOLA_DEBUG is set); a build that spills or exceeds the target's shared memory is a failed row
     (``judged``). ``tail``: keep the end of a long error (a compiler's last lines) rather
-    than its start."""
+    than its start. ``offsets``: build the kernels of a packed call (cu_seqlens) instead."""
     t0 = time.perf_counter()
     try:
-        traced = spec.trace(kernels.spec(kernel), sched, dims, getattr(torch, dtype))
+        traced = spec.trace(kernels.spec(kernel), sched, dims, getattr(torch, dtype), offsets=offsets)
     except Exception as exc:
         if os.environ.get("HOLA_DEBUG"):
             raise

@@ -15,11 +15,11 @@ the per-key work small (a block's keys are read by every query tile after them):
   the softmax's reductions run down the key axis.
 """
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 
-from hola_dsl import lang as hl, spec
+from hola_dsl import lang as hl, spec, varlen
 
 
 def _rms_parts(x, K: int, eps: float):
@@ -60,13 +60,23 @@ def cache_read(
     q: hl.In("B", "T", "H", "K"), k: hl.In("B", "T", "H", "K"), v: hl.In("B", "T", "H", "V"),
     idx: hl.In("B", "H", "NB", "W", dtype="int64"), gamma_q: hl.In("K"), gamma_k: hl.In("K"),
     sink: hl.In("H"), o: hl.Out("B", "T", "H", "V"),
+    block_start: hl.In("NBS", dtype="int32"), block_end: hl.In("NBS", dtype="int32"),
     *, K: int, V: int, W: int, C: int, BKD: int, BVD: int, WP: int, BQ: int, BKV: int, EPS: float,
+    VARLEN: bool,
 ):
-    T = hl.dim("T")
     NQ = hl.cdiv(C, BQ)                                   # query tiles per cache block
-    pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
-    n = pid // NQ
-    t0 = n * C + (pid % NQ) * BQ
+    if VARLEN:
+        # Packed sequences: idx row n is a block starting at block_start[n] of a sequence
+        # ending at block_end[n] (host tables, hola_dsl.varlen); positions are packed.
+        pid, b, h = hl.grid(hl.dim("NB") * NQ, hl.dim("B"), hl.dim("H"))
+        n = pid // NQ
+        bs, T = block_start[n], block_end[n]
+    else:
+        T = hl.dim("T")
+        pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
+        n = pid // NQ
+        bs = n * C
+    t0 = bs + (pid % NQ) * BQ
     tq = t0 + hl.iota(BQ)                                 # query positions
     rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
     kd, vd = hl.tile(0, BKD), hl.tile(0, BVD)
@@ -88,7 +98,7 @@ def cache_read(
     den0 = hl.exp(s - m0) + hl.sum(p, 0)
     acc0 = hl.dot(p, vc, trans_a=True)                                     # [BQ, BVD]
 
-    @hl.loop(n * C, hl.minimum(t0 + BQ, T), BKV, carry=(m0, den0, acc0), pipelined=True)
+    @hl.loop(bs, hl.minimum(t0 + BQ, T), BKV, carry=(m0, den0, acc0), pipelined=True)
     def softmax(j, m, den, acc):
         tk = j + hl.iota(BKV)
         kt = k[b, hl.tile(j, BKV), h, kd].to("float32")                    # [BKV, BKD]
@@ -103,30 +113,45 @@ def cache_read(
     o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
 
 
-def consts(K: int, V: int, W: int, block_size: int, eps: float, schedule: Mapping) -> dict:
-    """Compile-time constants for head dims K, V, capacity W, the cache block and eps."""
+def consts(K: int, V: int, W: int, block_size: int, eps: float, schedule: Mapping, *, varlen: bool = False) -> dict:
+    """Compile-time constants for head dims K, V, capacity W, the cache block and eps (and
+    whether the sequences are packed)."""
     return dict(K=K, V=V, W=W, C=block_size, BKD=spec.pow2(K), BVD=spec.pow2(V), WP=spec.pow2(W),
-                BQ=min(int(schedule["BQ"]), spec.pow2(block_size)), BKV=int(schedule["BKV"]), EPS=float(eps))
+                BQ=min(int(schedule["BQ"]), spec.pow2(block_size)), BKV=int(schedule["BKV"]), EPS=float(eps),
+                VARLEN=varlen)
 
 
-def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, *, block_size: int, eps: float) -> spec.Plan:
-    """One launch over (query tile, b, h) (none for an empty output): o_cache [B, T, H, V] in v's dtype."""
+def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, *, block_size: int, eps: float,
+         offsets: Optional[list[int]] = None) -> spec.Plan:
+    """One launch over (query tile, b, h) (none for an empty output): o_cache [B, T, H, V] in v's dtype.
+    ``offsets`` (checked cu_seqlens): programs over (query tile of an idx row, h), each row's
+    block and sequence end from host tables (``hola_dsl.varlen.block_table``)."""
     q, k, v, idx, gamma_q, gamma_k, sink = spec.dense(q, k, v, idx, gamma_q, gamma_k, sink)
     B, T, H, K = q.shape
     V = v.shape[-1]
     o = spec.poisoned((B, T, H, V), v.dtype, q.device)
-    args = dict(q=q, k=k, v=v, idx=idx, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink, o=o)
-    launches = (spec.Launch(cache_read, consts(K, V, idx.shape[-1], block_size, eps, schedule), args),) if o.numel() else ()
+    if offsets is None:
+        start = end = spec.unused((1,), torch.int32, q.device)
+    else:
+        start, end = varlen.block_table(offsets, block_size, q.device)
+    args = dict(q=q, k=k, v=v, idx=idx, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink, o=o, block_start=start,
+                block_end=end)
+    c = consts(K, V, idx.shape[-1], block_size, eps, schedule, varlen=offsets is not None)
+    launches = (spec.Launch(cache_read, c, args),) if o.numel() else ()
     return spec.Plan(launches, lambda: o)
 
 
-def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1) -> tuple[tuple, dict]:
-    """B x T x H q, k, v of ``dtype``, float32 gammas and sink, the cache of every block."""
+def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1,
+            offsets: Optional[list[int]] = None) -> tuple[tuple, dict]:
+    """B x T x H q, k, v of ``dtype``, float32 gammas and sink, the cache of every block
+    (``offsets``: packed sequences, B = 1 and T = offsets[-1])."""
     K, V, W = dims["K"], dims["V"], dims["W"]
+    B, T = (B, T) if offsets is None else (1, offsets[-1])
+    nb = -(-T // dims["C"]) if offsets is None else varlen.block_offsets(offsets, dims["C"])[-1]
     x = lambda *shape, dt=dtype: torch.empty(shape, dtype=dt, device="meta")
-    inputs = (x(B, T, H, K), x(B, T, H, K), x(B, T, H, V), x(B, H, -(-T // dims["C"]), W, dt=torch.int64),
+    inputs = (x(B, T, H, K), x(B, T, H, K), x(B, T, H, V), x(B, H, nb, W, dt=torch.int64),
               x(K, dt=torch.float32), x(K, dt=torch.float32), x(H, dt=torch.float32))
-    return inputs, dict(block_size=dims["C"], eps=1e-6)
+    return inputs, dict(block_size=dims["C"], eps=1e-6, **({} if offsets is None else {"offsets": list(offsets)}))
 
 
 SPEC = spec.KernelSpec("cache_read", (cache_read,), plan, example)

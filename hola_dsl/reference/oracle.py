@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from hola_dsl import varlen
+
 
 def _f64(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return None if x is None else x.to(torch.float64)
@@ -29,12 +31,17 @@ def naive_delta_scan(
     initial_state: Optional[torch.Tensor] = None,
     output_final_state: bool = False,
     use_qk_l2norm: bool = False,
+    cu_seqlens: Optional[torch.Tensor] = None,
 ):
     """Token-by-token gated delta rule.
 
     q, k: [B, T, H, K]; v: [B, T, H, V]; g, beta: [B, T, H]; initial_state: [B, H, K, V].
     Returns (o [B, T, H, V], m [B, T, H], final_state [B, H, K, V] or None), all float64.
+    cu_seqlens [N + 1] (B = 1): each packed sequence alone, states [N, H, K, V].
     """
+    if cu_seqlens is not None:
+        return varlen.scan(naive_delta_scan, q, k, v, g, beta, _offsets(cu_seqlens), initial_state=initial_state,
+                           output_final_state=output_final_state, scale=scale, use_qk_l2norm=use_qk_l2norm)
     q, k, v, g, beta = (_f64(x) for x in (q, k, v, g, beta))
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -58,6 +65,10 @@ def naive_delta_scan(
     return o, m, (S if output_final_state else None)
 
 
+def _offsets(cu_seqlens: torch.Tensor) -> list[int]:
+    return [int(x) for x in cu_seqlens.tolist()]
+
+
 def ranked_scores(scores: torch.Tensor) -> torch.Tensor:
     """Scores as cache selection ranks them (SPEC.md section 2): a NaN score (possible only with
     value checks off) counts as -inf, the lowest score. The token stays a candidate, so it beats
@@ -66,14 +77,19 @@ def ranked_scores(scores: torch.Tensor) -> torch.Tensor:
 
 
 def naive_cache_select(
-    scores: torch.Tensor, *, capacity: int = 64, block_size: int = 256, policy: str = "hola"
+    scores: torch.Tensor, *, capacity: int = 64, block_size: int = 256, policy: str = "hola",
+    cu_seqlens: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Cache_n for every block n: the ``capacity`` best positions j < n * block_size.
 
     scores: [B, T, H]. Best means higher score, then later position (policy "recency" scores
     position j by j; NaN counts as -inf, see :func:`ranked_scores`). Returns idx
-    [B, H, NB, capacity] int64, each row best first, -1 padded.
+    [B, H, NB, capacity] int64, each row best first, -1 padded. cu_seqlens [N + 1] (B = 1):
+    each packed sequence alone, rows and packed positions as ``hola_dsl.varlen`` lays them out.
     """
+    if cu_seqlens is not None:
+        return varlen.select(naive_cache_select, scores, _offsets(cu_seqlens), capacity=capacity,
+                             block_size=block_size, policy=policy)
     B, T, H = scores.shape
     nb = math.ceil(T / block_size)
     idx = torch.full((B, H, nb, capacity), -1, dtype=torch.int64)
@@ -105,12 +121,17 @@ def naive_cache_read(
     *,
     block_size: int = 256,
     eps: float = 1e-6,
+    cu_seqlens: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Softmax over {sink} U Cache_n U {nC <= j <= t} for every query t, one query at a time.
 
     q, k: [B, T, H, K]; v: [B, T, H, V]; idx: [B, H, NB, W]; gamma_q, gamma_k: [K]; sink: [H].
-    Returns o_cache [B, T, H, V] float64.
+    Returns o_cache [B, T, H, V] float64. cu_seqlens [N + 1] (B = 1): each packed sequence
+    alone, reading the packed idx of ``naive_cache_select``.
     """
+    if cu_seqlens is not None:
+        return varlen.read(naive_cache_read, q, k, v, idx, gamma_q, gamma_k, sink, _offsets(cu_seqlens),
+                           block_size=block_size, eps=eps)
     q, k, v, gamma_q, gamma_k, sink = (_f64(x) for x in (q, k, v, gamma_q, gamma_k, sink))
     B, T, H, K = q.shape
     qc = _rmsnorm(q, eps) * gamma_q

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional
 
 import schedules
 from hola_dsl.backends import Backend
+from hola_dsl import varlen
 from hola_dsl.reference import chunked, step
 
 FUNCTIONS = {
@@ -18,11 +19,16 @@ FUNCTIONS = {
     "delta_step": step.recurrent_delta_step,
     "cache_read_step": step.slot_cache_read,
 }
+# Packed sequences (an ``offsets`` option): each function on one sequence at a time.
+PACKED = {"delta_scan": varlen.scan, "cache_select": varlen.select, "cache_read": varlen.read}
 
 
 def _run(kernel: str, *inputs: Any, config: Optional[Mapping[str, Any]] = None, **options: Any) -> Any:
     schedules.space(kernel, "reference").check(config, "cpu")
-    return FUNCTIONS[kernel](*inputs, **{**options, **(config or {})})
+    options = {**options, **(config or {})}
+    if "offsets" in options:
+        return PACKED[kernel](FUNCTIONS[kernel], *inputs, options.pop("offsets"), **options)
+    return FUNCTIONS[kernel](*inputs, **options)
 
 
 BACKEND = Backend(

@@ -434,12 +434,13 @@ def cached_cross_build(module, arch: str, nvcc: str) -> tuple[CubinReport, bool]
 
 
 def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[dict] = None,
-          dtype: str = "bfloat16", out_dir: Optional[Path] = None) -> list[BuildResult]:
+          dtype: str = "bfloat16", out_dir: Optional[Path] = None, offsets: Optional[list] = None) -> list[BuildResult]:
     """Cross-build every DSL kernel of ``kernel`` in TileLang's CUDA dialect for ``arch`` with its
     default schedule (``config`` entries win): trace, emit (cached source), lower, nvcc (both
     cached, see ``cached_cross_build``). Returns the rows of ``hola build``'s table
     (``extra["cached"]`` when reused); a failure is a row, not an exception. The cubins stay in
-    the cache unless ``out_dir`` asks for copies."""
+    the cache unless ``out_dir`` asks for copies. ``offsets``: the kernels of a packed call
+    (cu_seqlens) instead."""
     sched = schedule(kernel, config, arch, getattr(torch, dtype))
     nvcc = find_nvcc()
 
@@ -455,7 +456,7 @@ def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[
         return BuildResult(kir.name, arch, sched, True, registers=r.registers, spills=r.spill_stores + r.spill_loads,
                            shared=r.smem, extra={"threads": r.threads, "cubin": str(cubin), "source": module.__file__,
                                                  "sync_problems": r.sync_problems, "cached": cached})
-    return each_kernel(kernel, arch, sched, dims, dtype, build_one, tail=True)
+    return each_kernel(kernel, arch, sched, dims, dtype, build_one, tail=True, offsets=offsets)
 
 
 def sync_summary(problems: list) -> str:

@@ -56,7 +56,7 @@ def _amdgcn_resources(asm: str) -> dict:
             "extra": {"sgprs": field("sgpr_count"), "lds": field("group_segment_fixed_size")}}
 
 
-def _build_in_subprocess(kernel: str, target: str, config, dims, dtype) -> list[BuildResult]:
+def _build_in_subprocess(kernel: str, target: str, config, dims, dtype, offsets=None) -> list[BuildResult]:
     """Triton's interpreter patches triton.language in-process and compiling afterwards fails;
     a fresh interpreter-free process builds cleanly."""
     import json
@@ -64,7 +64,7 @@ def _build_in_subprocess(kernel: str, target: str, config, dims, dtype) -> list[
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     code = ("import json, sys; from hola_dsl.backends.triton import aot; a = json.loads(sys.argv[1]); "
             "print(json.dumps([r.__dict__ for r in aot.build(**a)]))")
-    payload = json.dumps(dict(kernel=kernel, target=target, config=config, dims=dims, dtype=dtype))
+    payload = json.dumps(dict(kernel=kernel, target=target, config=config, dims=dims, dtype=dtype, offsets=offsets))
     out = subprocess.run([sys.executable, "-c", code, payload], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         return [BuildResult(kernel, target, {}, False, error=f"build subprocess failed: {out.stderr.strip()[-400:]}")]
@@ -97,11 +97,12 @@ def _compile(kir: ir.Kernel, sched: dict, target: str) -> BuildResult:
 
 
 def build(kernel: str, target: str, config: Optional[dict] = None, dims: Optional[dict] = None,
-          dtype: str = "bfloat16") -> list[BuildResult]:
+          dtype: str = "bfloat16", offsets: Optional[list] = None) -> list[BuildResult]:
     """Compile every DSL kernel of ``kernel`` for ``target`` with its default schedule for
     ``dtype`` inputs (``config`` entries win), for static ``dims`` (default
-    ``spec.DEFAULT_DIMS``): one row each (each phase of a split scan)."""
+    ``spec.DEFAULT_DIMS``): one row each (each phase of a split scan). ``offsets``: the kernels
+    of a packed call (cu_seqlens) instead."""
     if runtime.interpreter_used():
-        return _build_in_subprocess(kernel, target, config, dims, dtype)
+        return _build_in_subprocess(kernel, target, config, dims, dtype, offsets)
     sched = schedule(kernel, config, target, getattr(torch, dtype))
-    return each_kernel(kernel, target, sched, dims, dtype, lambda kir: _compile(kir, sched, target))
+    return each_kernel(kernel, target, sched, dims, dtype, lambda kir: _compile(kir, sched, target), offsets=offsets)
