@@ -17,9 +17,19 @@ STATIC_DIMS: dict[str, tuple[str, ...]] = {
     "cache_read": ("K", "V", "W", "C"),
     "delta_scan_backward": ("K", "V"),
     "lola_select": ("K", "V", "W", "C"),
+    # Decoding (hola_dsl.decode): a few new tokens per sequence against carried memory.
+    "delta_step": ("K", "V"),
+    "cache_read_step": ("K", "V", "W"),
 }
 
 KERNELS: tuple[str, ...] = tuple(STATIC_DIMS)
+# The kernels of a prefill (a whole sequence at once) and of a decode step; a layer's prefill
+# time is the sum over PREFILL.
+PREFILL: tuple[str, ...] = ("delta_scan", "cache_select", "cache_read")
+DECODE: tuple[str, ...] = ("delta_step", "cache_read_step")
+# The kernels over whole sequences (prefill, the scan's backward, lola's selection): the ones
+# `hola check`, `hola diff` and `hola tune` run against the oracle on their own test inputs.
+WHOLE_SEQUENCE: tuple[str, ...] = tuple(k for k in KERNELS if k not in DECODE)
 
 
 def check(kernel: Any, what: str = "kernel") -> str:

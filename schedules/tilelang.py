@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from schedules import cache_read as _read, cache_select as _select, delta_scan as _scan, lola_select as _lola
-from schedules import delta_scan_backward as _scan_bwd
+from schedules import cache_read as _read, cache_read_step as _read_step, cache_select as _select
+from schedules import delta_scan as _scan, delta_scan_backward as _scan_bwd, lola_select as _lola
 from schedules.space import Knob, Setting, Space
 
 CPU_MR = Knob("cpu_mr", (1, 2, 4, 8), "rows of the dot micro-kernel's register tile (CPU dialect)")
@@ -81,4 +81,7 @@ SPACES = {
     "cache_read": _space("cache_read", _read.TILES, {"BQ": 64, "BKV": 64}, {"BQ": 32, "BKV": 32}),
     # Scores rank the candidates: TF32 dots would reorder near ties, so FMA fp32 for every dtype.
     "lola_select": _space("lola_select", _lola.TILES, {"BC": 64}, {"BC": 32}, {"dot_precision": "ieee"}),
+    # Decoding: one program per (query, b, h) holds a head's state or one query's softmax.
+    "delta_step": _space("delta_step", (), {}, {}),
+    "cache_read_step": _space("cache_read_step", _read_step.TILES, {"BKV": 32}, {"BKV": 32}),
 }

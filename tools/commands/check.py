@@ -15,7 +15,7 @@ import torch
 from hola_dsl import backends
 from hola_dsl.testing import SCAN_CASES, SELECTIONS, TOLERANCE, Shape, run_check
 from schedules import has_space, targets
-from schedules.kernels import KERNELS
+from schedules.kernels import KERNELS, WHOLE_SEQUENCE
 from tools import arguments
 
 NAME = "check"
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", action="append",
                         help=f"check only this backend (repeatable; one of {backends.names()}); "
                              f"default: all that run here")
-    parser.add_argument("--kernel", action="append", choices=KERNELS, help="check only this kernel (repeatable)")
+    parser.add_argument("--kernel", action="append", choices=WHOLE_SEQUENCE, help="check only this kernel (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="input seed (default: a fresh one each run)")
     parser.add_argument("--dtype", default="float32", choices=[str(d).removeprefix("torch.") for d in TOLERANCE],
                         help="input dtype (default float32, tolerance 1e-5; bfloat16 and float16: 5e-3); a "
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     print(header)
     print("-" * len(header))
     failed = 0
-    for kernel in args.kernel or KERNELS:
+    for kernel in args.kernel or WHOLE_SEQUENCE:
         for name, device in checked.items():
             if not has_space(kernel, name):     # e.g. the reference's backward is torch autograd
                 continue

@@ -9,7 +9,7 @@ import torch
 
 from hola_dsl import backends
 from hola_dsl.testing import SCAN_CASES, SELECTIONS, TOLERANCE, run_check
-from schedules.kernels import KERNELS
+from schedules.kernels import WHOLE_SEQUENCE as KERNELS
 from tools import arguments
 
 NAME = "diff"
