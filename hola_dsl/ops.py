@@ -1,4 +1,5 @@
-"""The public API of SPEC.md section 5: three functions, every backend behind them.
+"""The public API of SPEC.md section 5: delta_scan, cache_select (with lola_select, policy
+"lola"'s selection from keys, values and block-start states) and cache_read, every backend behind them.
 
 Each function checks its arguments' shapes, dtypes and devices (see ``hola_dsl.validate``),
 normalises what every backend shares (scale, optional q/k L2 norm), picks the backend and hands
@@ -353,6 +354,9 @@ def cache_select(
     offsets = None if cu_seqlens is None else validate.cu_seqlens(cu_seqlens, sdims["B"], sdims["T"])
     validate.positive_int("capacity", capacity)
     validate.positive_int("block_size", block_size)
+    if policy == "lola":
+        raise ValueError('policy: "lola" scores with keys, values and block-start states, not scores; '
+                         'call hola_dsl.ops.lola_select(k, v, states, ...)')
     validate.policy(policy)
     impl = _resolve(backend, scores.device.type, None, "cache_select", scores.dtype)
     if _as_custom_op(impl, "cache_select", None):
@@ -434,6 +438,50 @@ def _read_backward(ctx, do):
 
 
 _cache_read_op.register_autograd(_read_backward, setup_context=_read_setup)
+
+
+def lola_select(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    states: torch.Tensor,
+    *,
+    capacity: int = 64,
+    block_size: int = 256,
+    backend: str = "auto",
+    config: Optional[dict] = None,
+) -> torch.Tensor:
+    """Cache selection of policy "lola" (SPEC.md section 2): LoLA's self-recall error.
+
+    k: [B, T, H, K] (unit L2, as the scan sees it); v: [B, T, H, V]; states: [B, H, NB, K, V]
+    with NB = ceil(T / block_size), row n the scan's state after the first n * block_size tokens
+    (row 0 is not read; cast to float32). Cache_n = the ``capacity`` best of Cache_{n-1} and
+    block n-1's tokens by sre_j = ||v_j - S^T k_j||, S = states[:, :, n]. Returns idx
+    [B, H, NB, capacity] int64 as ``cache_select`` does: best first (higher sre, then later
+    position), -1 padded; ``cache_read`` takes it unchanged.
+    """
+    dims = validate.same_dims({
+        "k": validate.tensor("k", k, "BTHK"),
+        "v": validate.tensor("v", v, "BTHV"),
+        "states": validate.tensor("states", states, ("B", "H", "NB", "K", "V"),
+                                  dtypes=validate.FLOAT_DTYPES + (torch.float64,)),
+    })
+    if v.dtype != k.dtype:
+        raise TypeError(f"v: expected the dtype of k ({k.dtype}), got {v.dtype}")
+    validate.positive_int("capacity", capacity)
+    validate.positive_int("block_size", block_size)
+    nb = -(-dims["T"] // block_size)
+    if dims["NB"] != nb:
+        raise ValueError(f"states: dim NB is {dims['NB']}, expected ceil(T / block_size) = "
+                         f"ceil({dims['T']} / {block_size}) = {nb}")
+    device = validate.same_device(k=k, v=v, states=states)
+    for name, x in (("k", k), ("v", v), ("states", states)):
+        validate.finite(name, x)
+    states = states.float()
+    impl = backends.resolve(backend, device.type)
+    return _scheduled(
+        lambda cfg: impl.run("lola_select", k, v, states, capacity=capacity, block_size=block_size, config=cfg),
+        config, lambda: config_for("lola_select", impl.name, device, k.dtype,
+                                   {"K": dims["K"], "V": dims["V"], "W": capacity, "C": block_size}, dims["T"]))
 
 
 def cache_read(

@@ -59,6 +59,7 @@ class Backend:
     ``dtype_problem(device_type, dtype)`` returns None when the backend computes inputs of
     ``dtype`` on ``device_type`` tensors, else a one-line reason (asked before work starts,
     e.g. by `hola tune`, so that no trial runs for a dtype that cannot run).
+    ``prepare``: see the field.
     """
 
     name: str
@@ -69,6 +70,10 @@ class Backend:
     differentiable: bool = False
     unavailable_on: Callable[[str], Optional[str]] = field(default=lambda device_type: None)
     dtype_problem: Callable[[str, torch.dtype], Optional[str]] = field(default=lambda device_type, dtype: None)
+    # DSL backends: (kernel, config, device, dtype) -> (completed schedule, spec.Runner), what
+    # ``run`` works out on every call; a caller that launches one kernel many times (decoding,
+    # hola_dsl.decode) keeps it. None for backends that run no DSL kernels.
+    prepare: Optional[Callable[..., Any]] = None
     dsl: bool = False
 
 
