@@ -14,9 +14,10 @@ from hola_dsl import backends
 from model.tokenizer import JSON_IDENTITY_PREFIX, vocab_size_of
 
 # Token mixers the language model offers (SPEC.md section 4, plus the softmax baseline).
-VARIANTS = ("gdn", "hola", "hola-recency", "ahn", "transformer")
+VARIANTS = ("gdn", "hola", "hola-recency", "ahn", "lola", "transformer")
 # Which cache policy (SPEC.md section 2) each variant's cache uses; None = no cache.
-CACHE_POLICY = {"gdn": None, "hola": "hola", "hola-recency": "recency", "ahn": "recency", "transformer": None}
+CACHE_POLICY = {"gdn": None, "hola": "hola", "hola-recency": "recency", "ahn": "recency", "lola": "lola",
+                "transformer": None}
 _POSITIVE_INTS = ("vocab_size", "d_model", "n_layers", "n_heads", "head_k_dim", "head_v_dim",
                   "cache_capacity", "cache_block", "chunk_size", "conv_size")
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from model.attention import AttentionMixer
 from model.config import HOLAConfig
+from model.generate import generate
 from model.mixer import HOLAMixer, rms_norm
 
 CONFIG_FILE = "config.json"
@@ -125,7 +126,8 @@ class HOLALM(nn.Module):
         return [block.mixer.init_memory(batch_size, device=device) for block in self.blocks]
 
     def decode_step(self, token_ids: torch.Tensor, memory: list, backend: Optional[str] = None):
-        """One token per sequence. token_ids: [B] or [B, 1]. Returns (logits [B, vocab], memory)."""
+        """One token per sequence, each at its own position. token_ids: [B] or [B, 1]. Returns
+        (logits [B, vocab], memory); the recurrent mixers update their memory in place."""
         backend = backend or self.config.backend
         x = self.embed(token_ids.reshape(-1, 1))
         new_memory = []
@@ -134,17 +136,12 @@ class HOLALM(nn.Module):
             new_memory.append(mem)
         return self._logits(x)[:, 0], new_memory
 
-    @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, backend: Optional[str] = None) -> torch.Tensor:
-        """Greedy continuation of a prompt [B, T]; returns the new tokens [B, max_new_tokens]."""
-        logits, memory = self.prefill(input_ids, backend)
-        token = logits[:, -1].argmax(-1)
-        out = [token]
-        for _ in range(max_new_tokens - 1):
-            logits, memory = self.decode_step(token, memory, backend)
-            token = logits.argmax(-1)
-            out.append(token)
-        return torch.stack(out, dim=1)
+    def generate(self, input_ids, max_new_tokens: int, backend: Optional[str] = None, **sampling) -> torch.Tensor:
+        """Continue prompts ([B, T], or a list of 1-D prompts of any lengths) by up to
+        ``max_new_tokens`` tokens: greedy unless ``sampling`` says otherwise (temperature, top_k,
+        top_p, stop_token, seed, pad_token: ``model.generate.generate``). Returns [B, max_new_tokens]."""
+        sampling.setdefault("temperature", 0.0)
+        return generate(self, input_ids, max_new_tokens, backend=backend, **sampling)
 
     def save(self, directory: Union[str, Path]) -> None:
         """Write config.json and model.safetensors into ``directory``."""

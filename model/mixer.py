@@ -1,10 +1,12 @@
 """The HOLA token mixer (SPEC.md sections 2-4): a Gated DeltaNet layer with an exact cache.
 
 One class serves every recurrent variant: ``gdn`` (no cache), ``hola`` (cache scored by the
-scan's surprise m), ``hola-recency`` (the w most recent tokens) and ``ahn`` (the recency cache
-plus a state that has absorbed only the tokens older than the cache). Prefill runs the three
-kernels through ``hola_dsl.ops`` with the caller's backend; ``step`` advances one token holding
-only a ``MixerMemory`` whose size does not depend on how many tokens were seen.
+scan's surprise m), ``hola-recency`` (the w most recent tokens), ``ahn`` (the recency cache
+plus a state that has absorbed only the tokens older than the cache) and ``lola`` (the cache
+rescored at every block boundary by LoLA's self-recall error against the state there). Prefill
+runs the kernels through ``hola_dsl.ops`` with the caller's backend; ``step`` advances one token
+per row (rows at different positions) through ``hola_dsl.decode``'s kernels, holding only a
+``MixerMemory`` whose size does not depend on how many tokens were seen.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hola_dsl import ops, validate
+from hola_dsl import decode, ops, validate
 from hola_dsl.reference.oracle import ranked_scores
 from model.config import HOLAConfig
 
@@ -101,6 +103,15 @@ class Entries:
         return self.k.shape[2]
 
 
+def recall_errors(held: Entries, S: torch.Tensor) -> Entries:
+    """``held`` scored as policy "lola" scores (SPEC.md section 2): the squared self-recall error
+    ||v - S^T k||^2 in float32 (the order of sre; what ``lola_select`` ranks), -inf for empty
+    slots. S: [B, H, K, V], the state at the block start."""
+    e = held.v.float() - held.k.float() @ S.float()
+    score = torch.where(held.pos >= 0, (e * e).sum(-1), torch.full_like(e[..., 0], -math.inf))
+    return replace(held, score=score)
+
+
 def top_entries(entries: Entries, capacity: int, policy: str) -> Entries:
     """The ``capacity`` best entries, best first: SPEC.md section 2's order (higher score, then
     later position; policy "recency" scores by position; NaN counts as -inf). Empty slots sort
@@ -123,20 +134,37 @@ def top_entries(entries: Entries, capacity: int, policy: str) -> Entries:
 
 @dataclass
 class MixerMemory:
-    """Everything one sequence's mixer needs to continue: constant size in the tokens seen.
+    """Everything a batch of sequences' mixer needs to continue: constant size in the tokens seen.
 
-    pos: tokens seen; conv: [B, S-1, D] the short convolution's input tail; state: [B, H, K, V]
-    float32 (for ``ahn``: the state after the first ``absorbed`` tokens only); cache: w slots
-    (the exact set for the current block, best first); block: the current block's tokens so
-    far (<= C, in position order).
+    Rows may be at different positions. pos: [B] int64 tokens seen per row; conv: [B, S-1, D] the
+    short convolution's input tail; state: [B, H, K, V] float32 (for ``ahn``: the state after
+    the first ``absorbed[b]`` tokens only); slots: w + C entries per (b, h), slots [0, w) the
+    cache (the exact set for the row's current block, best first), slots [w, w + C) the row's
+    current block so far, pos[b] mod C tokens in position order (later slots are stale);
+    absorbed: [B] int64 (``ahn``). ``step`` updates a memory in place.
     """
 
-    pos: int
+    pos: torch.Tensor
     conv: torch.Tensor
     state: torch.Tensor
-    cache: Optional[Entries]
-    block: Optional[Entries]
-    absorbed: int = 0
+    slots: Optional[Entries]
+    absorbed: Optional[torch.Tensor] = None
+
+    def rows(self, index: torch.Tensor) -> "MixerMemory":
+        """The memory of rows ``index`` ([n] int64) only (copies)."""
+        pick = lambda x: None if x is None else x.index_select(0, index)
+        slots = None if self.slots is None else Entries(*(pick(f) for f in self.slots.fields()))
+        return MixerMemory(pick(self.pos), pick(self.conv), pick(self.state), slots, pick(self.absorbed))
+
+    @staticmethod
+    def cat(memories: list["MixerMemory"]) -> "MixerMemory":
+        """One batch of the rows of ``memories``, in order (e.g. prompts prefilled one by one)."""
+        join = lambda xs: None if xs[0] is None else torch.cat(xs, 0)
+        first = memories[0]
+        slots = None if first.slots is None else Entries(
+            *(join(list(fs)) for fs in zip(*(m.slots.fields() for m in memories))))
+        return MixerMemory(join([m.pos for m in memories]), join([m.conv for m in memories]),
+                           join([m.state for m in memories]), slots, join([m.absorbed for m in memories]))
 
 
 class HOLAMixer(nn.Module):
@@ -226,15 +254,23 @@ class HOLAMixer(nn.Module):
         q, k, v, g, beta, tail = self._features(x, self._tail0(B, x.device, x.dtype))
         scan = dict(chunk_size=c.chunk_size, backend=backend)
         S, absorbed = None, 0
+        states = None
         if c.variant == "ahn":
             o, S, absorbed = self._ahn_state_read(q, k, v, g, beta, scan, return_memory)
             scores = torch.zeros_like(g)
+        elif self.policy == "lola":
+            o, states, S = self._block_states_scan(q, k, v, g, beta, scan)
+            scores = torch.zeros_like(g)   # rescored at every block boundary instead
         else:
             o, m, S = ops.delta_scan(q, k, v, g, beta, output_final_state=return_memory, **scan)
             scores = m.detach()  # selection uses the scores as numbers (SPEC.md section 2)
-        if self.policy is not None:
+        if states is not None:
+            idx = ops.lola_select(k, v, states, capacity=c.cache_capacity, block_size=c.cache_block,
+                                  backend=backend)
+        elif self.policy is not None:
             idx = ops.cache_select(scores, capacity=c.cache_capacity, block_size=c.cache_block,
                                    policy=self.policy, backend=backend)
+        if self.policy is not None:
             o_cache = ops.cache_read(q, k, v, idx, self.gamma_q, self.gamma_k, self.sink,
                                      block_size=c.cache_block, eps=CACHE_EPS, backend=backend)
             o = o + torch.sigmoid(self.cache_gate).view(1, 1, -1, 1).to(o.dtype) * o_cache
@@ -244,7 +280,26 @@ class HOLAMixer(nn.Module):
         tokens = Entries(k=k.transpose(1, 2), v=v.transpose(1, 2), score=scores.transpose(1, 2).float(),
                          pos=torch.arange(T, device=x.device).expand(B, c.n_heads, T),
                          g=g.transpose(1, 2), beta=beta.transpose(1, 2))
-        return y, self._memory_after_prefill(tokens, tail, S, absorbed, T)
+        return y, self._memory_after_prefill(tokens, tail, S, absorbed, T, idx if states is not None else None)
+
+    def _block_states_scan(self, q, k, v, g, beta, scan: dict):
+        """lola: the scan one cache block at a time, so that the state at every block start is
+        at hand. Returns (o [B, T, H, V], states [B, H, NB, K, V] float32 (row n: the state after
+        the first nC tokens), the final state). Costs NB scan calls instead of one (the same
+        arithmetic; on a GPU the chunk-parallel phases then see C tokens a call)."""
+        c = self.config
+        B, T, H, K = q.shape
+        C = c.cache_block
+        S = torch.zeros(B, H, K, c.head_v_dim, device=q.device, dtype=torch.float32)
+        outs, states = [], []
+        for lo in range(0, T, C):
+            states.append(S)
+            blk = slice(lo, lo + C)
+            o, _, S = ops.delta_scan(q[:, blk], k[:, blk], v[:, blk], g[:, blk], beta[:, blk],
+                                     initial_state=S, output_final_state=True, **scan)
+            outs.append(o)
+        # The states only rank candidates (SPEC.md section 2: selection is not differentiated).
+        return torch.cat(outs, dim=1), torch.stack(states, 2).detach(), S
 
     def _forward_packed(self, x: torch.Tensor, backend: str, return_memory: bool, cu_seqlens: torch.Tensor):
         """``forward`` for packed prompts (see there)."""
@@ -252,7 +307,8 @@ class HOLAMixer(nn.Module):
         offsets = validate.cu_seqlens(cu_seqlens, x.shape[0], x.shape[1])
         if return_memory:
             raise ValueError("return_memory: not offered with cu_seqlens; prefill each prompt for its memory")
-        if c.variant == "ahn":     # its state read is per block of one sequence (_ahn_state_read)
+        if c.variant == "ahn" or self.policy == "lola":   # per-block states of one sequence
+            # (_ahn_state_read, _block_states_scan): each prompt alone
             outs = [self.forward(x[:, s:e], backend) for s, e in zip(offsets[:-1], offsets[1:]) if e > s]
             return torch.cat(outs, 1) if outs else x.new_zeros(x.shape)
         q, k, v, g, beta, _ = self._features(x, None, offsets)
@@ -286,88 +342,145 @@ class HOLAMixer(nn.Module):
                 outs.append(torch.einsum("bthk,bhkv->bthv", qb, S))
         return torch.cat(outs, dim=1).to(v.dtype), S, done
 
-    def _memory_after_prefill(self, tokens: Entries, tail, S, absorbed: int, T: int) -> MixerMemory:
+    def _memory_after_prefill(self, tokens: Entries, tail, S, absorbed: int, T: int,
+                              idx: Optional[torch.Tensor] = None) -> MixerMemory:
         c = self.config
         B, H = tokens.pos.shape[:2]
+        dev = tail.device
         if S is None:
-            S = torch.zeros(B, H, c.head_k_dim, c.head_v_dim, device=tail.device)
+            S = torch.zeros(B, H, c.head_k_dim, c.head_v_dim, device=dev)
+        pos = torch.full((B,), T, dtype=torch.long, device=dev)
         if self.policy is None:
-            return MixerMemory(pos=T, conv=tail, state=S, cache=None, block=None)
+            return MixerMemory(pos=pos, conv=tail, state=S, slots=None)
         start = (T // c.cache_block) * c.cache_block  # first position of the block holding token T
-        before = tokens.take(torch.arange(start, device=tail.device).expand(B, H, start))
-        block = tokens.take(torch.arange(start, T, device=tail.device).expand(B, H, T - start))
-        cache = top_entries(before, c.cache_capacity, self.policy)
-        return MixerMemory(pos=T, conv=tail, state=S, cache=cache, block=block, absorbed=absorbed)
+        before = tokens.take(torch.arange(start, device=dev).expand(B, H, start))
+        block = tokens.take(torch.arange(start, T, device=dev).expand(B, H, T - start))
+        if idx is None:
+            cache = top_entries(before, c.cache_capacity, self.policy)
+        elif start < T:   # lola: the selection's own row for the block holding token T
+            cache = self._cache_row(tokens, idx[:, :, start // c.cache_block])
+        else:             # the next token opens a block: merge the last one at the final state
+            last = start - c.cache_block
+            cache = self._cache_row(tokens, idx[:, :, last // c.cache_block]).cat(
+                tokens.take(torch.arange(last, start, device=dev).expand(B, H, c.cache_block)))
+            cache = top_entries(recall_errors(cache, S), c.cache_capacity, self.policy)
+        pad = Entries.empty(B, H, c.cache_block - (T - start), c.head_k_dim, c.head_v_dim, dev, tokens.k.dtype)
+        slots = Entries(*(x.contiguous() for x in cache.cat(block).cat(pad).fields()))
+        return MixerMemory(pos=pos, conv=tail, state=S.contiguous(), slots=slots,
+                           absorbed=torch.full((B,), absorbed, dtype=torch.long, device=dev))
+
+    @staticmethod
+    def _cache_row(tokens: Entries, row: torch.Tensor) -> Entries:
+        """The entries one row of cache indices names ([B, H, W], -1 = empty slot)."""
+        held = tokens.take(row.clamp(min=0))
+        empty = row < 0
+        return Entries(k=held.k.masked_fill(empty[..., None], 0), v=held.v.masked_fill(empty[..., None], 0),
+                       score=held.score.masked_fill(empty, -math.inf), pos=row.masked_fill(empty, -1),
+                       g=held.g.masked_fill(empty, 0), beta=held.beta.masked_fill(empty, 0))
 
     # ---- decode ----
+    # One token per row per step, every kernel through hola_dsl.decode on the caller's backend.
+    # A variant's decoding is three hooks: ``_state_step`` (the recurrent part's output and the
+    # token's cache score), ``_absorb`` (what a block boundary does to the state; ahn only) and
+    # the shared cache step (write the token into its row's block, read, merge at a boundary).
 
     def init_memory(self, batch_size: int, device=None, dtype=torch.float32) -> MixerMemory:
-        """The memory of an empty sequence."""
+        """The memory of ``batch_size`` empty sequences."""
         c = self.config
         device = device or self.o_proj.weight.device
         H, K, V = c.n_heads, c.head_k_dim, c.head_v_dim
         S = torch.zeros(batch_size, H, K, V, device=device)
-        cache = block = None
+        pos = torch.zeros(batch_size, dtype=torch.long, device=device)
+        slots = absorbed = None
         if self.policy is not None:
-            cache = Entries.empty(batch_size, H, c.cache_capacity, K, V, device, dtype)
-            block = Entries.empty(batch_size, H, 0, K, V, device, dtype)
-        return MixerMemory(pos=0, conv=self._tail0(batch_size, device, dtype), state=S, cache=cache, block=block)
+            slots = Entries.empty(batch_size, H, c.cache_capacity + c.cache_block, K, V, device, dtype)
+            absorbed = torch.zeros(batch_size, dtype=torch.long, device=device)
+        return MixerMemory(pos=pos, conv=self._tail0(batch_size, device, dtype), state=S, slots=slots,
+                           absorbed=absorbed)
 
     def step(self, x: torch.Tensor, memory: MixerMemory, backend: str = "reference"):
-        """One token. x: [B, 1, d_model]. Returns (y [B, 1, d_model], the next MixerMemory)."""
+        """One token per row, each row at its own position (``memory.pos``). x: [B, 1, d_model].
+        Returns (y [B, 1, d_model], ``memory``, updated in place)."""
 
-        c = self.config
-        B = x.shape[0]
-        q, k, v, g, beta, tail = self._features(x, memory.conv)
-        if c.variant == "ahn":
-            o = torch.einsum("bthk,bhkv->bthv", q.float() * c.head_k_dim ** -0.5, memory.state).to(v.dtype)
-            S, score = memory.state, torch.zeros_like(g)
-        else:
-            o, m, S = ops.delta_scan(q, k, v, g, beta, initial_state=memory.state, output_final_state=True,
-                                     chunk_size=c.chunk_size, backend=backend)
-            score = m.detach()
-        mem = replace(memory, pos=memory.pos + 1, conv=tail, state=S)
+        q, k, v, g, beta, memory.conv = self._features(x, memory.conv)
+        o, score = self._state_step(q, k, v, g, beta, memory, backend)
         if self.policy is not None:
-            new = Entries(k=k.transpose(1, 2), v=v.transpose(1, 2), score=score.transpose(1, 2).float(),
-                          pos=torch.full((B, c.n_heads, 1), memory.pos, dtype=torch.long, device=x.device),
-                          g=g.transpose(1, 2), beta=beta.transpose(1, 2))
-            mem.block = memory.block.cat(new)
-            o_cache = self._read(q[:, 0], mem.cache.cat(mem.block))
-            o = o + torch.sigmoid(self.cache_gate).view(1, 1, -1, 1).to(o.dtype) * o_cache[:, None]
-            if mem.pos % c.cache_block == 0:
-                mem = self._end_block(mem, backend)
-        return self._output(x, o), mem
+            o_cache = self._cache_step(q, k, v, g, beta, score, memory, backend)
+            o = o + torch.sigmoid(self.cache_gate).view(1, 1, -1, 1).to(o.dtype) * o_cache
+        memory.pos += 1
+        if self.policy is not None:
+            self._end_blocks(memory, backend)
+        return self._output(x, o), memory
 
-    def _read(self, q: torch.Tensor, held: Entries) -> torch.Tensor:
-        """SPEC.md section 3 for one query per (b, h). q: [B, H, K] -> o_cache [B, H, V]."""
-        K = q.shape[-1]
-        qc = rms_norm(q.float(), self.gamma_q.float(), CACHE_EPS)
-        kc = rms_norm(held.k.float(), self.gamma_k.float(), CACHE_EPS)
-        logits = torch.einsum("bhk,bhnk->bhn", qc, kc) / math.sqrt(K)
-        logits = logits.masked_fill(held.pos < 0, -math.inf)
-        sink = self.sink.float().view(1, -1, 1).expand(q.shape[0], -1, 1)
-        p = torch.softmax(torch.cat([sink, logits], dim=-1), dim=-1)[..., 1:]  # the sink's value is 0
-        return torch.einsum("bhn,bhnv->bhv", p, held.v.float()).to(held.v.dtype)
+    def _state_step(self, q, k, v, g, beta, memory: MixerMemory, backend: str):
+        """(o_state [B, 1, H, V], the token's cache score [B, 1, H] float32); the state advances
+        in place. ahn reads its state without adding the token (it is absorbed later): the step
+        with beta = 0 and g = 0 leaves the state as it is."""
+        if self.config.variant == "ahn":
+            zero = torch.zeros_like(g)
+            o, _, _ = decode.delta_step(q, k, v, zero, zero, memory.state, in_place=True, backend=backend,
+                                        check=False)
+            return o, zero
+        o, m, _ = decode.delta_step(q, k, v, g, beta, memory.state, in_place=True, backend=backend, check=False)
+        return o, m.detach()
 
-    def _end_block(self, mem: MixerMemory, backend: str) -> MixerMemory:
-        """Merge the finished block into the cache; ahn first absorbs what leaves the window."""
-
+    def _cache_step(self, q, k, v, g, beta, score, memory: MixerMemory, backend: str) -> torch.Tensor:
+        """Write the token into slot w + (pos mod C) of its row and read the cache for it:
+        o_cache [B, 1, H, V]."""
         c = self.config
-        held = mem.cache.cat(mem.block)
-        absorbed = mem.absorbed
+        B, H = memory.state.shape[:2]
+        pending = memory.pos % c.cache_block                                   # [B] before this token
+        at = (c.cache_capacity + pending).view(B, 1, 1).expand(B, H, 1)
+        new = (k.transpose(1, 2), v.transpose(1, 2), score.transpose(1, 2).float(),
+               memory.pos.view(B, 1, 1).expand(B, H, 1), g.transpose(1, 2), beta.transpose(1, 2))
+        for field, value in zip(memory.slots.fields(), new):
+            index = at if field.dim() == 3 else at[..., None].expand(B, H, 1, field.shape[-1])
+            field.scatter_(2, index, value.to(field.dtype))
+        s = memory.slots
+        return decode.cache_read_step(q, s.k, s.v, s.pos, (pending + 1).to(torch.int32), self.gamma_q,
+                                      self.gamma_k, self.sink, capacity=c.cache_capacity, eps=CACHE_EPS,
+                                      backend=backend, check=False)
+
+    def _end_blocks(self, memory: MixerMemory, backend: str) -> None:
+        """Rows whose block just filled merge it into their cache (cache_select's rule: the w
+        best of cache and block, ``top_entries``); ahn first absorbs what leaves the window."""
+        c = self.config
+        done = memory.pos % c.cache_block == 0
+        if not bool(done.any()):
+            return
+        rows = None if bool(done.all()) else done.nonzero()[:, 0]
         if c.variant == "ahn":
-            target = max(0, mem.pos - c.cache_capacity)
-            if target > absorbed:
-                # Positions are the same in every (b, h) row for recency, so one row orders all.
-                row = held.pos[0, 0]
-                ids = [int(i) for i in torch.argsort(row) if absorbed <= int(row[i]) < target]
-                seg = held.take(torch.tensor(ids, device=row.device).expand(*held.pos.shape[:2], len(ids)))
-                k = seg.k.transpose(1, 2)
-                _, _, mem.state = ops.delta_scan(k, k, seg.v.transpose(1, 2), seg.g.transpose(1, 2),
-                                                 seg.beta.transpose(1, 2), initial_state=mem.state,
-                                                 output_final_state=True, chunk_size=c.chunk_size, backend=backend)
-                absorbed = target
-        cache = top_entries(held, c.cache_capacity, self.policy)
-        B, H = held.pos.shape[:2]
-        block = Entries.empty(B, H, 0, c.head_k_dim, c.head_v_dim, held.k.device, held.k.dtype)
-        return replace(mem, cache=cache, block=block, absorbed=absorbed)
+            self._absorb(memory, rows, backend)
+        held = memory.slots if rows is None else Entries(*(f.index_select(0, rows) for f in memory.slots.fields()))
+        if self.policy == "lola":   # rescored against the state at the new block's start
+            held = recall_errors(held, memory.state if rows is None else memory.state.index_select(0, rows))
+        best = top_entries(held, c.cache_capacity, self.policy)
+        for field, value in zip(memory.slots.fields(), best.fields()):
+            if rows is None:
+                field[:, :, :c.cache_capacity] = value
+            else:
+                field[rows, :, :c.cache_capacity] = value
+
+    def _absorb(self, memory: MixerMemory, rows: Optional[torch.Tensor], backend: str) -> None:
+        """ahn at a block boundary: the state absorbs the tokens leaving the window, positions
+        [absorbed, pos - w), in order (held in the slots: recency keeps the w latest)."""
+        c = self.config
+        every = torch.arange(memory.pos.shape[0], device=memory.pos.device)
+        rows = every if rows is None else rows
+        target = (memory.pos[rows] - c.cache_capacity).clamp(min=0)
+        count = target - memory.absorbed[rows]
+        for n in sorted(set(count.tolist()) - {0}):
+            group = rows[count == n]
+            held = Entries(*(f.index_select(0, group) for f in memory.slots.fields()))
+            # Slots sorted by position (empty ones, -1, first): the tokens to absorb are the n
+            # from the first position >= absorbed on.
+            order = torch.sort(held.pos, dim=-1, stable=True).indices
+            first = (held.pos < memory.absorbed[group].view(-1, 1, 1)).sum(-1, keepdim=True)   # [G, H, 1]
+            take = order.gather(-1, first + torch.arange(n, device=order.device))
+            seg = held.take(take)
+            kk = seg.k.transpose(1, 2)
+            _, _, S = ops.delta_scan(kk, kk, seg.v.transpose(1, 2), seg.g.transpose(1, 2), seg.beta.transpose(1, 2),
+                                     initial_state=memory.state.index_select(0, group), output_final_state=True,
+                                     chunk_size=c.chunk_size, backend=backend)
+            memory.state[group] = S
+            memory.absorbed[group] = target[count == n]

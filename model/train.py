@@ -35,7 +35,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 100
     seed: int = 0
-    backend: str = "reference"
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         for name, least in (("steps", 1), ("batch_size", 1), ("seq_len", 1), ("eval_every", 1), ("warmup", 0)):

@@ -18,4 +18,7 @@ SPACES = {
     ),
     "cache_select": Space(kernel="cache_select", backend="reference", knobs=(), defaults={"*": {}}),
     "cache_read": Space(kernel="cache_read", backend="reference", knobs=(), defaults={"*": {}}),
+    "lola_select": Space(kernel="lola_select", backend="reference", knobs=(), defaults={"*": {}}),
+    "delta_step": Space(kernel="delta_step", backend="reference", knobs=(), defaults={"*": {}}),
+    "cache_read_step": Space(kernel="cache_read_step", backend="reference", knobs=(), defaults={"*": {}}),
 }

@@ -15,7 +15,11 @@ target never spends trials on knobs that do nothing there.
 
 from __future__ import annotations
 
-from schedules import cache_read as _read, cache_select as _select, delta_scan as _scan
+from typing import Optional
+
+from schedules import cache_read as _read, cache_read_backward as _read_bwd, cache_read_step as _read_step
+from schedules import cache_select as _select
+from schedules import delta_scan as _scan, delta_scan_backward as _scan_bwd, lola_select as _lola
 from schedules.space import Knob, Setting, Space
 
 CPU_MR = Knob("cpu_mr", (1, 2, 4, 8), "rows of the dot micro-kernel's register tile (CPU dialect)")
@@ -50,12 +54,13 @@ def _one_dialect(config, target, dims):
     return None
 
 
-def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict) -> Space:
+def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict, cuda_pins: Optional[dict] = None) -> Space:
+    """cuda_pins: CUDA-dialect knobs whose default differs for this kernel on every dtype."""
     return Space(
         kernel, "tilelang", tiles + CPU_KNOBS + CUDA_KNOBS,
         defaults={
             "*": {**cpu_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT},
-            "sm_": {**cuda_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT},
+            "sm_": {**cuda_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT, **(cuda_pins or {})},
         },
         overlays=(({"dtype": "float32"}, {"sm_": {"dot_precision": "ieee"}}),),
         constraints=(_one_dialect,),
@@ -66,10 +71,20 @@ def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict) -> Spac
 SPACES = {
     "delta_scan": _space("delta_scan", _scan.KNOBS, {"BV": 128, "chunk_size": 64, "split": "fused", "prepare_cols": 64},
                          {"BV": 32, "chunk_size": 64, "split": "prepare+recur+output", "prepare_cols": 64}),
+    "delta_scan_backward": _space("delta_scan_backward", _scan_bwd.KNOBS,
+                                  {"BV": 128, "chunk_size": 64, "prepare_cols": 64, "key_cols": 64, "grad_cols": 64},
+                                  {"BV": 32, "chunk_size": 32, "prepare_cols": 64, "key_cols": 64, "grad_cols": 16}),
     "cache_select": _space("cache_select", _select.KNOBS, {"BC": 64, "split": "serial"},
                            {"BC": 64, "split": "blocks+merge"}),
     # CUDA: BQ = BKV = 64 needs 198 KB of shared memory per block (over an A100's 164 KB);
     # 32 x 32 needs 132 KB. CPU: 64 x 64 re-measured on the keys-major kernel (AMD EPYC, bench
     # shape, one thread): 25.8 ms against 25.9 (BKV 32), 26.0 (32 x 32), 28.7 (BQ 128).
     "cache_read": _space("cache_read", _read.TILES, {"BQ": 64, "BKV": 64}, {"BQ": 32, "BKV": 32}),
+    # Not measured yet: the forward's tiles on the CPU, half on CUDA (the backward holds more).
+    "cache_read_backward": _space("cache_read_backward", _read_bwd.TILES, {"BQ": 64, "BKV": 64}, {"BQ": 32, "BKV": 32}),
+    # Scores rank the candidates: TF32 dots would reorder near ties, so FMA fp32 for every dtype.
+    "lola_select": _space("lola_select", _lola.TILES, {"BC": 64}, {"BC": 32}, {"dot_precision": "ieee"}),
+    # Decoding: one program per (query, b, h) holds a head's state or one query's softmax.
+    "delta_step": _space("delta_step", (), {}, {}),
+    "cache_read_step": _space("cache_read_step", _read_step.TILES, {"BKV": 32}, {"BKV": 32}),
 }

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from hola_dsl import kernels, ops, spec
+from hola_dsl import backends, kernels, ops, spec
 from hola_dsl.testing import SCAN_CASES, TOLERANCE, Shape, run_check, scan_inputs
 
 SHAPES = [Shape(B=2, T=1, H=2, K=32, V=48, W=8, C=64), Shape(B=2, T=65, H=2, K=32, V=48, W=8, C=64),
@@ -71,3 +71,41 @@ def test_unwritten_output_fails_the_check():
     assert torch.isnan(o).all() and torch.isnan(s).all()
     from hola_dsl.testing import rel_err
     assert rel_err(o, torch.zeros_like(o)) == math.inf
+
+
+@pytest.mark.parametrize("layout", ["queries", "keys"])
+def test_cache_read_streams_the_cache_and_writes_lse(layout):
+    """W = 40 in steps of BKV = 16 (two full steps, a partial one, a masked padding step), either
+    logits layout; the optional lse against the float64 softmax's log-denominator."""
+    from hola_dsl.testing import read_inputs, read_lse, rel_err
+    from hola_dsl.reference import oracle
+    shape = Shape(B=1, T=70, H=2, K=32, V=48, W=40, C=32)
+    x = read_inputs(shape, seed=5)
+    o, lse = backends.get("eager").run("cache_read", *x.values(), block_size=shape.C, eps=1e-6,
+                                       config={"BQ": 16, "BKV": 16, "layout": layout}, lse=True)
+    assert lse.shape == (1, 70, 2) and lse.dtype == torch.float32
+    assert rel_err(o, oracle.naive_cache_read(**x, block_size=shape.C)) <= 1e-5
+    assert rel_err(lse, read_lse(**x, block_size=shape.C)) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype,case", [("bfloat16", "random"), ("bfloat16", "huge_keys"), ("float16", "random")])
+def test_cache_read_low_precision_operands_within_tolerance(dtype, case):
+    """bf16/fp16 inputs: the dots take operands of that dtype (queries and probabilities rounded
+    to it), as on GPUs; the result stays within SPEC's low-precision row of the float64 oracle,
+    bf16 keys at 1e30 too (the queries' 2^-16 keeps the float32 dot finite)."""
+    from hola_dsl.testing import read_inputs, rel_err
+    from hola_dsl.reference import oracle
+    shape = Shape(B=1, T=150, H=1, K=128, V=128, W=64, C=64)
+    x = read_inputs(shape, getattr(torch, dtype), seed=4)
+    if case == "huge_keys":
+        x["k"] = (x["k"].float() * 1e30).to(torch.bfloat16)
+    o = ops.cache_read(**x, block_size=shape.C, backend="eager", config={"BQ": 64, "BKV": 32})
+    assert o.dtype == getattr(torch, dtype)
+    assert rel_err(o, oracle.naive_cache_read(**x, block_size=shape.C)) <= 5e-3
+
+
+def test_cache_read_lse_flag_must_be_a_bool():
+    from hola_dsl.testing import read_inputs
+    x = read_inputs(Shape(B=1, T=4, H=1, K=16, V=16, W=4, C=4), seed=1)
+    with pytest.raises(TypeError, match="lse: expected a bool, got 1"):
+        backends.get("eager").run("cache_read", *x.values(), block_size=4, eps=1e-6, lse=1)

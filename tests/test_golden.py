@@ -14,7 +14,7 @@ import pytest
 from hola_dsl.emit import emit_sources
 
 GOLDEN = Path(__file__).parent / "golden"
-KERNELS = ("delta_scan", "cache_select", "cache_read")
+KERNELS = ("delta_scan", "cache_select", "cache_read", "lola_select")
 # (backend, kernel, target, dtype of the inputs, config): the C dialect's float32 dots take other
 # paths (C micro-kernels) than its bfloat16 ones. On GPU targets the scan's default split is its
 # phases (delta_scan_prepare/_recur/_output_<target>.py); a config pins its fused kernel

@@ -1,19 +1,24 @@
 """One HOLA mixer: prefill equals the float64 oracle composition of SPEC.md sections 1-4, and
 decoding one token at a time (holding only state, cache, pending block and conv tail)
-reproduces the prefill outputs over several cache blocks, with memory constant in T."""
+reproduces the prefill outputs over several cache blocks, with memory constant in T, on every
+backend that runs here, with the rows of one batch at different positions."""
 
 import math
 
 import pytest
 import torch
 
+from hola_dsl import backends
+
 from hola_dsl.testing import rel_err, select_inputs, Shape
 from hola_dsl.reference import oracle
 from model.config import HOLAConfig
-from model.mixer import CACHE_EPS, Entries, HOLAMixer, top_entries
+from model.mixer import CACHE_EPS, Entries, HOLAMixer, MixerMemory, top_entries
 
 C, W, CHUNK = 16, 6, 16
 T = 3 * C + 5  # three full cache blocks and a partial one
+VARIANTS = ["gdn", "hola", "hola-recency", "ahn", "lola"]
+OTHER_BACKENDS = [b.name for b in backends.available("cpu") if b.name != "reference"]
 
 
 def make_mixer(variant: str, seed: int = 0) -> HOLAMixer:
@@ -51,8 +56,12 @@ def oracle_mixer(mixer: HOLAMixer, x: torch.Tensor) -> torch.Tensor:
     else:
         o, m, _ = oracle.naive_delta_scan(q, k, v, g, beta)
         scores = m
-    if mixer.policy is not None:
+    if mixer.policy == "lola":
+        states = oracle.naive_block_states(k, v, g, beta, block_size=C)
+        idx = oracle.naive_lola_select(k, v, states, capacity=W, block_size=C)
+    elif mixer.policy is not None:
         idx = oracle.naive_cache_select(scores, capacity=W, block_size=C, policy=mixer.policy)
+    if mixer.policy is not None:
         oc = oracle.naive_cache_read(q, k, v, idx, mixer.gamma_q, mixer.gamma_k, mixer.sink,
                                         block_size=C, eps=CACHE_EPS)
         o = o + torch.sigmoid(mixer.cache_gate.double()).view(1, 1, -1, 1) * oc
@@ -60,11 +69,21 @@ def oracle_mixer(mixer: HOLAMixer, x: torch.Tensor) -> torch.Tensor:
 
 
 def memory_numel(mem) -> int:
-    tensors = [mem.conv, mem.state]
-    for entries in (mem.cache, mem.block):
-        if entries is not None:
-            tensors += list(entries.fields())
+    tensors = [mem.pos, mem.conv, mem.state] + ([mem.absorbed] if mem.absorbed is not None else [])
+    if mem.slots is not None:
+        tensors += list(mem.slots.fields())
     return sum(t.numel() for t in tensors)
+
+
+def memory_bound(mixer: HOLAMixer, B: int) -> int:
+    """State + conv tail + w cache slots + one block of slots (+ positions), whatever T is."""
+    c = mixer.config
+    D = 2 * c.n_heads * c.head_k_dim + c.n_heads * c.head_v_dim
+    n = B + B * (c.conv_size - 1) * D + B * c.n_heads * c.head_k_dim * c.head_v_dim
+    if mixer.policy is not None:
+        per_entry = c.head_k_dim + c.head_v_dim + 4          # k, v, score, pos, g, beta
+        n += B + B * c.n_heads * (W + C) * per_entry
+    return n
 
 
 @pytest.mark.parametrize("variant", ["gdn", "hola", "hola-recency", "ahn"])
@@ -78,7 +97,7 @@ def test_prefill_matches_float64_oracle(variant):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["hola", "hola-recency", "ahn", "gdn"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_decode_reproduces_prefill(variant):
     mixer = make_mixer(variant)
     x = torch.randn(2, T, 24, generator=torch.Generator().manual_seed(2))
@@ -90,21 +109,64 @@ def test_decode_reproduces_prefill(variant):
         for t in range(T):
             outs[:, t : t + 1], mem = mixer.step(x[:, t : t + 1], mem, backend="reference")
             sizes.append(memory_numel(mem))
-            if mem.cache is not None:
-                assert mem.cache.size == W and mem.block.size == (t + 1) % C
+            assert mem.pos.tolist() == [t + 1, t + 1]
     assert rel_err(outs, y) <= 1e-5
-    # Memory is bounded by state + conv tail + w cache slots + one block, whatever T is.
-    bound = memory_numel(mixer.init_memory(2))
-    if mixer.policy is not None:
-        per_entry = sum(f.numel() for f in Entries.empty(2, 2, 1, 8, 12, "cpu", torch.float32).fields())
-        bound += C * per_entry
-    assert max(sizes) <= bound
-    if mixer.policy is not None:
-        assert sizes[C - 1] == sizes[2 * C - 1] == sizes[3 * C - 1]  # right after each merge
+    # Memory is the same size after every token, and no more than its bound.
+    assert set(sizes) == {memory_numel(mixer.init_memory(2))} and sizes[0] <= memory_bound(mixer, 2)
+
+
+def decode_ragged(mixer: HOLAMixer, x: torch.Tensor, lengths: list[int], steps: int, backend: str):
+    """Prefill row b's first lengths[b] tokens on its own (reference), join the rows into one
+    batch and decode ``steps`` more tokens per row together on ``backend``: [B, steps, d]."""
+    mems = []
+    for b, n in enumerate(lengths):
+        if n:
+            mems.append(mixer(x[b : b + 1, :n], backend="reference", return_memory=True)[1])
+        else:
+            mems.append(mixer.init_memory(1))
+        assert memory_numel(mems[-1]) == memory_numel(mixer.init_memory(1))   # whatever the length
+    mem = MixerMemory.cat(mems)
+    size = memory_numel(mem)
+    outs = torch.full((len(lengths), steps, x.shape[-1]), float("nan"))
+    at = torch.tensor(lengths)
+    for i in range(steps):
+        xi = x[torch.arange(len(lengths)), at + i][:, None]
+        outs[:, i : i + 1], mem = mixer.step(xi, mem, backend=backend)
+        assert memory_numel(mem) == size
+    assert mem.pos.tolist() == [n + steps for n in lengths]
+    return outs
+
+
+# Rows at a block boundary, inside one, and empty, which cross the next boundaries at different
+# steps of one batch.
+LENGTHS, STEPS = [C, 2 * C + 7, 0], C + 4
+
+
+def check_ragged(variant: str, backend: str) -> None:
+    mixer = make_mixer(variant)
+    x = torch.randn(3, max(LENGTHS) + STEPS, 24, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        got = decode_ragged(mixer, x, LENGTHS, STEPS, backend)
+        for b, n in enumerate(LENGTHS):
+            want = mixer(x[b : b + 1, : n + STEPS], backend="reference")[:, n:]
+            assert rel_err(got[b : b + 1], want) <= 1e-5, (b, n)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_batched_decode_rows_at_different_positions(variant):
+    check_ragged(variant, "reference")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["hola", "ahn"])
+@pytest.mark.skipif(not OTHER_BACKENDS, reason="only the reference backend is available here")
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_batched_decode_on_every_backend(variant, backend):
+    check_ragged(variant, backend)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["hola", "ahn", "lola"])
 def test_prefill_memory_continues_decoding(variant):
     mixer = make_mixer(variant)
     x = torch.randn(2, T, 24, generator=torch.Generator().manual_seed(3))
@@ -120,16 +182,18 @@ def test_prefill_memory_continues_decoding(variant):
 
 
 def test_cache_matters_and_policies_differ():
-    """Guard against a test that cannot fail: the cache changes the output, and the two
+    """Guard against a test that cannot fail: the cache changes the output, and the three
     policies select different sets on these inputs."""
     x = torch.randn(2, T, 24, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        hola, recency = make_mixer("hola"), make_mixer("hola-recency")
+        hola, recency, lola = make_mixer("hola"), make_mixer("hola-recency"), make_mixer("lola")
         recency.load_state_dict(hola.state_dict())
-        y_h, y_r = hola(x), recency(x)
+        lola.load_state_dict(hola.state_dict())
+        y_h, y_r, y_l = hola(x), recency(x), lola(x)
         hola.cache_gate.fill_(-30.0)
         y_off = hola(x)
     assert rel_err(y_h, y_r) > 1e-3
+    assert rel_err(y_l, y_h) > 1e-3 and rel_err(y_l, y_r) > 1e-3
     assert rel_err(y_h, y_off) > 1e-2
 
 

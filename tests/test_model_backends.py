@@ -9,7 +9,7 @@ from hola_dsl.testing import TOLERANCE, rel_err
 from model import HOLAConfig, HOLALM
 from model.evaluate import perplexity
 
-VARIANTS = ("gdn", "hola", "hola-recency", "ahn")
+VARIANTS = ("gdn", "hola", "hola-recency", "ahn", "lola")
 OTHER_BACKENDS = [b.name for b in backends.available("cpu") if b.name != "reference"]
 
 

@@ -13,7 +13,7 @@ from tools.cli import main
 @pytest.mark.slow
 def test_short_training_lowers_validation_loss(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["train", "--variant", "hola", "--preset", "tiny", "--corpus", "pydoc-topics", "--steps", "30",
+    rc = main(["train", "--backend", "reference", "--variant", "hola", "--preset", "tiny", "--corpus", "pydoc-topics", "--steps", "30",
                "--eval-every", "30", "--val-tokens", "2048", "--out", str(out), "--no-progress"])
     assert rc == 0
     for name in ("config.json", "model.safetensors", "train.json", "loss.png"):

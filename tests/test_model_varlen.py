@@ -37,7 +37,7 @@ def test_packed_conv_matches_each_alone():
             assert torch.equal(y[:, s:e], alone)
 
 
-@pytest.mark.parametrize("variant", ["gdn", "hola", "hola-recency", "ahn"])
+@pytest.mark.parametrize("variant", ["gdn", "hola", "hola-recency", "ahn", "lola"])
 def test_packed_prefill_matches_each_alone(variant):
     lm = _lm(variant)
     ids = torch.randint(0, 64, (1, sum(LENGTHS)), generator=torch.Generator().manual_seed(1))

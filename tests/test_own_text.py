@@ -68,7 +68,7 @@ def test_single_file_is_cut_into_pieces_at_line_ends(tmp_path):
 def test_corpus_folder_trains_and_evaluates(tmp_path, capsys):
     root = write_corpus(tmp_path / "text")
     out = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", "--corpus", str(root), "--steps", "4", "--eval-every", "4",
+    assert main(["train", "--backend", "reference", "--preset", "tiny", "--corpus", str(root), "--steps", "4", "--eval-every", "4",
                  "--seq-len", "32", "--val-tokens", "256", "--out", str(out), "--no-progress"]) == 0
     meta = json.loads((out / "train.json").read_text())["meta"]
     assert meta["corpus"] == str(root.resolve())
@@ -98,7 +98,7 @@ def test_train_and_eval_with_a_json_tokenizer(tmp_path, capsys, hola_fails):
     root = write_corpus(tmp_path / "text")
     path = train_tokenizer(tmp_path / "tok.json")
     out = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", "--corpus", str(root), "--tokenizer", str(path), "--steps", "2",
+    assert main(["train", "--backend", "reference", "--preset", "tiny", "--corpus", str(root), "--tokenizer", str(path), "--steps", "2",
                  "--eval-every", "2", "--seq-len", "32", "--val-tokens", "128", "--out", str(out),
                  "--no-progress"]) == 0
     config = json.loads((out / "config.json").read_text())
@@ -146,7 +146,7 @@ def test_bad_text_inputs_are_one_line_naming_the_file(tmp_path, hola_fails):
 
 
 def test_bad_tokenizers_are_one_line(tmp_path, hola_fails):
-    base = ["train", "--preset", "tiny", "--corpus", "pydoc-topics", "--steps", "1", "--out", str(tmp_path / "run"),
+    base = ["train", "--backend", "reference", "--preset", "tiny", "--corpus", "pydoc-topics", "--steps", "1", "--out", str(tmp_path / "run"),
             "--no-progress"]
     big = train_tokenizer(tmp_path / "big.json", vocab_size=1200)
     err = hola_fails(base + ["--tokenizer", str(big)], "error: --tokenizer")

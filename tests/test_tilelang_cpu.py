@@ -71,6 +71,19 @@ def test_other_micro_kernel_and_tiles_agree_with_oracle():
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_cache_read_streamed_cache_and_lse():
+    """The CPU's keys-major form: W = 40 in three 16-entry steps, and the optional lse output."""
+    from hola_dsl.reference import oracle
+    from hola_dsl.testing import read_inputs, read_lse
+    shape = Shape(B=1, T=70, H=2, K=32, V=48, W=40, C=32)
+    x = read_inputs(shape, seed=5)
+    o, lse = backends.get("tilelang").run("cache_read", *x.values(), block_size=shape.C, eps=1e-6,
+                                          config={"BQ": 16, "BKV": 16}, lse=True)
+    assert rel_err(o, oracle.naive_cache_read(**x, block_size=shape.C)) <= 1e-5
+    assert rel_err(lse, read_lse(**x, block_size=shape.C)) <= 1e-5
+
+
 def test_thread_split_gives_identical_results():
     """Programs are independent, so splitting the grid over threads changes no bit."""
     from hola_dsl import ops

@@ -50,7 +50,8 @@ def test_cuda_dialect_compiles_for_sm90a(kernel, tmp_path, monkeypatch):
     monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
     pipelined = []
     rows = nvcc.build(kernel, "sm_90a", dims=DIMS, out_dir=tmp_path / "cubin")
-    assert len(rows) == {"delta_scan": 3, "cache_select": 2}.get(kernel, 1)
+    assert len(rows) == {"delta_scan": 3, "cache_select": 2, "delta_scan_backward": 4,
+                         "cache_read_backward": 2}.get(kernel, 1)   # launches per call
     for r in rows:
         assert r.ok, (r.kernel, r.error)
         assert r.extra["cubin"].endswith(".sm_90a.cubin")
@@ -59,7 +60,7 @@ def test_cuda_dialect_compiles_for_sm90a(kernel, tmp_path, monkeypatch):
         assert 0 < r.shared <= 227 * 1024          # fits an H100's shared memory per block
         source = open(r.extra["source"]).read()
         assert "import tilelang.language as T" in source and "T.Kernel(" in source
-        if kernel != "cache_select":            # the two kernels with matrix products
+        if kernel in ("delta_scan", "cache_read"):   # tensor-core products (lola_select's are FMA fp32)
             assert "T.gemm(" in source and "T.alloc_fragment(" in source
         pipelined.append("T.Pipelined(" in source)
     if kernel == "delta_scan":                  # its chunk loop (the recurrence's) is marked pipelined

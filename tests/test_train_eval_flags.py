@@ -7,7 +7,7 @@ import torch
 from model import HOLAConfig, HOLALM
 from tools.cli import main
 
-TRAIN = ["train", "--preset", "tiny", "--corpus", "pydoc-topics", "--steps", "1", "--val-tokens", "64",
+TRAIN = ["train", "--backend", "reference", "--preset", "tiny", "--corpus", "pydoc-topics", "--steps", "1", "--val-tokens", "64",
          "--no-progress"]
 
 
@@ -48,7 +48,7 @@ def test_train_out_and_task_flags(tmp_path, hola_fails):
     hola_fails(TRAIN + ["--out", str(tmp_path / "file")], "--out:", "exists and is not a folder")
     hola_fails(TRAIN + ["--out", str(tmp_path / "file" / "run")], f"--out: {tmp_path / 'file'} exists and is not")
     hola_fails(TRAIN + ["--out", ""], "--out: expected a folder, got an empty string")
-    task = ["train", "--task", "passkey", "--preset", "tiny", "--steps", "1", "--no-progress", "--out",
+    task = ["train", "--backend", "reference", "--task", "passkey", "--preset", "tiny", "--steps", "1", "--no-progress", "--out",
             str(tmp_path / "run")]
     hola_fails(task + ["--seq-len", "5"], "--seq-len: passkey needs at least 20 tokens, got 5")
     hola_fails(task + ["--vocab-size", "300"], "--vocab-size: only used with --task lm")
@@ -59,7 +59,7 @@ def test_train_out_and_task_flags(tmp_path, hola_fails):
 @pytest.mark.slow
 def test_a_tiny_passkey_model_evaluates(tmp_path):
     out = tmp_path / "passkey"
-    assert main(["train", "--task", "passkey", "--preset", "tiny", "--steps", "2", "--seq-len", "32",
+    assert main(["train", "--backend", "reference", "--task", "passkey", "--preset", "tiny", "--steps", "2", "--seq-len", "32",
                  "--out", str(out), "--no-progress"]) == 0
     assert main(["eval", str(out), "--task", "passkey", "--lengths", "32", "--samples", "4"]) == 0
 

@@ -15,7 +15,7 @@ from tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 # A small fixed run: tiny preset, global batch 8, 20 steps, checkpoints every 10.
-RUN = ["train", "--preset", "tiny", "--corpus", "pydoc-topics", "--steps", "20", "--batch-size", "8",
+RUN = ["train", "--backend", "reference", "--preset", "tiny", "--corpus", "pydoc-topics", "--steps", "20", "--batch-size", "8",
        "--seq-len", "32", "--eval-every", "10", "--val-tokens", "128", "--seed", "3", "--no-progress"]
 
 

@@ -95,39 +95,54 @@ def test_value_checks_on_half_precision_and_scores():
     assert ops.cache_select(empty, backend="reference").shape == (1, 2, 0, 64)
 
 
-def _kernel_only_backend():
+def _without_backward():
+    """(backend, op): a DSL backend that runs CPU tensors here and has no backward kernel of op."""
     from hola_dsl import backends
     for name in ("tilelang", "triton"):
         if backends.unavailable_reason(name) is None and "cpu" in backends.get(name).devices:
-            return name
-    pytest.skip("no backend without a backward runs CPU tensors here")
+            for op in ("delta_scan", "cache_read"):
+                if backends.backward_kernel(backends.get(name), op) is None:
+                    return name, op
+    pytest.skip("no backend without a backward kernel runs CPU tensors here")
 
 
 def test_backends_without_backward_refuse_inputs_that_need_grad():
     """Outputs silently cut off from the graph would train nothing; say so instead."""
-    name = _kernel_only_backend()
-    x = scan_inputs(Shape(B=1, T=8, H=2, K=16, V=16), seed=0)
-    x["v"].requires_grad_(True)
-    with pytest.raises(ValueError, match=f"backend: '{name}' computes no gradients, but v requires grad; "
+    name, op = _without_backward()
+    if op == "delta_scan":
+        x, call, grad = scan_inputs(Shape(B=1, T=8, H=2, K=16, V=16), seed=0), ops.delta_scan, "v"
+    else:
+        x, call, grad = read_inputs(Shape(B=1, T=8, H=2, K=16, V=16, W=2, C=4), seed=0), ops.cache_read, "gamma_q"
+        call = lambda **kw: ops.cache_read(**kw, block_size=4)
+    x[grad].requires_grad_(True)
+    with pytest.raises(ValueError, match=f"backend: '{name}' computes no gradients of {op}, but {grad} requires grad; "
                                          r"train with a differentiable backend \(reference, eager"):
-        ops.delta_scan(**x, backend=name)
-    o, _, _ = ops.delta_scan(**x, backend="auto")               # auto picks a differentiable one
-    assert o.requires_grad
+        call(**x, backend=name)
+    out = call(**x, backend="auto")                  # auto picks a differentiable one
+    assert (out[0] if op == "delta_scan" else out).requires_grad
     with torch.no_grad():
-        o, _, _ = ops.delta_scan(**x, backend=name)
-    assert not o.requires_grad and not o.isnan().any()
-    r = read_inputs(Shape(B=1, T=8, H=2, K=16, V=16, W=2, C=4), seed=0)
-    r["gamma_q"].requires_grad_(True)
-    with pytest.raises(ValueError, match="computes no gradients, but gamma_q requires grad"):
-        ops.cache_read(**r, block_size=4, backend=name)
+        out = call(**x, backend=name)
+    out = out[0] if op == "delta_scan" else out
+    assert not out.requires_grad and not out.isnan().any()
 
 
 def test_auto_skips_backends_without_backward_when_grad_is_needed(monkeypatch):
+    """auto: the first available backend of the order, unless a gradient is needed and it has no
+    backward for the op (nor does autograd follow it), or it cannot run the dtype."""
     from hola_dsl import backends
     monkeypatch.setitem(backends.AUTO_ORDER, "cpu", ("tilelang", "eager", "reference"))
     if backends.unavailable_reason("tilelang") is None:
         assert backends.resolve("auto", "cpu").name == "tilelang"
-    assert backends.resolve("auto", "cpu", grad_of="q").name == "eager"
+        assert backends.resolve("auto", "cpu", dtype=torch.bfloat16).name == "eager"
+        assert backends.resolve("auto", "cpu", grad_of="q", op="cache_read").name == "tilelang"
+    # Packed sequences have no backward kernel: autograd must follow the backend (eager does).
+    assert backends.resolve("auto", "cpu", grad_of="q", op="cache_read", packed=True).name == "eager"
+    every = all(backends.backward_kernel(backends.get("tilelang"), op) for op in ("delta_scan", "cache_read"))
+    if backends.unavailable_reason("tilelang") is None:
+        assert backends.resolve("auto", "cpu", grad_of="q").name == ("tilelang" if every else "eager")
+    monkeypatch.setitem(backends.AUTO_ORDER, "cpu", ("tilelang", "reference"))
+    expected = "tilelang" if backends.unavailable_reason("tilelang") is None else "reference"
+    assert backends.resolve("auto", "cpu", grad_of="q", op="cache_read").name == expected
 
 
 def _far_keys(factor: float):

@@ -31,18 +31,30 @@ def _first_tensor(inputs) -> torch.Tensor:
 
 
 def backend(name: str, description: str, *, schedule: Scheduler, runner: RunnerFor,
-            caller_wins: Callable[[torch.device], bool] = lambda device: True, **properties: Any) -> Backend:
+            caller_wins: Callable[[torch.device], bool] = lambda device: True,
+            fast_runner: Optional[RunnerFor] = None, **properties: Any) -> Backend:
     """The ``Backend`` that runs every kernel spec with ``schedule`` and ``runner``;
-    ``properties`` are the other ``Backend`` fields (devices, unavailable, ...)."""
+    ``fast_runner``, when given, is what ``prepare`` hands out: a runner for callers that checked
+    their arguments and launch many times (no per-call checks). ``properties`` are the other
+    ``Backend`` fields (devices, unavailable, ...)."""
 
-    def run(kernel: str, *inputs: Any, config: Optional[Mapping[str, Any]] = None, **options: Any) -> Any:
-        kspec = kernels.spec(kernel)
-        first = _first_tensor(inputs)
-        sched = schedule(kernel, config, first.device, first.dtype)
-        if caller_wins(first.device):
-            for knob in kspec.caller_knobs:
+    def completed(kernel: str, config: Optional[Mapping[str, Any]], device: torch.device,
+                  dtype: torch.dtype) -> dict:
+        sched = schedule(kernel, config, device, dtype)
+        if caller_wins(device):
+            for knob in kernels.spec(kernel).caller_knobs:
                 if not (config and knob in config):
                     sched.pop(knob, None)
-        return spec.launch(kspec, runner(sched, first.device), sched, inputs, options)
+        return sched
 
-    return Backend(name=name, description=description, run=run, **properties)
+    def prepare(kernel: str, config: Optional[Mapping[str, Any]], device: torch.device,
+                dtype: torch.dtype) -> tuple[dict, spec.Runner]:
+        sched = completed(kernel, config, device, dtype)
+        return sched, (fast_runner or runner)(sched, device)
+
+    def run(kernel: str, *inputs: Any, config: Optional[Mapping[str, Any]] = None, **options: Any) -> Any:
+        first = _first_tensor(inputs)
+        sched = completed(kernel, config, first.device, first.dtype)
+        return spec.launch(kernels.spec(kernel), runner(sched, first.device), sched, inputs, options)
+
+    return Backend(name=name, description=description, run=run, prepare=prepare, dsl=True, **properties)

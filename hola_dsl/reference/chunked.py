@@ -1,4 +1,4 @@
-"""Fast, differentiable PyTorch implementations of the three kernels (backend "reference").
+"""Fast, differentiable PyTorch implementations of the kernels (backend "reference").
 
 Float32 accumulation whatever the input dtype. These are what the model trains with on the
 CPU and the yardstick the generated kernels are benchmarked against; the float64 oracle in
@@ -122,6 +122,39 @@ def blockwise_cache_select(
         order = torch.sort(cand_s, dim=-1, descending=True, stable=True).indices[..., :capacity]
         cur_s, cur_p = cand_s.gather(-1, order), cand_p.gather(-1, order)
         idx[:, :, i, : cur_p.shape[-1]] = cur_p
+    return idx
+
+
+def blockwise_lola_select(
+    k: torch.Tensor, v: torch.Tensor, states: torch.Tensor, *, capacity: int = 64, block_size: int = 256
+) -> torch.Tensor:
+    """Policy "lola" (SPEC.md section 2): Cache_n = top-w of Cache_{n-1} and block n-1, rescored
+    against the state at block n's start.
+
+    k: [B, T, H, K]; v: [B, T, H, V]; states: [B, H, NB, K, V] (row n: the scan's state after
+    the first n * block_size tokens; row 0 is not read). Candidates are ranked by the squared
+    self-recall error ||v_j - S^T k_j||^2 in float32 (the order of sre itself; NaN counts as
+    -inf), then by later position. Returns idx [B, H, NB, capacity] int64, rows best first, -1
+    padded.
+    """
+    B, T, H, _ = k.shape
+    nb = math.ceil(T / block_size)
+    device = k.device
+    idx = torch.full((B, H, nb, capacity), -1, dtype=torch.int64, device=device)
+    # [B, H, T, D], contiguous: a gather along T of the transposed view is ~10x slower.
+    kt, vt = (x.detach().float().transpose(1, 2).contiguous() for x in (k, v))
+    cur_p = torch.empty(B, H, 0, dtype=torch.int64, device=device)
+    for n in range(1, nb):
+        lo, hi = (n - 1) * block_size, n * block_size
+        cand = torch.cat([cur_p, torch.arange(lo, hi, device=device).expand(B, H, -1)], dim=-1)
+        kc = kt.gather(2, cand[..., None].expand(-1, -1, -1, kt.shape[-1]))
+        vc = vt.gather(2, cand[..., None].expand(-1, -1, -1, vt.shape[-1]))
+        e = vc - kc @ states[:, :, n].detach().float().contiguous()
+        s = ranked_scores((e * e).sum(-1))
+        by_pos = torch.sort(cand, dim=-1, descending=True, stable=True).indices
+        order = by_pos.gather(-1, torch.sort(s.gather(-1, by_pos), dim=-1, descending=True, stable=True).indices)
+        cur_p = cand.gather(-1, order[..., :capacity])
+        idx[:, :, n, : cur_p.shape[-1]] = cur_p
     return idx
 
 

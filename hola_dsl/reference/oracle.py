@@ -1,8 +1,9 @@
 """The float64 recurrent oracle of SPEC.md sections 1-3, written for clarity, not speed.
 
 Every implementation in the project (chunked PyTorch, eager DSL, Triton, TileLang, the model)
-is checked against these three functions. Inputs may be any float dtype; everything is computed
-and returned in float64 (idx in int64). The scan and the read stay differentiable, so gradients
+is checked against these functions (policy "lola" scores with keys, values and block-start
+states instead of given scores: ``naive_lola_select``). Inputs may be any float dtype; everything
+is computed and returned in float64 (idx in int64). The scan and the read stay differentiable, so gradients
 of faster implementations can be checked against them too.
 """
 
@@ -104,6 +105,72 @@ def naive_cache_select(
                 chosen = [j for _, j in keyed[:capacity]]
                 idx[b, h, n, : len(chosen)] = torch.tensor(chosen, dtype=torch.int64)
     return idx.to(scores.device)
+
+
+def naive_block_states(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    *,
+    block_size: int = 256,
+    initial_state: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """The scan's state at the start of every cache block, token by token.
+
+    k: [B, T, H, K] (unit L2, as the scan sees it); v: [B, T, H, V]; g, beta: [B, T, H].
+    Returns states [B, H, NB, K, V] float64, NB = ceil(T / block_size): row n is the state after
+    the first n * block_size tokens (S_{nC-1} of SPEC.md section 2; row 0 is the initial state).
+    """
+    B, T, H, K = k.shape
+    nb = math.ceil(T / block_size)
+    S = torch.zeros(B, H, K, v.shape[-1], dtype=torch.float64, device=k.device)
+    if initial_state is not None:
+        S = _f64(initial_state).clone()
+    rows = []
+    for n in range(nb):
+        rows.append(S)
+        if n + 1 < nb:
+            blk = slice(n * block_size, (n + 1) * block_size)
+            _, _, S = naive_delta_scan(k[:, blk], k[:, blk], v[:, blk], g[:, blk], beta[:, blk],
+                                       initial_state=S, output_final_state=True)
+    return torch.stack(rows, 2) if rows else S.new_zeros(B, H, 0, K, v.shape[-1])
+
+
+def self_recall_error(k: torch.Tensor, v: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """LoLA's self-recall error ||v_j - S^T k_j||_2 of each row, float64: k [..., n, K],
+    v [..., n, V], S [..., K, V] -> [..., n]."""
+    k, v, S = _f64(k), _f64(v), _f64(S)
+    return torch.linalg.vector_norm(v - k @ S, dim=-1)
+
+
+def naive_lola_select(
+    k: torch.Tensor, v: torch.Tensor, states: torch.Tensor, *, capacity: int = 64, block_size: int = 256
+) -> torch.Tensor:
+    """Cache_n of policy "lola" (SPEC.md section 2) for every block n, one block at a time.
+
+    k: [B, T, H, K]; v: [B, T, H, V]; states: [B, H, NB, K, V], row n the scan's state at the
+    start of block n (``naive_block_states``; row 0 is not read). Cache_n = the ``capacity``
+    best of Cache_{n-1} and block n-1's tokens by sre_j = ||v_j - S_{nC-1}^T k_j||, higher sre
+    then later position first (NaN counts as -inf). Returns idx [B, H, NB, capacity] int64,
+    rows best first, -1 padded.
+    """
+    B, T, H, _ = k.shape
+    nb = math.ceil(T / block_size)
+    idx = torch.full((B, H, nb, capacity), -1, dtype=torch.int64)
+    device = k.device
+    k, v, states = (x.detach().cpu() for x in (k, v, states))
+    for b in range(B):
+        for h in range(H):
+            cache: list[int] = []
+            for n in range(1, nb):
+                cand = cache + list(range((n - 1) * block_size, n * block_size))
+                at = torch.tensor(cand, dtype=torch.int64)
+                sre = ranked_scores(self_recall_error(k[b, at, h], v[b, at, h], states[b, h, n])).tolist()
+                keyed = sorted(zip(sre, cand), reverse=True)             # sre desc, then position desc
+                cache = [j for _, j in keyed[:capacity]]
+                idx[b, h, n, : len(cache)] = torch.tensor(cache, dtype=torch.int64)
+    return idx.to(device)
 
 
 def _rmsnorm(x: torch.Tensor, eps: float) -> torch.Tensor:

@@ -14,19 +14,6 @@ NUM_WARPS = 4
 NUM_STAGES = 1
 
 @triton.jit
-def _to_bf16_rtne(x):
-    """float32 -> bfloat16 rounded to nearest, ties to even, on every runtime: GPUs round a plain
-    .to(tl.bfloat16), but Triton 3.9's CPU interpreter drops the low 16 bits (with or without
-    fp_downcast_rounding="rtne"). Adding 0x7FFF plus the lowest kept bit rounds the dropped
-    bits into the kept ones; what is left converts exactly. NaN is passed through as it is (the
-    addition could carry a NaN's payload into the sign)."""
-    bits = tl.cast(x, tl.uint32, bitcast=True)
-    bits = bits + 0x7FFF + ((bits >> 16) & 1)
-    rounded = tl.cast(bits & 0xFFFF0000, tl.float32, bitcast=True)
-    return tl.cast(tl.where(x != x, x, rounded), tl.bfloat16)
-
-
-@triton.jit
 def delta_scan_output_kernel(B, T, H, TP, NT, q, k, un, gh, gl, hs, o, scale):
     # delta_scan_phases.py:239: iv, c, bh = hl.grid(hl.cdiv(V, BV), hl.dim("NT"), hl.dim("B") * hl.dim("H"))
     v14 = (B * H)
@@ -97,7 +84,7 @@ def delta_scan_output_kernel(B, T, H, TP, NT, q, k, un, gh, gl, hs, o, scale):
     v59 = tl.exp(v58)
     # delta_scan_phases.py:249: inner = (qk * decay.segment(Hc, Lc, Hc, Lc, BT, i[:, None] >= i[None, :])).to(k.dtype)
     v60 = (qk_37 * v59)
-    inner_61 = _to_bf16_rtne(v60)
+    inner_61 = v60.to(tl.bfloat16)
     # decay.py:54: return n.to("float32") * (1.0 / 2 ** fraction_bits(BT))
     v62 = Hc_41.to(tl.float32)
     v64 = (v62 * 0.00048828125)
@@ -111,18 +98,18 @@ def delta_scan_output_kernel(B, T, H, TP, NT, q, k, un, gh, gl, hs, o, scale):
     un_69_mask = ((v22 + tl.arange(0, 64)) < TP)[:, None] & ((cols_24 + tl.arange(0, 32)) < 128)[None, :]
     un_69 = tl.load(un_69_ptrs, mask=un_69_mask, other=0.0)
     # delta_scan_phases.py:79: hi = x.to(dt)
-    hi_70 = _to_bf16_rtne(un_69)
+    hi_70 = un_69.to(tl.bfloat16)
     # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
     v71 = hi_70.to(tl.float32)
     v72 = (un_69 - v71)
-    lo_73 = _to_bf16_rtne(v72)
+    lo_73 = v72.to(tl.bfloat16)
     # delta_scan_phases.py:83: return hl.dot(a, lo, hl.dot(a, hi, acc, trans_a=trans_a), trans_a=trans_a)
     v74 = tl.dot(inner_61, hi_70)
     v75 = tl.dot(inner_61, lo_73, acc=v74)
     # delta_scan_phases.py:250: o[b, rows, h, cols] = (decay.from_start(Hc, Lc, BT)[:, None] * qs + _dot_split(inner, un[b, rows, h, cols])) * scale
     v76 = (v68 + v75)
     v77 = (v76 * scale)
-    v78 = _to_bf16_rtne(v77)
+    v78 = v77.to(tl.bfloat16)
     o_78_ptrs = o + tl.cast(b_19, tl.int64) * T * H * 128 + (v22 + tl.arange(0, 64))[:, None].to(tl.int64) * H * 128 + tl.cast(h_20, tl.int64) * 128 + (cols_24 + tl.arange(0, 32))[None, :]
     o_78_mask = ((v22 + tl.arange(0, 64)) < T)[:, None] & ((cols_24 + tl.arange(0, 32)) < 128)[None, :]
     tl.store(o_78_ptrs, v78, mask=o_78_mask)

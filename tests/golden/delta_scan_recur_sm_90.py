@@ -14,19 +14,6 @@ NUM_WARPS = 4
 NUM_STAGES = 1
 
 @triton.jit
-def _to_bf16_rtne(x):
-    """float32 -> bfloat16 rounded to nearest, ties to even, on every runtime: GPUs round a plain
-    .to(tl.bfloat16), but Triton 3.9's CPU interpreter drops the low 16 bits (with or without
-    fp_downcast_rounding="rtne"). Adding 0x7FFF plus the lowest kept bit rounds the dropped
-    bits into the kept ones; what is left converts exactly. NaN is passed through as it is (the
-    addition could carry a NaN's payload into the sign)."""
-    bits = tl.cast(x, tl.uint32, bitcast=True)
-    bits = bits + 0x7FFF + ((bits >> 16) & 1)
-    rounded = tl.cast(bits & 0xFFFF0000, tl.float32, bitcast=True)
-    return tl.cast(tl.where(x != x, x, rounded), tl.bfloat16)
-
-
-@triton.jit
 def delta_scan_recur_kernel(B, T, H, TP, NT, NV, k, w, u, gh, gl, h0, un, hs, uscale, usq, ht):
     # delta_scan_phases.py:215: iv, b, h = hl.grid(hl.cdiv(V, BV), hl.dim("B"), hl.dim("H"))
     iv_19 = tl.program_id(0)
@@ -48,8 +35,8 @@ def delta_scan_recur_kernel(B, T, H, TP, NT, NV, k, w, u, gh, gl, h0, un, hs, us
     c_34 = v29
     for c_32 in range(0, NT, 1):
         # delta_scan_phases.py:220: Sd = [s.to(k.dtype) for s in St]
-        v35 = _to_bf16_rtne(St_33)
-        Sd_36 = _to_bf16_rtne(c_34)
+        v35 = St_33.to(tl.bfloat16)
+        Sd_36 = c_34.to(tl.bfloat16)
         # delta_scan_phases.py:222: hs[b, c, h, cols, p] = s
         hs_35_ptrs = hs + tl.cast(b_20, tl.int64) * NT * H * 128 * 128 + tl.cast(c_32, tl.int64) * H * 128 * 128 + tl.cast(h_21, tl.int64) * 128 * 128 + (cols_23 + tl.arange(0, 32))[:, None] * 128 + tl.arange(0, 64)[None, :]
         hs_35_mask = ((cols_23 + tl.arange(0, 32)) < 128)[:, None]
@@ -133,11 +120,11 @@ def delta_scan_recur_kernel(B, T, H, TP, NT, NV, k, w, u, gh, gl, h0, un, hs, us
         St_next_88_mask = ((rows_40 + tl.arange(0, 64)) < T)[:, None]
         St_next_88 = tl.load(St_next_88_ptrs, mask=St_next_88_mask, other=0.0)
         # delta_scan_phases.py:79: hi = x.to(dt)
-        hi_89 = _to_bf16_rtne(ud_79)
+        hi_89 = ud_79.to(tl.bfloat16)
         # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
         v90 = hi_89.to(tl.float32)
         v91 = (ud_79 - v90)
-        lo_92 = _to_bf16_rtne(v91)
+        lo_92 = v91.to(tl.bfloat16)
         # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
         v93 = tl.dot(tl.trans(hi_89), St_next_88)
         v94 = tl.dot(tl.trans(lo_92), St_next_88, acc=v93)
@@ -148,11 +135,11 @@ def delta_scan_recur_kernel(B, T, H, TP, NT, NV, k, w, u, gh, gl, h0, un, hs, us
         St_next_98_mask = ((rows_40 + tl.arange(0, 64)) < T)[:, None] & ((64 + tl.arange(0, 64)) < 128)[None, :]
         St_next_98 = tl.load(St_next_98_ptrs, mask=St_next_98_mask, other=0.0)
         # delta_scan_phases.py:79: hi = x.to(dt)
-        hi_99 = _to_bf16_rtne(ud_79)
+        hi_99 = ud_79.to(tl.bfloat16)
         # delta_scan_phases.py:80: lo = (x - hi.to("float32")).to(dt)
         v100 = hi_99.to(tl.float32)
         v101 = (ud_79 - v100)
-        lo_102 = _to_bf16_rtne(v101)
+        lo_102 = v101.to(tl.bfloat16)
         # delta_scan_phases.py:82: return hl.dot(lo, b, hl.dot(hi, b, acc, trans_a=trans_a), trans_a=trans_a)
         v103 = tl.dot(tl.trans(hi_99), St_next_98)
         v104 = tl.dot(tl.trans(lo_102), St_next_98, acc=v103)

@@ -14,19 +14,6 @@ NUM_WARPS = 4
 NUM_STAGES = 1
 
 @triton.jit
-def _to_bf16_rtne(x):
-    """float32 -> bfloat16 rounded to nearest, ties to even, on every runtime: GPUs round a plain
-    .to(tl.bfloat16), but Triton 3.9's CPU interpreter drops the low 16 bits (with or without
-    fp_downcast_rounding="rtne"). Adding 0x7FFF plus the lowest kept bit rounds the dropped
-    bits into the kept ones; what is left converts exactly. NaN is passed through as it is (the
-    addition could carry a NaN's payload into the sign)."""
-    bits = tl.cast(x, tl.uint32, bitcast=True)
-    bits = bits + 0x7FFF + ((bits >> 16) & 1)
-    rounded = tl.cast(bits & 0xFFFF0000, tl.float32, bitcast=True)
-    return tl.cast(tl.where(x != x, x, rounded), tl.bfloat16)
-
-
-@triton.jit
 def _unit_lower_inverse(a, N: tl.constexpr):
     """(I + strict_lower(a))^-1 by forward substitution, one row at a time (exact on repeated
     keys, unlike the power product)."""
@@ -176,7 +163,7 @@ def delta_scan_kernel(B, T, H, N, NV, NS, q, k, v, g, beta, h0, o, uscale, usq, 
         v118 = tl.dot(inner_114, u_95, input_precision="tf32")
         v119 = (v117 + v118)
         v120 = (v119 * scale)
-        v121 = _to_bf16_rtne(v120)
+        v121 = v120.to(tl.bfloat16)
         o_121_ptrs = o + tl.cast(n_21, tl.int64) * T * H * 128 + (start_44 + tl.arange(0, 16))[:, None].to(tl.int64) * H * 128 + tl.cast(h_22, tl.int64) * 128 + (cols_24 + tl.arange(0, 16))[None, :]
         o_121_mask = ((start_44 + tl.arange(0, 16)) < T)[:, None] & ((cols_24 + tl.arange(0, 16)) < 128)[None, :]
         tl.store(o_121_ptrs, v121, mask=o_121_mask)

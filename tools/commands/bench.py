@@ -26,9 +26,10 @@ import torch
 
 from hola_dsl import backends
 from hola_dsl.testing import Shape, rel_err, scan_inputs
-from schedules.kernels import KERNELS, static_dims
+from schedules.kernels import PREFILL, static_dims
 from schedules.lookup import config_for
 from tools import arguments
+
 
 NAME = "bench"
 HELP = "time a HOLA layer's prefill (scan + select + read) on the CPU: PyTorch reference, torch.compile, TileLang"
@@ -113,7 +114,7 @@ def schedules_for(name: str, shape: Shape) -> dict[str, tuple[dict, str]]:
     """{kernel: (config, where it came from)}: what ``hola_dsl.ops`` would use for this shape on
     this CPU (a tuned record, else {} for the backend's default)."""
     out = {}
-    for kernel in KERNELS:
+    for kernel in PREFILL:
         tuned = config_for(kernel, name, torch.device("cpu"), torch.float32, static_dims(kernel, shape), shape.T)
         out[kernel] = (dict(tuned or {}), "tuned" if tuned else "default")
     return out
@@ -193,7 +194,7 @@ def _set_up(name: str, shape: Shape, x: dict) -> tuple[dict, int]:
         for kernel, (cfg, where) in chosen.items():
             print(f"  {name} {kernel}: " + (f"tuned schedule {json.dumps(cfg)}" if where == "tuned"
                                            else "backend default schedule"))
-    for k in KERNELS:                                 # warm-up: compiles, caches
+    for k in PREFILL:                           # warm-up: compiles, caches
         t0 = time.perf_counter()
         if name in WARM_UP:
             print(f"  {name} {k}: {WARM_UP[name]} ...", end="", flush=True)
@@ -219,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         layers[name], chunks[name] = _set_up(name, shape, x)
         setup[name] = time.perf_counter() - t0
-    times = {n: {k: [] for k in KERNELS} for n in layers}
+    times = {n: {k: [] for k in PREFILL} for n in layers}
     if "tilelang" in layers:
         from hola_dsl.backends.tilelang import runtime as tilelang_runtime
         tilelang_runtime.LAUNCH_MODES.clear()             # count the timed launches only
@@ -227,16 +228,16 @@ def run(args: argparse.Namespace) -> int:
     for _ in range(args.repeat):
         for name, layer in layers.items():
             c0 = time.process_time()
-            for k in KERNELS:
+            for k in PREFILL:
                 t0 = time.perf_counter()
                 layer[k](x)
                 times[name][k].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
     med = {n: {k: statistics.median(v) for k, v in t.items()} for n, t in times.items()}
     for n in med:
-        med[n]["layer"] = sum(med[n][k] for k in KERNELS)
+        med[n]["layer"] = sum(med[n][k] for k in PREFILL)
     base = "reference" if "reference" in med else next(iter(med))
-    cols = KERNELS + ("layer",)
+    cols = PREFILL + ("layer",)
     header = (f"{'implementation':<15}" + "".join(f"{c:>14}" for c in cols) + f"{'vs ' + base:>16}"
               f"{'cpu-time':>12}{'setup':>9}")
     print(header)

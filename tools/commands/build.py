@@ -14,7 +14,7 @@ from typing import Optional
 
 import schedules
 from schedules import targets
-from schedules.kernels import KERNELS
+from schedules.kernels import KERNELS, PREFILL
 from tools import arguments
 
 NAME = "build"
@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", action="store_true",
                         help="compile nothing: print each launch's cost read off its IR (programs, GFLOP, "
                              "memory traffic, the sequential loop's steps and dots per step) per kernel, "
-                             "target and split of the scan, at the --shape sizes")
+                             "target and split of the scan, at the --shape sizes (the prefill kernels unless --kernel "
+                             "names a decode kernel; cache_read_step's data-dependent loop is not costed)")
     parser.add_argument("--shape", action="append", metavar="B,T,H",
                         help=f"with --report: batch, tokens, heads (repeatable; default "
                              f"{' and '.join(REPORT_SHAPES)}; K=V=128, W=64, C=256)")
@@ -180,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     if args.shape and not args.report:
         raise ValueError("--shape: only --report uses it (a build compiles for every shape)")
     if args.report:
-        rows = _report_rows(args.backend, args.kernel or KERNELS, names, config, _shapes(args.shape), args.dtype)
+        # The report's shapes are prefill shapes: the decode kernels only when named.
+        rows = _report_rows(args.backend, args.kernel or PREFILL, names, config, _shapes(args.shape), args.dtype)
         _print_report(rows, args.json, args.dtype)
         return 0
     if args.backend == "tilelang":

@@ -13,9 +13,9 @@ from typing import Optional
 import torch
 
 from hola_dsl import backends
-from hola_dsl.testing import SCAN_CASES, TOLERANCE, Shape, run_check
-from schedules import targets
-from schedules.kernels import KERNELS
+from hola_dsl.testing import READ_CASES, SCAN_CASES, SELECTIONS, TOLERANCE, Shape, run_check
+from schedules import has_space, targets
+from schedules.kernels import KERNELS, WHOLE_SEQUENCE
 from tools import arguments
 
 NAME = "check"
@@ -30,9 +30,14 @@ DEVICE_ORDER = ("cpu", "cuda")
 
 def _cases(kernel: str):
     for shape in SHAPES:
-        if kernel == "delta_scan":
+        if kernel in ("delta_scan", "delta_scan_backward"):
             for case in SCAN_CASES:
                 yield shape, dict(case=case)
+        elif kernel == "cache_read_backward":
+            for case in READ_CASES:
+                yield shape, dict(case=case)
+        elif kernel == "lola_select":   # integer inputs with ties (testing.lola_inputs)
+            yield shape, {}
         else:
             for policy in ("hola", "recency"):
                 yield shape, dict(policy=policy)
@@ -42,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", action="append",
                         help=f"check only this backend (repeatable; one of {backends.names()}); "
                              f"default: all that run here")
-    parser.add_argument("--kernel", action="append", choices=KERNELS, help="check only this kernel (repeatable)")
+    parser.add_argument("--kernel", action="append", choices=WHOLE_SEQUENCE, help="check only this kernel (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="input seed (default: a fresh one each run)")
     parser.add_argument("--dtype", default="float32", choices=[str(d).removeprefix("torch.") for d in TOLERANCE],
                         help="input dtype (default float32, tolerance 1e-5; bfloat16 and float16: 5e-3); a "
@@ -94,8 +99,10 @@ def run(args: argparse.Namespace) -> int:
     print(header)
     print("-" * len(header))
     failed = 0
-    for kernel in args.kernel or KERNELS:
+    for kernel in args.kernel or WHOLE_SEQUENCE:
         for name, device in checked.items():
+            if not has_space(kernel, name):     # e.g. the reference's backward is torch autograd
+                continue
             worst, seconds, ok, note = 0.0, 0.0, True, ""
             try:
                 for i, (shape, kw) in enumerate(_cases(kernel)):
@@ -104,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             except Exception as exc:  # a crashing backend is a failed row, not a crashed check
                 ok, note = False, f"  {type(exc).__name__}: {exc}"
             failed += not ok
-            unit = "mismatches" if kernel == "cache_select" else ""
+            unit = "mismatches" if kernel in SELECTIONS else ""
             where = "" if device == "cpu" else f" ({device})"
             print(f"{kernel:<13} {name + where:<10} {worst:>12.3g} {'PASS' if ok else 'FAIL':>6} "
                   f"{seconds * 1e3:>8.1f}ms {unit}{note}")

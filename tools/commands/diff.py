@@ -8,8 +8,8 @@ import os
 import torch
 
 from hola_dsl import backends
-from hola_dsl.testing import SCAN_CASES, TOLERANCE, run_check
-from schedules.kernels import KERNELS
+from hola_dsl.testing import SCAN_CASES, SELECTIONS, TOLERANCE, run_check
+from schedules.kernels import WHOLE_SEQUENCE as KERNELS
 from tools import arguments
 
 NAME = "diff"
@@ -46,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
     dtype = DTYPES[args.dtype]
     r = run_check(args.kernel, args.backend, shape, dtype, seed=seed, case=args.case,
                   policy=args.policy, chunk_size=args.chunk_size, config=config, device=device)
-    tol = 0.0 if args.kernel == "cache_select" else TOLERANCE[dtype]
+    tol = 0.0 if args.kernel in SELECTIONS else TOLERANCE[dtype]
     print(f"hola diff: {args.kernel} on {args.backend} ({device}), {shape}, {args.dtype}, seed {seed}, "
           f"{r.seconds * 1e3:.1f} ms")
-    measure = "mismatched entries" if args.kernel == "cache_select" else "relative error"
+    measure = "mismatched entries" if args.kernel in SELECTIONS else "relative error"
     print(f"{'output':<12} {'max abs':>12} {measure:>20} {'tolerance':>10}  result")
     for name in r.errors:
         ok = r.errors[name] <= tol

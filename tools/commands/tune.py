@@ -10,7 +10,7 @@ from typing import Optional
 
 from hola_dsl import backends
 from hola_dsl.testing import Shape
-from schedules.kernels import KERNELS
+from schedules.kernels import WHOLE_SEQUENCE as KERNELS
 from tools import arguments
 
 NAME = "tune"

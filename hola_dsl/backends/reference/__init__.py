@@ -10,12 +10,15 @@ from typing import Any, Mapping, Optional
 import schedules
 from hola_dsl.backends import Backend
 from hola_dsl import varlen
-from hola_dsl.reference import chunked
+from hola_dsl.reference import chunked, step
 
 FUNCTIONS = {
     "delta_scan": chunked.chunked_delta_scan,
     "cache_select": chunked.blockwise_cache_select,
     "cache_read": chunked.batched_cache_read,
+    "lola_select": chunked.blockwise_lola_select,
+    "delta_step": step.recurrent_delta_step,
+    "cache_read_step": step.slot_cache_read,
 }
 # Packed sequences (an ``offsets`` option): each function on one sequence at a time.
 PACKED = {"delta_scan": varlen.scan, "cache_select": varlen.select, "cache_read": varlen.read}

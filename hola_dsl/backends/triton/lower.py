@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Optional
 import schedules
 from hola_dsl import ir
 from hola_dsl.backends.codegen import checked, doc_text, literal, schedule_kwargs, source_comment, symbol
+from schedules.targets import is_gpu
 
 EMITTER_VERSION = "1"
 
@@ -248,20 +249,27 @@ def _dot(em: Emitter, op: ir.Op, args):
     shapes = [x.type.shape for x in op.args[:2]]
     if any(s < 16 for shape in shapes for s in shape):
         raise em.fail(op, f"tl.dot needs every dim >= 16, got {shapes[0]} and {shapes[1]}; pad the tiles")
+    dtype = op.args[0].type.dtype
+    if dtype in ("bfloat16", "float16") and not is_gpu(em.target):
+        # The interpreter multiplies bf16 tiles as their raw bits and fp16 ones in fp16: give it
+        # the exact float32 values, as a GPU's dot accumulates their products in float32.
+        a, b, dtype = f"{a}.to(tl.float32)", f"{b}.to(tl.float32)", "float32"
     a = f"tl.trans({a})" if op.attrs["trans_a"] else a
     b = f"tl.trans({b})" if op.attrs["trans_b"] else b
     extra = f", acc={args[2]}" if len(args) == 3 else ""
-    if op.args[0].type.dtype == "float32":
+    if dtype == "float32":
         extra += f', input_precision="{symbol(em.schedule.get("dot_precision", "ieee"), "dot_precision")}"'
     return f"tl.dot({a}, {b}{extra})"
 
 
 def _cast(em: Emitter, op: ir.Op, args):
     dst, src = op.attrs["dtype"], op.args[0].type.dtype
-    if dst == "bfloat16" and src in ("float32", "float64"):
+    if dst == "bfloat16" and src in ("float32", "float64") and not is_gpu(em.target):
         x = args[0] if src == "float32" else f"tl.cast({args[0]}, tl.float32)"
         return f"{em.helper('_to_bf16_rtne')}({x})"
-    # Other float downcasts round to nearest on GPUs and in the interpreter (numpy's astype).
+    # GPUs round every float downcast to nearest (one cvt instruction; the bit arithmetic of
+    # _to_bf16_rtne costs several per element, in the inner loops of the softmax), and so does
+    # the interpreter for the other dtypes (numpy's astype).
     return f"tl.cast({args[0]}, {TL_DTYPE[dst]})" if op.args[0].type.rank == 0 else f"{args[0]}.to({TL_DTYPE[dst]})"
 
 

@@ -80,18 +80,43 @@ def load(kernel: ir.Kernel, schedule: dict, target: str):
     return _MODULES[key]
 
 
-def launch(kernel: ir.Kernel, schedule: dict, args: Mapping[str, Any], target: str) -> None:
-    """Run ``kernel`` with ``args`` ({param: tensor or number}) as generated for ``target``;
-    outputs are written in place."""
+# (id of the IR kernel, schedule items, target, interpreting) -> (kernel, launch function, module):
+# a repeated launch (decoding calls one kernel per token) costs a dict lookup, not a hash of the
+# IR's text. The entry holds the kernel, so its id stays its own.
+_LAUNCH_CACHE: dict[tuple, tuple] = {}
+
+
+def _prepared(kernel: ir.Kernel, schedule: dict, target: str):
+    key = (id(kernel), tuple(sorted(schedule.items())), target, interpreting())
+    hit = _LAUNCH_CACHE.get(key)
+    if hit is not None and hit[0] is kernel:
+        return hit[1], hit[2]
     if (why := versions.problem(target)) is not None:
         raise RuntimeError(why)
     module = load(kernel, schedule, target)
     fn = getattr(module, lower.kernel_function_name(kernel))
+    _LAUNCH_CACHE[key] = (kernel, fn, module)
+    return fn, module
+
+
+def launch(kernel: ir.Kernel, schedule: dict, args: Mapping[str, Any], target: str) -> None:
+    """Run ``kernel`` with ``args`` ({param: tensor or number}) as generated for ``target``;
+    outputs are written in place. An output may be the very tensor of an input (a state updated
+    in place): the interpreter, which copies every argument in and back out, then gets a copy
+    of that output, written back after the launch."""
+    fn, module = _prepared(kernel, schedule, target)
     sizes = kernel.sizes_of(args)
     grid = kernel.grid_extents(sizes)
     if 0 in grid:
         return
-    call = []
+    call, aliased = [], []
+    inputs = {args[p.name].data_ptr() for p in kernel.params if p.kind == "in"} if interpreting() else ()
     for p in kernel.params:
-        call.append(sizes[p.name] if p.kind == "size" else args[p.name])
+        x = sizes[p.name] if p.kind == "size" else args[p.name]
+        if p.kind == "out" and x.data_ptr() in inputs:
+            aliased.append((x, x.clone()))
+            x = aliased[-1][1]
+        call.append(x)
     fn[grid](*call, num_warps=module.NUM_WARPS, num_stages=module.NUM_STAGES, enable_fp_fusion=FP_FUSION)
+    for x, copy in aliased:
+        x.copy_(copy)
