@@ -31,3 +31,14 @@ def hola_fails(capsys):
         return err
 
     return run
+
+
+@pytest.fixture
+def cuda_build_cache(tmp_path_factory, monkeypatch):
+    """One $HOLA_CACHE_DIR shared by every test that cross-builds TileLang's CUDA dialect in a
+    session: lowering a kernel takes up to a minute, and the tests build the same default
+    sources (the nvcc table, the scan's splits, the sync checks); a build of an unchanged source
+    is then reused (``nvcc.cached_cross_build``, its own test checks the reuse)."""
+    path = tmp_path_factory.getbasetemp() / "hola-cuda-build-cache"
+    monkeypatch.setenv("HOLA_CACHE_DIR", str(path))
+    return path

@@ -261,12 +261,11 @@ def test_phases_build_without_spills(target, dtype, split, tmp_path, monkeypatch
 
 @pytest.mark.slow
 @pytest.mark.parametrize("split", SPLITS[1:])
-def test_phases_lower_through_tilelang_cuda_and_nvcc(split, tmp_path, monkeypatch):
+def test_phases_lower_through_tilelang_cuda_and_nvcc(split, cuda_build_cache):
     """The TileLang CUDA dialect of every phase, built by nvcc for sm_90a, free of sync problems."""
     from hola_dsl.backends.tilelang import nvcc
     if backends.unavailable_reason("tilelang") is not None or nvcc.find_nvcc() is None:
         pytest.skip("needs tilelang and nvcc")
-    monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
     rows = nvcc.build("delta_scan", "sm_90a", {"split": split}, dims=nvcc.CHECK_DIMS)
     assert len(rows) == (3 if split == "prepare+recur+output" else 2)
     for r in rows:
