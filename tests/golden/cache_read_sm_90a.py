@@ -55,42 +55,40 @@ def build():
             m__38 = T.alloc_shared((32,), "float32")
             den__40 = T.alloc_shared((32,), "float32")
             acc__42 = T.alloc_shared((32, 128,), "float32")
-            idx__46 = T.alloc_fragment((32,), "int64")
-            ids__49 = T.alloc_fragment((32,), "int32")
-            kc__51 = T.alloc_shared((32, 128,), "bfloat16")
-            vc__54 = T.alloc_shared((32, 128,), "bfloat16")
-            t_57 = T.alloc_shared((32,), "bool")
-            sum_59 = T.alloc_shared((32,), "float32")
-            acc_tmp_61 = T.alloc_local((1,), "float32")
-            i__64 = T.alloc_shared((32,), "float32")
-            sum_66 = T.alloc_shared((32,), "float32")
-            acc_70 = T.alloc_fragment((32, 32,), "float32")
-            t_71 = T.alloc_shared((32, 1,), "float32")
-            t_74 = T.alloc_shared((32, 1,), "float32")
-            l__77 = T.alloc_fragment((32, 32,), "float32")
-            l__80 = T.alloc_shared((32, 32,), "float32")
-            max_81 = T.alloc_shared((32,), "float32")
-            m_new__85 = T.alloc_shared((32,), "float32")
-            alpha__87 = T.alloc_shared((32,), "float32")
-            p__89 = T.alloc_shared((32, 32,), "float32")
-            a_tmp_92 = T.alloc_shared((32, 32,), "bfloat16")
-            pv__95 = T.alloc_fragment((32, 128,), "float32")
-            sum_98 = T.alloc_shared((32,), "float32")
-            kt__107 = T.alloc_shared((32, 128,), "bfloat16")
-            vt__108 = T.alloc_shared((32, 128,), "bfloat16")
-            sum_109 = T.alloc_shared((32,), "float32")
-            i__113 = T.alloc_shared((32,), "float32")
-            sum_115 = T.alloc_shared((32,), "float32")
-            acc_119 = T.alloc_fragment((32, 32,), "float32")
-            t_120 = T.alloc_shared((32, 1,), "float32")
-            l__123 = T.alloc_fragment((32, 32,), "float32")
-            l__126 = T.alloc_shared((32, 32,), "float32")
-            max_127 = T.alloc_shared((32,), "float32")
-            m_new__131 = T.alloc_shared((32,), "float32")
-            alpha__133 = T.alloc_shared((32,), "float32")
-            p__135 = T.alloc_shared((32, 32,), "float32")
-            pv__140 = T.alloc_fragment((32, 128,), "float32")
-            sum_143 = T.alloc_shared((32,), "float32")
+            idx__46 = T.alloc_shared((32,), "int64")
+            kc__49 = T.alloc_shared((32, 128,), "bfloat16")
+            vc__52 = T.alloc_shared((32, 128,), "bfloat16")
+            sum_55 = T.alloc_shared((32,), "float32")
+            acc_tmp_57 = T.alloc_local((1,), "float32")
+            i__60 = T.alloc_shared((32,), "float32")
+            sum_62 = T.alloc_shared((32,), "float32")
+            acc_66 = T.alloc_fragment((32, 32,), "float32")
+            t_67 = T.alloc_shared((32, 1,), "float32")
+            t_70 = T.alloc_shared((32, 1,), "float32")
+            l__73 = T.alloc_fragment((32, 32,), "float32")
+            l__76 = T.alloc_shared((32, 32,), "float32")
+            max_77 = T.alloc_shared((32,), "float32")
+            m_new__81 = T.alloc_shared((32,), "float32")
+            alpha__83 = T.alloc_shared((32,), "float32")
+            p__85 = T.alloc_shared((32, 32,), "float32")
+            a_tmp_88 = T.alloc_shared((32, 32,), "bfloat16")
+            pv__91 = T.alloc_fragment((32, 128,), "float32")
+            sum_94 = T.alloc_shared((32,), "float32")
+            kt__103 = T.alloc_shared((32, 128,), "bfloat16")
+            vt__104 = T.alloc_shared((32, 128,), "bfloat16")
+            sum_105 = T.alloc_shared((32,), "float32")
+            i__109 = T.alloc_shared((32,), "float32")
+            sum_111 = T.alloc_shared((32,), "float32")
+            acc_115 = T.alloc_fragment((32, 32,), "float32")
+            t_116 = T.alloc_shared((32, 1,), "float32")
+            l__119 = T.alloc_fragment((32, 32,), "float32")
+            l__122 = T.alloc_shared((32, 32,), "float32")
+            max_123 = T.alloc_shared((32,), "float32")
+            m_new__127 = T.alloc_shared((32,), "float32")
+            alpha__129 = T.alloc_shared((32,), "float32")
+            p__131 = T.alloc_shared((32, 32,), "float32")
+            pv__136 = T.alloc_fragment((32, 128,), "float32")
+            sum_139 = T.alloc_shared((32,), "float32")
             # cache_read.py:129: pid, b, h = hl.grid(hl.cdiv(T, C) * NQ, hl.dim("B"), hl.dim("H"))
             # cache_read.py:130: n = pid // NQ
             n__1 = T.truncdiv(p0, T.int32(8))
@@ -153,168 +151,164 @@ def build():
                 else:
                     for i_48 in T.Parallel(32):
                         idx__46[i_48] = T.if_then_else(it_45 + i_48 < 64, idx[p1, p2, n__1, it_45 + i_48], T.int64(-1))
-                for i_50 in T.Parallel(32):
-                    ids__49[i_50] = T.Cast("int32", idx__46[i_50])
                 # cache_read.py:152: kc = k[b, ids, h, kd].to(dt)                                       # [BW, BKD]
-                for i_52, i_53 in T.Parallel(32, 128):
-                    kc__51[i_52, i_53] = T.if_then_else(T.And(ids__49[i_52] >= 0, ids__49[i_52] < n_T), k[p1, ids__49[i_52], p2, i_53], T.bfloat16(0.0))
+                for i_50, i_51 in T.Parallel(32, 128):
+                    kc__49[i_50, i_51] = T.if_then_else(T.And(T.Cast("int32", idx__46[i_50]) >= 0, T.Cast("int32", idx__46[i_50]) < n_T), k[p1, T.Cast("int32", idx__46[i_50]), p2, i_51], T.bfloat16(0.0))
                 # cache_read.py:153: vc = v[b, ids, h, vd].to(dt)                                       # [BW, BVD]
-                for i_55, i_56 in T.Parallel(32, 128):
-                    vc__54[i_55, i_56] = T.if_then_else(T.And(ids__49[i_55] >= 0, ids__49[i_55] < n_T), v[p1, ids__49[i_55], p2, i_56], T.bfloat16(0.0))
+                for i_53, i_54 in T.Parallel(32, 128):
+                    vc__52[i_53, i_54] = T.if_then_else(T.And(T.Cast("int32", idx__46[i_53]) >= 0, T.Cast("int32", idx__46[i_53]) < n_T), v[p1, T.Cast("int32", idx__46[i_53]), p2, i_54], T.bfloat16(0.0))
                 # cache_read.py:154: visible, _ = _pair(ids >= 0, tq, QMAJOR)
                 # cache_read.py:87: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
-                for i_58 in T.Parallel(32):
-                    t_57[i_58] = (ids__49[i_58] >= T.int32(0))
                 # cache_read.py:82: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
                 # cache_read.py:95: f = _logit_factor(kt.to("float32"), K, EPS, scale)
                 # cache_read.py:45: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
-                for i_62 in T.Parallel(32):
-                    sum_59[i_62] = T.float32(0.0)
-                for i_63 in T.Parallel(32):
-                    acc_tmp_61[0] = T.float32(0.0)
-                    for r_60 in T.serial(128):
-                        acc_tmp_61[0] = acc_tmp_61[0] + (T.abs(T.Cast("float32", kc__51[i_63, r_60])) * T.float32(0.0078125))
-                    sum_59[i_63] = acc_tmp_61[0]
+                for i_58 in T.Parallel(32):
+                    sum_55[i_58] = T.float32(0.0)
+                for i_59 in T.Parallel(32):
+                    acc_tmp_57[0] = T.float32(0.0)
+                    for r_56 in T.serial(128):
+                        acc_tmp_57[0] = acc_tmp_57[0] + (T.abs(T.Cast("float32", kc__49[i_59, r_56])) * T.float32(0.0078125))
+                    sum_55[i_59] = acc_tmp_57[0]
                 # cache_read.py:46: i = 1.0 / s
-                for i_65 in T.Parallel(32):
-                    i__64[i_65] = (T.float32(1.0) / T.max(sum_59[i_65], T.float32(0.001)))
+                for i_61 in T.Parallel(32):
+                    i__60[i_61] = (T.float32(1.0) / T.max(sum_55[i_61], T.float32(0.001)))
                 # cache_read.py:47: xs = x * i[:, None]
                 # cache_read.py:48: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
                 # cache_read.py:49: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
-                for i_68 in T.Parallel(32):
-                    sum_66[i_68] = T.float32(0.0)
-                for i_69 in T.Parallel(32):
-                    acc_tmp_61[0] = T.float32(0.0)
-                    for r_67 in T.serial(128):
-                        acc_tmp_61[0] = acc_tmp_61[0] + ((T.Cast("float32", kc__51[i_69, r_67]) * i__64[i_69]) * (T.Cast("float32", kc__51[i_69, r_67]) * i__64[i_69]))
-                    sum_66[i_69] = acc_tmp_61[0]
+                for i_64 in T.Parallel(32):
+                    sum_62[i_64] = T.float32(0.0)
+                for i_65 in T.Parallel(32):
+                    acc_tmp_57[0] = T.float32(0.0)
+                    for r_63 in T.serial(128):
+                        acc_tmp_57[0] = acc_tmp_57[0] + ((T.Cast("float32", kc__49[i_65, r_63]) * i__60[i_65]) * (T.Cast("float32", kc__49[i_65, r_63]) * i__60[i_65]))
+                    sum_62[i_65] = acc_tmp_57[0]
                 # cache_read.py:75: return i * (1.0 / scale) * r
                 # cache_read.py:99: l = hl.dot(kt, qg, trans_b=True) * f[:, None] + masked             # [keys, BQ]
-                T.clear(acc_70)
-                T.gemm(kc__51, qg__34, acc_70, transpose_A=False, transpose_B=True)
-                for i_72, i_73 in T.Parallel(32, 1):
-                    t_71[i_72, i_73] = ((i__64[i_72] * T.float32(65536.0)) * T.rsqrt(((sum_66[i_72] / T.float32(128.0)) + ((T.float32(0.001) * i__64[i_72]) * (T.float32(0.001) * i__64[i_72])))))
-                for i_75, i_76 in T.Parallel(32, 1):
-                    t_74[i_75, i_76] = T.if_then_else(t_57[i_75], T.float32(0.0), -T.infinity("float32"))
-                for i_78, i_79 in T.Parallel(32, 32):
-                    l__77[i_78, i_79] = ((acc_70[i_78, i_79] * t_71[i_78, 0]) + t_74[i_78, 0])
+                T.clear(acc_66)
+                T.gemm(kc__49, qg__34, acc_66, transpose_A=False, transpose_B=True)
+                for i_68, i_69 in T.Parallel(32, 1):
+                    t_67[i_68, i_69] = ((i__60[i_68] * T.float32(65536.0)) * T.rsqrt(((sum_62[i_68] / T.float32(128.0)) + ((T.float32(0.001) * i__60[i_68]) * (T.float32(0.001) * i__60[i_68])))))
+                for i_71, i_72 in T.Parallel(32, 1):
+                    t_70[i_71, i_72] = T.if_then_else((T.Cast("int32", idx__46[i_71]) >= T.int32(0)), T.float32(0.0), -T.infinity("float32"))
+                for i_74, i_75 in T.Parallel(32, 32):
+                    l__73[i_74, i_75] = ((acc_66[i_74, i_75] * t_67[i_74, 0]) + t_70[i_74, 0])
                 # cache_read.py:101: m_new = hl.maximum(m, hl.max(l, ax))
-                T.copy(l__77, l__80)
-                for i_83 in T.Parallel(32):
-                    max_81[i_83] = T.float32(0.0)
-                for i_84 in T.Parallel(32):
-                    acc_tmp_61[0] = -T.infinity("float32")
-                    for r_82 in T.serial(32):
-                        acc_tmp_61[0] = T.max(acc_tmp_61[0], l__80[r_82, i_84])
-                    max_81[i_84] = acc_tmp_61[0]
-                for i_86 in T.Parallel(32):
-                    m_new__85[i_86] = T.max(m__38[i_86], max_81[i_86])
+                T.copy(l__73, l__76)
+                for i_79 in T.Parallel(32):
+                    max_77[i_79] = T.float32(0.0)
+                for i_80 in T.Parallel(32):
+                    acc_tmp_57[0] = -T.infinity("float32")
+                    for r_78 in T.serial(32):
+                        acc_tmp_57[0] = T.max(acc_tmp_57[0], l__76[r_78, i_80])
+                    max_77[i_80] = acc_tmp_57[0]
+                for i_82 in T.Parallel(32):
+                    m_new__81[i_82] = T.max(m__38[i_82], max_77[i_82])
                 # cache_read.py:102: alpha = hl.exp(m - m_new)
-                for i_88 in T.Parallel(32):
-                    alpha__87[i_88] = T.exp((m__38[i_88] - m_new__85[i_88]))
+                for i_84 in T.Parallel(32):
+                    alpha__83[i_84] = T.exp((m__38[i_84] - m_new__81[i_84]))
                 # cache_read.py:103: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
-                for i_90, i_91 in T.Parallel(32, 32):
-                    p__89[i_90, i_91] = T.exp((l__80[i_90, i_91] - m_new__85[i_91]))
+                for i_86, i_87 in T.Parallel(32, 32):
+                    p__85[i_86, i_87] = T.exp((l__76[i_86, i_87] - m_new__81[i_87]))
                 # cache_read.py:104: pv = hl.dot(p.to(vt.dtype), vt, None if acc is None else acc * alpha[:, None], trans_a=not qmajor)
-                for i_93, i_94 in T.Parallel(32, 32):
-                    a_tmp_92[i_93, i_94] = T.Cast("bfloat16", p__89[i_93, i_94])
-                for i_96, i_97 in T.Parallel(32, 128):
-                    pv__95[i_96, i_97] = (acc__42[i_96, i_97] * alpha__87[i_96])
-                T.gemm(a_tmp_92, vc__54, pv__95, transpose_A=True, transpose_B=False)
+                for i_89, i_90 in T.Parallel(32, 32):
+                    a_tmp_88[i_89, i_90] = T.Cast("bfloat16", p__85[i_89, i_90])
+                for i_92, i_93 in T.Parallel(32, 128):
+                    pv__91[i_92, i_93] = (acc__42[i_92, i_93] * alpha__83[i_92])
+                T.gemm(a_tmp_88, vc__52, pv__91, transpose_A=True, transpose_B=False)
                 # cache_read.py:105: return m_new, den * alpha + hl.sum(p, ax), pv
-                for i_100 in T.Parallel(32):
-                    sum_98[i_100] = T.float32(0.0)
-                for i_101 in T.Parallel(32):
-                    acc_tmp_61[0] = T.float32(0.0)
-                    for r_99 in T.serial(32):
-                        acc_tmp_61[0] = acc_tmp_61[0] + p__89[r_99, i_101]
-                    sum_98[i_101] = acc_tmp_61[0]
-                for i_102 in T.Parallel(32):
-                    m__38[i_102] = m_new__85[i_102]
-                for i_103 in T.Parallel(32):
-                    den__40[i_103] = ((den__40[i_103] * alpha__87[i_103]) + sum_98[i_103])
-                for i_104, i_105 in T.Parallel(32, 128):
-                    acc__42[i_104, i_105] = pv__95[i_104, i_105]
+                for i_96 in T.Parallel(32):
+                    sum_94[i_96] = T.float32(0.0)
+                for i_97 in T.Parallel(32):
+                    acc_tmp_57[0] = T.float32(0.0)
+                    for r_95 in T.serial(32):
+                        acc_tmp_57[0] = acc_tmp_57[0] + p__85[r_95, i_97]
+                    sum_94[i_97] = acc_tmp_57[0]
+                for i_98 in T.Parallel(32):
+                    m__38[i_98] = m_new__81[i_98]
+                for i_99 in T.Parallel(32):
+                    den__40[i_99] = ((den__40[i_99] * alpha__83[i_99]) + sum_94[i_99])
+                for i_100, i_101 in T.Parallel(32, 128):
+                    acc__42[i_100, i_101] = pv__91[i_100, i_101]
             # cache_read.py:162: @hl.loop(bs, hl.minimum(t0 + BQ, T), BKV, carry=cached, pipelined=True)
-            for it_106 in T.serial(bs__2, T.min((t0__3 + T.int32(32)), n_T), T.int32(32)):
+            for it_102 in T.serial(bs__2, T.min((t0__3 + T.int32(32)), n_T), T.int32(32)):
                 # cache_read.py:164: tk = j + hl.iota(BKV)
                 # cache_read.py:165: kt = k[b, hl.tile(j, BKV), h, kd].to(dt)                           # [BKV, BKD]
-                T.copy(k[p1, it_106:it_106 + 32, p2, 0:128], kt__107)
+                T.copy(k[p1, it_102:it_102 + 32, p2, 0:128], kt__103)
                 # cache_read.py:166: vt = v[b, hl.tile(j, BKV), h, vd].to(dt)
-                T.copy(v[p1, it_106:it_106 + 32, p2, 0:128], vt__108)
+                T.copy(v[p1, it_102:it_102 + 32, p2, 0:128], vt__104)
                 # cache_read.py:87: return (keys[None, :], queries[:, None]) if qmajor else (keys[:, None], queries[None, :])
                 # cache_read.py:168: return _step(kt, vt, qg, _mask(kk <= qq), m, den, acc, **step)
                 # cache_read.py:82: return hl.where(visible, hl.zeros(visible.shape), float("-inf"))
                 # cache_read.py:95: f = _logit_factor(kt.to("float32"), K, EPS, scale)
                 # cache_read.py:45: s = hl.maximum(hl.sum(hl.abs(x) * (1.0 / K), 1), eps ** 0.5)   # |x| / K: the sum stays finite
-                for i_111 in T.Parallel(32):
-                    sum_109[i_111] = T.float32(0.0)
-                for i_112 in T.Parallel(32):
-                    acc_tmp_61[0] = T.float32(0.0)
-                    for r_110 in T.serial(128):
-                        acc_tmp_61[0] = acc_tmp_61[0] + (T.abs(T.Cast("float32", kt__107[i_112, r_110])) * T.float32(0.0078125))
-                    sum_109[i_112] = acc_tmp_61[0]
+                for i_107 in T.Parallel(32):
+                    sum_105[i_107] = T.float32(0.0)
+                for i_108 in T.Parallel(32):
+                    acc_tmp_57[0] = T.float32(0.0)
+                    for r_106 in T.serial(128):
+                        acc_tmp_57[0] = acc_tmp_57[0] + (T.abs(T.Cast("float32", kt__103[i_108, r_106])) * T.float32(0.0078125))
+                    sum_105[i_108] = acc_tmp_57[0]
                 # cache_read.py:46: i = 1.0 / s
-                for i_114 in T.Parallel(32):
-                    i__113[i_114] = (T.float32(1.0) / T.max(sum_109[i_114], T.float32(0.001)))
+                for i_110 in T.Parallel(32):
+                    i__109[i_110] = (T.float32(1.0) / T.max(sum_105[i_110], T.float32(0.001)))
                 # cache_read.py:47: xs = x * i[:, None]
                 # cache_read.py:48: e = eps ** 0.5 * i                                              # sqrt(eps / s^2): s^2 could overflow
                 # cache_read.py:49: return xs, i, hl.rsqrt(hl.sum(xs * xs, 1) / K + e * e)
-                for i_117 in T.Parallel(32):
-                    sum_115[i_117] = T.float32(0.0)
-                for i_118 in T.Parallel(32):
-                    acc_tmp_61[0] = T.float32(0.0)
-                    for r_116 in T.serial(128):
-                        acc_tmp_61[0] = acc_tmp_61[0] + ((T.Cast("float32", kt__107[i_118, r_116]) * i__113[i_118]) * (T.Cast("float32", kt__107[i_118, r_116]) * i__113[i_118]))
-                    sum_115[i_118] = acc_tmp_61[0]
+                for i_113 in T.Parallel(32):
+                    sum_111[i_113] = T.float32(0.0)
+                for i_114 in T.Parallel(32):
+                    acc_tmp_57[0] = T.float32(0.0)
+                    for r_112 in T.serial(128):
+                        acc_tmp_57[0] = acc_tmp_57[0] + ((T.Cast("float32", kt__103[i_114, r_112]) * i__109[i_114]) * (T.Cast("float32", kt__103[i_114, r_112]) * i__109[i_114]))
+                    sum_111[i_114] = acc_tmp_57[0]
                 # cache_read.py:75: return i * (1.0 / scale) * r
                 # cache_read.py:99: l = hl.dot(kt, qg, trans_b=True) * f[:, None] + masked             # [keys, BQ]
-                T.clear(acc_119)
-                T.gemm(kt__107, qg__34, acc_119, transpose_A=False, transpose_B=True)
-                for i_121, i_122 in T.Parallel(32, 1):
-                    t_120[i_121, i_122] = ((i__113[i_121] * T.float32(65536.0)) * T.rsqrt(((sum_115[i_121] / T.float32(128.0)) + ((T.float32(0.001) * i__113[i_121]) * (T.float32(0.001) * i__113[i_121])))))
-                for i_124, i_125 in T.Parallel(32, 32):
-                    l__123[i_124, i_125] = ((acc_119[i_124, i_125] * t_120[i_124, 0]) + T.if_then_else(((it_106 + i_124) <= (t0__3 + i_125)), T.float32(0.0), -T.infinity("float32")))
+                T.clear(acc_115)
+                T.gemm(kt__103, qg__34, acc_115, transpose_A=False, transpose_B=True)
+                for i_117, i_118 in T.Parallel(32, 1):
+                    t_116[i_117, i_118] = ((i__109[i_117] * T.float32(65536.0)) * T.rsqrt(((sum_111[i_117] / T.float32(128.0)) + ((T.float32(0.001) * i__109[i_117]) * (T.float32(0.001) * i__109[i_117])))))
+                for i_120, i_121 in T.Parallel(32, 32):
+                    l__119[i_120, i_121] = ((acc_115[i_120, i_121] * t_116[i_120, 0]) + T.if_then_else(((it_102 + i_120) <= (t0__3 + i_121)), T.float32(0.0), -T.infinity("float32")))
                 # cache_read.py:101: m_new = hl.maximum(m, hl.max(l, ax))
-                T.copy(l__123, l__126)
-                for i_129 in T.Parallel(32):
-                    max_127[i_129] = T.float32(0.0)
-                for i_130 in T.Parallel(32):
-                    acc_tmp_61[0] = -T.infinity("float32")
-                    for r_128 in T.serial(32):
-                        acc_tmp_61[0] = T.max(acc_tmp_61[0], l__126[r_128, i_130])
-                    max_127[i_130] = acc_tmp_61[0]
-                for i_132 in T.Parallel(32):
-                    m_new__131[i_132] = T.max(m__38[i_132], max_127[i_132])
+                T.copy(l__119, l__122)
+                for i_125 in T.Parallel(32):
+                    max_123[i_125] = T.float32(0.0)
+                for i_126 in T.Parallel(32):
+                    acc_tmp_57[0] = -T.infinity("float32")
+                    for r_124 in T.serial(32):
+                        acc_tmp_57[0] = T.max(acc_tmp_57[0], l__122[r_124, i_126])
+                    max_123[i_126] = acc_tmp_57[0]
+                for i_128 in T.Parallel(32):
+                    m_new__127[i_128] = T.max(m__38[i_128], max_123[i_128])
                 # cache_read.py:102: alpha = hl.exp(m - m_new)
-                for i_134 in T.Parallel(32):
-                    alpha__133[i_134] = T.exp((m__38[i_134] - m_new__131[i_134]))
+                for i_130 in T.Parallel(32):
+                    alpha__129[i_130] = T.exp((m__38[i_130] - m_new__127[i_130]))
                 # cache_read.py:103: p = hl.exp(l - (m_new[:, None] if qmajor else m_new[None, :]))
-                for i_136, i_137 in T.Parallel(32, 32):
-                    p__135[i_136, i_137] = T.exp((l__126[i_136, i_137] - m_new__131[i_137]))
+                for i_132, i_133 in T.Parallel(32, 32):
+                    p__131[i_132, i_133] = T.exp((l__122[i_132, i_133] - m_new__127[i_133]))
                 # cache_read.py:104: pv = hl.dot(p.to(vt.dtype), vt, None if acc is None else acc * alpha[:, None], trans_a=not qmajor)
-                for i_138, i_139 in T.Parallel(32, 32):
-                    a_tmp_92[i_138, i_139] = T.Cast("bfloat16", p__135[i_138, i_139])
-                for i_141, i_142 in T.Parallel(32, 128):
-                    pv__140[i_141, i_142] = (acc__42[i_141, i_142] * alpha__133[i_141])
-                T.gemm(a_tmp_92, vt__108, pv__140, transpose_A=True, transpose_B=False)
+                for i_134, i_135 in T.Parallel(32, 32):
+                    a_tmp_88[i_134, i_135] = T.Cast("bfloat16", p__131[i_134, i_135])
+                for i_137, i_138 in T.Parallel(32, 128):
+                    pv__136[i_137, i_138] = (acc__42[i_137, i_138] * alpha__129[i_137])
+                T.gemm(a_tmp_88, vt__104, pv__136, transpose_A=True, transpose_B=False)
                 # cache_read.py:105: return m_new, den * alpha + hl.sum(p, ax), pv
-                for i_145 in T.Parallel(32):
-                    sum_143[i_145] = T.float32(0.0)
-                for i_146 in T.Parallel(32):
-                    acc_tmp_61[0] = T.float32(0.0)
-                    for r_144 in T.serial(32):
-                        acc_tmp_61[0] = acc_tmp_61[0] + p__135[r_144, i_146]
-                    sum_143[i_146] = acc_tmp_61[0]
-                for i_147 in T.Parallel(32):
-                    m__38[i_147] = m_new__131[i_147]
-                for i_148 in T.Parallel(32):
-                    den__40[i_148] = ((den__40[i_148] * alpha__133[i_148]) + sum_143[i_148])
-                for i_149, i_150 in T.Parallel(32, 128):
-                    acc__42[i_149, i_150] = pv__140[i_149, i_150]
+                for i_141 in T.Parallel(32):
+                    sum_139[i_141] = T.float32(0.0)
+                for i_142 in T.Parallel(32):
+                    acc_tmp_57[0] = T.float32(0.0)
+                    for r_140 in T.serial(32):
+                        acc_tmp_57[0] = acc_tmp_57[0] + p__131[r_140, i_142]
+                    sum_139[i_142] = acc_tmp_57[0]
+                for i_143 in T.Parallel(32):
+                    m__38[i_143] = m_new__127[i_143]
+                for i_144 in T.Parallel(32):
+                    den__40[i_144] = ((den__40[i_144] * alpha__129[i_144]) + sum_139[i_144])
+                for i_145, i_146 in T.Parallel(32, 128):
+                    acc__42[i_145, i_146] = pv__136[i_145, i_146]
             # cache_read.py:171: o.store((b, hl.tile(t0, BQ), h, vd), acc / den[:, None], mask=rows_ok[:, None])
-            for i_151, i_152 in T.Parallel(32, 128):
-                if T.And(t0__3 + i_151 < n_T, T.And((((T.truncmod(p0, T.int32(8)) * T.int32(32)) + i_151) < T.int32(256)), ((t0__3 + i_151) < n_T))):
-                    o[p1, t0__3 + i_151, p2, i_152] = T.Cast("bfloat16", (acc__42[i_151, i_152] / den__40[i_151]))
+            for i_147, i_148 in T.Parallel(32, 128):
+                if T.And(t0__3 + i_147 < n_T, T.And((((T.truncmod(p0, T.int32(8)) * T.int32(32)) + i_147) < T.int32(256)), ((t0__3 + i_147) < n_T))):
+                    o[p1, t0__3 + i_147, p2, i_148] = T.Cast("bfloat16", (acc__42[i_147, i_148] / den__40[i_147]))
 
     return cache_read_cuda

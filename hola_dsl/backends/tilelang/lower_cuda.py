@@ -259,7 +259,16 @@ class CudaEmitter(BaseEmitter):
         users = self.users.get(v, [])
         return bool(users) and all(
             u.name in ELEMENTWISE and u.result.type.shape == v.type.shape for u in users
-        ) and len(v.type.shape) >= 1 and v.type.dtype != "int1" and not self._cast_to_dot(v)
+        ) and len(v.type.shape) >= 1 and v.type.dtype != "int1" and not self._cast_to_dot(v) \
+            and not self._feeds_load(v)
+
+    def _feeds_load(self, v: ir.Value) -> bool:
+        """Whether ``v``, or an elementwise result of it, indexes or masks a load (a gather's
+        positions, cache_read's ids): the load's element loop reads it at every element, while a
+        fragment element lives in one thread only, so TileLang would confine the gather to the
+        threads holding it (and place barriers inside that branch)."""
+        return any(u.name == "load" or (u.name in ELEMENTWISE and self._feeds_load(u.result))
+                   for u in self.users.get(v, []))
 
     def _cast_to_dot(self, v: ir.Value) -> bool:
         """Whether ``v`` reaches a dot directly or through a widening cast (``k[...].to("float32")``):
