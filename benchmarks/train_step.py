@@ -14,7 +14,6 @@ Compile and TileLang build times are not in the medians (one warm-up run each).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -27,16 +26,9 @@ from model import presets
 from model.config import HOLAConfig
 from model.lm import HOLALM
 
+# Run as a script, this file's folder is on sys.path: one wall-clock median for the CPU benchmarks.
+from reference_vs_oracle import median_seconds
 
-def median_seconds(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def train_steps(backend_names: list[str], repeats: int) -> dict[str, float]:
