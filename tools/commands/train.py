@@ -46,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, help="steps between validation + checkpoint")
     parser.add_argument("--val-tokens", type=int, default=32768, help="validation tokens per evaluation (lm; default 32768)")
     parser.add_argument("--backend", default="auto",
-                        help="hola_dsl backend for training (needs gradients; default: auto, the fastest "
-                             "differentiable one per op here: TileLang where it has the backward, else reference)")
+                        help="hola_dsl backend for training (needs gradients; default: auto, per op the first "
+                             "differentiable one of AUTO_ORDER here: TileLang where it has the backward, else "
+                             "reference)")
     parser.add_argument("--device", choices=DEVICES, default="cpu",
                         help="cpu (processes talk over gloo), or cuda: process i of a machine on its GPU i, over "
                              "nccl (default: cpu)")
