@@ -9,25 +9,31 @@ D_t = do_t . o_t and dS_tj = P_tj (do_t . v_j - D_t) (the sink's: -P_t,sink D_t)
     dsink_h = -sum_t P_t,sink D_t     dL/da = sum_t qn_t * U_t     (= sum_j kn_j * W_j)
 
 and the gradients of the normalised rows are a * U_t (queries) and a * W_j (keys), which the
-RMSNorm's backward (``rmsnorm_backward``) takes to dq and dk; dgamma_q = dL/da gamma_k /
-sqrt(K), dgamma_k = dL/da gamma_q / sqrt(K).
+RMSNorm's backward (``_rms_grad``) takes to dq and dk inside the kernels; dgamma_q =
+dL/da gamma_k / sqrt(K), dgamma_k = dL/da gamma_q / sqrt(K).
 
-Two kernels, no atomics (race-free on every backend):
+Two kernels, no atomics (race-free on every backend): every output row has one program that
+writes it, and partial sums shared by several programs go through scratch that a later launch
+reads.
 
 * ``cache_read_bwd_query``, one program per (query tile, b, h) as the forward: it recomputes
   the forward's online softmax (the row max m and denominator den, hence o and D), then walks
   the visible set again with P = exp(l - m) / den; both walks take the gathered cache BKV
-  entries a step, as the block (a GPU program never holds the whole cache in registers). It writes U, the row's log-sum-exp and D (for
-  the second kernel), the sink's share per query, and the cache entries' dv and W partial sums
-  of its own query tile into a scratch slot of its own ([B, H, tiles, W, .]). Several blocks'
-  caches may select the same key (and one key sits in many caches): the slots are summed into
-  the keys' rows by ``finish`` (an index_add over idx), after the kernels, not by racing stores.
+  entries a step, as the block (a GPU program never holds the whole cache in registers). It
+  writes dq (U through the RMSNorm's backward), the row's log-sum-exp and D (for the second
+  kernel), its tile's sums of dL/da and of the sink's gradient, and its cache entries' dv and W
+  partial sums into a scratch slot of its own ([B, H, tiles, W, .]).
 * ``cache_read_bwd_key``, one program per (key tile, b, h) of a block: the queries that see a
   block key in the causal part are the block's later queries, so the key tile finds them itself
-  (a loop from its own position to the block's end) and accumulates its dv and W in registers.
+  (a loop from its own position to the block's end) and accumulates its dv and W. A key also
+  sits in the caches of later blocks, in any number of slots (one per query tile of each such
+  block, and a row of idx may repeat a key): the plan sorts the slots by the key they hold
+  (``_slots_by_key``, a few torch ops on idx), so the slots of a key tile's keys are one
+  contiguous run, which the key program then sums BQ slots a step as a one-hot product
+  (hit[key, slot] = 1 where the slot holds the key) with the gathered partial rows. With the
+  totals it applies the RMSNorm's backward and writes dk and dv.
 
-``finish`` adds the gathered partial sums to the block part and applies the RMSNorm backward
-(in float32 torch, overflow-safe: ``hola_dsl.norms``), O(T K) next to the kernels' O(T (W + C) K).
+``finish`` only sums the per-tile dL/da and sink partials ([B, H, tiles, K] and [B, H, tiles]).
 """
 
 import math
@@ -35,8 +41,8 @@ from typing import Mapping, Optional
 
 import torch
 
-from hola_dsl import lang as hl, norms, spec
-from hola_dsl.kernels.cache_read import QUERY_SCALE, _logit_factor, _mask, _rms_parts
+from hola_dsl import lang as hl, spec
+from hola_dsl.kernels.cache_read import QUERY_SCALE, _mask, _rms_parts
 
 
 def _parts(x, K: int, eps: float):
@@ -45,12 +51,22 @@ def _parts(x, K: int, eps: float):
     return xs * r[:, None], i * (1.0 / QUERY_SCALE) * r
 
 
+def _rms_grad(parts, g, K: int):
+    """dL/dx [rows, cols] of y = rmsnorm(x) given g = dL/dy [rows, cols], from ``_rms_parts``'
+    (xs, i, r) of x: with y = xs r and rmsnorm's own factor r i (at most 1 / sqrt(eps), so no
+    overflow for any float32 x), dL/dx = r i (g - y mean(g y)); padded columns have y = 0."""
+    xs, i, r = parts
+    y = xs * r[:, None]
+    return (r * i)[:, None] * (g - y * (hl.sum(g * y, 1) * (1.0 / K))[:, None])
+
+
 def _queries(q, b, t0, h, kd, rows_ok, gammas, K: int, eps: float):
-    """(qg, qn) [BQ, BKD] of the query tile from t0: the forward's scaled, gamma-folded queries
-    (a key dot times the key's logit factor is the logit) and rmsnorm(q)."""
+    """(qg, qn, parts) of the query tile from t0: qg [BQ, BKD] the forward's scaled,
+    gamma-folded queries (a key dot times the key's logit factor is the logit), qn = rmsnorm(q)
+    and ``_rms_parts`` of q (for the RMSNorm's backward)."""
     qt = q.load((b, hl.tile(t0, rows_ok.shape[0]), h, kd), mask=rows_ok[:, None]).to("float32")
-    qs, _, rq = _rms_parts(qt, K, eps)
-    return qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :], qs * rq[:, None]
+    qs, i, rq = _rms_parts(qt, K, eps)
+    return qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :], qs * rq[:, None], (qs, i, rq)
 
 
 def _online(l, vt, m, den, acc):
@@ -67,9 +83,10 @@ def cache_read_bwd_query(
     q: hl.In("B", "T", "H", "K"), k: hl.In("B", "T", "H", "K"), v: hl.In("B", "T", "H", "V"),
     idx: hl.In("B", "H", "NB", "W", dtype="int64"), gamma_q: hl.In("K"), gamma_k: hl.In("K"),
     sink: hl.In("H"), dout: hl.In("B", "T", "H", "V"),
-    u: hl.Out("B", "T", "H", "K", dtype="float32"), lse: hl.Out("B", "T", "H", dtype="float32"),
-    delta: hl.Out("B", "T", "H", dtype="float32"), dsink_t: hl.Out("B", "T", "H", dtype="float32"),
-    wc: hl.Out("B", "H", "P", "WP", "K", dtype="float32"), dvc: hl.Out("B", "H", "P", "WP", "V", dtype="float32"),
+    dq: hl.Out("B", "T", "H", "K"), lse: hl.Out("B", "T", "H", dtype="float32"),
+    delta: hl.Out("B", "T", "H", dtype="float32"), da: hl.Out("B", "H", "P", "K", dtype="float32"),
+    dsink: hl.Out("B", "H", "P", dtype="float32"),
+    wc: hl.Out("B", "H", "P", "W", "K", dtype="float32"), dvc: hl.Out("B", "H", "P", "W", "V", dtype="float32"),
     *, K: int, V: int, W: int, C: int, BKD: int, BVD: int, WP: int, BQ: int, BKV: int, EPS: float,
 ):
     T = hl.dim("T")
@@ -81,7 +98,7 @@ def cache_read_bwd_query(
     rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
     kd, vd = hl.tile(0, BKD), hl.tile(0, BVD)
     gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
-    qg, qn = _queries(q, b, t0, h, kd, rows_ok, gammas, K, EPS)
+    qg, qn, qparts = _queries(q, b, t0, h, kd, rows_ok, gammas, K, EPS)
     dov = dout.load((b, hl.tile(t0, BQ), h, vd), mask=rows_ok[:, None]).to("float32")      # [BQ, BVD]
 
     s = sink[h].to("float32")
@@ -93,14 +110,16 @@ def cache_read_bwd_query(
     def cache_fwd(c, m, den, acc):
         ids = idx.load((b, h, n, hl.tile(c, BKV)), other=-1).to("int32")   # [BKV], -1 = empty
         kc = k[b, ids, h, kd].to("float32")
-        l = hl.dot(kc, qg, trans_b=True) * _logit_factor(kc, K, EPS)[:, None] + _mask(ids >= 0)[:, None]
+        _, fc = _parts(kc, K, EPS)
+        l = hl.dot(kc, qg, trans_b=True) * fc[:, None] + _mask(ids >= 0)[:, None]
         return _online(l, v[b, ids, h, vd].to("float32"), m, den, acc)
 
     @hl.loop(n * C, blk_end, BKV, carry=cache_fwd, pipelined=True)
     def forward(j, m, den, acc):
         tk = j + hl.iota(BKV)
         kt = k[b, hl.tile(j, BKV), h, kd].to("float32")
-        l = hl.dot(kt, qg, trans_b=True) * _logit_factor(kt, K, EPS)[:, None] + _mask(tk[:, None] <= tq[None, :])
+        _, f = _parts(kt, K, EPS)
+        l = hl.dot(kt, qg, trans_b=True) * f[:, None] + _mask(tk[:, None] <= tq[None, :])
         return _online(l, v[b, hl.tile(j, BKV), h, vd].to("float32"), m, den, acc)
 
     m, den, acc = forward
@@ -108,7 +127,8 @@ def cache_read_bwd_query(
     lse_t = m + hl.log(den)
 
     # Pass 2: P and dS of the cache entries (their dv and W partials of this tile go to its own
-    # slot rows) and of the block tokens; U accumulates over both.
+    # slot rows; rows past W are masked by the slot dim) and of the block tokens; U accumulates
+    # over both.
     @hl.loop(0, WP, BKV, carry=hl.zeros((BQ, BKD)), pipelined=True)
     def cache_bwd(c, uacc):
         ids = idx.load((b, h, n, hl.tile(c, BKV)), other=-1).to("int32")
@@ -135,10 +155,12 @@ def cache_read_bwd_query(
         return hl.dot(ds, kn, uacc, trans_a=True)
 
     rows = (b, hl.tile(t0, BQ), h)
-    u.store(rows + (kd,), block, mask=rows_ok[:, None])
+    dq.store(rows + (kd,), _rms_grad(qparts, gammas[None, :] * block, K), mask=rows_ok[:, None])
     lse.store(rows, lse_t, mask=rows_ok)
     delta.store(rows, d, mask=rows_ok)
-    dsink_t.store(rows, -hl.exp(s - lse_t) * d, mask=rows_ok)
+    # This tile's sums (rows past the block or T hold q = 0 and do = 0, hence qn = U = 0).
+    da.store((b, h, pid, kd), hl.sum(qn * block, 0))
+    dsink.store((b, h, pid), hl.sum(hl.where(rows_ok, -hl.exp(s - lse_t) * d, 0.0), 0))
 
 
 @hl.kernel
@@ -146,7 +168,10 @@ def cache_read_bwd_key(
     q: hl.In("B", "T", "H", "K"), k: hl.In("B", "T", "H", "K"), v: hl.In("B", "T", "H", "V"),
     gamma_q: hl.In("K"), gamma_k: hl.In("K"), dout: hl.In("B", "T", "H", "V"),
     lse: hl.In("B", "T", "H", dtype="float32"), delta: hl.In("B", "T", "H", dtype="float32"),
-    wk: hl.Out("B", "T", "H", "K", dtype="float32"), dv: hl.Out("B", "T", "H", "V", dtype="float32"),
+    wc: hl.In("B", "H", "S", "K", dtype="float32"), dvc: hl.In("B", "H", "S", "V", dtype="float32"),
+    slots: hl.In("B", "H", "E", dtype="int32"), slot_keys: hl.In("B", "H", "E", dtype="int32"),
+    first: hl.In("B", "H", "NKT", dtype="int32"), last: hl.In("B", "H", "NKT", dtype="int32"),
+    dk: hl.Out("B", "T", "H", "K"), dv: hl.Out("B", "T", "H", "V"),
     *, K: int, V: int, C: int, BKD: int, BVD: int, BQ: int, BKV: int, EPS: float,
 ):
     T = hl.dim("T")
@@ -161,13 +186,14 @@ def cache_read_bwd_key(
     gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
     kt = k.load((b, hl.tile(j0, BKV), h, kd), mask=keys_ok[:, None]).to("float32")   # [BKV, BKD]
     vt = v.load((b, hl.tile(j0, BKV), h, vd), mask=keys_ok[:, None]).to("float32")   # [BKV, BVD]
-    _, f = _parts(kt, K, EPS)
+    kparts = _rms_parts(kt, K, EPS)
+    f = kparts[1] * (1.0 / QUERY_SCALE) * kparts[2]
 
     @hl.loop(j0, end, BQ, carry=(hl.zeros((BKV, BVD)), hl.zeros((BKV, BKD))), pipelined=True)
     def queries(i, dvacc, wacc):
         tq = i + hl.iota(BQ)
         seen = tq < end
-        qg, qn = _queries(q, b, i, h, kd, seen, gammas, K, EPS)
+        qg, qn, _ = _queries(q, b, i, h, kd, seen, gammas, K, EPS)
         dov = dout.load((b, hl.tile(i, BQ), h, vd), mask=seen[:, None]).to("float32")   # [BQ, BVD]
         lse_t = lse.load((b, hl.tile(i, BQ), h), mask=seen)
         d = delta.load((b, hl.tile(i, BQ), h), mask=seen)
@@ -176,23 +202,21 @@ def cache_read_bwd_key(
         ds = p * (hl.dot(vt, dov, trans_b=True) - d[None, :])
         return hl.dot(p, dov, dvacc), hl.dot(ds, qn, wacc)
 
-    dvacc, wacc = queries
+    # The cache slots holding this tile's keys: entries first..last of the slots sorted by key.
+    e_end = last[b, h, pid]
+
+    @hl.loop(first[b, h, pid], e_end, BQ, carry=queries)
+    def cached(e, dvacc, wacc):
+        ok = e + hl.iota(BQ) < e_end
+        at = slots.load((b, h, hl.tile(e, BQ)), mask=ok, other=-1)                     # [BQ], -1 = none
+        key = slot_keys.load((b, h, hl.tile(e, BQ)), mask=ok, other=-1)
+        hit = hl.where(tk[:, None] == key[None, :], hl.full((BKV, BQ), 1.0), 0.0)      # [BKV, BQ]
+        return hl.dot(hit, dvc[b, h, at, vd], dvacc), hl.dot(hit, wc[b, h, at, kd], wacc)
+
+    dvacc, wacc = cached
     rows = (b, hl.tile(j0, BKV), h)
     dv.store(rows + (vd,), dvacc, mask=keys_ok[:, None])
-    wk.store(rows + (kd,), wacc, mask=keys_ok[:, None])
-
-
-def rmsnorm_backward(x: torch.Tensor, grad: torch.Tensor, eps: float) -> torch.Tensor:
-    """dL/dx [..., K] float32 of y = rmsnorm(x) = x r, r = 1 / sqrt(mean(x^2) + eps), given
-    grad = dL/dy: r (grad - y mean(grad * y)). y comes scaled as in ``hola_dsl.norms`` (no
-    overflow for any float32 x); r = (y / x) is taken from the same scaled parts."""
-    x = x.float()
-    y = norms.normalize(x, eps, mean=True)
-    s = norms._row_scale(x, math.sqrt(eps))
-    xs = x / s
-    e = math.sqrt(eps) / s
-    r = torch.rsqrt((xs * xs).mean(-1, keepdim=True) + e * e) / s
-    return r * (grad - y * (grad * y).mean(-1, keepdim=True))
+    dk.store(rows + (kd,), _rms_grad(kparts, gammas[None, :] * wacc, K), mask=keys_ok[:, None])
 
 
 def consts(K: int, V: int, W: int, block_size: int, eps: float, schedule: Mapping) -> dict:
@@ -200,6 +224,25 @@ def consts(K: int, V: int, W: int, block_size: int, eps: float, schedule: Mappin
     return dict(K=K, V=V, W=W, C=block_size, BKD=spec.pow2(K), BVD=spec.pow2(V), WP=spec.pow2(W),
                 BQ=min(int(schedule["BQ"]), spec.pow2(block_size)),
                 BKV=min(int(schedule["BKV"]), spec.pow2(block_size)), EPS=float(eps))
+
+
+def _slots_by_key(idx: torch.Tensor, T: int, C: int, BQ: int, BKV: int) -> tuple[torch.Tensor, ...]:
+    """The cache slots of the query pass's scratch sorted by the key they hold, and each key
+    tile's run of them: (slots [B, H, E] int32: slot p * W + w of query tile p, -1 past the
+    filled ones; slot_keys [B, H, E] int32: their keys; first, last [B, H, NB * NK] int32: key
+    tile i's slots are entries first[i]..last[i] - 1), E = tiles * W. Works on meta tensors."""
+    B, H, NB, W = idx.shape
+    NQ, NK = -(-C // BQ), -(-C // BKV)
+    dev = idx.device
+    keys = idx[:, :, :, None, :].expand(B, H, NB, NQ, W).reshape(B, H, NB * NQ * W)
+    keys = torch.where(keys >= 0, keys, T)                 # empty slots sort after every key
+    keys, order = keys.sort(dim=-1, stable=True)
+    slots = torch.where(keys < T, order, -1).to(torch.int32)
+    start = (torch.arange(NB, device=dev)[:, None] * C + torch.arange(NK, device=dev)[None, :] * BKV)
+    stop = torch.minimum(start + BKV, torch.arange(1, NB + 1, device=dev)[:, None] * C).clamp(max=T)
+    bounds = torch.cat((start.reshape(-1), stop.reshape(-1))).expand(B, H, 2 * NB * NK).contiguous()
+    found = torch.searchsorted(keys, bounds).to(torch.int32).view(B, H, 2, NB * NK)
+    return slots, keys.to(torch.int32), found[:, :, 0].contiguous(), found[:, :, 1].contiguous()
 
 
 def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, do, *, block_size: int, eps: float,
@@ -215,39 +258,28 @@ def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, do, *, block_s
     c = consts(K, V, W, block_size, eps, schedule)
     tiles = NB * -(-block_size // c["BQ"])
     dev, f32 = q.device, torch.float32
-    u, wk = spec.poisoned((B, T, H, K), f32, dev), spec.poisoned((B, T, H, K), f32, dev)
-    lse, delta, dsink_t = (spec.poisoned((B, T, H), f32, dev) for _ in range(3))
-    wc = spec.poisoned((B, H, tiles, c["WP"], K), f32, dev)
-    dvc = spec.poisoned((B, H, tiles, c["WP"], V), f32, dev)
-    dv = spec.poisoned((B, T, H, V), f32, dev)
+    dq, dk, dv = spec.poisoned(q.shape, q.dtype, dev), spec.poisoned(k.shape, k.dtype, dev), spec.poisoned(v.shape, v.dtype, dev)
+    lse, delta = spec.poisoned((B, T, H), f32, dev), spec.poisoned((B, T, H), f32, dev)
+    da, dsink = spec.poisoned((B, H, tiles, K), f32, dev), spec.poisoned((B, H, tiles), f32, dev)
+    wc = spec.poisoned((B, H, tiles, W, K), f32, dev)
+    dvc = spec.poisoned((B, H, tiles, W, V), f32, dev)
+    slots, slot_keys, first, last = _slots_by_key(idx, T, block_size, c["BQ"], c["BKV"])
     query = dict(q=q, k=k, v=v, idx=idx, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink, dout=do,
-                 u=u, lse=lse, delta=delta, dsink_t=dsink_t, wc=wc, dvc=dvc)
-    key = dict(q=q, k=k, v=v, gamma_q=gamma_q, gamma_k=gamma_k, dout=do, lse=lse, delta=delta, wk=wk, dv=dv)
+                 dq=dq, lse=lse, delta=delta, da=da, dsink=dsink, wc=wc, dvc=dvc)
+    key = dict(q=q, k=k, v=v, gamma_q=gamma_q, gamma_k=gamma_k, dout=do, lse=lse, delta=delta,
+               wc=wc.view(B, H, tiles * W, K), dvc=dvc.view(B, H, tiles * W, V), slots=slots, slot_keys=slot_keys,
+               first=first, last=last, dk=dk, dv=dv)
     key_consts = {n: c[n] for n in ("K", "V", "C", "BKD", "BVD", "BQ", "BKV", "EPS")}
     launches = (spec.Launch(cache_read_bwd_query, c, query),
                 spec.Launch(cache_read_bwd_key, key_consts, key)) if B * T * H else ()
 
     def finish():
         if not launches:
-            zeros = lambda x: torch.zeros_like(x)
-            return tuple(zeros(x) for x in (q, k, v, gamma_q, gamma_k, sink))
-        # Every query tile of block n wrote its cache entries' partial sums; add them to the keys.
-        ids = idx.repeat_interleave(tiles // NB, dim=2)[..., :W]                   # [B, H, tiles, W]
-        ok = ids >= 0
-        bb = torch.arange(B, device=dev).view(B, 1, 1, 1).expand_as(ids)
-        hh = torch.arange(H, device=dev).view(1, H, 1, 1).expand_as(ids)
-        rows = ((bb * T + ids.clamp(min=0)) * H + hh)[ok]                          # into [B * T * H]
-        w_tot = wk.view(B * T * H, K).index_add(0, rows, wc[..., :W, :][ok])
-        dv_tot = dv.view(B * T * H, V).index_add(0, rows, dvc[..., :W, :][ok])
+            return tuple(torch.zeros_like(x) for x in (q, k, v, gamma_q, gamma_k, sink))
+        dl_da = da.sum((0, 1, 2))
         gq, gk = gamma_q.float(), gamma_k.float()
-        a = gq * gk / math.sqrt(K)
-        qn = norms.normalize(q.float(), eps, mean=True)
-        da = (qn * u).sum((0, 1, 2))
-        dq = rmsnorm_backward(q, a * u, eps)
-        dk = rmsnorm_backward(k, a * w_tot.view(B, T, H, K), eps)
-        return (dq.to(q.dtype), dk.to(k.dtype), dv_tot.view(B, T, H, V).to(v.dtype),
-                (da * gk / math.sqrt(K)).to(gamma_q.dtype), (da * gq / math.sqrt(K)).to(gamma_k.dtype),
-                dsink_t.sum((0, 1)).to(sink.dtype))
+        return (dq, dk, dv, (dl_da * gk / math.sqrt(K)).to(gamma_q.dtype),
+                (dl_da * gq / math.sqrt(K)).to(gamma_k.dtype), dsink.sum((0, 2)).to(sink.dtype))
 
     return spec.Plan(launches, finish)
 
