@@ -18,8 +18,9 @@ reads.
 
 * ``cache_read_bwd_query``, one program per (query tile, b, h) as the forward: it recomputes
   the forward's online softmax (the row max m and denominator den, hence o and D), then walks
-  the visible set again with P = exp(l - m) / den; both walks take the gathered cache BKV
-  entries a step, as the block (a GPU program never holds the whole cache in registers). It
+  the visible set again with P = exp(l - m) / den; both walks take the gathered cache
+  BW = min(BKV, W rounded up to a power of two) entries a step (a GPU program never holds the
+  whole cache in registers; a small cache is not padded to BKV), the block BKV tokens a step. It
   writes dq (U through the RMSNorm's backward), the row's log-sum-exp and D (for the second
   kernel), its tile's sums of dL/da and of the sink's gradient, and its cache entries' dv and W
   partial sums into a scratch slot of its own ([B, H, tiles, W, .]).
@@ -51,22 +52,20 @@ def _parts(x, K: int, eps: float):
     return xs * r[:, None], i * (1.0 / QUERY_SCALE) * r
 
 
-def _rms_grad(parts, g, K: int):
-    """dL/dx [rows, cols] of y = rmsnorm(x) given g = dL/dy [rows, cols], from ``_rms_parts``'
-    (xs, i, r) of x: with y = xs r and rmsnorm's own factor r i (at most 1 / sqrt(eps), so no
-    overflow for any float32 x), dL/dx = r i (g - y mean(g y)); padded columns have y = 0."""
-    xs, i, r = parts
-    y = xs * r[:, None]
-    return (r * i)[:, None] * (g - y * (hl.sum(g * y, 1) * (1.0 / K))[:, None])
+def _rms_grad(y, ri, g, K: int):
+    """dL/dx [rows, cols] of y = rmsnorm(x) = x ri[:, None] given g = dL/dy [rows, cols]:
+    ri (g - y mean(g y)). ri = r i of ``_rms_parts`` is at most 1 / sqrt(eps), so nothing
+    overflows for any float32 x; padded columns have y = 0."""
+    return ri[:, None] * (g - y * (hl.sum(g * y, 1) * (1.0 / K))[:, None])
 
 
 def _queries(q, b, t0, h, kd, rows_ok, gammas, K: int, eps: float):
-    """(qg, qn, parts) of the query tile from t0: qg [BQ, BKD] the forward's scaled,
-    gamma-folded queries (a key dot times the key's logit factor is the logit), qn = rmsnorm(q)
-    and ``_rms_parts`` of q (for the RMSNorm's backward)."""
+    """(qg, qn, ri) of the query tile from t0: qg [BQ, BKD] the forward's scaled, gamma-folded
+    queries (a key dot times the key's logit factor is the logit), qn = rmsnorm(q) and ri [BQ]
+    its rows' 1 / rms (for the RMSNorm's backward, ``_rms_grad``)."""
     qt = q.load((b, hl.tile(t0, rows_ok.shape[0]), h, kd), mask=rows_ok[:, None]).to("float32")
     qs, i, rq = _rms_parts(qt, K, eps)
-    return qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :], qs * rq[:, None], (qs, i, rq)
+    return qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :], qs * rq[:, None], rq * i
 
 
 def _online(l, vt, m, den, acc):
@@ -87,7 +86,7 @@ def cache_read_bwd_query(
     delta: hl.Out("B", "T", "H", dtype="float32"), da: hl.Out("B", "H", "P", "K", dtype="float32"),
     dsink: hl.Out("B", "H", "P", dtype="float32"),
     wc: hl.Out("B", "H", "P", "W", "K", dtype="float32"), dvc: hl.Out("B", "H", "P", "W", "V", dtype="float32"),
-    *, K: int, V: int, W: int, C: int, BKD: int, BVD: int, WP: int, BQ: int, BKV: int, EPS: float,
+    *, K: int, V: int, W: int, C: int, BKD: int, BVD: int, WP: int, BW: int, BQ: int, BKV: int, EPS: float,
 ):
     T = hl.dim("T")
     NQ = hl.cdiv(C, BQ)
@@ -98,17 +97,17 @@ def cache_read_bwd_query(
     rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
     kd, vd = hl.tile(0, BKD), hl.tile(0, BVD)
     gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
-    qg, qn, qparts = _queries(q, b, t0, h, kd, rows_ok, gammas, K, EPS)
+    qg, qn, qri = _queries(q, b, t0, h, kd, rows_ok, gammas, K, EPS)
     dov = dout.load((b, hl.tile(t0, BQ), h, vd), mask=rows_ok[:, None]).to("float32")      # [BQ, BVD]
 
     s = sink[h].to("float32")
     blk_end = hl.minimum(t0 + BQ, T)
 
-    # Pass 1, the forward's online softmax from the sink (logit s, value 0) over the cache, BKV
+    # Pass 1, the forward's online softmax from the sink (logit s, value 0) over the cache, BW
     # entries a step (a GPU never holds the whole gathered cache), then the block: m, den, o.
-    @hl.loop(0, WP, BKV, carry=(hl.zeros((BQ,)) + s, hl.zeros((BQ,)) + 1.0, hl.zeros((BQ, BVD))), pipelined=True)
+    @hl.loop(0, WP, BW, carry=(hl.zeros((BQ,)) + s, hl.zeros((BQ,)) + 1.0, hl.zeros((BQ, BVD))), pipelined=True)
     def cache_fwd(c, m, den, acc):
-        ids = idx.load((b, h, n, hl.tile(c, BKV)), other=-1).to("int32")   # [BKV], -1 = empty
+        ids = idx.load((b, h, n, hl.tile(c, BW)), other=-1).to("int32")     # [BW], -1 = empty
         kc = k[b, ids, h, kd].to("float32")
         _, fc = _parts(kc, K, EPS)
         l = hl.dot(kc, qg, trans_b=True) * fc[:, None] + _mask(ids >= 0)[:, None]
@@ -129,16 +128,16 @@ def cache_read_bwd_query(
     # Pass 2: P and dS of the cache entries (their dv and W partials of this tile go to its own
     # slot rows; rows past W are masked by the slot dim) and of the block tokens; U accumulates
     # over both.
-    @hl.loop(0, WP, BKV, carry=hl.zeros((BQ, BKD)), pipelined=True)
+    @hl.loop(0, WP, BW, carry=hl.zeros((BQ, BKD)), pipelined=True)
     def cache_bwd(c, uacc):
-        ids = idx.load((b, h, n, hl.tile(c, BKV)), other=-1).to("int32")
+        ids = idx.load((b, h, n, hl.tile(c, BW)), other=-1).to("int32")
         kc = k[b, ids, h, kd].to("float32")
         vc = v[b, ids, h, vd].to("float32")
         knc, fc = _parts(kc, K, EPS)
         lc = hl.dot(kc, qg, trans_b=True) * fc[:, None] + _mask(ids >= 0)[:, None]
-        pc = hl.exp(lc - lse_t[None, :])                                     # [BKV, BQ]
+        pc = hl.exp(lc - lse_t[None, :])                                     # [BW, BQ]
         dsc = pc * (hl.dot(vc, dov, trans_b=True) - d[None, :])
-        slot = (b, h, pid, hl.tile(c, BKV))
+        slot = (b, h, pid, hl.tile(c, BW))
         dvc.store(slot + (vd,), hl.dot(pc, dov))
         wc.store(slot + (kd,), hl.dot(dsc, qn))
         return hl.dot(dsc, knc, uacc, trans_a=True)
@@ -155,7 +154,7 @@ def cache_read_bwd_query(
         return hl.dot(ds, kn, uacc, trans_a=True)
 
     rows = (b, hl.tile(t0, BQ), h)
-    dq.store(rows + (kd,), _rms_grad(qparts, gammas[None, :] * block, K), mask=rows_ok[:, None])
+    dq.store(rows + (kd,), _rms_grad(qn, qri, gammas[None, :] * block, K), mask=rows_ok[:, None])
     lse.store(rows, lse_t, mask=rows_ok)
     delta.store(rows, d, mask=rows_ok)
     # This tile's sums (rows past the block or T hold q = 0 and do = 0, hence qn = U = 0).
@@ -186,8 +185,7 @@ def cache_read_bwd_key(
     gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
     kt = k.load((b, hl.tile(j0, BKV), h, kd), mask=keys_ok[:, None]).to("float32")   # [BKV, BKD]
     vt = v.load((b, hl.tile(j0, BKV), h, vd), mask=keys_ok[:, None]).to("float32")   # [BKV, BVD]
-    kparts = _rms_parts(kt, K, EPS)
-    f = kparts[1] * (1.0 / QUERY_SCALE) * kparts[2]
+    _, f = _parts(kt, K, EPS)
 
     @hl.loop(j0, end, BQ, carry=(hl.zeros((BKV, BVD)), hl.zeros((BKV, BKD))), pipelined=True)
     def queries(i, dvacc, wacc):
@@ -216,14 +214,16 @@ def cache_read_bwd_key(
     dvacc, wacc = cached
     rows = (b, hl.tile(j0, BKV), h)
     dv.store(rows + (vd,), dvacc, mask=keys_ok[:, None])
-    dk.store(rows + (kd,), _rms_grad(kparts, gammas[None, :] * wacc, K), mask=keys_ok[:, None])
+    # rmsnorm(k) again rather than held through both loops (a GPU program keeps it in shared memory)
+    ks, ik, rk = _rms_parts(kt, K, EPS)
+    dk.store(rows + (kd,), _rms_grad(ks * rk[:, None], rk * ik, gammas[None, :] * wacc, K), mask=keys_ok[:, None])
 
 
 def consts(K: int, V: int, W: int, block_size: int, eps: float, schedule: Mapping) -> dict:
     """Compile-time constants of the query kernel (the key kernel takes those it declares)."""
-    return dict(K=K, V=V, W=W, C=block_size, BKD=spec.pow2(K), BVD=spec.pow2(V), WP=spec.pow2(W),
-                BQ=min(int(schedule["BQ"]), spec.pow2(block_size)),
-                BKV=min(int(schedule["BKV"]), spec.pow2(block_size)), EPS=float(eps))
+    WP, BKV = spec.pow2(W), min(int(schedule["BKV"]), spec.pow2(block_size))
+    return dict(K=K, V=V, W=W, C=block_size, BKD=spec.pow2(K), BVD=spec.pow2(V), WP=WP, BW=min(BKV, WP),
+                BQ=min(int(schedule["BQ"]), spec.pow2(block_size)), BKV=BKV, EPS=float(eps))
 
 
 def _slots_by_key(idx: torch.Tensor, T: int, C: int, BQ: int, BKV: int) -> tuple[torch.Tensor, ...]:
