@@ -179,3 +179,22 @@ def test_compiled_mixer_forward_without_graph_breaks(backend):
 def test_compiled_mixer_trains_on_dsl_backends_once_both_backwards_exist(backend):
     _scan_backward_or_skip(backend)
     _compiled_matches(backend, grad=True)
+
+
+# ---------------------------------------------------------------- TileLang CUDA: shared memory
+
+@pytest.mark.slow
+def test_tilelang_cuda_default_fits_99_kb_of_shared_memory(cuda_build_cache):
+    """The default sm_80 schedule at SPEC's head dims in bfloat16 (K = V = 128, W = 64, C = 256):
+    each launch fits the 99 KB of shared memory per block of sm_86/sm_89 (so an A100's 163 KB
+    too), builds without spills and without sync problems. One nvcc build per launch."""
+    from hola_dsl.backends.tilelang import nvcc
+    from schedules import targets
+    if backends.unavailable_reason("tilelang") is not None or nvcc.find_nvcc() is None:
+        pytest.skip("tilelang or nvcc unavailable")
+    rows = nvcc.build("cache_read_backward", "sm_80", dims={"K": 128, "V": 128, "W": 64, "C": 256})
+    assert [r.kernel for r in rows] == ["cache_read_bwd_query", "cache_read_bwd_key"]
+    for r in rows:
+        assert r.ok, (r.kernel, r.error)
+        assert 0 < r.shared <= targets.shared_limit("sm_86"), (r.kernel, r.shared)
+        assert r.spills == 0 and not r.extra["sync_problems"], (r.kernel, r.spills, r.extra["sync_problems"])
