@@ -88,14 +88,14 @@ def delta_step(
     config: Optional[dict] = None,
     check: bool = True,
 ):
-    """T new tokens per sequence of the gated delta rule (SPEC.md section 1), token by token.
+    """T new tokens per sequence of the gated delta rule (docs/math.md section 1), token by token.
 
     q, k: [B, T, H, K] (k unit L2 for a stable rule); v: [B, T, H, V]; g (log-decay, <= 0),
     beta (in [0, 1]): [B, T, H]; state: [B, H, K, V] float32, the state before the new tokens.
     Returns (o [B, T, H, V] in v's dtype, m [B, T, H] float32 surprise scores, the state after
     them [B, H, K, V] float32). ``in_place``: the new state is written into ``state`` (and it is
     returned); ``o``, ``m``: dense tensors to write the outputs into. Equals
-    ``hola_dsl.ops.delta_scan`` with ``initial_state=state`` to SPEC's tolerances.
+    ``hola_dsl.ops.delta_scan`` with ``initial_state=state`` to the tolerances of docs/tolerances.md.
     """
     if check:
         dims = validate.same_dims({
@@ -145,7 +145,7 @@ def cache_read_step(
     config: Optional[dict] = None,
     check: bool = True,
 ) -> torch.Tensor:
-    """The cache read (SPEC.md section 3) of the T newest queries of each sequence.
+    """The cache read (docs/math.md section 3) of the T newest queries of each sequence.
 
     q: [B, T, H, K]; slot_k: [B, H, N, K], slot_v: [B, H, N, V] with N >= capacity: slots
     [0, capacity) hold the cache (slot_pos [B, H, N] int64 >= 0 there, -1 for an empty slot),

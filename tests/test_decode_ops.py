@@ -54,7 +54,7 @@ def slot_inputs(seed: int = 2):
 
 
 def read_oracle(x) -> torch.Tensor:
-    """SPEC.md section 3 for each query, one at a time, in float64."""
+    """docs/math.md section 3 for each query, one at a time, in float64."""
     q, k, v = (x[n].double() for n in ("q", "slot_k", "slot_v"))
     B, T, H, K = q.shape
     qc = q * torch.rsqrt((q * q).mean(-1, keepdim=True) + EPS) * x["gamma_q"].double()

@@ -18,7 +18,7 @@ DOCS = ROOT / "docs"
 _OUTSIDE = re.compile("|".join([
     re.escape("../" + "shared"),                 # the folder beside the repository
     r"\b(?:SPEC|DESIGN)" + re.escape(".md"),     # the contract documents that live there
-    r"\bSPEC(?:'s| sections?\b)",                # "SPEC's 1e-5", "SPEC section 2" (not the kernels' SPEC objects)
+    r"\bSPEC(?:'s| sections?\b)",                # its name with 's or " section N" (not the kernels' SPEC objects)
 ]))
 _SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", "node_modules"}
 _LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")

@@ -1,4 +1,4 @@
-"""Policy "lola"'s selection (SPEC.md section 2, LoLA's self-recall error): the float64 oracle's
+"""Policy "lola"'s selection (docs/math.md section 2, LoLA's self-recall error): the float64 oracle's
 meaning on hand-made cases, and every backend exactly equal to it (idx, order included).
 
 Exact equality across backends is well posed on two kinds of inputs: integer-valued k, v and
