@@ -40,7 +40,8 @@ def _prepared(kernel: str, backend: str, device: torch.device, dtype: torch.dtyp
     hit = _PREPARED.get(key)
     if hit is not None:
         return hit
-    impl = backends.resolve(backend, device.type)
+    # dtype: "auto" skips a backend that cannot compute it (TileLang CPU has no bf16 C type).
+    impl = backends.resolve(backend, device.type, dtype=dtype)
     if impl.prepare is None:                    # a backend of plain functions (reference)
         def call(*inputs, **options):
             return impl.run(kernel, *inputs, config=config, **options)

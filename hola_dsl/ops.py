@@ -477,7 +477,7 @@ def lola_select(
     for name, x in (("k", k), ("v", v), ("states", states)):
         validate.finite(name, x)
     states = states.float()
-    impl = backends.resolve(backend, device.type)
+    impl = backends.resolve(backend, device.type, op="lola_select", dtype=k.dtype)
     return _scheduled(
         lambda cfg: impl.run("lola_select", k, v, states, capacity=capacity, block_size=block_size, config=cfg),
         config, lambda: config_for("lola_select", impl.name, device, k.dtype,

@@ -115,3 +115,15 @@ def test_repeated_calls_trace_and_schedule_once(monkeypatch):
     monkeypatch.setattr(backends, "resolve", fail)
     again = decode.delta_step(*args, backend="eager", check=False)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def test_auto_takes_bf16_cpu_inputs_to_a_backend_that_computes_them():
+    """TileLang's C dialect has no bf16 type: "auto" must pass bf16 CPU inputs over it (it
+    used to send them there and die in TileLang's code generator)."""
+    s = scan_inputs(Shape(B=1, T=3, H=2, K=16, V=16), seed=3, initial_state=True, dtype=torch.bfloat16)
+    args = (s["q"], s["k"], s["v"], s["g"], s["beta"], s["initial_state"].float())
+    o, m, state = decode.delta_step(*args, backend="auto")
+    want = decode.delta_step(*args, backend="reference")
+    assert o.dtype == torch.bfloat16
+    for got, ref in zip((o, m, state), want):
+        assert torch.equal(got, ref)
