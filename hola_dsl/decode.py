@@ -32,16 +32,18 @@ def _config_key(config: Optional[dict]) -> Any:
 
 
 def _prepared(kernel: str, backend: str, device: torch.device, dtype: torch.dtype, config: Optional[dict],
-              static: tuple) -> Callable[..., Any]:
+              static: tuple, grad_of: Optional[str] = None) -> Callable[..., Any]:
     """The call of ``kernel`` on ``backend`` for inputs of ``dtype`` on ``device`` with static
     dims ``static``: a function (*inputs, **options) -> result that plans and launches without
     completing the schedule or tracing the kernel again."""
-    key = (kernel, backend, device, dtype, _config_key(config), static)
+    key = (kernel, backend, device, dtype, _config_key(config), static, grad_of is not None)
     hit = _PREPARED.get(key)
     if hit is not None:
         return hit
     # dtype: "auto" skips a backend that cannot compute it (TileLang CPU has no bf16 C type).
-    impl = backends.resolve(backend, device.type, dtype=dtype)
+    # grad_of: the decode kernels have no backward, so a DSL backend would cut the outputs off
+    # from autograd; "auto" then takes the reference and a named DSL backend is an error.
+    impl = backends.resolve(backend, device.type, grad_of, kernel, dtype)
     if impl.prepare is None:                    # a backend of plain functions (reference)
         def call(*inputs, **options):
             return impl.run(kernel, *inputs, config=config, **options)
@@ -124,7 +126,8 @@ def delta_step(
     elif not state.is_contiguous():
         raise ValueError("state: in_place needs a contiguous state tensor")
     K = q.shape[-1]
-    call = _prepared("delta_step", backend, q.device, q.dtype, config, (K, v.shape[-1], g.dtype, beta.dtype))
+    call = _prepared("delta_step", backend, q.device, q.dtype, config, (K, v.shape[-1], g.dtype, beta.dtype),
+                     backends.needs_grad(q=q, k=k, v=v, g=g, beta=beta, state=state))
     return call(q, k, v, g, beta, state, scale=float(K ** -0.5 if scale is None else scale), in_place=bool(in_place),
                 o=o, m=m)
 
@@ -188,6 +191,7 @@ def cache_read_step(
     q, slot_k, slot_v, slot_pos, pending, gamma_q, gamma_k, sink = spec.dense(
         q, slot_k, slot_v, slot_pos, pending, gamma_q, gamma_k, sink)
     call = _prepared("cache_read_step", backend, q.device, q.dtype, config,
-                     (q.shape[-1], slot_v.shape[-1], int(capacity), float(eps), gamma_q.dtype, gamma_k.dtype, sink.dtype))
+                     (q.shape[-1], slot_v.shape[-1], int(capacity), float(eps), gamma_q.dtype, gamma_k.dtype, sink.dtype),
+                     backends.needs_grad(q=q, slot_k=slot_k, slot_v=slot_v, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink))
     return call(q, slot_k, slot_v, slot_pos, pending, gamma_q, gamma_k, sink, capacity=int(capacity),
                 eps=float(eps), o=o)

@@ -127,3 +127,21 @@ def test_auto_takes_bf16_cpu_inputs_to_a_backend_that_computes_them():
     assert o.dtype == torch.bfloat16
     for got, ref in zip((o, m, state), want):
         assert torch.equal(got, ref)
+
+
+def test_a_gradient_is_never_silently_dropped():
+    """The decode kernels have no backward: with an input that requires grad, "auto" takes a
+    backend autograd runs through, and a named kernel backend says so rather than returning
+    outputs cut off from the graph."""
+    s = scan_inputs(Shape(B=1, T=2, H=2, K=16, V=16), seed=4, initial_state=True)
+    v = s["v"].clone().requires_grad_()
+    args = (s["q"], s["k"], v, s["g"], s["beta"], s["initial_state"])
+    o, _, _ = decode.delta_step(*args, backend="auto")
+    (grad,) = torch.autograd.grad(o.sum(), v)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    for name in backends.names():
+        if backends.runs_on(name, "cpu") is None and not backends.get(name).differentiable:
+            with pytest.raises(ValueError, match="requires grad"):
+                decode.delta_step(*args, backend=name)
+            with torch.no_grad():
+                decode.delta_step(*args, backend=name)
