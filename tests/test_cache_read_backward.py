@@ -185,7 +185,7 @@ def test_compiled_mixer_trains_on_dsl_backends_once_both_backwards_exist(backend
 
 @pytest.mark.slow
 def test_tilelang_cuda_default_fits_99_kb_of_shared_memory(cuda_build_cache):
-    """The default sm_80 schedule at SPEC's head dims in bfloat16 (K = V = 128, W = 64, C = 256):
+    """The default sm_80 schedule at the default head dims in bfloat16 (K = V = 128, W = 64, C = 256):
     each launch fits the 99 KB of shared memory per block of sm_86/sm_89 (so an A100's 163 KB
     too), builds without spills and without sync problems. One nvcc build per launch."""
     from hola_dsl.backends.tilelang import nvcc
