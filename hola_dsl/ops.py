@@ -382,44 +382,46 @@ def _read_dims(q, v, idx, block_size: int) -> dict:
     return {"K": q.shape[-1], "V": v.shape[-1], "W": idx.shape[-1], "C": block_size}
 
 
-def _run_read(impl, q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, config, offsets=None):
+def _run_read(impl, q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, config, offsets=None, lse=False):
+    """o, or (o, lse) with ``lse`` (DSL backends: what the backward kernel reuses)."""
     return _scheduled(
         lambda cfg: impl.run("cache_read", q, k, v, idx, gamma_q, gamma_k, sink, block_size=block_size,
-                             eps=float(eps), config=cfg, **_packed(offsets)),
+                             eps=float(eps), config=cfg, **_packed(offsets), **({"lse": True} if lse else {})),
         config, lambda: _tuned("cache_read", impl.name, q.device, q.dtype, _read_dims(q, v, idx, block_size),
                                    q.shape[1]))
 
 
 @torch.library.custom_op("hola::cache_read", mutates_args=())
 def _cache_read_op(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, gamma_q: Tensor, gamma_k: Tensor, sink: Tensor,
-                   block_size: int, eps: float, backend: str, config: str, offsets: list[int]) -> Tensor:
+                   block_size: int, eps: float, backend: str, config: str, offsets: list[int]) -> tuple[Tensor, Tensor]:
+    """(o, lse): the log-sum-exp [B, T, H] is what the backward kernel needs of the forward."""
     offsets = _offsets_of(offsets)
     _read_values(q, k, v, idx, gamma_q, gamma_k, sink, block_size, offsets)
-    o = _run_read(backends.get(backend), q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, _config_of(config),
-                  offsets)
-    return _fresh((o,), (q, k, v, idx, gamma_q, gamma_k, sink))[0]
+    o, lse = _run_read(backends.get(backend), q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps,
+                       _config_of(config), offsets, lse=True)
+    return _fresh((o, lse), (q, k, v, idx, gamma_q, gamma_k, sink))
 
 
 @_cache_read_op.register_fake
 def _(q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, backend, config, offsets):
-    return v.new_empty((*q.shape[:3], v.shape[-1]))
+    return v.new_empty((*q.shape[:3], v.shape[-1])), q.new_empty(q.shape[:3], dtype=torch.float32)
 
 
 @torch.library.custom_op("hola::cache_read_backward", mutates_args=())
 def _cache_read_backward_op(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, gamma_q: Tensor, gamma_k: Tensor,
-                            sink: Tensor, do: Tensor, block_size: int, eps: float,
+                            sink: Tensor, do: Tensor, o: Tensor, lse: Tensor, block_size: int, eps: float,
                             backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     impl, kernel = _backward_kernel(backend, "cache_read")
     grads = _scheduled(
         lambda cfg: impl.run(kernel, q, k, v, idx, gamma_q, gamma_k, sink, do, block_size=block_size,
-                             eps=float(eps), config=cfg),
+                             eps=float(eps), config=cfg, o=o, lse=lse),
         None, lambda: _tuned(kernel, impl.name, q.device, q.dtype, _read_dims(q, v, idx, block_size), q.shape[1]))
     inputs = (q, k, v, gamma_q, gamma_k, sink)
-    return _fresh(tuple(d.to(x.dtype) for d, x in zip(grads, inputs)), inputs + (idx, do))
+    return _fresh(tuple(d.to(x.dtype) for d, x in zip(grads, inputs)), inputs + (idx, do, o, lse))
 
 
 @_cache_read_backward_op.register_fake
-def _(q, k, v, idx, gamma_q, gamma_k, sink, do, block_size, eps, backend):
+def _(q, k, v, idx, gamma_q, gamma_k, sink, do, o, lse, block_size, eps, backend):
     return tuple(torch.empty_like(x) for x in (q, k, v, gamma_q, gamma_k, sink))
 
 
@@ -427,13 +429,15 @@ def _read_setup(ctx, inputs, output):
     q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, backend, _, offsets = inputs
     if offsets:     # never reached: packed calls that need a gradient do not take the custom op
         raise RuntimeError("hola::cache_read: no backward kernel for packed sequences (cu_seqlens)")
-    ctx.save_for_backward(q, k, v, idx, gamma_q, gamma_k, sink)
+    ctx.save_for_backward(q, k, v, idx, gamma_q, gamma_k, sink, *output)
+    ctx.mark_non_differentiable(output[1])          # lse: the backward kernel's input, not an API output
     ctx.options = (block_size, eps, backend)
 
 
-def _read_backward(ctx, do):
-    q, k, v, idx, gamma_q, gamma_k, sink = ctx.saved_tensors
-    dq, dk, dv, dgq, dgk, dsink = _cache_read_backward_op(q, k, v, idx, gamma_q, gamma_k, sink, do, *ctx.options)
+def _read_backward(ctx, do, dlse):
+    q, k, v, idx, gamma_q, gamma_k, sink, o, lse = ctx.saved_tensors
+    dq, dk, dv, dgq, dgk, dsink = _cache_read_backward_op(q, k, v, idx, gamma_q, gamma_k, sink, do, o, lse,
+                                                          *ctx.options)
     return dq, dk, dv, None, dgq, dgk, dsink, None, None, None, None, None
 
 
@@ -532,7 +536,7 @@ def cache_read(
     impl = _resolve(backend, device.type, grad_of, "cache_read", q.dtype, packed)
     if _as_custom_op(impl, "cache_read", grad_of, packed):
         return _cache_read_op(q, k, v, idx, gamma_q, gamma_k, sink, int(block_size), float(eps), impl.name,
-                              _config_arg(config), offsets or [])
+                              _config_arg(config), offsets or [])[0]
     if _check_values():
         _read_values(q, k, v, idx, gamma_q, gamma_k, sink, block_size, offsets)
     return _run_read(impl, q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps, config, offsets)

@@ -43,6 +43,7 @@ from typing import Mapping, Optional
 import torch
 
 from hola_dsl import lang as hl, spec
+from hola_dsl.kernels import cache_read as forward_kernel
 from hola_dsl.kernels.cache_read import QUERY_SCALE, _mask, _rms_parts
 
 
@@ -68,22 +69,14 @@ def _queries(q, b, t0, h, kd, rows_ok, gammas, K: int, eps: float):
     return qs * (rq * QUERY_SCALE)[:, None] * gammas[None, :], qs * rq[:, None], rq * i
 
 
-def _online(l, vt, m, den, acc):
-    """One step of the online softmax over logits l [keys, BQ] of values vt [keys, BVD]: the
-    carries (row max m [BQ], denominator den [BQ], accumulator acc [BQ, BVD]) after it."""
-    m_new = hl.maximum(m, hl.max(l, 0))
-    alpha = hl.exp(m - m_new)
-    p = hl.exp(l - m_new[None, :])
-    return m_new, den * alpha + hl.sum(p, 0), hl.dot(p, vt, acc * alpha[:, None], trans_a=True)
-
-
 @hl.kernel
 def cache_read_bwd_query(
     q: hl.In("B", "T", "H", "K"), k: hl.In("B", "T", "H", "K"), v: hl.In("B", "T", "H", "V"),
     idx: hl.In("B", "H", "NB", "W", dtype="int64"), gamma_q: hl.In("K"), gamma_k: hl.In("K"),
-    sink: hl.In("H"), dout: hl.In("B", "T", "H", "V"),
-    dq: hl.Out("B", "T", "H", "K"), lse: hl.Out("B", "T", "H", dtype="float32"),
-    delta: hl.Out("B", "T", "H", dtype="float32"), da: hl.Out("B", "H", "P", "K", dtype="float32"),
+    sink: hl.In("H"), dout: hl.In("B", "T", "H", "V"), o: hl.In("B", "T", "H", "V"),
+    lse: hl.In("B", "T", "H", dtype="float32"),
+    dq: hl.Out("B", "T", "H", "K"), delta: hl.Out("B", "T", "H", dtype="float32"),
+    da: hl.Out("B", "H", "P", "K", dtype="float32"),
     dsink: hl.Out("B", "H", "P", dtype="float32"),
     wc: hl.Out("B", "H", "P", "W", "K", dtype="float32"), dvc: hl.Out("B", "H", "P", "W", "V", dtype="float32"),
     *, K: int, V: int, W: int, C: int, BKD: int, BVD: int, WP: int, BW: int, BQ: int, BKV: int, EPS: float,
@@ -102,30 +95,13 @@ def cache_read_bwd_query(
 
     s = sink[h].to("float32")
     blk_end = hl.minimum(t0 + BQ, T)
+    rows = (b, hl.tile(t0, BQ), h)
+    # The forward's output and log-sum-exp: D_t = do_t . o_t, P = exp(l - lse) (rows past the
+    # block or T load 0s: their q, hence logits, are 0 too, so nothing overflows).
+    d = hl.sum(dov * o.load(rows + (vd,), mask=rows_ok[:, None]).to("float32"), 1)   # [BQ]
+    lse_t = lse.load(rows, mask=rows_ok)
 
-    # Pass 1, the forward's online softmax from the sink (logit s, value 0) over the cache, BW
-    # entries a step (a GPU never holds the whole gathered cache), then the block: m, den, o.
-    @hl.loop(0, WP, BW, carry=(hl.zeros((BQ,)) + s, hl.zeros((BQ,)) + 1.0, hl.zeros((BQ, BVD))), pipelined=True)
-    def cache_fwd(c, m, den, acc):
-        ids = idx.load((b, h, n, hl.tile(c, BW)), other=-1).to("int32")     # [BW], -1 = empty
-        kc = k[b, ids, h, kd].to("float32")
-        _, fc = _parts(kc, K, EPS)
-        l = hl.dot(kc, qg, trans_b=True) * fc[:, None] + _mask(ids >= 0)[:, None]
-        return _online(l, v[b, ids, h, vd].to("float32"), m, den, acc)
-
-    @hl.loop(n * C, blk_end, BKV, carry=cache_fwd, pipelined=True)
-    def forward(j, m, den, acc):
-        tk = j + hl.iota(BKV)
-        kt = k[b, hl.tile(j, BKV), h, kd].to("float32")
-        _, f = _parts(kt, K, EPS)
-        l = hl.dot(kt, qg, trans_b=True) * f[:, None] + _mask(tk[:, None] <= tq[None, :])
-        return _online(l, v[b, hl.tile(j, BKV), h, vd].to("float32"), m, den, acc)
-
-    m, den, acc = forward
-    d = hl.sum(dov * acc, 1) / den                                          # D_t = do_t . o_t  [BQ]
-    lse_t = m + hl.log(den)
-
-    # Pass 2: P and dS of the cache entries (their dv and W partials of this tile go to its own
+    # P and dS of the cache entries (their dv and W partials of this tile go to its own
     # slot rows; rows past W are masked by the slot dim) and of the block tokens; U accumulates
     # over both.
     @hl.loop(0, WP, BW, carry=hl.zeros((BQ, BKD)), pipelined=True)
@@ -153,9 +129,7 @@ def cache_read_bwd_query(
         ds = p * (hl.dot(vt, dov, trans_b=True) - d[None, :])
         return hl.dot(ds, kn, uacc, trans_a=True)
 
-    rows = (b, hl.tile(t0, BQ), h)
     dq.store(rows + (kd,), _rms_grad(qn, qri, gammas[None, :] * block, K), mask=rows_ok[:, None])
-    lse.store(rows, lse_t, mask=rows_ok)
     delta.store(rows, d, mask=rows_ok)
     # This tile's sums (rows past the block or T hold q = 0 and do = 0, hence qn = U = 0).
     da.store((b, h, pid, kd), hl.sum(qn * block, 0))
@@ -245,33 +219,61 @@ def _slots_by_key(idx: torch.Tensor, T: int, C: int, BQ: int, BKV: int) -> tuple
     return slots, keys.to(torch.int32), found[:, :, 0].contiguous(), found[:, :, 1].contiguous()
 
 
+def _forward(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, block_size: int, eps: float):
+    """(the forward's launch, o, lse): ``cache_read`` with its lse, for a call that has neither."""
+    B, T, H, _ = q.shape
+    o = spec.poisoned(v.shape, v.dtype, q.device)
+    lse = spec.poisoned((B, T, H), torch.float32, q.device)
+    unused = spec.unused((1,), torch.int32, q.device)
+    c = forward_kernel.consts(q.shape[-1], v.shape[-1], idx.shape[-1], block_size, eps, schedule, store_lse=True)
+    args = dict(q=q, k=k, v=v, idx=idx, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink, o=o, block_start=unused,
+                block_end=unused, lse=lse)
+    return spec.Launch(forward_kernel.cache_read, c, args), o, lse
+
+
+def _saved(name: str, x, shape: tuple, dtype: torch.dtype):
+    if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape or x.dtype != dtype:
+        got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name}: expected the forward's {name}, a tensor {shape} of {dtype}, got {got}")
+    return x.contiguous()
+
+
 def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, do, *, block_size: int, eps: float,
-         offsets: Optional[list[int]] = None) -> spec.Plan:
-    """Two launches over (query tile, b, h) then (key tile, b, h); the result is (dq, dk, dv,
-    dgamma_q, dgamma_k, dsink), each in its input's dtype. Packed sequences (``offsets``) are
-    not supported yet: ``hola_dsl.ops`` differentiates those calls with autograd instead."""
+         offsets: Optional[list[int]] = None, o: Optional[torch.Tensor] = None,
+         lse: Optional[torch.Tensor] = None) -> spec.Plan:
+    """Launches over (query tile, b, h) then (key tile, b, h); the result is (dq, dk, dv,
+    dgamma_q, dgamma_k, dsink), each in its input's dtype. ``o`` and ``lse``: the forward's
+    output and log-sum-exp (``cache_read`` with ``lse=True``; ``hola_dsl.ops`` saves them);
+    without them the forward kernel runs first to make them. Packed sequences (``offsets``)
+    are not supported yet: ``hola_dsl.ops`` differentiates those calls with autograd instead."""
     if offsets is not None:
         raise ValueError("offsets: cache_read_backward takes no packed sequences (cu_seqlens) yet")
     q, k, v, idx, gamma_q, gamma_k, sink, do = spec.dense(q, k, v, idx, gamma_q, gamma_k, sink, do)
     B, T, H, K = q.shape
     V, NB, W = v.shape[-1], idx.shape[2], idx.shape[-1]
     c = consts(K, V, W, block_size, eps, schedule)
+    forward = ()
+    if o is None and lse is None:
+        launch, o, lse = _forward(schedule, q, k, v, idx, gamma_q, gamma_k, sink, block_size, eps)
+        forward = (launch,)
+    o = _saved("o", o, (B, T, H, V), v.dtype)
+    lse = _saved("lse", lse, (B, T, H), torch.float32)
     tiles = NB * -(-block_size // c["BQ"])
     dev, f32 = q.device, torch.float32
     dq, dk, dv = spec.poisoned(q.shape, q.dtype, dev), spec.poisoned(k.shape, k.dtype, dev), spec.poisoned(v.shape, v.dtype, dev)
-    lse, delta = spec.poisoned((B, T, H), f32, dev), spec.poisoned((B, T, H), f32, dev)
+    delta = spec.poisoned((B, T, H), f32, dev)
     da, dsink = spec.poisoned((B, H, tiles, K), f32, dev), spec.poisoned((B, H, tiles), f32, dev)
     wc = spec.poisoned((B, H, tiles, W, K), f32, dev)
     dvc = spec.poisoned((B, H, tiles, W, V), f32, dev)
     slots, slot_keys, first, last = _slots_by_key(idx, T, block_size, c["BQ"], c["BKV"])
-    query = dict(q=q, k=k, v=v, idx=idx, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink, dout=do,
-                 dq=dq, lse=lse, delta=delta, da=da, dsink=dsink, wc=wc, dvc=dvc)
+    query = dict(q=q, k=k, v=v, idx=idx, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink, dout=do, o=o, lse=lse,
+                 dq=dq, delta=delta, da=da, dsink=dsink, wc=wc, dvc=dvc)
     key = dict(q=q, k=k, v=v, gamma_q=gamma_q, gamma_k=gamma_k, dout=do, lse=lse, delta=delta,
                wc=wc.view(B, H, tiles * W, K), dvc=dvc.view(B, H, tiles * W, V), slots=slots, slot_keys=slot_keys,
                first=first, last=last, dk=dk, dv=dv)
     key_consts = {n: c[n] for n in ("K", "V", "C", "BKD", "BVD", "BQ", "BKV", "EPS")}
-    launches = (spec.Launch(cache_read_bwd_query, c, query),
-                spec.Launch(cache_read_bwd_key, key_consts, key)) if B * T * H else ()
+    launches = forward + (spec.Launch(cache_read_bwd_query, c, query),
+                          spec.Launch(cache_read_bwd_key, key_consts, key)) if B * T * H else ()
 
     def finish():
         if not launches:
@@ -286,10 +288,12 @@ def plan(schedule: Mapping, q, k, v, idx, gamma_q, gamma_k, sink, do, *, block_s
 
 def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1, H: int = 1,
             offsets: Optional[list[int]] = None) -> tuple[tuple, dict]:
-    """The forward's example call (``cache_read.example``) plus do of q's shape but V, ``dtype``."""
-    from hola_dsl.kernels import cache_read
-    inputs, options = cache_read.example(dims, dtype, B, T, H, offsets=offsets)
+    """The forward's example call (``cache_read.example``) plus do of q's shape but V, ``dtype``
+    (no saved o and lse: the plan then launches the forward kernel too, so a trace holds every
+    kernel a call may run)."""
+    inputs, options = forward_kernel.example(dims, dtype, B, T, H, offsets=offsets)
     return inputs + (torch.empty((*inputs[0].shape[:3], dims["V"]), dtype=dtype, device="meta"),), options
 
 
-SPEC = spec.KernelSpec("cache_read_backward", (cache_read_bwd_query, cache_read_bwd_key), plan, example)
+SPEC = spec.KernelSpec("cache_read_backward", (forward_kernel.cache_read, cache_read_bwd_query, cache_read_bwd_key),
+                       plan, example)
