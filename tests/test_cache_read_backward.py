@@ -187,7 +187,8 @@ def test_compiled_mixer_trains_on_dsl_backends_once_both_backwards_exist(backend
 def test_tilelang_cuda_default_fits_99_kb_of_shared_memory(cuda_build_cache):
     """The default sm_80 schedule at the default head dims in bfloat16 (K = V = 128, W = 64, C = 256):
     each launch fits the 99 KB of shared memory per block of sm_86/sm_89 (so an A100's 163 KB
-    too), builds without spills and without sync problems. One nvcc build per launch."""
+    too), builds without spills and without sync problems. One nvcc build per launch (the
+    forward kernel, which a call without the saved o and lse runs first, and the two passes)."""
     from hola_dsl.backends.tilelang import nvcc
     from schedules import targets
     if backends.unavailable_reason("tilelang") is not None or nvcc.find_nvcc() is None:
