@@ -90,7 +90,7 @@ def cache_read_bwd_query(
     rows_ok = ((pid % NQ) * BQ + hl.iota(BQ) < C) & (tq < T)
     kd, vd = hl.tile(0, BKD), hl.tile(0, BVD)
     gammas = gamma_q[kd].to("float32") * gamma_k[kd].to("float32") * (K ** -0.5)
-    qg, qn, qri = _queries(q, b, t0, h, kd, rows_ok, gammas, K, EPS)
+    qg, qn, _ = _queries(q, b, t0, h, kd, rows_ok, gammas, K, EPS)
     dov = dout.load((b, hl.tile(t0, BQ), h, vd), mask=rows_ok[:, None]).to("float32")      # [BQ, BVD]
 
     s = sink[h].to("float32")
@@ -129,6 +129,8 @@ def cache_read_bwd_query(
         ds = p * (hl.dot(vt, dov, trans_b=True) - d[None, :])
         return hl.dot(ds, kn, uacc, trans_a=True)
 
+    # rmsnorm(q) again rather than held through the block loop (GPU registers, shared memory)
+    _, qn, qri = _queries(q, b, t0, h, kd, rows_ok, gammas, K, EPS)
     dq.store(rows + (kd,), _rms_grad(qn, qri, gammas[None, :] * block, K), mask=rows_ok[:, None])
     delta.store(rows, d, mask=rows_ok)
     # This tile's sums (rows past the block or T hold q = 0 and do = 0, hence qn = U = 0).
