@@ -154,3 +154,20 @@ def test_mixer_glue_matches_float64_old_path():
     assert grads.keys() == rgrads.keys() and "conv_weight" in grads
     for name in grads:
         assert rel_err(grads[name], rgrads[name]) <= 1e-5, name
+
+
+def test_row_scale_is_the_inf_norm_bit_for_bit():
+    """hola_dsl.norms' row scale (abs + amax) equals linalg.vector_norm(x, inf), which it
+    replaced for speed, on every kind of row: the kernels' finish steps see the same numbers."""
+    from hola_dsl import norms
+    inf, nan = float("inf"), float("nan")
+    x = torch.randn(6, 3, 9, generator=_gen(8)) * 1e3
+    x[0, 0] = torch.tensor([0.0, -0.0, 0, 0, 0, 0, 0, 0, 0])
+    x[1, 1, 4], x[2, 2, 0], x[3, 0, 8], x[4, 1, :] = -inf, nan, 3e38, 1e-45
+    for floor in (0.0, 1e-3):
+        want = torch.linalg.vector_norm(x, inf, dim=-1, keepdim=True)
+        if floor > 0:
+            want = want.clamp(min=floor)
+        want = torch.where(want > 0, want, torch.ones_like(want))
+        assert torch.equal(norms._row_scale(x, floor).isnan(), want.isnan())
+        assert torch.equal(norms._row_scale(x, floor).nan_to_num(), want.nan_to_num())
