@@ -3,7 +3,9 @@
 1. Each piece, forward + backward, at the small preset's shapes (B=8, T=256; conv over
    D = 384 channels, 4 taps; l2norm of [8, 256, 2, 64]; RMSNorm with weight of [8, 256, 2, 64]).
 2. One mixer forward + backward (model/presets.py "small", layer 0) per backend, the glue
-   swapped between the old formulations (F.conv1d, ops.l2norm, autograd RMSNorm) and the fused.
+   swapped between the old formulations (F.conv1d, ops.l2norm, autograd RMSNorm, and
+   hola_dsl.norms' row scale as linalg.vector_norm(x, inf), which the kernels' host steps use
+   too) and the new.
 
 Old and new run interleaved in one process (A, B, A, B, ...); medians and new/old ratios.
 Usage: python benchmarks/mixer_glue.py [--threads 2 --repeats 9 --backends reference,tilelang --clock wall]
@@ -12,6 +14,8 @@ Usage: python benchmarks/mixer_glue.py [--threads 2 --repeats 9 --backends refer
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import statistics
 import time
 import types
@@ -19,7 +23,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from hola_dsl import ops
+from hola_dsl import norms, ops
 from model import fused, mixer as mx, presets
 from model.config import HOLAConfig
 from model.lm import HOLALM
@@ -30,11 +34,35 @@ def _old_rms(x, weight, eps):
     return y if weight is None else y * weight
 
 
+def _old_row_scale(x, floor=0.0):
+    """hola_dsl.norms' row scale as it was: linalg.vector_norm(x, inf)."""
+    s = torch.linalg.vector_norm(x.detach(), math.inf, dim=-1, keepdim=True)
+    if floor > 0:
+        s = s.clamp(min=floor)
+    return torch.where(s > 0, s, torch.ones_like(s))
+
+
+def _old_l2norm(x, eps):
+    with _glue(None, _old_row_scale):
+        return ops.l2norm(x, eps)
+
+
 OLD = types.SimpleNamespace(
     depthwise_causal_conv=lambda xx, w: F.conv1d(xx.transpose(1, 2), w[:, None, :], groups=w.shape[0]).transpose(1, 2),
-    l2norm=lambda x, eps: ops.l2norm(x, eps),
+    l2norm=_old_l2norm,
     rms_norm=_old_rms,
 )
+
+
+@contextlib.contextmanager
+def _glue(glue, row_scale):
+    """model.mixer's glue module and hola_dsl.norms' row scale swapped in (None: kept)."""
+    saved = mx.fused, norms._row_scale
+    mx.fused, norms._row_scale = glue or mx.fused, row_scale or norms._row_scale
+    try:
+        yield
+    finally:
+        mx.fused, norms._row_scale = saved
 
 
 def interleaved(fns: dict, repeats: int, clock=time.perf_counter) -> dict[str, float]:
@@ -84,17 +112,14 @@ def main() -> None:
     mixer = HOLALM(cfg).blocks[0].mixer
     x = torch.randn(B, T, cfg.d_model, generator=gen, requires_grad=True)
 
-    def run_mixer(glue, backend):
+    def run_mixer(glue, row_scale, backend):
         def f():
-            mx.fused = glue
-            try:
+            with _glue(glue, row_scale):
                 mixer(x, backend=backend).sum().backward()
-            finally:
-                mx.fused = fused
         return f
 
     for be in a.backends.split(","):
-        pieces[f"mixer fwd+bwd ({be})"] = (run_mixer(OLD, be), run_mixer(fused, be))
+        pieces[f"mixer fwd+bwd ({be})"] = (run_mixer(OLD, _old_row_scale, be), run_mixer(fused, None, be))
     for name, (old, new) in pieces.items():
         t = interleaved({"old": old, "new": new}, a.repeats, clock)
         print(f"  {name:34s} old {t['old'] * 1e3:8.2f}   new {t['new'] * 1e3:8.2f}   new/old {t['new'] / t['old']:5.2f}")

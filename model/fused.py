@@ -28,7 +28,9 @@ class _DepthwiseCausalConv(torch.autograd.Function):
         S = weight.shape[1]
         T = xx.shape[1] - (S - 1)
         acc = _compute_dtype(xx.dtype)
-        xa, wt = xx.to(acc), weight.t().to(acc)             # wt: [S, D], one contiguous row per tap
+        # wt [S, D]: one contiguous row per tap; a strided row of weight [D, S] as the broadcast
+        # operand makes every pass several times slower.
+        xa, wt = xx.to(acc), weight.t().to(acc).contiguous()
         y = xa[:, 0:T] * wt[0]
         for j in range(1, S):
             y.addcmul_(xa[:, j:j + T], wt[j])
