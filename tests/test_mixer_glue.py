@@ -12,7 +12,7 @@ from hola_dsl import ops
 from hola_dsl.testing import rel_err
 from model import fused
 
-TOL = 2e-6   # a few float32 roundings, relative (SPEC's 1e-5 is for whole kernels)
+TOL = 2e-6   # a few float32 roundings, relative (docs/tolerances.md's 1e-5 is for whole kernels)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
