@@ -74,7 +74,8 @@ class _RMSNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: Optional[torch.Tensor], eps: float) -> torch.Tensor:
-        r = torch.rsqrt((x * x).mean(-1, keepdim=True) + eps)
+        # ||x||^2 / n: one fused reduction, no x * x temporary (it overflows where x * x does)
+        r = torch.rsqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() / x.shape[-1] + eps)
         xhat = x * r
         ctx.save_for_backward(xhat, r, weight)
         return xhat if weight is None else xhat * weight
@@ -85,8 +86,8 @@ class _RMSNorm(torch.autograd.Function):
         dx = dw = None
         g = dy if weight is None else dy * weight
         if ctx.needs_input_grad[0]:
-            dot = (xhat * g).mean(-1, keepdim=True)
-            dx = ((g - xhat * dot) * r).to(xhat.dtype)
+            dot = torch.linalg.vecdot(xhat, g.to(xhat.dtype), dim=-1).unsqueeze(-1) / xhat.shape[-1]
+            dx = torch.addcmul(g, xhat, dot, value=-1).mul_(r).to(xhat.dtype)
         if weight is not None and ctx.needs_input_grad[1]:
             dw = (dy * xhat).sum_to_size(weight.shape).to(weight.dtype)
         return dx, dw, None
