@@ -4,8 +4,8 @@ Each of these is a few elementwise passes and one reduction over the last dim. L
 autograd they cost a saved tensor and a kernel launch per primitive op, forward and backward
 (and ``F.conv1d``'s depthwise backward on a CPU is several times the forward); fused, the
 backward is the closed form below. Results equal the plain formulas within float32 rounding
-(tests/test_mixer_glue.py compares them with float64). The backwards are written with
-differentiable ops, but in place, so they do not support a second derivative.
+(tests/test_mixer_glue.py compares them with float64). First derivatives only: nothing here
+is checked for double backward (no caller takes one).
 """
 
 from __future__ import annotations
