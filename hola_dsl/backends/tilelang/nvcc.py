@@ -518,6 +518,7 @@ def _in_parallel(modules: Sequence, arch: str, nvcc: Optional[str]) -> list:
     TVM's) a fork must not copy."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     jobs = min(len(modules), build_jobs())
     if jobs < 2 or "forkserver" not in multiprocessing.get_all_start_methods():
@@ -526,15 +527,24 @@ def _in_parallel(modules: Sequence, arch: str, nvcc: Optional[str]) -> list:
     ctx.set_forkserver_preload([__name__, "tilelang"])
     cache_root = str(source_cache.cache_dir("nvcc").parent)
     paths = [m.__file__ for m in modules]
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        list(pool.map(_worker, paths, [arch] * len(paths), [nvcc] * len(paths), [cache_root] * len(paths)))
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            list(pool.map(_worker, paths, [arch] * len(paths), [nvcc] * len(paths), [cache_root] * len(paths)))
+    except BrokenProcessPool:       # a worker died (out of memory, say): the caller builds what is left
+        return []
     return list(modules)
+
+
+def prelower(modules: Sequence, arch: str) -> None:
+    """Lower into the cache, ``build_jobs()`` at a time, the generated modules in ``modules`` whose
+    lowering for ``arch`` is not cached yet; a failure is left for ``cached_lower`` to raise."""
+    _in_parallel([m for m in modules if not _lowered_cached(m, arch)], arch, None)
 
 
 def lower_all(modules: Sequence, arch: str) -> list[LoweredCuda]:
     """``cached_lower`` of every generated module in ``modules`` for ``arch``, the ones not cached
-    lowered in parallel (``build_jobs``)."""
-    _in_parallel([m for m in modules if not _lowered_cached(m, arch)], arch, None)
+    lowered in parallel (``prelower``)."""
+    prelower(modules, arch)
     return [cached_lower(m, arch)[0] for m in modules]
 
 
@@ -588,6 +598,28 @@ def _build_missing(kernel: str, sched: dict, arch: str, dims: Optional[dict], dt
     cache, for the row's own build to report."""
     traced = spec.trace(kernels.spec(kernel), sched, dims, getattr(torch, dtype), offsets=offsets)
     modules = [runtime.load(kir, sched, arch, "cuda") for kir in traced]
+    missing = [m for m in modules if _cached_report(_build_entry(m, arch, nvcc)) is None]
+    return [m.__file__ for m in _in_parallel(missing, arch, nvcc)]
+
+
+def prebuild(calls: Sequence[tuple], arch: str, dtype: str = "bfloat16") -> list[str]:
+    """Cross-build into the cache, ``build_jobs()`` at a time, every kernel not cached yet of
+    each ``(kernel, config, dims)`` in ``calls`` (default schedules, ``config`` entries win), so
+    that the ``build`` calls that follow find them: the work of several calls spread over the
+    CPUs, not only of one call's phases. Returns the paths of the modules it built; a kernel that
+    fails is left for its ``build`` to report."""
+    nvcc = find_nvcc()
+    if nvcc is None:
+        return []
+    modules = []
+    for kernel, config, dims in calls:
+        try:
+            sched = schedule(kernel, config, arch, getattr(torch, dtype))
+            traced = spec.trace(kernels.spec(kernel), sched, dims, getattr(torch, dtype))
+            modules += [runtime.load(kir, sched, arch, "cuda") for kir in traced]
+        except Exception:  # its own build reports it
+            if os.environ.get("HOLA_DEBUG"):
+                raise
     missing = [m for m in modules if _cached_report(_build_entry(m, arch, nvcc)) is None]
     return [m.__file__ for m in _in_parallel(missing, arch, nvcc)]
 
