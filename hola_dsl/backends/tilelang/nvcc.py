@@ -526,7 +526,9 @@ def _in_parallel(modules: Sequence, arch: str, nvcc: Optional[str]) -> list:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([__name__, "tilelang"])
     cache_root = str(source_cache.cache_dir("nvcc").parent)
-    paths = [m.__file__ for m in modules]
+    # Longest first (a source's length is a fair guess at its lowering's time), so that the
+    # long scan phases do not start last and leave the other CPUs idle.
+    paths = sorted((m.__file__ for m in modules), key=lambda p: -os.path.getsize(p))
     try:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
             list(pool.map(_worker, paths, [arch] * len(paths), [nvcc] * len(paths), [cache_root] * len(paths)))
