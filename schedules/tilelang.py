@@ -91,9 +91,10 @@ SPACES = {
     # 32 x 32 needs 132 KB. CPU: 64 x 64 re-measured on the keys-major kernel (AMD EPYC, bench
     # shape, one thread): 25.8 ms against 25.9 (BKV 32), 26.0 (32 x 32), 28.7 (BQ 128).
     "cache_read": _space("cache_read", _read.TILES, {"BQ": 64, "BKV": 64}, {"BQ": 32, "BKV": 32}),
-    # CUDA, K = V = 128, bfloat16 (sm_90a lowering): 16 x 16 holds 83 KB (query pass) and 63 KB
-    # (key pass) of shared memory per block, under the 99 KB of sm_86/sm_89 (and an A100's
-    # 163 KB); 32 x 32 held 130 and 121 KB, one pipeline stage instead of two changed nothing.
+    # CUDA, K = V = 128, bfloat16 (nvcc, sm_80): 16 x 16 holds 77 KB (query pass), 63 KB (key
+    # pass) and 22 KB (the forward a call without saved o/lse runs) of shared memory per block,
+    # no spills: under the 99 KB of sm_86/sm_89 (and an A100's 163 KB). 32 x 32 held 130 and
+    # 121 KB (sm_90a); one pipeline stage instead of two changed nothing.
     # CPU: 64 x 64 measured against 32 x 32, 32 x 64, 64 x 32 and 128 x 64 at the bench shape
     # (B=1, T=4096, H=4, K=V=128, W=64, C=256, one thread): the others took 1.03-1.22x as long.
     "cache_read_backward": _space("cache_read_backward", _read_bwd.TILES, {"BQ": 64, "BKV": 64}, {"BQ": 16, "BKV": 16}),
