@@ -4,20 +4,22 @@ neither the forward nor the backward ever holds the [rows, vocab] logits (the sm
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch.autograd.function import once_differentiable
 
 IGNORE_INDEX = -100          # as F.cross_entropy's default
-# Rows per chunk: a chunk's float32 logits are CHUNK_ROWS x vocab x 4 bytes (8 MiB at vocab 8192).
-# Measured on the small preset's head (2048 rows, d_model 128, vocab 8192, 2 threads): see
-# benchmarks/train_step.py --loss-only.
-CHUNK_ROWS = 256
+# Logits per chunk by default: chunk_rows = CHUNK_LOGITS // vocab (16 MiB of float32; 512 rows
+# at the small preset's vocab 8192). Chosen on the small preset's head by
+# benchmarks/train_step.py --loss-only (chunks of 256 to 2048 rows): see linear_cross_entropy.
+CHUNK_LOGITS = 2 ** 22
 REDUCTIONS = ("mean", "sum")
 SOFTMAX_DTYPES = (torch.float32, torch.float64)
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
-                         ignore_index: int = IGNORE_INDEX, chunk_rows: int = CHUNK_ROWS,
+                         ignore_index: int = IGNORE_INDEX, chunk_rows: Optional[int] = None,
                          reduction: str = "mean", softmax_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Cross entropy of the logits ``h @ weight.T`` against ``targets``, without the logits.
 
@@ -45,6 +47,8 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     requires grad), only the loss is computed.
     """
     rows, tgt = _check(h, weight, targets, ignore_index, chunk_rows, reduction, softmax_dtype)
+    if chunk_rows is None:
+        chunk_rows = default_chunk_rows(weight.shape[0])
     scored = tgt != ignore_index
     safe = torch.where(scored, tgt, torch.zeros_like(tgt))
     count = scored.sum()
@@ -56,6 +60,11 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
         return _LinearCrossEntropy.apply(rows, weight, safe, scale, chunk_rows)
     loss, _, _ = chunked_loss(rows, weight, safe, scale, chunk_rows, False, False)
     return loss
+
+
+def default_chunk_rows(vocab: int) -> int:
+    """Rows per chunk when the caller names none: CHUNK_LOGITS logits (at least one row)."""
+    return max(1, CHUNK_LOGITS // vocab)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -141,8 +150,8 @@ def _check(h, weight, targets, ignore_index, chunk_rows, reduction, softmax_dtyp
                          f"got {list(targets.shape)} on {targets.device}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise ValueError(f"ignore_index: expected an integer, got {ignore_index!r}")
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise ValueError(f"chunk_rows: expected an integer >= 1, got {chunk_rows!r}")
+    if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
+        raise ValueError(f"chunk_rows: expected an integer >= 1 (or None: the default), got {chunk_rows!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction: expected one of {list(REDUCTIONS)}, got {reduction!r}")
     if softmax_dtype not in SOFTMAX_DTYPES:
