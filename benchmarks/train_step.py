@@ -13,7 +13,7 @@
    C = 256, SPEC's defaults): reference, torch.compile of the reference, and TileLang, for each
    op that TileLang differentiates (the others are skipped, saying so).
 
-Usage: python benchmarks/train_step.py [--threads 2 --repeats 7 --T 4096 --skip-kernels --loss-only]
+Usage: python benchmarks/train_step.py [--threads 2 --repeats 7 --clock wall --T 4096 --skip-kernels --loss-only]
 Variants compared with each other run interleaved (A, B, A, B, ...) in one process, so that a
 load that comes and goes on the machine falls on all of them; medians of --repeats. Compile and
 TileLang build times are not in the medians (one warm-up run each).
@@ -42,17 +42,23 @@ from model.train import rows_loss
 from reference_vs_oracle import median_seconds
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, clock: str = "wall") -> dict[str, float]:
     """{name: median seconds of fn()} over ``repeats`` rounds that each run every fn once, in
-    turn, after one warm-up round."""
+    turn, after one warm-up round. ``clock`` "cpu" counts this process's CPU seconds (all its
+    threads) instead of wall seconds: with one thread on a loaded machine, what the time would
+    be without the other processes (threads that wait at a barrier may spin and count)."""
+    now = CLOCKS[clock]
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = now()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(now() - t0)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -73,7 +79,7 @@ class _RecomputedLoss(torch.autograd.Function):
         return dh, dw, None, None, None
 
 
-def head_and_loss(chunk_rows: list[int], repeats: int) -> dict[str, float]:
+def head_and_loss(chunk_rows: list[int], repeats: int, clock: str = "wall") -> dict[str, float]:
     """{variant: median seconds} of the small preset's head + cross entropy, forward + backward."""
     preset = presets.get("small")
     cfg = HOLAConfig(**preset["model"])
@@ -93,10 +99,10 @@ def head_and_loss(chunk_rows: list[int], repeats: int) -> dict[str, float]:
     for n in chunk_rows:
         fns[f"fused, chunks of {n}"] = run(lambda n=n: linear_cross_entropy(h, W, y, chunk_rows=n))
     fns[f"recompute, chunks of {chunk_rows[0]}"] = run(lambda: _RecomputedLoss.apply(h, W, y, scale, chunk_rows[0]))
-    return interleaved_medians(fns, repeats)
+    return interleaved_medians(fns, repeats, clock)
 
 
-def train_steps(backend_names: list[str], repeats: int) -> dict[str, float]:
+def train_steps(backend_names: list[str], repeats: int, clock: str = "wall") -> dict[str, float]:
     """{"backend, loss": median seconds of one step} of the small preset, same weights and
     batch, the step through model.train.rows_loss (fused) and through logits + F.cross_entropy."""
     preset = presets.get("small")
@@ -121,7 +127,7 @@ def train_steps(backend_names: list[str], repeats: int) -> dict[str, float]:
                 loss.backward()
                 opt.step()
             fns[f"{name}, {'fused loss' if fused else 'logits + F.cross_entropy'}"] = step
-    return interleaved_medians(fns, repeats)
+    return interleaved_medians(fns, repeats, clock)
 
 
 def _read_fwd_bwd(backend: str, x: dict, do: torch.Tensor, C: int):
@@ -177,15 +183,18 @@ def main() -> None:
     p.add_argument("--C", type=int, default=256)
     p.add_argument("--chunk-rows", default=None, help="rows per chunk of the fused loss, comma-separated "
                    "(default: model.loss's for the small preset's vocab)")
+    p.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                   help="parts 1 and 2: wall seconds, or this process's CPU seconds (a loaded machine, --threads 1)")
     p.add_argument("--skip-kernels", action="store_true")
     p.add_argument("--loss-only", action="store_true", help="only part 1, the head + loss")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, medians of {a.repeats}, interleaved")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.clock} clock, medians of {a.repeats}, "
+          f"interleaved")
     vocab = presets.get("small")["model"]["vocab_size"]
     chunks = [int(c) for c in a.chunk_rows.split(",")] if a.chunk_rows else [default_chunk_rows(vocab)]
     print("LM head + cross entropy, forward + backward, small preset (2048 x 128 -> 8192):")
-    head = head_and_loss(chunks, a.repeats)
+    head = head_and_loss(chunks, a.repeats, a.clock)
     base = head["logits + F.cross_entropy"]
     for name, sec in head.items():
         print(f"  {name:<28} {sec * 1e3:9.1f} ms   x{base / sec:.2f} vs logits + F.cross_entropy")
@@ -193,7 +202,7 @@ def main() -> None:
         return
     picks = {op: backends.resolve("auto", "cpu", "weights", op).name for op in ("delta_scan", "cache_read")}
     print(f"train step, small preset (auto picks {picks}):")
-    steps = train_steps(["reference", "auto"], a.repeats)
+    steps = train_steps(["reference", "auto"], a.repeats, a.clock)
     base = steps["reference, logits + F.cross_entropy"]
     for name, sec in steps.items():
         old = steps[name.split(",")[0] + ", logits + F.cross_entropy"]

@@ -11,11 +11,16 @@ from torch.autograd.function import once_differentiable
 
 IGNORE_INDEX = -100          # as F.cross_entropy's default
 # Logits per chunk by default: chunk_rows = CHUNK_LOGITS // vocab (16 MiB of float32; 512 rows
-# at the small preset's vocab 8192). Chosen on the small preset's head by
-# benchmarks/train_step.py --loss-only (chunks of 256 to 2048 rows): see linear_cross_entropy.
+# at the small preset's vocab 8192). On the small preset's head (benchmarks/train_step.py
+# --loss-only --threads 1 --clock cpu --chunk-rows 512,256,1024,2048), 2026-12-02: 200, 212,
+# 223, 229 ms against 336 ms for logits + F.cross_entropy. With 2 threads on a machine loaded
+# far beyond its cores, fewer, larger chunks did better (1024 rows: x1.2 against x1.0 at 512):
+# every op over a chunk waits for both threads, and a waiting thread may be descheduled.
 CHUNK_LOGITS = 2 ** 22
 REDUCTIONS = ("mean", "sum")
 SOFTMAX_DTYPES = (torch.float32, torch.float64)
+# Below these a probability's log loses digits (subnormal), so the row's loss is recomputed.
+_TINY = {torch.float32: 2.0 ** -100, torch.float64: 2.0 ** -1000}
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
@@ -29,22 +34,25 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     (``reduction="mean"``, F.cross_entropy's default) or their sum (``"sum"``). When no position
     is scored the loss is 0 with zero gradients (F.cross_entropy's mean gives NaN there).
 
-    The rows are walked ``chunk_rows`` at a time: logits in float32 (products of h and weight
-    in their dtype, accumulated in float32), their log-sum-exp and the loss of each row in
-    ``softmax_dtype`` (float32, or float64 for an evaluation to compare against float64
-    references), the sum over rows in float64. The returned loss is float32 (float64 with
-    ``softmax_dtype=torch.float64``).
+    The rows are walked ``chunk_rows`` at a time (default: CHUNK_LOGITS logits a chunk):
+    logits in float32 (h and weight converted to float32 first, so bfloat16/float16 inputs
+    accumulate in float32), the softmax and the loss of each row in ``softmax_dtype`` (float32,
+    or float64 for an evaluation compared against float64 references), the sum over rows in
+    float64. The returned loss is float32 (float64 with ``softmax_dtype=torch.float64``); the
+    gradients have h's and weight's dtypes.
 
     Gradients are computed in the forward, chunk by chunk, while a chunk's logits are at hand
     (as Liger-Kernel's fused linear cross entropy does): dlogits = (softmax - onehot) * scale,
     dh = dlogits @ weight, dweight += dlogits.T @ h. The backward only scales the stored dh,
-    dweight by the incoming gradient, so the loss must be a scalar the graph ends in (which it
-    is: a training loss), and double backward is not supported. Against recomputing the logits
-    in the backward this saves one of the four matmuls, which are most of the cost at the
-    small preset's shape (d_model 128, vocab 8192): benchmarks/train_step.py --loss-only
-    measures both. Memory beyond the inputs: one chunk's logits, dh [rows, D] and dweight
-    [vocab, D] in float32. Without a gradient to compute (torch.no_grad, or no input that
-    requires grad), only the loss is computed.
+    dweight by the incoming gradient, so the loss must be a scalar that the graph ends in (a
+    training loss is, however it is scaled), and double backward is not supported. Recomputing
+    each chunk's logits in the backward instead costs a fourth matmul of the same size, and
+    the matmuls are most of the time: on the small preset's head (2048 x 128 -> 8192, one
+    thread, CPU time, benchmarks/train_step.py --loss-only) 270 ms against 200 ms for this
+    design and 335 ms for logits + F.cross_entropy. Memory beyond the inputs: one chunk's
+    logits, dh [rows, D] and dweight [vocab, D] in float32 (plus float32 copies of h's chunk
+    and of weight for half-precision inputs). Without a gradient to compute (torch.no_grad,
+    or no input that requires grad), only the loss is computed.
     """
     rows, tgt = _check(h, weight, targets, ignore_index, chunk_rows, reduction, softmax_dtype)
     if chunk_rows is None:
@@ -108,17 +116,27 @@ def chunked_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, s
         z = torch.mm(hc, w.t(), out=buf[: r1 - r0])
         zs = z if soft == f32 else z.to(soft)
         tc, sc = targets[r0:r1, None], scale[r0:r1, None]
-        # log_softmax in place: one pass of the chunk (max, then exp-sum, then write per row;
-        # overflow-safe whatever the logits), and few big ops per chunk: on a loaded machine
-        # every op over the chunk is a point where the threads wait for each other.
-        logp = torch.log_softmax(zs, 1, out=zs)
-        total -= (logp.gather(1, tc) * sc).sum(dtype=torch.float64)
         if not (want_dh or want_dw):
+            # log_softmax in place: per row max, exp-sum, write; overflow-safe whatever the logits.
+            logp = torch.log_softmax(zs, 1, out=zs)
+            total -= (logp.gather(1, tc) * sc).sum(dtype=torch.float64)
             continue
+        # softmax in place, the loss from its target entries: one op over the chunk for both
+        # (each op over the chunk is a point where the threads wait for each other, which on a
+        # loaded machine costs more than the op). Where the target's probability is too small
+        # to take its log in this dtype, that row's loss is recomputed from its logits.
+        p = torch.softmax(zs, 1, out=zs)
+        p_target = p.gather(1, tc)
+        row_loss = -p_target.log()
+        tiny = p_target[:, 0] < _TINY[soft]
+        if bool(tiny.any()):
+            rows = tiny.nonzero()[:, 0]
+            zr = torch.mm(hc[rows], w.t()).to(soft)
+            row_loss[rows] = torch.logsumexp(zr, 1, keepdim=True) - zr.gather(1, tc[rows])
+        total += (row_loss * sc).sum(dtype=torch.float64)
         # dlogits = scale * (softmax - onehot): the row scale is applied to the [rows, D]
         # results, not to the [rows, vocab] chunk.
-        g = logp.exp_()
-        g.scatter_add_(1, tc, torch.full_like(sc, -1.0))
+        g = p.scatter_add_(1, tc, torch.full_like(sc, -1.0))
         if g.dtype != f32:
             g = z.copy_(g)
         sc = sc.to(f32)
