@@ -10,13 +10,12 @@ import torch
 from torch.autograd.function import once_differentiable
 
 IGNORE_INDEX = -100          # as F.cross_entropy's default
-# Logits per chunk by default: chunk_rows = CHUNK_LOGITS // vocab (16 MiB of float32; 512 rows
-# at the small preset's vocab 8192). On the small preset's head (benchmarks/train_step.py
-# --loss-only --threads 1 --clock cpu --chunk-rows 512,256,1024,2048), 2026-12-02: 200, 212,
-# 223, 229 ms against 336 ms for logits + F.cross_entropy. With 2 threads on a machine loaded
-# far beyond its cores, fewer, larger chunks did better (1024 rows: x1.2 against x1.0 at 512):
-# every op over a chunk waits for both threads, and a waiting thread may be descheduled.
-CHUNK_LOGITS = 2 ** 22
+# Logits per chunk by default: chunk_rows = CHUNK_LOGITS // vocab (32 MiB of float32; 1024 rows
+# at the small preset's vocab 8192). On the small preset's head, 2026-12-02, a machine loaded
+# ~4x beyond its 2 cores (benchmarks/train_step.py --loss-only --chunk-rows 512,1024): one
+# thread, CPU time, 214 vs 216 ms (chunks of 512 vs 1024); two threads, wall time, 1024 rows
+# x1.2 faster than 512 (fewer ops over chunks, each a point where both threads must run).
+CHUNK_LOGITS = 2 ** 23
 REDUCTIONS = ("mean", "sum")
 SOFTMAX_DTYPES = (torch.float32, torch.float64)
 # Below these a probability's log loses digits (subnormal), so the row's loss is recomputed.
@@ -48,8 +47,8 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     training loss is, however it is scaled), and double backward is not supported. Recomputing
     each chunk's logits in the backward instead costs a fourth matmul of the same size, and
     the matmuls are most of the time: on the small preset's head (2048 x 128 -> 8192, one
-    thread, CPU time, benchmarks/train_step.py --loss-only) 270 ms against 200 ms for this
-    design and 335 ms for logits + F.cross_entropy. Memory beyond the inputs: one chunk's
+    thread, CPU time, benchmarks/train_step.py --loss-only) 331 ms against 218 ms for this
+    design and 384 ms for logits + F.cross_entropy. Memory beyond the inputs: one chunk's
     logits, dh [rows, D] and dweight [vocab, D] in float32 (plus float32 copies of h's chunk
     and of weight for half-precision inputs). Without a gradient to compute (torch.no_grad,
     or no input that requires grad), only the loss is computed.
@@ -105,45 +104,48 @@ def chunked_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, s
     soft = scale.dtype
     f32 = torch.float32
     w = weight.to(f32)                      # the same tensor when weight is float32
-    total = torch.zeros((), dtype=torch.float64, device=h.device)
+    row_loss = torch.empty(N, 1, dtype=soft, device=h.device)
     dh = torch.empty(N, D, dtype=f32, device=h.device) if want_dh else None
     dw = torch.zeros(V, D, dtype=f32, device=h.device) if want_dw else None
-    # One buffer for every chunk's logits: a fresh 8 MiB tensor per chunk costs page faults.
+    # The row scales go on the [rows, D] operands and results, once for all chunks, not on each
+    # [rows, vocab] chunk: every op over a chunk is a point where the threads wait for each
+    # other, which on a loaded machine costs more than the op itself.
+    row_scale = scale[:, None].to(f32)
+    h_scaled = h.to(f32) * row_scale if want_dw else None
+    # One buffer for every chunk's logits: a fresh 32 MiB tensor per chunk costs page faults.
     buf = torch.empty(min(chunk_rows, N), V, dtype=f32, device=h.device)
     for r0 in range(0, N, chunk_rows):
         r1 = min(r0 + chunk_rows, N)
         hc = h[r0:r1].to(f32)
         z = torch.mm(hc, w.t(), out=buf[: r1 - r0])
         zs = z if soft == f32 else z.to(soft)
-        tc, sc = targets[r0:r1, None], scale[r0:r1, None]
+        tc = targets[r0:r1, None]
         if not (want_dh or want_dw):
             # log_softmax in place: per row max, exp-sum, write; overflow-safe whatever the logits.
-            logp = torch.log_softmax(zs, 1, out=zs)
-            total -= (logp.gather(1, tc) * sc).sum(dtype=torch.float64)
+            torch.neg(torch.log_softmax(zs, 1, out=zs).gather(1, tc), out=row_loss[r0:r1])
             continue
-        # softmax in place, the loss from its target entries: one op over the chunk for both
-        # (each op over the chunk is a point where the threads wait for each other, which on a
-        # loaded machine costs more than the op). Where the target's probability is too small
-        # to take its log in this dtype, that row's loss is recomputed from its logits.
+        # softmax in place, the loss from its target entries: one op over the chunk for both.
+        # Where the target's probability is too small to take its log in this dtype, that
+        # row's loss is recomputed from its logits.
         p = torch.softmax(zs, 1, out=zs)
         p_target = p.gather(1, tc)
-        row_loss = -p_target.log()
+        torch.neg(p_target.log(), out=row_loss[r0:r1])
         tiny = p_target[:, 0] < _TINY[soft]
         if bool(tiny.any()):
             rows = tiny.nonzero()[:, 0]
             zr = torch.mm(hc[rows], w.t()).to(soft)
-            row_loss[rows] = torch.logsumexp(zr, 1, keepdim=True) - zr.gather(1, tc[rows])
-        total += (row_loss * sc).sum(dtype=torch.float64)
-        # dlogits = scale * (softmax - onehot): the row scale is applied to the [rows, D]
-        # results, not to the [rows, vocab] chunk.
-        g = p.scatter_add_(1, tc, torch.full_like(sc, -1.0))
+            row_loss[r0 + rows] = torch.logsumexp(zr, 1, keepdim=True) - zr.gather(1, tc[rows])
+        # dlogits / scale = softmax - onehot
+        g = p.scatter_add_(1, tc, torch.full_like(p_target, -1.0))
         if g.dtype != f32:
             g = z.copy_(g)
-        sc = sc.to(f32)
         if want_dh:
-            torch.mm(g, w, out=dh[r0:r1]).mul_(sc)
+            torch.mm(g, w, out=dh[r0:r1])
         if want_dw:
-            dw.addmm_(g.t(), hc * sc)
+            dw.addmm_(g.t(), h_scaled[r0:r1])
+    if want_dh:
+        dh.mul_(row_scale)
+    total = (row_loss * scale[:, None]).sum(dtype=torch.float64)
     return total.to(soft if soft == torch.float64 else f32), dh, dw
 
 
