@@ -1,4 +1,4 @@
-"""Norms in float32 that neither overflow nor underflow (SPEC.md sections 1 and 3), in torch.
+"""Norms in float32 that neither overflow nor underflow (docs/math.md sections 1 and 3), in torch.
 
 A square of a float32 entry overflows above about 1.8e19 and loses digits below about 1e-19
 (its square is then subnormal), so every norm here divides a row by a scale first, as hypot
@@ -18,7 +18,8 @@ import torch
 
 def _row_scale(x: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
     """[..., 1] max(max |x| over the last dim, floor), 1 where that is 0; no gradient."""
-    s = torch.linalg.vector_norm(x.detach(), math.inf, dim=-1, keepdim=True)   # max |x|, no |x| copy
+    # max |x|: abs + amax vectorises; linalg.vector_norm(x, inf) (no |x| copy) is ~9x slower on a CPU
+    s = x.detach().abs().amax(-1, keepdim=True)
     if floor > 0:
         s = s.clamp(min=floor)
     return torch.where(s > 0, s, torch.ones_like(s))
