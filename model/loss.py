@@ -14,7 +14,8 @@ IGNORE_INDEX = -100          # as F.cross_entropy's default
 # at the small preset's vocab 8192). On the small preset's head, 2026-12-02, a machine loaded
 # ~4x beyond its 2 cores (benchmarks/train_step.py --loss-only --chunk-rows 512,1024): one
 # thread, CPU time, 214 vs 216 ms (chunks of 512 vs 1024); two threads, wall time, 1024 rows
-# x1.2 faster than 512 (fewer ops over chunks, each a point where both threads must run).
+# x1.2 faster than 512 (fewer ops over chunks, each a point where both threads must run); at
+# a lighter load (~3x) the two were even (x1.49, x1.50 against logits + F.cross_entropy).
 CHUNK_LOGITS = 2 ** 23
 REDUCTIONS = ("mean", "sum")
 SOFTMAX_DTYPES = (torch.float32, torch.float64)
@@ -47,8 +48,8 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     training loss is, however it is scaled), and double backward is not supported. Recomputing
     each chunk's logits in the backward instead costs a fourth matmul of the same size, and
     the matmuls are most of the time: on the small preset's head (2048 x 128 -> 8192, one
-    thread, CPU time, benchmarks/train_step.py --loss-only) 331 ms against 218 ms for this
-    design and 384 ms for logits + F.cross_entropy. Memory beyond the inputs: one chunk's
+    thread, CPU time, benchmarks/train_step.py --loss-only) 276 ms against 198 ms for this
+    design and 327 ms for logits + F.cross_entropy. Memory beyond the inputs: one chunk's
     logits, dh [rows, D] and dweight [vocab, D] in float32 (plus float32 copies of h's chunk
     and of weight for half-precision inputs). Without a gradient to compute (torch.no_grad,
     or no input that requires grad), only the loss is computed.
