@@ -16,8 +16,9 @@ _ALL = {"BV": 32, "chunk_size": 64, "prepare_cols": 64, "key_cols": 64, "grad_co
 # GPUs: the gradient kernel holds dP, dTm and three [BT, key_cols] accumulators per key piece in
 # registers through its V loop. K = V = 128, bfloat16 (`hola build --kernel delta_scan_backward`):
 # 32-token chunks spill on sm_90 (164 to 1172 bytes with 4 or 8 warps, 32 or 64 key columns);
-# 16-token chunks do not (215 registers with 8 warps on sm_90, 184 with 4 on gfx942, where 8
-# warps spill 57).
+# 16-token chunks do not (241 registers with 8 warps on sm_90, 208 with 4 on gfx942). float32
+# (3xTF32 dots on NVIDIA) takes 255 on sm_80 to sm_120 without spills; no knob helps there (32
+# key columns, 4 or 16 warps, 32-token chunks, 2 stages all spill 128 to 13252 bytes on sm_90).
 _GPU = {**_ALL, "chunk_size": 16, "grad_cols": 16, "num_warps": 8, "prepare_warps": 4, "num_stages": 1,
         "dot_precision": "tf32"}
 _AMD = {**_GPU, "num_warps": 4}

@@ -54,23 +54,34 @@ def _one_dialect(config, target, dims):
     return None
 
 
-def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict, cuda_pins: Optional[dict] = None) -> Space:
-    """cuda_pins: CUDA-dialect knobs whose default differs for this kernel on every dtype."""
+def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict, cuda_pins: Optional[dict] = None,
+           overlays: tuple = ()) -> Space:
+    """cuda_pins: CUDA-dialect knobs whose default differs for this kernel on every dtype;
+    overlays: the kernel's own conditional defaults (``Space``), after the float32 one."""
     return Space(
         kernel, "tilelang", tiles + CPU_KNOBS + CUDA_KNOBS,
         defaults={
             "*": {**cpu_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT},
             "sm_": {**cuda_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT, **(cuda_pins or {})},
         },
-        overlays=(({"dtype": "float32"}, {"sm_": {"dot_precision": "ieee"}}),),
+        overlays=(({"dtype": "float32"}, {"sm_": {"dot_precision": "ieee"}}),) + overlays,
         constraints=(_one_dialect,),
         launch=LAUNCH,
     )
 
 
+# The fused scan on CUDA (`hola build --backend tilelang --config '{"split": "fused"}'`, sm_90a,
+# bfloat16, K = V = 128): with 64-token chunks its pipelined loop (cp.async, 2 stages) needed
+# 286720 bytes of shared memory and spilled 616 bytes; 32-token chunks 129408 (16-column V
+# tiles: 117248), over the 113 KB that lets two blocks share an SM. 16-token chunks keep the
+# pipeline: 78528 bytes, 156 registers, no spills. (Unpipelined 32-token chunks need 73728
+# bytes but spill 108 with 128 threads, and take 182 registers with 256: one block per SM.)
+_FUSED_CUDA = ({"split": "fused"}, {"sm_": {"chunk_size": 16}})
+
 SPACES = {
     "delta_scan": _space("delta_scan", _scan.KNOBS, {"BV": 128, "chunk_size": 64, "split": "fused", "prepare_cols": 64},
-                         {"BV": 32, "chunk_size": 64, "split": "prepare+recur+output", "prepare_cols": 64}),
+                         {"BV": 32, "chunk_size": 64, "split": "prepare+recur+output", "prepare_cols": 64},
+                         overlays=(_FUSED_CUDA,)),
     "delta_scan_backward": _space("delta_scan_backward", _scan_bwd.KNOBS,
                                   {"BV": 128, "chunk_size": 64, "prepare_cols": 64, "key_cols": 64, "grad_cols": 64},
                                   {"BV": 32, "chunk_size": 32, "prepare_cols": 64, "key_cols": 64, "grad_cols": 16}),

@@ -113,9 +113,9 @@ def delta_scan_backward_grads(
     Hc, Lc = gh[b, rows, h], gl[b, rows, h]
     end = c * BT + BT - 1
     bc = beta[b, rows, h].to("float32")
-    # Before the V loop only Tm; the [BT, K] loads and the [BT, BT] products the end needs are
-    # redone after it (cheap), so that they do not stay live through it (register spills on GPUs).
-    _, _, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
+    # The [BT, BT] products stay live through the V loop (a few registers at the GPUs' BT = 16):
+    # redone after it, their [BT, K] operands, split in two for 3xTF32, spilled float32 on NVIDIA.
+    gamma, P, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
     Tm = hl.unit_lower_inverse(bc[:, None] * kkg)                        # (I + A)^-1
     nk = len(pieces)
 
@@ -148,7 +148,6 @@ def delta_scan_backward_grads(
     dP, dTm = acc[0], acc[1]
     dQs, dKt, dW = list(acc[2:2 + nk]), list(acc[2 + nk:2 + 2 * nk]), list(acc[2 + 2 * nk:2 + 3 * nk])
     dbeta_acc, sds = acc[2 + 3 * nk], acc[3 + 3 * nk]
-    gamma, P, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
     eG = decay.from_start(Hc, Lc, BT)                                    # [BT] exp(G)
     ke = decay.to_end(Hc, Lc, gh[b, end, h], gl[b, end, h], BT)          # [BT] exp(G_last - G)
     wk = bc * eG                                                         # W = Tm diag(beta D) K
@@ -169,6 +168,7 @@ def delta_scan_backward_grads(
     eb = e * bc[:, None]
     dG = dG + hl.sum(eb, 1) - hl.sum(eb, 0)                              # A's decays
     dAb = dA * gamma * bc[:, None]                                       # d(K K^T)
+    dAs = dAb + dAb.T                                                    # both of dk's K K^T terms in one dot
 
     # Key pieces one at a time: each accumulator is finished and stored.
     for n, p in enumerate(pieces):
@@ -185,7 +185,7 @@ def delta_scan_backward_grads(
         dbeta_acc = dbeta_acc - xw
         dG = dG - bc * xw                                                # W's exp(G)
         dkn = hl.dot(dPg, qn, ktn - tdw * wk[:, None], trans_a=True)
-        dk[b, rows, h, p] = hl.dot(dAb, kn, hl.dot(dAb, kn, dkn, trans_a=True))
+        dk[b, rows, h, p] = hl.dot(dAs, kn, dkn)
     dbeta[b, rows, h] = dbeta_acc
     dG = dG + hl.where(i == BT - 1, dG_last, 0.0)
     # g_t enters G_i for every i >= t of its chunk: dg is the reverse cumsum of dG.
