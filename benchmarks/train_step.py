@@ -9,7 +9,12 @@
    backend, through the loss `hola train` uses (model.train.rows_loss) and through logits +
    F.cross_entropy: medians and ratios. "auto" is what `hola train` uses: per op the first
    differentiable backend of AUTO_ORDER (TileLang where it has the op's backward kernel).
-3. The kernels alone, forward + backward, at B=1, T=4096, H=4, K=V=128 (cache w = 64 every
+3. What kernels can change in that step: the three ops of one mixer (delta_scan and cache_read
+   forward + backward, cache_select forward) at the small preset's own shape, reference vs
+   TileLang through hola_dsl.ops as the model calls them, times the layers. The rest of the
+   reference step is the same work whatever the backend (projections, convolution, norms, MLP,
+   head + loss, optimizer), so step / rest is the most any kernel backend could give.
+4. The kernels alone, forward + backward, at B=1, T=4096, H=4, K=V=128 (cache w = 64 every
    C = 256, docs/api.md's defaults): reference, torch.compile of the reference, and TileLang, for each
    op that TileLang differentiates (the others are skipped, saying so).
 
@@ -148,6 +153,31 @@ def _scan_fwd_bwd(backend: str, x: dict, do: torch.Tensor):
     return torch.autograd.grad(o, list(leaves.values()), do)
 
 
+def mixer_ops(backend_names: list[str], repeats: int, clock: str = "wall") -> tuple[Shape, dict[str, float]]:
+    """(the small preset's mixer shape, {backend: median seconds of its three ops, forward +
+    backward, for one layer}), the ops called as model/mixer.py calls them."""
+    m = presets.get("small")["model"]
+    t = presets.get("small")["train"]
+    shape = Shape(B=t["batch_size"], T=t["seq_len"], H=m["n_heads"], K=m["head_k_dim"], V=m["head_v_dim"],
+                  W=m["cache_capacity"], C=m["cache_block"])
+    s = scan_inputs(shape, seed=0, initial_state=False)
+    x, do_read = read_grad_inputs(shape, seed=0)
+    do_scan = torch.randn(shape.B, shape.T, shape.H, shape.V, generator=torch.Generator().manual_seed(1))
+
+    def ops_of(backend: str):
+        def fn():
+            leaves = {n: s[n].detach().requires_grad_() for n in ("q", "k", "v", "g", "beta")}
+            o, mscore, _ = ops.delta_scan(**leaves, chunk_size=m["chunk_size"], backend=backend)
+            idx = ops.cache_select(mscore.detach(), capacity=shape.W, block_size=shape.C, policy="hola",
+                                   backend=backend)
+            rl = {n: x[n].detach().requires_grad_() for n in ("gamma_q", "gamma_k", "sink")}
+            oc = ops.cache_read(leaves["q"], leaves["k"], leaves["v"], idx, **rl, block_size=shape.C,
+                                backend=backend)
+            torch.autograd.backward([o, oc], [do_scan, do_read])
+        return fn
+    return shape, interleaved_medians({b: ops_of(b) for b in backend_names}, repeats, clock)
+
+
 def kernels(shape: Shape, repeats: int) -> dict[str, dict[str, float]]:
     """{op: {implementation: median seconds of forward + backward}}."""
     x, do = read_grad_inputs(shape, seed=0)
@@ -207,6 +237,20 @@ def main() -> None:
     for name, sec in steps.items():
         old = steps[name.split(",")[0] + ", logits + F.cross_entropy"]
         print(f"  {name:<38} {sec * 1e3:9.1f} ms   x{base / sec:.2f} vs reference, x{old / sec:.2f} vs its logits step")
+    layers = presets.get("small")["model"]["n_layers"]
+    shape, mix = mixer_ops(["reference", "tilelang"] if backends.unavailable_reason("tilelang") is None
+                           else ["reference"], a.repeats, a.clock)
+    step_ref = steps["reference, fused loss"]
+    rest = step_ref - layers * mix["reference"]
+    print(f"the mixer's three ops, forward + backward, {shape}, x{layers} layers:")
+    for name, sec in mix.items():
+        print(f"  {name:<12} {layers * sec * 1e3:9.1f} ms per step   x{mix['reference'] / sec:.2f} vs reference")
+    if rest <= 0:
+        print("  (the ops took longer alone than the whole step: the machine's load changed between the "
+              "parts; rerun on a quiet machine)")
+    else:
+        print(f"  the rest of the reference step (fused loss): {rest * 1e3:.1f} ms of {step_ref * 1e3:.1f} ms; "
+              f"with kernels that cost nothing a step would be at most x{step_ref / rest:.2f} faster")
     if a.skip_kernels:
         return
     shape = Shape(B=1, T=a.T, H=4, K=128, V=128, W=a.W, C=a.C)
