@@ -38,8 +38,10 @@ def _inputs(case: str, T: int, *, h0: bool = True, dfinal: bool = True, seed: in
 def _check(backend: str, case: str, T: int, chunk: int, *, h0: bool = True, dfinal: bool = True,
            config=None) -> None:
     x, do, dS = _inputs(case, T, h0=h0, dfinal=dfinal)
+    # The backward's chunk is its schedule's (the call's chunk_size is the forward's): a config sets it.
     out = backends.get(backend).run("delta_scan_backward", x["q"], x["k"], x["v"], x["g"], x["beta"], do, dS,
-                                    scale=SCALE, initial_state=x["initial_state"], chunk_size=chunk, config=config)
+                                    scale=SCALE, initial_state=x["initial_state"], chunk_size=chunk,
+                                    config={"chunk_size": chunk, **(config or {})})
     assert len(out) == 6
     assert (out[5] is None) == (not h0)
     for name, got, want, like in zip(NAMES, out, scan_grads(x, do, dS, SCALE), ("q", "k", "v", "g", "beta", "initial_state")):

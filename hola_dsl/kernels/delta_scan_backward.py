@@ -101,7 +101,7 @@ def delta_scan_backward_grads(
     du: hl.In("B", "TP", "H", "V", dtype="float32"), dhs: hl.In("B", "NT", "H", "V", "K", dtype="float32"),
     dq: hl.Out("B", "T", "H", "K"), dk: hl.Out("B", "T", "H", "K"), dv: hl.Out("B", "T", "H", "V"),
     dg: hl.Out("B", "T", "H"), dbeta: hl.Out("B", "T", "H"), scale: hl.Scalar("float32"),
-    *, K: int, V: int, BT: int, CK: int, CV: int,
+    *, K: int, V: int, BT: int, CK: int, CV: int, KEEP_PRODUCTS: bool,
 ):
     c, bh = hl.grid(hl.dim("NT"), hl.dim("B") * hl.dim("H"))
     b, h = bh // hl.dim("H"), bh % hl.dim("H")
@@ -113,9 +113,11 @@ def delta_scan_backward_grads(
     Hc, Lc = gh[b, rows, h], gl[b, rows, h]
     end = c * BT + BT - 1
     bc = beta[b, rows, h].to("float32")
-    # Before the V loop only Tm; the [BT, K] loads and the [BT, BT] products the end needs are
-    # redone after it (cheap), so that they do not stay live through it (register spills on GPUs).
-    _, _, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
+    # GPUs keep only Tm through the V loop: the [BT, K] loads and the [BT, BT] products the end
+    # needs are redone after it, so that they do not stay live through it (register spills).
+    # A CPU program keeps them (KEEP_PRODUCTS, schedule knob grad_products): its tiles live in
+    # memory anyway, and the redo was ~15% of this kernel's products at BT = 32, K = V = 64.
+    gamma, P, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
     Tm = hl.unit_lower_inverse(bc[:, None] * kkg)                        # (I + A)^-1
     nk = len(pieces)
 
@@ -148,7 +150,8 @@ def delta_scan_backward_grads(
     dP, dTm = acc[0], acc[1]
     dQs, dKt, dW = list(acc[2:2 + nk]), list(acc[2 + nk:2 + 2 * nk]), list(acc[2 + 2 * nk:2 + 3 * nk])
     dbeta_acc, sds = acc[2 + 3 * nk], acc[3 + 3 * nk]
-    gamma, P, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
+    if not KEEP_PRODUCTS:
+        gamma, P, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
     eG = decay.from_start(Hc, Lc, BT)                                    # [BT] exp(G)
     ke = decay.to_end(Hc, Lc, gh[b, end, h], gl[b, end, h], BT)          # [BT] exp(G_last - G)
     wk = bc * eG                                                         # W = Tm diag(beta D) K
@@ -214,11 +217,13 @@ def _sum_dots(a: list, b: list, **kw):
 
 def consts(K: int, V: int, chunk_size: int, schedule: Mapping) -> dict:
     """Compile-time constants shared by the backward's launches: chunk BT, key pieces CK, V tile
-    BV of the recurrences and V step CV of the gradients (a schedule's ``chunk_size`` wins)."""
+    BV of the recurrences and V step CV of the gradients, whether the gradient kernel keeps its
+    chunk products through its V loop (a schedule's ``chunk_size`` wins over the call's)."""
     BT = spec.pow2(int(schedule.get("chunk_size", chunk_size)))
     return dict(K=K, V=V, BT=BT, BK=spec.pow2(K), CK=min(int(schedule.get("key_cols", 64)), spec.pow2(K)),
                 BV=min(int(schedule["BV"]), spec.pow2(V)), CV=min(int(schedule.get("grad_cols", 32)), spec.pow2(V)),
-                prepare_cols=int(schedule.get("prepare_cols", 64)))
+                prepare_cols=int(schedule.get("prepare_cols", 64)),
+                KEEP_PRODUCTS=schedule.get("grad_products", "recompute") == "keep")
 
 
 def _check(q, k, v, g, beta, do, dfinal, initial_state, chunk_size) -> None:
@@ -285,7 +290,7 @@ def plan(schedule: Mapping, q, k, v, g, beta, do, dfinal, *, scale: float, initi
                     dict(K=K, V=V, BT=BT, CK=CK, BV=BV, HAS_DFINAL=dfinal is not None, STORE_DH0=has_h0),
                     dict(q=q, k=k, w=w, gh=gh, gl=gl, aqk=aqk, dout=do, dht=dht, dhs=dhs, du=du, dh0=dh0,
                          scale=float(scale))),
-        spec.Launch(delta_scan_backward_grads, dict(K=K, V=V, BT=BT, CK=CK, CV=c["CV"]),
+        spec.Launch(delta_scan_backward_grads, dict(K=K, V=V, BT=BT, CK=CK, CV=c["CV"], KEEP_PRODUCTS=c["KEEP_PRODUCTS"]),
                     dict(q=q, k=k, v=v, beta=beta, gh=gh, gl=gl, un=un, hs=hs, dout=do, du=du, dhs=dhs,
                          dq=dq, dk=dk, dv=dv, dg=dg, dbeta=dbeta, scale=float(scale))),
     )
@@ -306,4 +311,4 @@ def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1,
 SPEC = spec.KernelSpec("delta_scan_backward",
                        (phases.delta_scan_prepare, phases.delta_scan_recur, delta_scan_backward_recur,
                         delta_scan_backward_grads),
-                       plan, example, caller_knobs=("chunk_size",))
+                       plan, example)
