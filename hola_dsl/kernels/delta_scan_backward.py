@@ -267,12 +267,13 @@ def plan(schedule: Mapping, q, k, v, g, beta, do, dfinal, *, scale: float, initi
     nv = -(-V // BV)
     # The forward's prepare (with the Q K^T block) and recurrence recompute W, U, u and the
     # per-chunk states S_c; m's parts and the final state are not needed.
-    w, U = spec.poisoned((B, TP, H, K), dt, dev), spec.poisoned((B, TP, H, V), f32, dev)
-    gh, gl = spec.poisoned((B, TP, H), torch.int32, dev), spec.poisoned((B, TP, H), f32, dev)
-    aqk = spec.poisoned((B, TP, H, BT), dt, dev)
-    un, hs = spec.poisoned((B, TP, H, V), f32, dev), spec.poisoned((B, NT, H, V, K), dt, dev)
-    uscale, usq = spec.poisoned((nv, B, T, H), f32, dev), spec.poisoned((nv, B, T, H), f32, dev)
-    dhs, du = spec.poisoned((B, NT, H, V, K), f32, dev), spec.poisoned((B, TP, H, V), f32, dev)
+    # Scratch (spec.scratch: not filled outside tests; each is written in full before it is read).
+    w, U = spec.scratch((B, TP, H, K), dt, dev), spec.scratch((B, TP, H, V), f32, dev)
+    gh, gl = spec.scratch((B, TP, H), torch.int32, dev), spec.scratch((B, TP, H), f32, dev)
+    aqk = spec.scratch((B, TP, H, BT), dt, dev)
+    un, hs = spec.scratch((B, TP, H, V), f32, dev), spec.scratch((B, NT, H, V, K), dt, dev)
+    uscale, usq = spec.scratch((nv, B, T, H), f32, dev), spec.scratch((nv, B, T, H), f32, dev)
+    dhs, du = spec.scratch((B, NT, H, V, K), f32, dev), spec.scratch((B, TP, H, V), f32, dev)
     dh0 = (spec.poisoned if has_h0 else spec.unused)((B, H, K, V), f32, dev)
     dq, dk = spec.poisoned((B, T, H, K), dt, dev), spec.poisoned((B, T, H, K), dt, dev)
     dv = spec.poisoned((B, T, H, V), v.dtype, dev)
