@@ -117,7 +117,10 @@ def delta_scan_backward_grads(
     # needs are redone after it, so that they do not stay live through it (register spills).
     # A CPU program keeps them (KEEP_PRODUCTS, schedule knob grad_products): its tiles live in
     # memory anyway, and the redo was ~15% of this kernel's products at BT = 32, K = V = 64.
-    gamma, P, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
+    if KEEP_PRODUCTS:
+        gamma, P, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
+    else:
+        _, _, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
     Tm = hl.unit_lower_inverse(bc[:, None] * kkg)                        # (I + A)^-1
     nk = len(pieces)
 
