@@ -10,7 +10,8 @@ over, one of two ways:
   implementation gives its outputs' shapes), with the value checks and the tuned-config lookup
   inside it, so that they run at run time and a compiled graph has no break. Its autograd
   formula calls the op's backward kernel through the same backend (``hola::<op>_backward``);
-  a config given to the forward is not the backward's, which uses its own tuned or default one.
+  a config given to the forward is not the backward's, which uses its own tuned or default one
+  (its chunk included: the scan's backward runs at its schedule's chunk, not ``chunk_size``).
 * a backend autograd follows by itself (the PyTorch reference; the eager interpreter for an op
   without a backward kernel when a gradient is needed) is called directly; its value checks
   are skipped while ``torch.compile`` traces (they need the values).
