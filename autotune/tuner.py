@@ -113,7 +113,7 @@ def versions() -> dict[str, str]:
 
 
 def ir_hash(kernel: str, backend: str, config: dict, dims: dict, dtype: str) -> Optional[str]:
-    """Hash of the DSL kernel's IR as traced for this schedule, dims and dtype (DESIGN.md: records
+    """Hash of the DSL kernel's IR as traced for this schedule, dims and dtype (docs/design.md: records
     carry it so a record made for an older kernel can be told apart); None for backends that do
     not go through the DSL (reference) or when tracing is not possible here."""
     if backend == "reference":

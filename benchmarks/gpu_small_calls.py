@@ -1,6 +1,6 @@
 """Each op once per GPU backend on small shapes (T not a multiple of the chunk or block, K != V),
 checked against the float64 oracle: the program `benchmarks/gpu_acceptance.sh` runs under
-compute-sanitizer's racecheck and synccheck. Exits 1 when a result misses SPEC's tolerance,
+compute-sanitizer's racecheck and synccheck. Exits 1 when a result misses its tolerance (docs/tolerances.md),
 0 without a GPU (saying so)."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
    backend: medians and the ratio to reference. "auto" is what `hola train` uses: per op the first
    differentiable backend of AUTO_ORDER (TileLang where it has the op's backward kernel).
 2. The kernels alone, forward + backward, at B=1, T=4096, H=4, K=V=128 (cache w = 64 every
-   C = 256, SPEC's defaults): reference, torch.compile of the reference, and TileLang, for each
+   C = 256, docs/api.md's defaults): reference, torch.compile of the reference, and TileLang, for each
    op that TileLang differentiates (the others are skipped, saying so).
 
 Usage: python benchmarks/train_step.py [--threads 2 --repeats 5 --T 4096 --skip-kernels]

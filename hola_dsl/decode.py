@@ -32,15 +32,18 @@ def _config_key(config: Optional[dict]) -> Any:
 
 
 def _prepared(kernel: str, backend: str, device: torch.device, dtype: torch.dtype, config: Optional[dict],
-              static: tuple) -> Callable[..., Any]:
+              static: tuple, grad_of: Optional[str] = None) -> Callable[..., Any]:
     """The call of ``kernel`` on ``backend`` for inputs of ``dtype`` on ``device`` with static
     dims ``static``: a function (*inputs, **options) -> result that plans and launches without
     completing the schedule or tracing the kernel again."""
-    key = (kernel, backend, device, dtype, _config_key(config), static)
+    key = (kernel, backend, device, dtype, _config_key(config), static, grad_of is not None)
     hit = _PREPARED.get(key)
     if hit is not None:
         return hit
-    impl = backends.resolve(backend, device.type)
+    # dtype: "auto" skips a backend that cannot compute it (TileLang CPU has no bf16 C type).
+    # grad_of: the decode kernels have no backward, so a DSL backend would cut the outputs off
+    # from autograd; "auto" then takes the reference and a named DSL backend is an error.
+    impl = backends.resolve(backend, device.type, grad_of, kernel, dtype)
     if impl.prepare is None:                    # a backend of plain functions (reference)
         def call(*inputs, **options):
             return impl.run(kernel, *inputs, config=config, **options)
@@ -88,14 +91,14 @@ def delta_step(
     config: Optional[dict] = None,
     check: bool = True,
 ):
-    """T new tokens per sequence of the gated delta rule (SPEC.md section 1), token by token.
+    """T new tokens per sequence of the gated delta rule (docs/math.md section 1), token by token.
 
     q, k: [B, T, H, K] (k unit L2 for a stable rule); v: [B, T, H, V]; g (log-decay, <= 0),
     beta (in [0, 1]): [B, T, H]; state: [B, H, K, V] float32, the state before the new tokens.
     Returns (o [B, T, H, V] in v's dtype, m [B, T, H] float32 surprise scores, the state after
     them [B, H, K, V] float32). ``in_place``: the new state is written into ``state`` (and it is
     returned); ``o``, ``m``: dense tensors to write the outputs into. Equals
-    ``hola_dsl.ops.delta_scan`` with ``initial_state=state`` to SPEC's tolerances.
+    ``hola_dsl.ops.delta_scan`` with ``initial_state=state`` to the tolerances of docs/tolerances.md.
     """
     if check:
         dims = validate.same_dims({
@@ -123,7 +126,8 @@ def delta_step(
     elif not state.is_contiguous():
         raise ValueError("state: in_place needs a contiguous state tensor")
     K = q.shape[-1]
-    call = _prepared("delta_step", backend, q.device, q.dtype, config, (K, v.shape[-1], g.dtype, beta.dtype))
+    call = _prepared("delta_step", backend, q.device, q.dtype, config, (K, v.shape[-1], g.dtype, beta.dtype),
+                     backends.needs_grad(q=q, k=k, v=v, g=g, beta=beta, state=state))
     return call(q, k, v, g, beta, state, scale=float(K ** -0.5 if scale is None else scale), in_place=bool(in_place),
                 o=o, m=m)
 
@@ -145,7 +149,7 @@ def cache_read_step(
     config: Optional[dict] = None,
     check: bool = True,
 ) -> torch.Tensor:
-    """The cache read (SPEC.md section 3) of the T newest queries of each sequence.
+    """The cache read (docs/math.md section 3) of the T newest queries of each sequence.
 
     q: [B, T, H, K]; slot_k: [B, H, N, K], slot_v: [B, H, N, V] with N >= capacity: slots
     [0, capacity) hold the cache (slot_pos [B, H, N] int64 >= 0 there, -1 for an empty slot),
@@ -187,6 +191,7 @@ def cache_read_step(
     q, slot_k, slot_v, slot_pos, pending, gamma_q, gamma_k, sink = spec.dense(
         q, slot_k, slot_v, slot_pos, pending, gamma_q, gamma_k, sink)
     call = _prepared("cache_read_step", backend, q.device, q.dtype, config,
-                     (q.shape[-1], slot_v.shape[-1], int(capacity), float(eps), gamma_q.dtype, gamma_k.dtype, sink.dtype))
+                     (q.shape[-1], slot_v.shape[-1], int(capacity), float(eps), gamma_q.dtype, gamma_k.dtype, sink.dtype),
+                     backends.needs_grad(q=q, slot_k=slot_k, slot_v=slot_v, gamma_q=gamma_q, gamma_k=gamma_k, sink=sink))
     return call(q, slot_k, slot_v, slot_pos, pending, gamma_q, gamma_k, sink, capacity=int(capacity),
                 eps=float(eps), o=o)

@@ -160,7 +160,7 @@ def fused_recurrent_gated_delta_rule(
     **kwargs,
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """fla's ``fused_recurrent_gated_delta_rule``: g None means no decay, beta None means 1; the
-    same result as the chunked form (the scan agrees with the recurrence, SPEC.md section 1)."""
+    same result as the chunked form (the scan agrees with the recurrence, docs/math.md section 1)."""
     state_v_first = _state_layout(state_v_first, kwargs)
     if kwargs:
         raise TypeError(f"fused_recurrent_gated_delta_rule: unsupported keyword arguments {sorted(kwargs)} "

@@ -1,4 +1,4 @@
-"""Norms in float32 that neither overflow nor underflow (SPEC.md sections 1 and 3), in torch.
+"""Norms in float32 that neither overflow nor underflow (docs/math.md sections 1 and 3), in torch.
 
 A square of a float32 entry overflows above about 1.8e19 and loses digits below about 1e-19
 (its square is then subnormal), so every norm here divides a row by a scale first, as hypot

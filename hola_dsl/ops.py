@@ -1,4 +1,4 @@
-"""The public API of SPEC.md section 5: delta_scan, cache_select (with lola_select, policy
+"""The public API of docs/api.md: delta_scan, cache_select (with lola_select, policy
 "lola"'s selection from keys, values and block-start states) and cache_read, every backend behind them.
 
 Each function checks its arguments' shapes, dtypes and devices (see ``hola_dsl.validate``),
@@ -65,7 +65,7 @@ def _scheduled(run: Callable[[Optional[dict]], Any], config: Optional[dict],
     """``run(config)`` with the caller's config (the backend checks it: a bad one is a
     ConfigError naming ``config`` and the knob). Without one, ``run`` gets the tuned config
     (``tuned()``, already checked against its record's target), and the backend's default if
-    the backend still rejects it: a tuning record never stops a kernel call (SPEC.md section 7)."""
+    the backend still rejects it: a tuning record never stops a kernel call (docs/design.md)."""
     if config is not None:
         return run(config)
     tuned_config = tuned()
@@ -256,7 +256,7 @@ def delta_scan(
     config: Optional[dict] = None,
     cu_seqlens: Optional[torch.Tensor] = None,
 ):
-    """Gated delta-rule scan (SPEC.md section 1).
+    """Gated delta-rule scan (docs/math.md section 1).
 
     q, k: [B, T, H, K]; v: [B, T, H, V]; g (log-decay, <= 0), beta (in [0, 1]): [B, T, H];
     initial_state: [B, H, K, V] or None. Returns (o [B, T, H, V] in v's dtype,
@@ -344,7 +344,7 @@ def cache_select(
     config: Optional[dict] = None,
     cu_seqlens: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Block-wise top-w cache selection (SPEC.md section 2).
+    """Block-wise top-w cache selection (docs/math.md section 2).
 
     scores: [B, T, H] (ignored for policy "recency"). Returns idx [B, H, NB, capacity] int64 with
     NB = ceil(T / block_size); row n lists Cache_n best first (higher score, then later position),
@@ -453,7 +453,7 @@ def lola_select(
     backend: str = "auto",
     config: Optional[dict] = None,
 ) -> torch.Tensor:
-    """Cache selection of policy "lola" (SPEC.md section 2): LoLA's self-recall error.
+    """Cache selection of policy "lola" (docs/math.md section 2): LoLA's self-recall error.
 
     k: [B, T, H, K] (unit L2, as the scan sees it); v: [B, T, H, V]; states: [B, H, NB, K, V]
     with NB = ceil(T / block_size), row n the scan's state after the first n * block_size tokens
@@ -480,7 +480,7 @@ def lola_select(
     for name, x in (("k", k), ("v", v), ("states", states)):
         validate.finite(name, x)
     states = states.float()
-    impl = backends.resolve(backend, device.type)
+    impl = backends.resolve(backend, device.type, op="lola_select", dtype=k.dtype)
     return _scheduled(
         lambda cfg: impl.run("lola_select", k, v, states, capacity=capacity, block_size=block_size, config=cfg),
         config, lambda: config_for("lola_select", impl.name, device, k.dtype,
@@ -502,7 +502,7 @@ def cache_read(
     config: Optional[dict] = None,
     cu_seqlens: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Softmax read of the exact cache plus the causal block and a sink (SPEC.md section 3).
+    """Softmax read of the exact cache plus the causal block and a sink (docs/math.md section 3).
 
     q, k: [B, T, H, K]; v: [B, T, H, V]; idx: [B, H, NB, W] int64 from ``cache_select``;
     gamma_q, gamma_k: [K]; sink: [H] logits. Returns o_cache [B, T, H, V] in v's dtype (before

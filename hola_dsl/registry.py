@@ -309,7 +309,7 @@ def _inv_eager(args, attrs, ctx):
     a = args[0]
     n = a.shape[0]
     eye = torch.eye(n, dtype=a.dtype, device=a.device)
-    # A triangular solve is forward substitution; never the power product (DESIGN.md).
+    # A triangular solve is forward substitution; never the power product (docs/design.md).
     return (torch.linalg.solve_triangular(eye + a.tril(-1), eye, upper=False, unitriangular=True),)
 
 

@@ -1,4 +1,4 @@
-"""Shared by tests, `hola check` and `hola diff`: fresh random inputs (including SPEC.md's hard
+"""Shared by tests, `hola check` and `hola diff`: fresh random inputs (including docs/tolerances.md's hard
 cases), the float64 oracle's answer, and the relative-error measure with its tolerances."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from hola_dsl import backends, ops
 from hola_dsl.reference import oracle
 from schedules import kernels
 
-# SPEC.md section 6: ||out - ref|| / ||ref|| per input dtype.
+# docs/tolerances.md: ||out - ref|| / ||ref|| per input dtype.
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 5e-3, torch.float16: 5e-3}
 
 # Kernels whose output is a selection, compared exactly (mismatched entries, tolerance 0).
 SELECTIONS = ("cache_select", "lola_select")
 
-# Input families for the scan; each names a hard case of SPEC.md section 6.
+# Input families for the scan; each names a hard case of docs/tolerances.md.
 SCAN_CASES = ("random", "repeated", "strong_decay", "beta0", "beta1_nodecay")
 # Input families for the cache read's gradient: random caches (-1 padded in early blocks), every
 # block's cache holding the same few keys (twice each: their dk, dv sum over many blocks and
@@ -179,7 +179,7 @@ def lola_inputs(shape: Shape, dtype=torch.float32, *, seed: int = 0, device="cpu
     Every third token has a one-hot key whose value the next block-start state recalls exactly
     (sre = 0), and the second half of the sequence repeats the first (equal sre, later
     positions). Every sre is then exact in float32 on any backend, so selection is compared
-    exactly (ties decided by position, as SPEC.md section 2 says)."""
+    exactly (ties decided by position, as docs/math.md section 2 says)."""
     gen = torch.Generator().manual_seed(seed)
     B, T, H, K, V = shape.B, shape.T, shape.H, shape.K, shape.V
     nb = -(-T // shape.C)
@@ -363,7 +363,7 @@ def run_check(kernel: str, backend: str, shape: Shape, dtype=torch.float32, *, s
 def read_lse(q: torch.Tensor, k: torch.Tensor, idx: torch.Tensor, gamma_q: torch.Tensor, gamma_k: torch.Tensor,
              sink: torch.Tensor, *, block_size: int, eps: float = 1e-6, **_) -> torch.Tensor:
     """float64 [B, T, H]: log(exp(sink_h) + sum_j exp(l_tj)) over the visible set of each query
-    (SPEC.md section 3), the log-denominator of the oracle's softmax; what cache_read's optional
+    (docs/math.md section 3), the log-denominator of the oracle's softmax; what cache_read's optional
     lse output holds. Takes ``read_inputs``'s dict (v is ignored)."""
     rms = lambda x: x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps)
     q, k = (x.to(torch.float64) for x in (q, k))

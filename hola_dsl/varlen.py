@@ -1,4 +1,4 @@
-"""Packed variable-length batches (``cu_seqlens``, SPEC.md section 5): the layout, the host
+"""Packed variable-length batches (``cu_seqlens``, docs/api.md): the layout, the host
 tables the kernels read, and a per-sequence loop for the PyTorch implementations.
 
 N sequences are packed along T of a batch of one: sequence i holds the packed positions

@@ -13,9 +13,9 @@ from typing import Any, Optional, Sequence, Union
 from hola_dsl import backends
 from model.tokenizer import JSON_IDENTITY_PREFIX, vocab_size_of
 
-# Token mixers the language model offers (SPEC.md section 4, plus the softmax baseline).
+# Token mixers the language model offers (docs/math.md section 4, plus the softmax baseline).
 VARIANTS = ("gdn", "hola", "hola-recency", "ahn", "lola", "transformer")
-# Which cache policy (SPEC.md section 2) each variant's cache uses; None = no cache.
+# Which cache policy (docs/math.md section 2) each variant's cache uses; None = no cache.
 CACHE_POLICY = {"gdn": None, "hola": "hola", "hola-recency": "recency", "ahn": "recency", "lola": "lola",
                 "transformer": None}
 _POSITIVE_INTS = ("vocab_size", "d_model", "n_layers", "n_heads", "head_k_dim", "head_v_dim",
@@ -120,7 +120,7 @@ class HOLAConfig:
 
     @property
     def cache_policy(self):
-        """The SPEC section 2 policy of this variant's cache, or None without a cache."""
+        """The docs/math.md section 2 policy of this variant's cache, or None without a cache."""
         return CACHE_POLICY[self.variant]
 
     def to_dict(self) -> dict:

@@ -1,4 +1,4 @@
-"""The HOLA language model (SPEC.md section 4): pre-norm blocks of mixer + SwiGLU MLP, tied
+"""The HOLA language model (docs/math.md section 4): pre-norm blocks of mixer + SwiGLU MLP, tied
 embeddings, prefill and token-by-token decoding, save/load as JSON config + safetensors."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HOLA token mixer (SPEC.md sections 2-4): a Gated DeltaNet layer with an exact cache.
+"""The HOLA token mixer (docs/math.md sections 2-4): a Gated DeltaNet layer with an exact cache.
 
 One class serves every recurrent variant: ``gdn`` (no cache), ``hola`` (cache scored by the
 scan's surprise m), ``hola-recency`` (the w most recent tokens), ``ahn`` (the recency cache
@@ -23,7 +23,7 @@ from hola_dsl import decode, ops, validate
 from hola_dsl.reference.oracle import ranked_scores
 from model.config import HOLAConfig
 
-CACHE_EPS = 1e-6  # SPEC.md section 3: the cache read's RMSNorm epsilon
+CACHE_EPS = 1e-6  # docs/math.md section 3: the cache read's RMSNorm epsilon
 
 
 def rms_norm(x: torch.Tensor, weight: Optional[torch.Tensor], eps: float) -> torch.Tensor:
@@ -104,7 +104,7 @@ class Entries:
 
 
 def recall_errors(held: Entries, S: torch.Tensor) -> Entries:
-    """``held`` scored as policy "lola" scores (SPEC.md section 2): the squared self-recall error
+    """``held`` scored as policy "lola" scores (docs/math.md section 2): the squared self-recall error
     ||v - S^T k||^2 in float32 (the order of sre; what ``lola_select`` ranks), -inf for empty
     slots. S: [B, H, K, V], the state at the block start."""
     e = held.v.float() - held.k.float() @ S.float()
@@ -113,7 +113,7 @@ def recall_errors(held: Entries, S: torch.Tensor) -> Entries:
 
 
 def top_entries(entries: Entries, capacity: int, policy: str) -> Entries:
-    """The ``capacity`` best entries, best first: SPEC.md section 2's order (higher score, then
+    """The ``capacity`` best entries, best first: docs/math.md section 2's order (higher score, then
     later position; policy "recency" scores by position; NaN counts as -inf). Empty slots sort
     last."""
     by_pos = torch.sort(entries.pos, dim=-1, descending=True, stable=True).indices
@@ -263,7 +263,7 @@ class HOLAMixer(nn.Module):
             scores = torch.zeros_like(g)   # rescored at every block boundary instead
         else:
             o, m, S = ops.delta_scan(q, k, v, g, beta, output_final_state=return_memory, **scan)
-            scores = m.detach()  # selection uses the scores as numbers (SPEC.md section 2)
+            scores = m.detach()  # selection uses the scores as numbers (docs/math.md section 2)
         if states is not None:
             idx = ops.lola_select(k, v, states, capacity=c.cache_capacity, block_size=c.cache_block,
                                   backend=backend)
@@ -298,7 +298,7 @@ class HOLAMixer(nn.Module):
             o, _, S = ops.delta_scan(q[:, blk], k[:, blk], v[:, blk], g[:, blk], beta[:, blk],
                                      initial_state=S, output_final_state=True, **scan)
             outs.append(o)
-        # The states only rank candidates (SPEC.md section 2: selection is not differentiated).
+        # The states only rank candidates (docs/math.md section 2: selection is not differentiated).
         return torch.cat(outs, dim=1), torch.stack(states, 2).detach(), S
 
     def _forward_packed(self, x: torch.Tensor, backend: str, return_memory: bool, cu_seqlens: torch.Tensor):

@@ -14,7 +14,7 @@ plain dict; the fields this code reads are
 and every other field (spread, default_time_s, versions, alternatives, failures, and anything a
 later version adds) is carried through reads, merges and rewrites untouched.
 
-A shared file is untrusted input (SPEC.md section 7). A record is valid when its key is
+A shared file is untrusted input (docs/design.md). A record is valid when its key is
 (``TuningKey.from_json``: fixed vocabularies, path-safe target), its config passes the schedule
 space of its kernel and backend for its target (``schedules.Space.check``), ``time_s`` is a
 finite positive number, the fields this code reads have their types, and nothing in it is

@@ -1,10 +1,10 @@
-"""The tuning key: what a tuned schedule is valid for, in readable form (DESIGN.md).
+"""The tuning key: what a tuned schedule is valid for, in readable form (docs/design.md).
 
 Head dims, dtypes, cache capacity and block are compile-time constants and match exactly;
 the runtime length T is bucketed to the next power of two, and a lookup that misses its
 bucket falls back to the nearest bucket of the same static key.
 
-Keys come from shared files, so a key is checked whenever one is made (SPEC.md section 7):
+Keys come from shared files, so a key is checked whenever one is made (docs/design.md):
 the kernel and dtype from fixed vocabularies, a backend with a schedule space for that kernel,
 a target of two path-safe components, the kernel's static dims as positive ints and a bucket
 that is a power of two, all bounded. A key therefore never names a folder outside a database.

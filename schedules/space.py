@@ -163,7 +163,7 @@ class Space:
 
     def check(self, config: Optional[Mapping[str, Any]], target: str, dims: Optional[Mapping[str, int]] = None,
               label: str = "config", dtype: Optional[str] = None) -> dict[str, Any]:
-        """The one gate every config passes before anything uses it (SPEC.md section 7): every
+        """The one gate every config passes before anything uses it (docs/design.md): every
         name a knob or launch setting, every value of the right type and legal, the knobs
         missing from ``config`` filled from ``target``'s default for inputs of ``dtype`` (a
         dtype name such as "float32": the overlays that ask for it; None: none of them), then the
@@ -218,7 +218,7 @@ def dot_precision_accepted(config: Mapping[str, Any], target: str, dims: Mapping
 
 
 def float32_dot_precision(target: str) -> str:
-    """The ``dot_precision`` float32 inputs need on ``target`` to meet SPEC's 1e-5 (plain TF32
+    """The ``dot_precision`` float32 inputs need on ``target`` to meet docs/tolerances.md's 1e-5 (plain TF32
     meets only the bf16 row): 3xTF32 tensor cores on NVIDIA; on AMD, Triton rejects tf32x3 on
     every target (and tf32 on gfx90a and gfx950), so FMA fp32 ("ieee"); "ieee" elsewhere."""
     return "tf32x3" if target.startswith("sm_") else "ieee"

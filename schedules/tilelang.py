@@ -26,7 +26,7 @@ CPU_MR = Knob("cpu_mr", (1, 2, 4, 8), "rows of the dot micro-kernel's register t
 CPU_NR = Knob("cpu_nr", (16, 32, 64), "columns of the dot micro-kernel's register tile (CPU dialect)")
 THREADS = Knob("threads", (64, 128, 256), "threads per block (CUDA dialect)")
 STAGES = Knob("num_stages", (1, 2, 3), "T.Pipelined depth of a pipelined loop (CUDA dialect)")
-# T.gemm's float32 operands run on TF32 tensor cores, which meet SPEC's bf16 row, not float32's
+# T.gemm's float32 operands run on TF32 tensor cores, which meet docs/tolerances.md's bf16 row, not float32's
 # 1e-5: float32 inputs take FMA fp32 dots (exact, slower) unless a config asks for TF32.
 PRECISION = Knob("dot_precision", ("tf32", "ieee"),
                  "float32 dots of the CUDA dialect: TF32 tensor cores (T.gemm) or FMA fp32 (exact, slower)")

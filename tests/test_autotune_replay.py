@@ -32,7 +32,7 @@ def big_space():
 
 @pytest.fixture(autouse=True)
 def replay_spaces():
-    """The database takes records only of backends with a registered space (SPEC.md section 7)."""
+    """The database takes records only of backends with a registered space (docs/design.md)."""
     with schedules.overlay(small_space()), schedules.overlay(big_space()):
         yield
 

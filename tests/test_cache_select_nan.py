@@ -1,4 +1,4 @@
-"""NaN scores in cache_select (SPEC.md section 2). With value checks on they are an error; with
+"""NaN scores in cache_select (docs/math.md section 2). With value checks on they are an error; with
 them off every backend follows one rule: a NaN score counts as -inf, the lowest score, so a
 NaN token still beats an empty slot and ties with -inf tokens (the later position wins).
 Both forms of the kernel (the schedule's ``split``: serial, blocks+merge) on every DSL backend
@@ -119,7 +119,7 @@ def test_nan_scores_are_an_error_while_value_checks_are_on():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_infinite_scores_are_numbers_while_value_checks_are_on(backend):
-    """SPEC.md section 2: scores may be any real number, -inf included (and inf ranks first)."""
+    """docs/math.md section 2: scores may be any real number, -inf included (and inf ranks first)."""
     s = torch.rand(1, 100, 2, generator=torch.Generator().manual_seed(4))
     s[0, ::7, 0], s[0, ::11, 1] = -INF, INF
     got = ops.cache_select(s, capacity=8, block_size=32, backend=backend,

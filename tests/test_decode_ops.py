@@ -54,7 +54,7 @@ def slot_inputs(seed: int = 2):
 
 
 def read_oracle(x) -> torch.Tensor:
-    """SPEC.md section 3 for each query, one at a time, in float64."""
+    """docs/math.md section 3 for each query, one at a time, in float64."""
     q, k, v = (x[n].double() for n in ("q", "slot_k", "slot_v"))
     B, T, H, K = q.shape
     qc = q * torch.rsqrt((q * q).mean(-1, keepdim=True) + EPS) * x["gamma_q"].double()
@@ -115,3 +115,33 @@ def test_repeated_calls_trace_and_schedule_once(monkeypatch):
     monkeypatch.setattr(backends, "resolve", fail)
     again = decode.delta_step(*args, backend="eager", check=False)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def test_auto_takes_bf16_cpu_inputs_to_a_backend_that_computes_them():
+    """TileLang's C dialect has no bf16 type: "auto" must pass bf16 CPU inputs over it (it
+    used to send them there and die in TileLang's code generator)."""
+    s = scan_inputs(Shape(B=1, T=3, H=2, K=16, V=16), seed=3, initial_state=True, dtype=torch.bfloat16)
+    args = (s["q"], s["k"], s["v"], s["g"], s["beta"], s["initial_state"].float())
+    o, m, state = decode.delta_step(*args, backend="auto")
+    want = decode.delta_step(*args, backend="reference")
+    assert o.dtype == torch.bfloat16
+    for got, ref in zip((o, m, state), want):
+        assert torch.equal(got, ref)
+
+
+def test_a_gradient_is_never_silently_dropped():
+    """The decode kernels have no backward: with an input that requires grad, "auto" takes a
+    backend autograd runs through, and a named kernel backend says so rather than returning
+    outputs cut off from the graph."""
+    s = scan_inputs(Shape(B=1, T=2, H=2, K=16, V=16), seed=4, initial_state=True)
+    v = s["v"].clone().requires_grad_()
+    args = (s["q"], s["k"], v, s["g"], s["beta"], s["initial_state"])
+    o, _, _ = decode.delta_step(*args, backend="auto")
+    (grad,) = torch.autograd.grad(o.sum(), v)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    for name in backends.names():
+        if backends.runs_on(name, "cpu") is None and not backends.get(name).differentiable:
+            with pytest.raises(ValueError, match="requires grad"):
+                decode.delta_step(*args, backend=name)
+            with torch.no_grad():
+                decode.delta_step(*args, backend=name)

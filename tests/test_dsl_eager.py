@@ -1,4 +1,4 @@
-"""The DSL's eager interpreter (backend "eager") against the float64 oracle (SPEC.md section 6).
+"""The DSL's eager interpreter (backend "eager") against the float64 oracle (docs/tolerances.md).
 
 Shapes follow the foundation issue: T not a multiple of the chunk or the cache block, K != V,
 several heads and batches. Outputs are poisoned (NaN, or -2 for indices) by the kernels' plans (hola_dsl.spec)
@@ -91,7 +91,7 @@ def test_cache_read_streams_the_cache_and_writes_lse(layout):
 @pytest.mark.parametrize("dtype,case", [("bfloat16", "random"), ("bfloat16", "huge_keys"), ("float16", "random")])
 def test_cache_read_low_precision_operands_within_tolerance(dtype, case):
     """bf16/fp16 inputs: the dots take operands of that dtype (queries and probabilities rounded
-    to it), as on GPUs; the result stays within SPEC's low-precision row of the float64 oracle,
+    to it), as on GPUs; the result stays within docs/tolerances.md's low-precision row of the float64 oracle,
     bf16 keys at 1e30 too (the queries' 2^-16 keeps the float32 dot finite)."""
     from hola_dsl.testing import read_inputs, rel_err
     from hola_dsl.reference import oracle

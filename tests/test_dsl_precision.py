@@ -1,4 +1,4 @@
-"""The GPU defaults use TF32 dots; with bfloat16 inputs they must stay within SPEC.md's 5e-3,
+"""The GPU defaults use TF32 dots; with bfloat16 inputs they must stay within docs/tolerances.md's 5e-3,
 and float32 inputs (which get 3xTF32) within 1e-5.
 
 The eager interpreter's dot is swapped for one that rounds its operands to TF32 (10 mantissa

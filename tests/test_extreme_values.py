@@ -1,4 +1,4 @@
-"""Inputs at the edges of float32's range (SPEC.md sections 1 and 3): the surprise score m, the
+"""Inputs at the edges of float32's range (docs/math.md sections 1 and 3): the surprise score m, the
 cache read's RMSNorm and the q/k L2 norm are scaled norms, so entries of 1e19 do not overflow
 their squares and entries of 1e-20 do not underflow them, on every backend."""
 

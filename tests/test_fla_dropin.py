@@ -28,7 +28,7 @@ from hola_dsl import ops  # noqa: E402
 from hola_dsl.fla import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule  # noqa: E402
 from hola_dsl.testing import rel_err  # noqa: E402
 
-TOL = 1e-5          # both sides compute in float32 (SPEC.md section 6's float32 row)
+TOL = 1e-5          # both sides compute in float32 (docs/tolerances.md's float32 row)
 LENGTHS = (1, 63, 64, 130)
 
 

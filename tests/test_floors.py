@@ -1,4 +1,4 @@
-"""The house has floors (DESIGN.md, "Floors"): each package imports only from the floors below
+"""The house has floors (docs/design.md, "Floors"): each package imports only from the floors below
 it, so it reads top down and no import runs back up. Every import in the packages' source is
 checked, function-level ones and ``importlib.import_module("...")`` of a literal name included."""
 

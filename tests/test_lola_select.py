@@ -1,4 +1,4 @@
-"""Policy "lola"'s selection (SPEC.md section 2, LoLA's self-recall error): the float64 oracle's
+"""Policy "lola"'s selection (docs/math.md section 2, LoLA's self-recall error): the float64 oracle's
 meaning on hand-made cases, and every backend exactly equal to it (idx, order included).
 
 Exact equality across backends is well posed on two kinds of inputs: integer-valued k, v and
@@ -124,3 +124,13 @@ def test_bad_inputs_name_the_argument():
         ops.lola_select(k, v, bad, capacity=4, block_size=16)
     with pytest.raises(ValueError, match="lola_select"):
         ops.cache_select(torch.zeros(1, 4, 1), policy="lola")
+
+
+def test_auto_takes_bf16_cpu_inputs_to_a_backend_that_computes_them():
+    """"auto" skips TileLang for bf16 CPU inputs (its C dialect has no bf16) instead of failing."""
+    gen = torch.Generator().manual_seed(5)
+    k = torch.randn(1, 8, 2, 16, generator=gen).bfloat16()
+    v = torch.randn(1, 8, 2, 16, generator=gen).bfloat16()
+    states = torch.randn(1, 2, 2, 16, 16, generator=gen)
+    got = ops.lola_select(k, v, states, capacity=2, block_size=4, backend="auto")
+    assert torch.equal(got, ops.lola_select(k, v, states, capacity=2, block_size=4, backend="reference"))

@@ -1,4 +1,4 @@
-"""One HOLA mixer: prefill equals the float64 oracle composition of SPEC.md sections 1-4, and
+"""One HOLA mixer: prefill equals the float64 oracle composition of docs/math.md sections 1-4, and
 decoding one token at a time (holding only state, cache, pending block and conv tail)
 reproduces the prefill outputs over several cache blocks, with memory constant in T, on every
 backend that runs here, with the rows of one batch at different positions."""

@@ -1,5 +1,5 @@
 """The same weights give the same logits and the same perplexity on every backend available
-here (SPEC.md section 6: float32 relative error <= 1e-5 for logits; perplexity to 1e-4)."""
+here (docs/tolerances.md: float32 relative error <= 1e-5 for logits; perplexity to 1e-4)."""
 
 import pytest
 import torch

@@ -1,5 +1,5 @@
 """delta_scan_backward (hola_dsl/kernels/delta_scan_backward.py) against the float64 oracle's
-autograd (torch.autograd.grad through ``naive_delta_scan``), SPEC.md's float32 tolerance, on the
+autograd (torch.autograd.grad through ``naive_delta_scan``), docs/tolerances.md's float32 tolerance, on the
 hard cases, on every DSL backend that runs here; its Triton GPU builds without spills (the
 TileLang CUDA dialect's lowering and nvcc build: tests/test_tilelang_nvcc.py and
 tests/test_tilelang_cuda_sync.py, which take every kernel).
@@ -23,7 +23,7 @@ SCALE = K ** -0.5
 
 
 def _inputs(case: str, T: int, *, h0: bool = True, dfinal: bool = True, seed: int = 0):
-    """Scan inputs of SPEC's hard ``case`` (or "g50": gates of -50 at every other token), o's
+    """Scan inputs of docs/tolerances.md's hard ``case`` (or "g50": gates of -50 at every other token), o's
     gradient and the final state's."""
     base = "random" if case == "g50" else case
     x = scan_inputs(Shape(B=1, T=T, H=2, K=K, V=V), case=base, seed=seed, initial_state=h0)
@@ -54,7 +54,7 @@ def _check(backend: str, case: str, T: int, chunk: int, *, h0: bool = True, dfin
         assert err <= TOLERANCE[torch.float32], f"{backend} {case} T={T}: {name} off by {err:.2e}"
 
 
-# SPEC's hard cases: repeated keys with beta = 1 and g = 0, beta = 0 (u = 0 everywhere), strong
+# docs/tolerances.md's hard cases: repeated keys with beta = 1 and g = 0, beta = 0 (u = 0 everywhere), strong
 # gates, T = 1, T not a multiple of the chunk, with and without the initial state and dfinal.
 EAGER_CASES = [
     ("random", 50, 16, True, True),

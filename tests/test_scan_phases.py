@@ -1,5 +1,5 @@
 """The delta scan as phases (hola_dsl/kernels/delta_scan_phases.py): every split on every DSL
-backend here against the float64 oracle on SPEC.md's hard cases; the blockwise inverse exact on
+backend here against the float64 oracle on docs/tolerances.md's hard cases; the blockwise inverse exact on
 repeated keys; no float64 in any scan kernel; the plan's scratch poisoned; the split schedule
 knob; and (slow) ahead-of-time builds without register spills, and the TileLang CUDA dialect
 through nvcc. The eager backend is the fast subset; the compiled backends (Triton's
@@ -89,7 +89,7 @@ def test_key_and_value_pieces(backend, split):
 @pytest.mark.parametrize("split", SPLITS[1:])
 def test_bf16_phases_meet_the_bf16_tolerance(split):
     """bfloat16 inputs on the eager backend, which rounds dot operands to bf16 exactly as tensor
-    cores take them: SPEC's 5e-3 on every hard case (rounding every float32 operand once, as fla
+    cores take them: docs/tolerances.md's 5e-3 on every hard case (rounding every float32 operand once, as fla
     does, measured 5.1e-3 at T = 1000)."""
     tol = TOLERANCE[torch.bfloat16]
     for case in SCAN_CASES:
@@ -119,7 +119,7 @@ def _launch(run: spec.Runner, schedule: dict, q, k, v, g, beta, **options):
 
 def _power_product_inverse(a: torch.Tensor) -> torch.Tensor:
     """(I + L)^-1 = (I - L)(I + L^2)(I + L^4)... for a strictly lower [n, n] L, in a's dtype: exact
-    in exact arithmetic, and what DESIGN.md warns against."""
+    in exact arithmetic, and what docs/design.md warns against."""
     n = a.shape[-1]
     eye = torch.eye(n, dtype=a.dtype)
     out, p = eye - a, a @ a

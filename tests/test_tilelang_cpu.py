@@ -1,4 +1,4 @@
-"""TileLang CPU dialect: all three kernels against the float64 oracle (SPEC.md tolerances), the
+"""TileLang CPU dialect: all three kernels against the float64 oracle (docs/tolerances.md), the
 grid split over threads, the schedule knobs, and the generated-source cache."""
 
 from __future__ import annotations

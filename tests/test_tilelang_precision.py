@@ -1,5 +1,5 @@
 """TileLang CUDA's dot_precision: float32 inputs get FMA fp32 dots (TF32 tensor cores would
-miss SPEC's 1e-5), bf16 inputs keep T.gemm; the CPU dialect has no such knob to set."""
+miss docs/tolerances.md's 1e-5), bf16 inputs keep T.gemm; the CPU dialect has no such knob to set."""
 
 import pytest
 

@@ -119,10 +119,10 @@ def _low_precision_outputs(dtype):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_low_precision_stores_round_to_nearest(dtype):
-    """SPEC.md section 6: low-precision outputs are the float32 results rounded to nearest (ties
+    """docs/tolerances.md: low-precision outputs are the float32 results rounded to nearest (ties
     to even), as torch's .to() rounds, not truncated. The cache read's dots take operands of the
     inputs' dtype (its probabilities rounded to it, as FlashAttention's), so its results are
-    not the float32 ones: they are held to SPEC's low-precision row instead."""
+    not the float32 ones: they are held to docs/tolerances.md's low-precision row instead."""
     import torch
 
     from hola_dsl.testing import rel_err

@@ -1,4 +1,4 @@
-"""Property-based checks of SPEC.md section 7 with hypothesis: arbitrary JSON thrown at records,
+"""Property-based checks of docs/design.md with hypothesis: arbitrary JSON thrown at records,
 keys and configs never crashes a lookup, never puts code into a generated source and never
 names a path outside the database folder. Bounded and derandomized, so the suite stays fast
 and every run tries the same examples."""

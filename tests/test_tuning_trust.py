@@ -1,4 +1,4 @@
-"""A shared tuning database is untrusted input (SPEC.md section 7): configs are checked against
+"""A shared tuning database is untrusted input (docs/design.md): configs are checked against
 their space before anything uses them, record keys never become paths outside the database,
 a bad record or file is skipped with one warning and never stops a kernel call, writes keep
 the file's mode and leave no litter, noisy timings are not written, and the `hola tune` and

@@ -152,7 +152,7 @@ def _far_keys(factor: float):
 
 
 def test_keys_far_from_unit_norm_are_an_error_naming_k():
-    """SPEC.md section 1: keys far from unit norm make the recurrence diverge (here o and m turn
+    """docs/math.md section 1: keys far from unit norm make the recurrence diverge (here o and m turn
     inf); that is an error, never a silent inf. The delta rule is stable while
     beta * ||k||^2 <= 2."""
     with pytest.raises(ValueError, match=r"k: beta \* \|\|k\|\|\^2 reaches .* use_qk_l2norm=True"):

@@ -1,4 +1,4 @@
-"""Packed variable-length batches (cu_seqlens, SPEC.md section 5): on every backend that runs
+"""Packed variable-length batches (cu_seqlens, docs/api.md): on every backend that runs
 here, a packed batch gives exactly what each sequence gives alone (outputs, m, states, idx),
 and agrees with the float64 oracle; hostile cu_seqlens are clear errors."""
 

@@ -1,4 +1,4 @@
-"""The kernels of SPEC.md, each written once in the tile DSL (``hola_dsl.lang``) beside the spec
+"""The kernels of docs/math.md, each written once in the tile DSL (``hola_dsl.lang``) beside the spec
 that launches it (``hola_dsl.spec``): hola_dsl/kernels/<name>.py exports ``SPEC`` for every
 kernel named in ``schedules.kernels``, the one list of them.
 

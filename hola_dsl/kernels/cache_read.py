@@ -1,4 +1,4 @@
-"""Softmax read of the exact cache (SPEC.md section 3): the DSL kernel, one program per (query
+"""Softmax read of the exact cache (docs/math.md section 3): the DSL kernel, one program per (query
 tile, b, h), and ``SPEC``, how a call launches it.
 
 A query tile holds BQ positions of one cache block n (t in [nC, nC + C)). Its visible set is the

@@ -1,4 +1,4 @@
-"""The gradient of the cache read (SPEC.md section 3), FlashAttention-style: the DSL kernels and
+"""The gradient of the cache read (docs/math.md section 3), FlashAttention-style: the DSL kernels and
 ``SPEC``, how a call launches them.
 
 With qn_t = rmsnorm(q_t), kn_j = rmsnorm(k_j), a = gamma_q gamma_k / sqrt(K), the logits are

@@ -1,4 +1,4 @@
-"""The cache read of a decode step (SPEC.md section 3 for the newest queries): the DSL kernel,
+"""The cache read of a decode step (docs/math.md section 3 for the newest queries): the DSL kernel,
 one program per (query, b, h), and ``SPEC``, how a call launches it.
 
 A decoding sequence holds its visible set in one slot buffer per (b, h): slots [0, W) are the

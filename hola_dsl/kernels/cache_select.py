@@ -1,4 +1,4 @@
-"""Block-wise top-w cache selection (SPEC.md section 2): the DSL kernels (serial: one program per
+"""Block-wise top-w cache selection (docs/math.md section 2): the DSL kernels (serial: one program per
 (b, h); or a parallel block phase and a merge) and ``SPEC``, how a call launches them.
 
 The program walks the cache blocks in order carrying the cache as positions (best first, -1 =
@@ -16,7 +16,7 @@ Only the piece's tokens are ranked against each other with the full rule. The ca
 positions alone; the cached scores are gathered back from ``scores`` (policy hola) or are the
 positions themselves (policy recency), so the slot scatter moves one int per candidate.
 -inf marks an empty slot or a padded token; the padding is masked where a score of -inf could
-tie with it. A NaN score (possible only with value checks off) counts as -inf (SPEC.md section
+tie with it. A NaN score (possible only with value checks off) counts as -inf (docs/math.md section
 2): every comparison with NaN is false, so left as it is a NaN token would be dropped here and
 ranked first by a sort.
 

@@ -1,4 +1,4 @@
-"""Log-decay sums of the scan in float32 without cancellation (SPEC.md section 1), shared by the
+"""Log-decay sums of the scan in float32 without cancellation (docs/math.md section 1), shared by the
 fused scan and its phases.
 
 Every decay the scan applies is exp of a sum of gates g <= 0 over a segment of a chunk. Taken as

@@ -1,4 +1,4 @@
-"""Chunked gated delta rule, forward (SPEC.md section 1): the DSL kernel, one program per
+"""Chunked gated delta rule, forward (docs/math.md section 1): the DSL kernel, one program per
 (V tile, b, h), and ``SPEC``, how a call launches it.
 
 Each program walks the chunks of its sequence in order, carrying its slice of the state in

@@ -1,14 +1,14 @@
-"""Chunked gated delta rule, backward (SPEC.md section 1): the gradients of o and the final state
+"""Chunked gated delta rule, backward (docs/math.md section 1): the gradients of o and the final state
 with respect to q, k, v, g, beta and the initial state, and ``SPEC``, how a call launches it.
 
 Recompute, don't save. The forward (delta_scan.py) keeps nothing for the backward, and its
-result stays what SPEC.md section 5 says; the backward recomputes the per-chunk states S_c from
+result stays what docs/api.md says; the backward recomputes the per-chunk states S_c from
 the inputs with the forward's own phases (delta_scan_phases.py: prepare, then the recurrence),
 as flash-linear-attention does. Saving them would cost B (T / BT) H K V numbers per layer for
 the whole of training's forward pass (at T = 4096, BT = 64, 128 x 128 heads: 16 K values per
 token and head, eight times the size of q, k and v together); recomputing costs one more
 forward, whose sequential part is two products a chunk. Only the m the scan also returns carries
-no gradient: it is a selection score (SPEC.md section 2), not part of the model's loss path.
+no gradient: it is a selection score (docs/math.md section 2), not part of the model's loss path.
 
 Per chunk (its positions i, G = cumsum(g) from the chunk start, D = exp(G), Gamma_ij =
 exp(G_i - G_j), S the state at the chunk start, S' at its end, dS' the gradient of S'; decays

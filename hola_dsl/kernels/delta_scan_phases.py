@@ -1,4 +1,4 @@
-"""Chunked gated delta rule, forward (SPEC.md section 1), as phases joined by scratch tensors.
+"""Chunked gated delta rule, forward (docs/math.md section 1), as phases joined by scratch tensors.
 
 The fused kernel (delta_scan.py) puts everything on the sequential path and redoes the chunk's
 triangular solve in every V-tile program. Here, as in flash-linear-attention's split, only the
@@ -22,15 +22,15 @@ The inverse is fla's solve_tril: the 16 x 16 diagonal blocks by forward substitu
 (``hl.unit_lower_inverse``), the blocks below them merged with matmuls,
 Tm_rs = -Tm_rr (sum_{s <= l < r} A_rl Tm_ls), which is block forward substitution. It is never
 the power product (I - A)(I + A^2)(I + A^4)..., which loses every digit on repeated keys
-(DESIGN.md). Gate sums follow decay.py: no float64.
+(docs/design.md). Gate sums follow decay.py: no float64.
 
 Dtypes. Dot operands are in the input dtype (bf16/fp16 tensor cores), accumulation in float32,
 and float32 intermediates are rounded to the input dtype where they feed a dot, as fla does,
-except where one rounding costs too much of SPEC's bf16 tolerance (5e-3): there the float32
+except where one rounding costs too much of docs/tolerances.md's bf16 tolerance (5e-3): there the float32
 operand goes in as two input-dtype parts, hi + lo (``_dot_split``: one more dot, ~16 bits kept).
 Rounding everything as fla does measured 5.1e-3 on o (bf16, T = 1000, beta = 1, no decay; eager
 backend, which rounds operands exactly as tensor cores do); with the splits below the worst of
-SPEC's cases is 3.4e-3 (o's own bf16 rounding is 1.7e-3). float32 inputs keep everything in
+docs/tolerances.md's hard cases is 3.4e-3 (o's own bf16 rounding is 1.7e-3). float32 inputs keep everything in
 float32 and take one dot per product.
   Tm      float32 (registers), applied to K and V split: on repeated keys its rounding was
           amplified (o 4.0e-3 -> 2.9e-3, final state 3.3e-3 -> 2.1e-4).
@@ -71,7 +71,7 @@ def _dot_split(a, b, acc=None, *, trans_a: bool = False):
     """op(a) @ b (op(a) = a^T with ``trans_a``) where one operand is float32 and the other in the
     input dtype: the float32 one goes in as two input-dtype parts, hi + lo, so the product keeps
     ~16 of its bits (one bf16 rounding, 8 bits, of the update's u cost the state 1e-3 relative on
-    SPEC's hard cases) on input-dtype tensor cores. float32 inputs take one dot."""
+    docs/tolerances.md's hard cases) on input-dtype tensor cores. float32 inputs take one dot."""
     dt = b.dtype if a.dtype == "float32" else a.dtype
     if dt == "float32":
         return hl.dot(a, b, acc, trans_a=trans_a)

@@ -1,4 +1,4 @@
-"""Recurrent gated delta rule for decoding (SPEC.md section 1, token by token): the DSL kernel,
+"""Recurrent gated delta rule for decoding (docs/math.md section 1, token by token): the DSL kernel,
 one program per (b, h), and ``SPEC``, how a call launches it.
 
 Decoding adds one (or a few) tokens per sequence to a carried state, so the chunked form's

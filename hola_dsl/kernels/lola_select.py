@@ -1,4 +1,4 @@
-"""Cache selection of policy "lola" (SPEC.md section 2, LoLA's self-recall error): the DSL
+"""Cache selection of policy "lola" (docs/math.md section 2, LoLA's self-recall error): the DSL
 kernel, one program per (b, h), and ``SPEC``, how a call launches it.
 
 At the start of block n the candidates are Cache_{n-1} and block n-1's tokens; each is scored

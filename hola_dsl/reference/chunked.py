@@ -38,7 +38,7 @@ def chunked_delta_scan(
     output_final_state: bool = False,
     chunk_size: int = 64,
 ):
-    """Chunked WY/UT form of the gated delta rule (SPEC.md section 1).
+    """Chunked WY/UT form of the gated delta rule (docs/math.md section 1).
 
     q, k: [B, T, H, K] (unit L2 norm expected); v: [B, T, H, V]; g, beta: [B, T, H].
     Returns (o [B, T, H, V] in v's dtype, m [B, T, H] float32, final_state [B, H, K, V] float32
@@ -65,7 +65,7 @@ def chunked_delta_scan(
     eye = torch.eye(bt, dtype=a.dtype, device=a.device)
     rhs = torch.cat([bc[..., None] * vc, bc[..., None] * kc * G.exp()[..., None]], dim=-1)
     # Tm = (I + A)^-1 by triangular solve (forward substitution), not a product of powers: it
-    # stays exact on repeated keys (DESIGN.md). Solving against I and multiplying is ~10x faster
+    # stays exact on repeated keys (docs/design.md). Solving against I and multiplying is ~10x faster
     # on the CPU than solving against the wide right-hand side directly.
     tm = torch.linalg.solve_triangular(eye + a, eye.expand_as(a), upper=False, unitriangular=True)
     uw = tm @ rhs
@@ -128,7 +128,7 @@ def blockwise_cache_select(
 def blockwise_lola_select(
     k: torch.Tensor, v: torch.Tensor, states: torch.Tensor, *, capacity: int = 64, block_size: int = 256
 ) -> torch.Tensor:
-    """Policy "lola" (SPEC.md section 2): Cache_n = top-w of Cache_{n-1} and block n-1, rescored
+    """Policy "lola" (docs/math.md section 2): Cache_n = top-w of Cache_{n-1} and block n-1, rescored
     against the state at block n's start.
 
     k: [B, T, H, K]; v: [B, T, H, V]; states: [B, H, NB, K, V] (row n: the scan's state after

@@ -1,4 +1,4 @@
-"""The float64 recurrent oracle of SPEC.md sections 1-3, written for clarity, not speed.
+"""The float64 recurrent oracle of docs/math.md sections 1-3, written for clarity, not speed.
 
 Every implementation in the project (chunked PyTorch, eager DSL, Triton, TileLang, the model)
 is checked against these functions (policy "lola" scores with keys, values and block-start
@@ -71,7 +71,7 @@ def _offsets(cu_seqlens: torch.Tensor) -> list[int]:
 
 
 def ranked_scores(scores: torch.Tensor) -> torch.Tensor:
-    """Scores as cache selection ranks them (SPEC.md section 2): a NaN score (possible only with
+    """Scores as cache selection ranks them (docs/math.md section 2): a NaN score (possible only with
     value checks off) counts as -inf, the lowest score. The token stays a candidate, so it beats
     an empty slot and ties with -inf tokens (the later position wins)."""
     return torch.where(scores.isnan(), torch.full_like(scores, -math.inf), scores)
@@ -120,7 +120,7 @@ def naive_block_states(
 
     k: [B, T, H, K] (unit L2, as the scan sees it); v: [B, T, H, V]; g, beta: [B, T, H].
     Returns states [B, H, NB, K, V] float64, NB = ceil(T / block_size): row n is the state after
-    the first n * block_size tokens (S_{nC-1} of SPEC.md section 2; row 0 is the initial state).
+    the first n * block_size tokens (S_{nC-1} of docs/math.md section 2; row 0 is the initial state).
     """
     B, T, H, K = k.shape
     nb = math.ceil(T / block_size)
@@ -147,7 +147,7 @@ def self_recall_error(k: torch.Tensor, v: torch.Tensor, S: torch.Tensor) -> torc
 def naive_lola_select(
     k: torch.Tensor, v: torch.Tensor, states: torch.Tensor, *, capacity: int = 64, block_size: int = 256
 ) -> torch.Tensor:
-    """Cache_n of policy "lola" (SPEC.md section 2) for every block n, one block at a time.
+    """Cache_n of policy "lola" (docs/math.md section 2) for every block n, one block at a time.
 
     k: [B, T, H, K]; v: [B, T, H, V]; states: [B, H, NB, K, V], row n the scan's state at the
     start of block n (``naive_block_states``; row 0 is not read). Cache_n = the ``capacity``

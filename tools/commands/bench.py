@@ -45,7 +45,7 @@ WARM_UP = {"compile": "torch.compile traces and compiles it (tens of seconds)",
 
 
 def scan_flops(B: int, T: int, H: int, K: int, V: int, chunk: int = 64) -> float:
-    """Floating-point operations of the chunked WY scan (2 per multiply-add), per SPEC.md section 1.
+    """Floating-point operations of the chunked WY scan (2 per multiply-add), per docs/math.md section 1.
 
     Per chunk of BT tokens: K K^T and Q K^T (2 BT^2 K each), applying Tm to beta V and
     beta exp(G) K (2 BT^2 (V + K)), the causal (Q K^T) u (2 BT^2 V), and W S, (Q exp G) S,

@@ -22,7 +22,7 @@ NAME = "check"
 HELP = "run every kernel on every available backend against the float64 oracle and print a table"
 
 # Inputs per kernel: several shapes (T not a multiple of the chunk or block, K != V) and the
-# hard cases of SPEC.md section 6.
+# hard cases of docs/tolerances.md.
 SHAPES = (Shape(B=2, T=1, H=2, K=32, V=48, W=8, C=64), Shape(B=2, T=300, H=2, K=32, V=48, W=16, C=128))
 # CPU first: the oracle is there, and every backend but Triton without its interpreter runs there.
 DEVICE_ORDER = ("cpu", "cuda")

@@ -6,7 +6,7 @@
     hola db merge OUT IN...                merge databases into OUT (best per key wins, provenance kept)
     hola db prune [filters] [--older-than DAYS] [--illegal] [--drop-history] [--dry-run]
 
-Databases are shared files, so what is read is untrusted (SPEC.md section 7): a bad record or
+Databases are shared files, so what is read is untrusted (docs/design.md): a bad record or
 file is skipped with one warning line on stderr naming it, the valid rest is used, and the exit
 status is 1. A file that would be rewritten (an OUT or the user's database) and is itself bad
 is never rewritten: that is an error naming it (exit status 2); `prune --illegal` repairs it.

@@ -46,7 +46,7 @@ def schedule(kernel: str, config: Optional[Mapping[str, Any]], target: str,
     entries win; the space's defaults and overlays for that dtype fill the rest); a config the
     space rejects raises ``schedules.ConfigError`` naming ``label`` and the knob."""
     sched = schedules.space(kernel, "triton").check(config, target, dims, label, registry.DTYPE_NAME.get(dtype))
-    # TF32 dots meet the bf16/fp16 tolerance, not float32's 1e-5 (SPEC.md section 6): float32
+    # TF32 dots meet the bf16/fp16 tolerance, not float32's 1e-5 (docs/tolerances.md): float32
     # inputs get what the target accepts for that unless a config asks for a precision.
     if dtype == torch.float32 and sched.get("dot_precision") == "tf32" and "dot_precision" not in (config or {}):
         sched["dot_precision"] = float32_dot_precision(target)
