@@ -18,7 +18,8 @@ import torch
 
 def _row_scale(x: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
     """[..., 1] max(max |x| over the last dim, floor), 1 where that is 0; no gradient."""
-    s = torch.linalg.vector_norm(x.detach(), math.inf, dim=-1, keepdim=True)   # max |x|, no |x| copy
+    # max |x|: abs + amax vectorises; linalg.vector_norm(x, inf) (no |x| copy) is ~9x slower on a CPU
+    s = x.detach().abs().amax(-1, keepdim=True)
     if floor > 0:
         s = s.clamp(min=floor)
     return torch.where(s > 0, s, torch.ones_like(s))

@@ -21,15 +21,16 @@ import torch.nn.functional as F
 
 from hola_dsl import decode, ops, validate
 from hola_dsl.reference.oracle import ranked_scores
+from model import fused
 from model.config import HOLAConfig
 
 CACHE_EPS = 1e-6  # docs/math.md section 3: the cache read's RMSNorm epsilon
 
 
 def rms_norm(x: torch.Tensor, weight: Optional[torch.Tensor], eps: float) -> torch.Tensor:
-    """x / sqrt(mean(x^2) + eps) over the last dim, times ``weight`` when given."""
-    y = x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps)
-    return y if weight is None else y * weight
+    """x / sqrt(mean(x^2) + eps) over the last dim, times ``weight`` when given (fused
+    backward: ``model.fused``)."""
+    return fused.rms_norm(x, weight, eps)
 
 
 def causal_conv(x: torch.Tensor, weight: torch.Tensor, tail: torch.Tensor):
@@ -39,8 +40,7 @@ def causal_conv(x: torch.Tensor, weight: torch.Tensor, tail: torch.Tensor):
     start of a sequence). Returns (y [B, T, D], new tail [B, S-1, D]).
     """
     xx = torch.cat([tail.to(x.dtype), x], dim=1)
-    y = F.conv1d(xx.transpose(1, 2), weight[:, None, :], groups=weight.shape[0]).transpose(1, 2)
-    return y, xx[:, xx.shape[1] - tail.shape[1]:]
+    return fused.depthwise_causal_conv(xx, weight), xx[:, xx.shape[1] - tail.shape[1]:]
 
 
 def packed_causal_conv(x: torch.Tensor, weight: torch.Tensor, offsets: list[int]) -> torch.Tensor:
@@ -54,7 +54,7 @@ def packed_causal_conv(x: torch.Tensor, weight: torch.Tensor, offsets: list[int]
     row = torch.arange(T, device=x.device) + S1 * (seq + 1)     # each token's row in the padded copy
     padded = x.new_zeros(1, T + S1 * len(lengths), D)
     padded[:, row] = x
-    y = F.conv1d(padded.transpose(1, 2), weight[:, None, :], groups=D).transpose(1, 2)   # [1, rows - S1, D]
+    y = fused.depthwise_causal_conv(padded, weight)        # [1, rows - S1, D]
     return y[:, row - S1]
 
 
@@ -214,8 +214,8 @@ class HOLAMixer(nn.Module):
         else:
             y = packed_causal_conv(self.qkv_proj(x), self.conv_weight, offsets)
         q, k, v = F.silu(y).split(self.dims, dim=-1)
-        q = ops.l2norm(q.reshape(B, T, c.n_heads, c.head_k_dim))
-        k = ops.l2norm(k.reshape(B, T, c.n_heads, c.head_k_dim))
+        q = fused.l2norm(q.reshape(B, T, c.n_heads, c.head_k_dim), ops.L2NORM_EPS)   # ops.l2norm's
+        k = fused.l2norm(k.reshape(B, T, c.n_heads, c.head_k_dim), ops.L2NORM_EPS)
         v = v.reshape(B, T, c.n_heads, c.head_v_dim)
         beta = torch.sigmoid(self.b_proj(x).float())
         g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())
