@@ -7,7 +7,11 @@ the inputs with the forward's own phases (delta_scan_phases.py: prepare, then th
 as flash-linear-attention does. Saving them would cost B (T / BT) H K V numbers per layer for
 the whole of training's forward pass (at T = 4096, BT = 64, 128 x 128 heads: 16 K values per
 token and head, eight times the size of q, k and v together); recomputing costs one more
-forward, whose sequential part is two products a chunk. Only the m the scan also returns carries
+forward, whose sequential part is two products a chunk. On the CPU the recompute (prepare and
+recurrence) measured ~35% of the backward's time at B=8, T=256, H=2, K=V=64 (one thread);
+saving instead would need the forward (the CPU's is the fused kernel, at the caller's chunk) to
+run the phases at the backward's chunk and return W, u, the Q K^T block and the states through
+the custom op: not done. Only the m the scan also returns carries
 no gradient: it is a selection score (docs/math.md section 2), not part of the model's loss path.
 
 Per chunk (its positions i, G = cumsum(g) from the chunk start, D = exp(G), Gamma_ij =
