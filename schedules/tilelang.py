@@ -54,33 +54,41 @@ def _one_dialect(config, target, dims):
     return None
 
 
-def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict, cuda_pins: Optional[dict] = None) -> Space:
-    """cuda_pins: CUDA-dialect knobs whose default differs for this kernel on every dtype."""
+def _space(kernel: str, tiles: tuple, cpu_tiles: dict, cuda_tiles: dict, cuda_pins: Optional[dict] = None,
+           overlays: tuple = ()) -> Space:
+    """cuda_pins: CUDA-dialect knobs whose default differs for this kernel on every dtype;
+    overlays: the kernel's own conditional defaults (``Space``), after the float32 one."""
     return Space(
         kernel, "tilelang", tiles + CPU_KNOBS + CUDA_KNOBS,
         defaults={
             "*": {**cpu_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT},
             "sm_": {**cuda_tiles, **_CPU_DEFAULT, **_CUDA_DEFAULT, **(cuda_pins or {})},
         },
-        overlays=(({"dtype": "float32"}, {"sm_": {"dot_precision": "ieee"}}),),
+        overlays=(({"dtype": "float32"}, {"sm_": {"dot_precision": "ieee"}}),) + overlays,
         constraints=(_one_dialect,),
         launch=LAUNCH,
     )
 
 
+# The fused scan on CUDA (`hola build --backend tilelang --config '{"split": "fused"}'`, sm_90a,
+# bfloat16, K = V = 128): with 64-token chunks its pipelined loop (cp.async, 2 stages) needed
+# 286720 bytes of shared memory and spilled 616 bytes; 32-token chunks 129408 (16-column V
+# tiles: 117248), over the 113 KB that lets two blocks share an SM. 16-token chunks keep the
+# pipeline: 78528 bytes, 156 registers, no spills. (Unpipelined 32-token chunks need 73728
+# bytes but spill 108 with 128 threads, and take 182 registers with 256: one block per SM.)
+_FUSED_CUDA = ({"split": "fused"}, {"sm_": {"chunk_size": 16}})
+
 SPACES = {
     "delta_scan": _space("delta_scan", _scan.KNOBS, {"BV": 128, "chunk_size": 64, "split": "fused", "prepare_cols": 64},
-                         {"BV": 32, "chunk_size": 64, "split": "prepare+recur+output", "prepare_cols": 64}),
+                         {"BV": 32, "chunk_size": 64, "split": "prepare+recur+output", "prepare_cols": 64},
+                         overlays=(_FUSED_CUDA,)),
     # CPU: 32-token chunks. The gradient kernel's [BT, BT] products cost BT per token; measured
     # (AMD EPYC, one thread, float32, chunk 32 against 64): 18 against 27 ms at B=8 T=256 H=2
     # K=V=64, 151 against 171 ms of launches at B=1 T=4096 H=4 K=V=128. BV = V: one program
-    # holds all of V (no recomputed solve per V tile); its tiles live in memory, so the gradient
-    # kernel keeps its chunk products through its V loop.
+    # holds all of V (no recomputed solve per V tile).
     "delta_scan_backward": _space("delta_scan_backward", _scan_bwd.KNOBS,
-                                  {"BV": 128, "chunk_size": 32, "prepare_cols": 64, "key_cols": 64, "grad_cols": 64,
-                                   "grad_products": "keep"},
-                                  {"BV": 32, "chunk_size": 32, "prepare_cols": 64, "key_cols": 64, "grad_cols": 16,
-                                   "grad_products": "recompute"}),
+                                  {"BV": 128, "chunk_size": 32, "prepare_cols": 64, "key_cols": 64, "grad_cols": 64},
+                                  {"BV": 32, "chunk_size": 32, "prepare_cols": 64, "key_cols": 64, "grad_cols": 16}),
     "cache_select": _space("cache_select", _select.KNOBS, {"BC": 64, "split": "serial"},
                            {"BC": 64, "split": "blocks+merge"}),
     # CUDA: BQ = BKV = 64 needs 198 KB of shared memory per block (over an A100's 164 KB);

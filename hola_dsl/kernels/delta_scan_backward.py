@@ -105,7 +105,7 @@ def delta_scan_backward_grads(
     du: hl.In("B", "TP", "H", "V", dtype="float32"), dhs: hl.In("B", "NT", "H", "V", "K", dtype="float32"),
     dq: hl.Out("B", "T", "H", "K"), dk: hl.Out("B", "T", "H", "K"), dv: hl.Out("B", "T", "H", "V"),
     dg: hl.Out("B", "T", "H"), dbeta: hl.Out("B", "T", "H"), scale: hl.Scalar("float32"),
-    *, K: int, V: int, BT: int, CK: int, CV: int, KEEP_PRODUCTS: bool,
+    *, K: int, V: int, BT: int, CK: int, CV: int,
 ):
     c, bh = hl.grid(hl.dim("NT"), hl.dim("B") * hl.dim("H"))
     b, h = bh // hl.dim("H"), bh % hl.dim("H")
@@ -117,14 +117,9 @@ def delta_scan_backward_grads(
     Hc, Lc = gh[b, rows, h], gl[b, rows, h]
     end = c * BT + BT - 1
     bc = beta[b, rows, h].to("float32")
-    # GPUs keep only Tm through the V loop: the [BT, K] loads and the [BT, BT] products the end
-    # needs are redone after it, so that they do not stay live through it (register spills).
-    # A CPU program keeps them (KEEP_PRODUCTS, schedule knob grad_products): its tiles live in
-    # memory anyway, and the redo was ~15% of this kernel's products at BT = 32, K = V = 64.
-    if KEEP_PRODUCTS:
-        gamma, P, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
-    else:
-        _, _, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
+    # The [BT, BT] products stay live through the V loop (a few registers at the GPUs' BT = 16):
+    # redone after it, their [BT, K] operands, split in two for 3xTF32, spilled float32 on NVIDIA.
+    gamma, P, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
     Tm = hl.unit_lower_inverse(bc[:, None] * kkg)                        # (I + A)^-1
     nk = len(pieces)
 
@@ -157,8 +152,6 @@ def delta_scan_backward_grads(
     dP, dTm = acc[0], acc[1]
     dQs, dKt, dW = list(acc[2:2 + nk]), list(acc[2 + nk:2 + 2 * nk]), list(acc[2 + 2 * nk:2 + 3 * nk])
     dbeta_acc, sds = acc[2 + 3 * nk], acc[3 + 3 * nk]
-    if not KEEP_PRODUCTS:
-        gamma, P, kkg = _chunk_products(q, k, b, h, rows, pieces, Hc, Lc, BT, strict)
     eG = decay.from_start(Hc, Lc, BT)                                    # [BT] exp(G)
     ke = decay.to_end(Hc, Lc, gh[b, end, h], gl[b, end, h], BT)          # [BT] exp(G_last - G)
     wk = bc * eG                                                         # W = Tm diag(beta D) K
@@ -179,6 +172,7 @@ def delta_scan_backward_grads(
     eb = e * bc[:, None]
     dG = dG + hl.sum(eb, 1) - hl.sum(eb, 0)                              # A's decays
     dAb = dA * gamma * bc[:, None]                                       # d(K K^T)
+    dAs = dAb + dAb.T                                                    # both of dk's K K^T terms in one dot
 
     # Key pieces one at a time: each accumulator is finished and stored.
     for n, p in enumerate(pieces):
@@ -195,7 +189,7 @@ def delta_scan_backward_grads(
         dbeta_acc = dbeta_acc - xw
         dG = dG - bc * xw                                                # W's exp(G)
         dkn = hl.dot(dPg, qn, ktn - tdw * wk[:, None], trans_a=True)
-        dk[b, rows, h, p] = hl.dot(dAb, kn, hl.dot(dAb, kn, dkn, trans_a=True))
+        dk[b, rows, h, p] = hl.dot(dAs, kn, dkn)
     dbeta[b, rows, h] = dbeta_acc
     dG = dG + hl.where(i == BT - 1, dG_last, 0.0)
     # g_t enters G_i for every i >= t of its chunk: dg is the reverse cumsum of dG.
@@ -224,13 +218,12 @@ def _sum_dots(a: list, b: list, **kw):
 
 def consts(K: int, V: int, chunk_size: int, schedule: Mapping) -> dict:
     """Compile-time constants shared by the backward's launches: chunk BT, key pieces CK, V tile
-    BV of the recurrences and V step CV of the gradients, whether the gradient kernel keeps its
-    chunk products through its V loop (a schedule's ``chunk_size`` wins over the call's)."""
+    BV of the recurrences and V step CV of the gradients (a schedule's ``chunk_size`` wins over
+    the call's)."""
     BT = spec.pow2(int(schedule.get("chunk_size", chunk_size)))
     return dict(K=K, V=V, BT=BT, BK=spec.pow2(K), CK=min(int(schedule.get("key_cols", 64)), spec.pow2(K)),
                 BV=min(int(schedule["BV"]), spec.pow2(V)), CV=min(int(schedule.get("grad_cols", 32)), spec.pow2(V)),
-                prepare_cols=int(schedule.get("prepare_cols", 64)),
-                KEEP_PRODUCTS=schedule.get("grad_products", "recompute") == "keep")
+                prepare_cols=int(schedule.get("prepare_cols", 64)))
 
 
 def _check(q, k, v, g, beta, do, dfinal, initial_state, chunk_size) -> None:
@@ -298,7 +291,7 @@ def plan(schedule: Mapping, q, k, v, g, beta, do, dfinal, *, scale: float, initi
                     dict(K=K, V=V, BT=BT, CK=CK, BV=BV, HAS_DFINAL=dfinal is not None, STORE_DH0=has_h0),
                     dict(q=q, k=k, w=w, gh=gh, gl=gl, aqk=aqk, dout=do, dht=dht, dhs=dhs, du=du, dh0=dh0,
                          scale=float(scale))),
-        spec.Launch(delta_scan_backward_grads, dict(K=K, V=V, BT=BT, CK=CK, CV=c["CV"], KEEP_PRODUCTS=c["KEEP_PRODUCTS"]),
+        spec.Launch(delta_scan_backward_grads, dict(K=K, V=V, BT=BT, CK=CK, CV=c["CV"]),
                     dict(q=q, k=k, v=v, beta=beta, gh=gh, gl=gl, un=un, hs=hs, dout=do, du=du, dhs=dhs,
                          dq=dq, dk=dk, dv=dv, dg=dg, dbeta=dbeta, scale=float(scale))),
     )
