@@ -38,10 +38,12 @@ def hola_fails(capsys):
 
 @pytest.fixture
 def cuda_build_cache(tmp_path_factory, monkeypatch):
-    """One $HOLA_CACHE_DIR shared by every test that cross-builds TileLang's CUDA dialect in a
-    session: lowering a kernel takes up to a minute, and the tests build the same default
-    sources (the nvcc table, the scan's splits, the sync checks); a build of an unchanged source
-    is then reused (``nvcc.cached_cross_build``, its own test checks the reuse)."""
+    """One $HOLA_CACHE_DIR shared by every test that lowers or cross-builds TileLang's CUDA
+    dialect in a session: lowering a scan phase takes a minute or more, and the tests meet the
+    same sources (the sync checks lower the scan's phases at their real dims, the nvcc table
+    builds them there); an unchanged source's lowering and nvcc build are then reused
+    (``nvcc.cached_lower``, ``nvcc.cached_cross_build``: keyed on the generated source, so a
+    kernel that changed is lowered again; their own test checks the reuse)."""
     path = tmp_path_factory.getbasetemp() / "hola-cuda-build-cache"
     monkeypatch.setenv("HOLA_CACHE_DIR", str(path))
     return path

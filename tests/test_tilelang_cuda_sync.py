@@ -161,23 +161,31 @@ TWO_BLOCKS_SM90 = 113 * 1024
 # barrier to place) are checked for every kernel by tests/test_tilelang_nvcc.py, whose builds
 # carry the same sync checks. The kernels of a prefill and of a decode step; the backward
 # kernels' phases are checked at the small dims (lowering each at full size takes minutes).
+# The lowerings land in the session's cache (cuda_build_cache), where the nvcc table's build
+# of the scan's phases at these dims finds them.
 CASES = [(kernel, None) for kernel in PREFILL + DECODE]
 # The kernels held to two blocks per SM on sm_90a (a HOLA layer's prefill on GPUs).
 TWO_BLOCK_KERNELS = PREFILL
+_LOWERED: set = set()       # the session caches the cases were lowered into
 
 
 @pytest.mark.slow
 @needs_tilelang
 @pytest.mark.parametrize("kernel,dims", CASES, ids=lambda c: c if isinstance(c, str) else ("small" if c else "aot"))
-def test_cuda_dialect_lowers_without_races(kernel, dims, tmp_path, monkeypatch):
+def test_cuda_dialect_lowers_without_races(kernel, dims, cuda_build_cache):
     from hola_dsl import kernels, spec
     from hola_dsl.backends.tilelang import runtime as tilelang_runtime, schedule
 
-    monkeypatch.setenv("HOLA_CACHE_DIR", str(tmp_path))
-    sched = schedule(kernel, None, "sm_90a")
-    for kir in spec.trace(kernels.spec(kernel), sched, dims):         # every phase of the scan's split
-        module = tilelang_runtime.load(kir, sched, "sm_90a", "cuda")
-        lowered = nvcc.lower_cuda(module.build(), "sm_90a", module.PASS_CONFIGS)
+    def phases(kernel, dims):            # the generated modules of every phase of a split
+        sched = schedule(kernel, None, "sm_90a")
+        traced = spec.trace(kernels.spec(kernel), sched, dims)
+        return traced, [tilelang_runtime.load(kir, sched, "sm_90a", "cuda") for kir in traced]
+
+    if cuda_build_cache not in _LOWERED:          # every case at once, over the CPUs
+        nvcc.prelower([m for case in CASES for m in phases(*case)[1]], "sm_90a")
+        _LOWERED.add(cuda_build_cache)
+    traced, modules = phases(kernel, dims)
+    for kir, module, lowered in zip(traced, modules, nvcc.lower_all(modules, "sm_90a")):
         assert not [w for w in lowered.warnings if RACE_WARNING in w or SERIAL_WARNING in w], (kir.name, lowered.warnings)
         assert nvcc.barrier_problems(lowered.source, threads=lowered.threads) == []
         assert nvcc.single_thread_shared_writes(lowered.source) == []

@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from hola_dsl import source_cache
+from hola_dsl import kernels, source_cache, spec
 from hola_dsl.backends.builds import BuildResult, each_kernel
 from hola_dsl.backends.tilelang import runtime, schedule
 from schedules import targets
@@ -175,10 +175,11 @@ def lower_cuda(func, arch: str, pass_configs: Optional[dict] = None) -> LoweredC
     for axis in ("threadIdx.x", "threadIdx.y", "threadIdx.z"):
         if axis in extent:
             threads *= int(extent[axis])
-    grid = {k: (int(v) if hasattr(v, "value") or isinstance(v, int) else str(v))
+    # Plain Python values only (TVM's String objects are not safe to copy or pickle).
+    grid = {k: (int(v) if hasattr(v, "value") or isinstance(v, int) else str(v).encode().decode())
             for k, v in extent.items() if k.startswith("blockIdx")}
     dyn = int(attrs["dyn_shared_memory_buf"]) if "dyn_shared_memory_buf" in attrs else 0
-    return LoweredCuda(arch=arch, source=str(artifact.kernel_source), entry=entry,
+    return LoweredCuda(arch=arch, source=str(artifact.kernel_source), entry=str(entry).encode().decode(),
                        threads=threads, dynamic_smem=dyn, grid=grid, warnings=_warning_lines("".join(log)))
 
 
@@ -368,28 +369,68 @@ def cross_build(func, arch: str, out_dir: Path, stem: str, nvcc: Optional[str] =
                 pass_configs: Optional[dict] = None) -> CubinReport:
     """Lower ``func`` for ``arch`` and compile it to a cubin; registers/spills/smem per block."""
     t0 = time.perf_counter()
-    lowered = lower_cuda(func, arch, pass_configs)
-    cubin, report = compile_cubin(lowered.source, arch, out_dir, stem, nvcc=nvcc)
+    return _compiled(lower_cuda(func, arch, pass_configs), out_dir, stem, nvcc, t0)
+
+
+def _compiled(lowered: LoweredCuda, out_dir: Path, stem: str, nvcc: Optional[str], t0: float) -> CubinReport:
+    """nvcc's report on ``lowered`` compiled to ``out_dir/stem.<arch>.cubin`` (``t0``: when the
+    build began, for ``seconds``)."""
+    cubin, report = compile_cubin(lowered.source, lowered.arch, out_dir, stem, nvcc=nvcc)
     if lowered.entry not in report:
         raise NvccError(f"ptxas reported on {sorted(report)}, not on the kernel {lowered.entry!r}")
     r = report[lowered.entry]
-    return CubinReport(arch=arch, entry=lowered.entry, registers=r["registers"],
+    return CubinReport(arch=lowered.arch, entry=lowered.entry, registers=r["registers"],
                        spill_stores=r["spill_stores"], spill_loads=r["spill_loads"], stack=r["stack"],
                        static_smem=r["smem"], dynamic_smem=lowered.dynamic_smem,
                        threads=lowered.threads, cubin=cubin, seconds=time.perf_counter() - t0,
                        sync_problems=lowered.sync_problems())
 
 
-def build_key(source: str, arch: str, pass_configs: Optional[dict], nvcc: str) -> str:
-    """Hash of everything a cross build's result depends on: the generated TileLang source, the
-    arch and pass options, TileLang's version (the lowering and its templates), nvcc's version
-    and flags."""
+def lower_key(source: str, arch: str, pass_configs: Optional[dict]) -> str:
+    """Hash of everything a lowering depends on: the generated TileLang source, the arch, the
+    pass options and TileLang's version."""
     import tilelang
 
     payload = json.dumps({"source": source, "arch": arch, "pass_configs": pass_configs or {},
-                          "tilelang": tilelang.__version__, "nvcc": nvcc_version(nvcc), "flags": _NVCC_FLAGS},
-                         sort_keys=True, default=str)
+                          "tilelang": tilelang.__version__}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def build_key(source: str, arch: str, pass_configs: Optional[dict], nvcc: str) -> str:
+    """Hash of everything a cross build's result depends on: the lowering's (``lower_key``),
+    nvcc's version and flags."""
+    payload = json.dumps({"lowered": lower_key(source, arch, pass_configs), "nvcc": nvcc_version(nvcc),
+                          "flags": _NVCC_FLAGS}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a private file renamed into place (concurrent writers
+    of the same content never expose half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def cached_lower(module, arch: str) -> tuple[LoweredCuda, bool]:
+    """``lower_cuda`` of a generated TileLang CUDA module (``runtime.load``) for ``arch``, reused
+    from ``$HOLA_CACHE_DIR/nvcc-lowered/<lower_key>.json`` when nothing it depends on changed:
+    lowering a scan phase takes up to a minute, and the sync checks, the nvcc builds and `hola
+    check` lower the same sources. Returns the lowering and whether it came from the cache."""
+    path = source_cache.cache_dir("nvcc-lowered") / f"{lower_key(Path(module.__file__).read_text(), arch, module.PASS_CONFIGS)}.json"
+    try:
+        return LoweredCuda(**json.loads(path.read_text())), True
+    except (OSError, ValueError, TypeError):
+        pass
+    lowered = lower_cuda(module.build(), arch, module.PASS_CONFIGS)
+    _write_atomically(path, json.dumps(dataclasses.asdict(lowered), default=str))
+    return lowered, False
 
 
 def _cached_report(entry: Path) -> Optional[CubinReport]:
@@ -404,22 +445,28 @@ def _cached_report(entry: Path) -> Optional[CubinReport]:
     return report if report.cubin.is_file() else None
 
 
+def _build_entry(module, arch: str, nvcc: str) -> Path:
+    """The cache folder of ``module``'s cross build for ``arch`` (``build_key``)."""
+    return source_cache.cache_dir("nvcc") / build_key(Path(module.__file__).read_text(), arch, module.PASS_CONFIGS, nvcc)
+
+
 def cached_cross_build(module, arch: str, nvcc: str) -> tuple[CubinReport, bool]:
     """``cross_build`` of a generated TileLang CUDA module (``runtime.load``), reused
     from ``$HOLA_CACHE_DIR/nvcc/<build_key>`` when nothing it depends on changed: lowering and
-    nvcc take seconds per kernel and `hola check` repeats them on unchanged sources. Returns the
-    report and whether it came from the cache. A new entry is built in a private folder and
-    renamed into place, so concurrent builds never see half of one."""
-    key = build_key(Path(module.__file__).read_text(), arch, module.PASS_CONFIGS, nvcc)
-    entry = source_cache.cache_dir("nvcc") / key
+    nvcc take seconds per kernel and `hola check` repeats them on unchanged sources (a new
+    build reuses the lowering as well, ``cached_lower``). Returns the report and whether it came
+    from the cache. A new entry is built in a private folder and renamed into place, so
+    concurrent builds never see half of one."""
+    entry = _build_entry(module, arch, nvcc)
     cached = _cached_report(entry)
     if cached is not None:
         return cached, True
     entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f"{key}.tmp-"))
+    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f"{entry.name}.tmp-"))
     try:
-        report = cross_build(module.build(), arch, tmp, Path(module.__file__).stem, nvcc=nvcc,
-                             pass_configs=module.PASS_CONFIGS)
+        t0 = time.perf_counter()
+        lowered, _ = cached_lower(module, arch)
+        report = _compiled(lowered, tmp, Path(module.__file__).stem, nvcc, t0)
         fields = dict(dataclasses.asdict(report), cubin=report.cubin.name)
         (tmp / "report.json").write_text(json.dumps(fields, indent=1, default=str))
         if entry.exists():
@@ -433,22 +480,109 @@ def cached_cross_build(module, arch: str, nvcc: str) -> tuple[CubinReport, bool]
     return _cached_report(entry), False
 
 
+# ---------------------------------------------------------------- several kernels at once
+def build_jobs() -> int:
+    """How many kernels are lowered (and compiled) at once: ``$HOLA_BUILD_JOBS``, else the CPUs
+    this process may use. Lowering is single-threaded Python and C++, so a call with several
+    kernels (the scan's phases) takes the time of its longest one, not of all of them."""
+    text = os.environ.get("HOLA_BUILD_JOBS", "").strip()
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"HOLA_BUILD_JOBS: expected a whole number >= 1, got {text!r:.40}")
+        return int(text)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _worker(path: str, arch: str, nvcc: Optional[str], cache_root: str) -> Optional[str]:
+    """In a worker process: ``cached_lower`` (``nvcc`` None) or ``cached_cross_build`` of the
+    generated module at ``path`` into ``cache_root``. Returns None, or the failure as text (the
+    caller's own build of that module then reports it in full)."""
+    os.environ["HOLA_CACHE_DIR"] = cache_root
+    try:
+        module = source_cache.import_file(Path(path), f"hola_generated_{Path(path).stem}")
+        if nvcc is None:
+            cached_lower(module, arch)
+        else:
+            cached_cross_build(module, arch, nvcc)
+        return None
+    except Exception as exc:  # reported again, with its traceback, by the caller's build
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _in_parallel(modules: Sequence, arch: str, nvcc: Optional[str]) -> list:
+    """Lower (``nvcc`` None) or cross-build ``modules`` in worker processes, at most
+    ``build_jobs()`` at a time, into the caches ``cached_lower``/``cached_cross_build`` read.
+    Returns the modules sent to the workers: nothing when one process would do (a single
+    module, one job, or no forkserver on this platform). Workers fork from a server that has
+    imported this module and TileLang once, not from this process, whose threads (torch's,
+    TVM's) a fork must not copy."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    jobs = min(len(modules), build_jobs())
+    if jobs < 2 or "forkserver" not in multiprocessing.get_all_start_methods():
+        return []
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__, "tilelang"])
+    cache_root = str(source_cache.cache_dir("nvcc").parent)
+    # Longest first (a source's length is a fair guess at its lowering's time), so that the
+    # long scan phases do not start last and leave the other CPUs idle.
+    paths = sorted((m.__file__ for m in modules), key=lambda p: -os.path.getsize(p))
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            list(pool.map(_worker, paths, [arch] * len(paths), [nvcc] * len(paths), [cache_root] * len(paths)))
+    except BrokenProcessPool:       # a worker died (out of memory, say): the caller builds what is left
+        return []
+    return list(modules)
+
+
+def prelower(modules: Sequence, arch: str) -> None:
+    """Lower into the cache, ``build_jobs()`` at a time, the generated modules in ``modules`` whose
+    lowering for ``arch`` is not cached yet; a failure is left for ``cached_lower`` to raise."""
+    _in_parallel([m for m in modules if not _lowered_cached(m, arch)], arch, None)
+
+
+def lower_all(modules: Sequence, arch: str) -> list[LoweredCuda]:
+    """``cached_lower`` of every generated module in ``modules`` for ``arch``, the ones not cached
+    lowered in parallel (``prelower``)."""
+    prelower(modules, arch)
+    return [cached_lower(m, arch)[0] for m in modules]
+
+
+def _lowered_cached(module, arch: str) -> bool:
+    """Whether ``cached_lower`` has ``module``'s lowering for ``arch``."""
+    key = lower_key(Path(module.__file__).read_text(), arch, module.PASS_CONFIGS)
+    return (source_cache.cache_dir("nvcc-lowered") / f"{key}.json").is_file()
+
+
 def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[dict] = None,
           dtype: str = "bfloat16", out_dir: Optional[Path] = None, offsets: Optional[list] = None) -> list[BuildResult]:
     """Cross-build every DSL kernel of ``kernel`` in TileLang's CUDA dialect for ``arch`` with its
     default schedule (``config`` entries win): trace, emit (cached source), lower, nvcc (both
-    cached, see ``cached_cross_build``). Returns the rows of ``hola build``'s table
+    cached, see ``cached_cross_build``; the kernels not cached are built ``build_jobs()`` at a
+    time, the first row's seconds covering them all). Returns the rows of ``hola build``'s table
     (``extra["cached"]`` when reused); a failure is a row, not an exception. The cubins stay in
     the cache unless ``out_dir`` asks for copies. ``offsets``: the kernels of a packed call
     (cu_seqlens) instead."""
     sched = schedule(kernel, config, arch, getattr(torch, dtype))
     nvcc = find_nvcc()
+    fresh: Optional[set] = None          # modules built by the parallel pass, once it has run
 
     def build_one(kir) -> BuildResult:
+        nonlocal fresh
         if nvcc is None:
             raise NvccError("nvcc not found (set $NVCC or put nvcc on PATH); nothing compiled")
+        if fresh is None:
+            try:
+                fresh = set(_build_missing(kernel, sched, arch, dims, dtype, offsets, nvcc))
+            except Exception:  # a speed-up only: each row's own build below reports what failed
+                if os.environ.get("HOLA_DEBUG"):
+                    raise
+                fresh = set()
         module = runtime.load(kir, sched, arch, "cuda")
         r, cached = cached_cross_build(module, arch, nvcc)
+        cached = cached and module.__file__ not in fresh
         cubin = r.cubin
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -457,6 +591,39 @@ def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[
                            shared=r.smem, extra={"threads": r.threads, "cubin": str(cubin), "source": module.__file__,
                                                  "sync_problems": r.sync_problems, "cached": cached})
     return each_kernel(kernel, arch, sched, dims, dtype, build_one, tail=True, offsets=offsets)
+
+
+def _build_missing(kernel: str, sched: dict, arch: str, dims: Optional[dict], dtype: str,
+                   offsets: Optional[list], nvcc: str) -> list[str]:
+    """Cross-build, in parallel (``_in_parallel``), the kernels of ``kernel``'s plan that are not
+    in the cache yet; the paths of the modules it built. A failure leaves the module out of the
+    cache, for the row's own build to report."""
+    traced = spec.trace(kernels.spec(kernel), sched, dims, getattr(torch, dtype), offsets=offsets)
+    modules = [runtime.load(kir, sched, arch, "cuda") for kir in traced]
+    missing = [m for m in modules if _cached_report(_build_entry(m, arch, nvcc)) is None]
+    return [m.__file__ for m in _in_parallel(missing, arch, nvcc)]
+
+
+def prebuild(calls: Sequence[tuple], arch: str, dtype: str = "bfloat16") -> list[str]:
+    """Cross-build into the cache, ``build_jobs()`` at a time, every kernel not cached yet of
+    each ``(kernel, config, dims)`` in ``calls`` (default schedules, ``config`` entries win), so
+    that the ``build`` calls that follow find them: the work of several calls spread over the
+    CPUs, not only of one call's phases. Returns the paths of the modules it built; a kernel that
+    fails is left for its ``build`` to report."""
+    nvcc = find_nvcc()
+    if nvcc is None:
+        return []
+    modules = []
+    for kernel, config, dims in calls:
+        try:
+            sched = schedule(kernel, config, arch, getattr(torch, dtype))
+            traced = spec.trace(kernels.spec(kernel), sched, dims, getattr(torch, dtype))
+            modules += [runtime.load(kir, sched, arch, "cuda") for kir in traced]
+        except Exception:  # its own build reports it
+            if os.environ.get("HOLA_DEBUG"):
+                raise
+    missing = [m for m in modules if _cached_report(_build_entry(m, arch, nvcc)) is None]
+    return [m.__file__ for m in _in_parallel(missing, arch, nvcc)]
 
 
 def sync_summary(problems: list) -> str:
