@@ -10,7 +10,8 @@ over, one of two ways:
   implementation gives its outputs' shapes), with the value checks and the tuned-config lookup
   inside it, so that they run at run time and a compiled graph has no break. Its autograd
   formula calls the op's backward kernel through the same backend (``hola::<op>_backward``);
-  a config given to the forward is not the backward's, which uses its own tuned or default one.
+  a config given to the forward is not the backward's, which uses its own tuned or default one
+  (its chunk included: the scan's backward runs at its schedule's chunk, not ``chunk_size``).
 * a backend autograd follows by itself (the PyTorch reference; the eager interpreter for an op
   without a backward kernel when a gradient is needed) is called directly; its value checks
   are skipped while ``torch.compile`` traces (they need the values).
@@ -204,8 +205,7 @@ def _delta_scan_backward_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Te
     impl, kernel = _backward_kernel(backend, "delta_scan")
     B, T, H, K = q.shape
     V = v.shape[-1]
-    if dfinal is None:
-        dfinal = q.new_zeros((B, H, K, V), dtype=torch.float32)
+    # dfinal None (the final state was not used): the kernel starts from a zero gradient itself.
     grads = _scheduled(
         lambda cfg: impl.run(kernel, q, k, v, g, beta, do, dfinal, scale=float(scale), initial_state=initial_state,
                              chunk_size=chunk_size, config=cfg),
@@ -292,6 +292,9 @@ def delta_scan(
     if _as_custom_op(impl, "delta_scan", grad_of, packed):
         if use_qk_l2norm:         # (NaN or inf in q or k stays NaN: the op's check still names them)
             q, k = l2norm(q), l2norm(k)
+        # Dense before the op: its forward and its backward (which gets the saved inputs) would
+        # each copy a strided view (a model's v is a slice of one projection) to the kernel layout.
+        q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
         o, m, S = _delta_scan_op(q, k, v, g, beta, initial_state, float(scale), bool(output_final_state),
                                  int(chunk_size), impl.name, _config_arg(config), not use_qk_l2norm, offsets or [])
         return o, m, (S if output_final_state else None)

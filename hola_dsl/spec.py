@@ -7,8 +7,9 @@ constants and its arguments) and the finishing step that makes the kernel's resu
 the launches wrote (e.g. m from the per-V-tile scaled partial norms). A kernel may be a
 pipeline of several launches joined by scratch tensors that the plan allocates.
 
-A plan allocates its outputs and scratch poisoned (NaN, or -2 for integers), so an element no
-launch writes fails a check, and computes nothing itself: it works as well on tensors of the
+A plan allocates its outputs poisoned (NaN, or -2 for integers), so an element no launch
+writes fails a check, its scratch with ``scratch`` (poisoned under the test suite), and
+computes nothing itself: it works as well on tensors of the
 ``meta`` device, which is how ``trace`` gets every kernel of a pipeline without data (for
 `hola emit`, `hola build` and the ahead-of-time builds).
 
@@ -18,6 +19,7 @@ traced kernel on its arguments ({parameter: tensor or number}), outputs written 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -123,6 +125,17 @@ def poisoned(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> 
     fails a check."""
     fill = float("nan") if dtype.is_floating_point else -2
     return torch.full(tuple(shape), fill, dtype=dtype, device=device)
+
+
+def scratch(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A scratch tensor that the plan's launches write in full before any reads it: uninitialised
+    memory, poisoned like an output (``poisoned``) when the environment sets HOLA_POISON_SCRATCH=1
+    (the test suite does). Filling scratch costs a pass over memory the kernels then overwrite:
+    the scan's backward keeps per-chunk states, at T = 4096, K = V = 128, 32-token chunks 33 MB
+    each, and their NaN fill was a fifth of its CPU time."""
+    if os.environ.get("HOLA_POISON_SCRATCH") == "1":
+        return poisoned(shape, dtype, device)
+    return torch.empty(tuple(shape), dtype=dtype, device=device)
 
 
 def dense(*xs: torch.Tensor) -> list[torch.Tensor]:

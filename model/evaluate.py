@@ -6,7 +6,6 @@ import math
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 
 @torch.no_grad()
@@ -33,8 +32,9 @@ def perplexity(model, tokens: torch.Tensor, token_bytes: Optional[Sequence[int]]
     for group in groups:
         length = min(seq_len, n_pred - group[0])
         win = torch.stack([tokens[s : s + length + 1] for s in group]).to(device)
-        logits = model(win[:, :-1], backend=backend)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).double(), win[:, 1:].reshape(-1), reduction="sum")
+        # float64 log-softmax over float32 logits, chunk by chunk (model.loss): the logits of a
+        # batch of windows are never held.
+        loss = model(win[:, :-1], backend=backend, targets=win[:, 1:], reduction="sum", softmax_dtype=torch.float64)
         nll += loss.item()
         count += win[:, 1:].numel()
     loss = nll / count

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from model.attention import AttentionMixer
 from model.config import HOLAConfig
 from model.generate import generate
+from model.loss import IGNORE_INDEX, linear_cross_entropy
 from model.mixer import HOLAMixer, rms_norm
 
 CONFIG_FILE = "config.json"
@@ -69,7 +70,8 @@ class Block(nn.Module):
 
 
 class HOLALM(nn.Module):
-    """Language model over token ids. ``HOLALM(config)(input_ids [B, T]) -> logits [B, T, vocab]``.
+    """Language model over token ids. ``HOLALM(config)(input_ids [B, T]) -> logits [B, T, vocab]``;
+    ``HOLALM(config)(input_ids, targets=next_ids) -> loss`` without the logits (training, evaluation).
 
     ``backend`` (per call, default ``config.backend``) picks the ``hola_dsl.ops`` backend every
     mixer runs its kernels on; the weights are the same whichever computes them.
@@ -101,14 +103,29 @@ class HOLALM(nn.Module):
         return F.linear(self.norm(x), self.embed.weight)  # tied output head
 
     def forward(self, input_ids: torch.Tensor, backend: Optional[str] = None,
-                cu_seqlens: Optional[torch.Tensor] = None) -> torch.Tensor:
+                cu_seqlens: Optional[torch.Tensor] = None, *, targets: Optional[torch.Tensor] = None,
+                reduction: str = "mean", softmax_dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """input_ids: [B, T] int64 -> logits [B, T, vocab_size] (float32). cu_seqlens (int
-        offsets [N + 1], B = 1): N prompts packed along T, each computed as if alone."""
+        offsets [N + 1], B = 1): N prompts packed along T, each computed as if alone.
+
+        With ``targets`` ([B, T] ids; ``model.loss.IGNORE_INDEX`` where a position is not
+        scored): the cross entropy of those logits against them instead, a scalar in nats, the
+        ``reduction`` ("mean" or "sum") over the scored positions, computed chunk by chunk
+        without ever holding the [B, T, vocab] logits (``model.loss.linear_cross_entropy``,
+        which ``softmax_dtype`` is passed to). Training and evaluation go this way; through
+        ``forward`` (not a method of its own) so that DistributedDataParallel sees the call.
+        """
         backend = backend or self.config.backend
         x = self.embed(input_ids)
         for block in self.blocks:
             x = block(x, backend, cu_seqlens=cu_seqlens)
-        return self._logits(x)
+        if targets is None:
+            return self._logits(x)
+        if not isinstance(targets, torch.Tensor) or tuple(targets.shape) != tuple(input_ids.shape):
+            got = list(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
+            raise ValueError(f"targets: expected token ids shaped like input_ids {list(input_ids.shape)}, got {got}")
+        return linear_cross_entropy(self.norm(x), self.embed.weight, targets, ignore_index=IGNORE_INDEX,
+                                    reduction=reduction, softmax_dtype=softmax_dtype)
 
     def prefill(self, input_ids: torch.Tensor, backend: Optional[str] = None):
         """Run a prompt [B, T] at once; returns (logits [B, T, vocab], memory to decode from)."""

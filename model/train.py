@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from model import distributed, train_state
 from model.distributed import Processes
+from model.loss import IGNORE_INDEX
 
 
 @dataclass
@@ -59,22 +60,30 @@ class TrainConfig:
         return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def rows_loss(logits: torch.Tensor, targets: torch.Tensor, mask: Optional[torch.Tensor], scored: int,
-              world: int) -> torch.Tensor:
-    """This process's share of a global batch's mean loss. logits: [b, T, vocab] and targets,
-    mask: [b, T] are its rows; ``scored`` counts the scored positions of the whole global batch.
-    The rows' summed loss times world / scored: DDP averages the processes' gradients, which then
-    is the gradient of the global mean, however the scored positions fall on the processes."""
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-    if mask is not None:
-        loss = loss * mask.reshape(-1).float()
-    return loss.sum() * (world / max(scored, 1))
+def rows_loss(model, inputs: torch.Tensor, targets: torch.Tensor, mask: Optional[torch.Tensor], scored: int,
+              world: int, backend: Optional[str] = None) -> torch.Tensor:
+    """This process's share of a global batch's mean loss. inputs, targets, mask: [b, T], its
+    rows; ``scored`` counts the scored positions of the whole global batch. The rows' summed
+    loss (the model's fused head + cross entropy: no [b, T, vocab] logits) times world /
+    scored: DDP averages the processes' gradients, which then is the gradient of the global
+    mean, however the scored positions fall on the processes. ``model`` is the HOLALM or its
+    DistributedDataParallel wrapper."""
+    loss = model(inputs, backend=backend, targets=scored_targets(targets, mask), reduction="sum")
+    return loss * (world / max(scored, 1))
+
+
+def scored_targets(targets: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """``targets`` with model.loss.IGNORE_INDEX where ``mask`` is false (unchanged when None)."""
+    return targets if mask is None else targets.masked_fill(~mask.bool(), IGNORE_INDEX)
 
 
 def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """Mean cross entropy over positions where ``mask`` is true (all when None).
-    logits: [B, T, vocab]; targets, mask: [B, T]."""
-    return rows_loss(logits, targets, mask, scored_positions(targets, mask), world=1)
+    """Mean cross entropy of ``logits`` already computed over positions where ``mask`` is true
+    (all when None); 0 when none is. logits: [B, T, vocab]; targets, mask: [B, T]. (Training
+    does not hold logits: ``rows_loss``.)"""
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), scored_targets(targets, mask).reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss / max(scored_positions(targets, mask), 1)
 
 
 def scored_positions(targets: torch.Tensor, mask: Optional[torch.Tensor]) -> int:
@@ -183,7 +192,7 @@ def train(model, cfg: TrainConfig, next_batch: Callable[[torch.Generator], tuple
         rows = processes.rows(x.shape[0])
         x, y = x[rows].to(device), y[rows].to(device)
         mask = None if mask is None else mask[rows].to(device)
-        loss = rows_loss(stepper(x, backend=cfg.backend), y, mask, scored, processes.world)
+        loss = rows_loss(stepper, x, y, mask, scored, processes.world, cfg.backend)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

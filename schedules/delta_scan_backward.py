@@ -1,6 +1,9 @@
 """Schedule knobs of the delta_scan_backward kernel (hola_dsl/kernels/delta_scan_backward.py):
 the forward's recomputing phases take the forward's knobs (V tile, chunk, prepare steps, warps);
-the backward's own are the key pieces of the recurrences and the V step of the gradients."""
+the backward's own are the key pieces of the recurrences and the V step of the gradients.
+The chunk is the schedule's on every backend, not the forward call's ``chunk_size`` (the
+gradient kernel's work per token grows with it; any chunk gives the same gradients up to
+rounding)."""
 
 from __future__ import annotations
 

@@ -82,8 +82,12 @@ SPACES = {
     "delta_scan": _space("delta_scan", _scan.KNOBS, {"BV": 128, "chunk_size": 64, "split": "fused", "prepare_cols": 64},
                          {"BV": 32, "chunk_size": 64, "split": "prepare+recur+output", "prepare_cols": 64},
                          overlays=(_FUSED_CUDA,)),
+    # CPU: 32-token chunks. The gradient kernel's [BT, BT] products cost BT per token; measured
+    # (AMD EPYC, one thread, float32, chunk 32 against 64): 18 against 27 ms at B=8 T=256 H=2
+    # K=V=64, 151 against 171 ms of launches at B=1 T=4096 H=4 K=V=128. BV = V: one program
+    # holds all of V (no recomputed solve per V tile).
     "delta_scan_backward": _space("delta_scan_backward", _scan_bwd.KNOBS,
-                                  {"BV": 128, "chunk_size": 64, "prepare_cols": 64, "key_cols": 64, "grad_cols": 64},
+                                  {"BV": 128, "chunk_size": 32, "prepare_cols": 64, "key_cols": 64, "grad_cols": 64},
                                   {"BV": 32, "chunk_size": 32, "prepare_cols": 64, "key_cols": 64, "grad_cols": 16}),
     "cache_select": _space("cache_select", _select.KNOBS, {"BC": 64, "split": "serial"},
                            {"BC": 64, "split": "blocks+merge"}),

@@ -38,8 +38,10 @@ def _inputs(case: str, T: int, *, h0: bool = True, dfinal: bool = True, seed: in
 def _check(backend: str, case: str, T: int, chunk: int, *, h0: bool = True, dfinal: bool = True,
            config=None) -> None:
     x, do, dS = _inputs(case, T, h0=h0, dfinal=dfinal)
+    # The backward's chunk is its schedule's (the call's chunk_size is the forward's): a config sets it.
     out = backends.get(backend).run("delta_scan_backward", x["q"], x["k"], x["v"], x["g"], x["beta"], do, dS,
-                                    scale=SCALE, initial_state=x["initial_state"], chunk_size=chunk, config=config)
+                                    scale=SCALE, initial_state=x["initial_state"], chunk_size=chunk,
+                                    config={"chunk_size": chunk, **(config or {})})
     assert len(out) == 6
     assert (out[5] is None) == (not h0)
     for name, got, want, like in zip(NAMES, out, scan_grads(x, do, dS, SCALE), ("q", "k", "v", "g", "beta", "initial_state")):
@@ -124,3 +126,21 @@ def test_gpu_builds_have_no_spills(target):
                                         "delta_scan_backward_grads"]
     for r in rows:
         assert r.ok and r.spills == 0, (r.kernel, r.spills, r.error)
+
+
+def test_backward_scratch_is_poisoned_under_the_suite(monkeypatch):
+    """The plan's scratch (spec.scratch) is NaN (-2 for ints) under HOLA_POISON_SCRATCH=1, as the
+    suite runs, so a scratch row no launch writes fails the oracle checks above."""
+    from hola_dsl.kernels import delta_scan_backward as dsb
+    import schedules
+    monkeypatch.setenv("HOLA_POISON_SCRATCH", "1")
+    x, do, dS = _inputs("random", 20)
+    sched = schedules.space("delta_scan_backward", "eager").default("cpu")
+    plan = dsb.plan(sched, x["q"], x["k"], x["v"], x["g"], x["beta"], do, dS, scale=SCALE,
+                    initial_state=x["initial_state"], chunk_size=16)
+    inputs = {id(t) for t in (*x.values(), do, dS)}
+    scratch = {name: t for step in plan.launches for name, t in step.args.items()
+               if isinstance(t, torch.Tensor) and id(t) not in inputs and t.stride() and 0 not in t.stride()}
+    assert {"w", "u", "gh", "gl", "aqk", "un", "hs", "dhs", "du"} <= set(scratch)
+    for name, t in scratch.items():
+        assert (t.isnan().all() if t.is_floating_point() else (t == -2).all()), name

@@ -7,7 +7,11 @@ the inputs with the forward's own phases (delta_scan_phases.py: prepare, then th
 as flash-linear-attention does. Saving them would cost B (T / BT) H K V numbers per layer for
 the whole of training's forward pass (at T = 4096, BT = 64, 128 x 128 heads: 16 K values per
 token and head, eight times the size of q, k and v together); recomputing costs one more
-forward, whose sequential part is two products a chunk. Only the m the scan also returns carries
+forward, whose sequential part is two products a chunk. On the CPU the recompute (prepare and
+recurrence) measured ~35% of the backward's time at B=8, T=256, H=2, K=V=64 (one thread);
+saving instead would need the forward (the CPU's is the fused kernel, at the caller's chunk) to
+run the phases at the backward's chunk and return W, u, the Q K^T block and the states through
+the custom op: not done. Only the m the scan also returns carries
 no gradient: it is a selection score (docs/math.md section 2), not part of the model's loss path.
 
 Per chunk (its positions i, G = cumsum(g) from the chunk start, D = exp(G), Gamma_ij =
@@ -214,7 +218,8 @@ def _sum_dots(a: list, b: list, **kw):
 
 def consts(K: int, V: int, chunk_size: int, schedule: Mapping) -> dict:
     """Compile-time constants shared by the backward's launches: chunk BT, key pieces CK, V tile
-    BV of the recurrences and V step CV of the gradients (a schedule's ``chunk_size`` wins)."""
+    BV of the recurrences and V step CV of the gradients (a schedule's ``chunk_size`` wins over
+    the call's)."""
     BT = spec.pow2(int(schedule.get("chunk_size", chunk_size)))
     return dict(K=K, V=V, BT=BT, BK=spec.pow2(K), CK=min(int(schedule.get("key_cols", 64)), spec.pow2(K)),
                 BV=min(int(schedule["BV"]), spec.pow2(V)), CV=min(int(schedule.get("grad_cols", 32)), spec.pow2(V)),
@@ -262,12 +267,13 @@ def plan(schedule: Mapping, q, k, v, g, beta, do, dfinal, *, scale: float, initi
     nv = -(-V // BV)
     # The forward's prepare (with the Q K^T block) and recurrence recompute W, U, u and the
     # per-chunk states S_c; m's parts and the final state are not needed.
-    w, U = spec.poisoned((B, TP, H, K), dt, dev), spec.poisoned((B, TP, H, V), f32, dev)
-    gh, gl = spec.poisoned((B, TP, H), torch.int32, dev), spec.poisoned((B, TP, H), f32, dev)
-    aqk = spec.poisoned((B, TP, H, BT), dt, dev)
-    un, hs = spec.poisoned((B, TP, H, V), f32, dev), spec.poisoned((B, NT, H, V, K), dt, dev)
-    uscale, usq = spec.poisoned((nv, B, T, H), f32, dev), spec.poisoned((nv, B, T, H), f32, dev)
-    dhs, du = spec.poisoned((B, NT, H, V, K), f32, dev), spec.poisoned((B, TP, H, V), f32, dev)
+    # Scratch (spec.scratch: not filled outside tests; each is written in full before it is read).
+    w, U = spec.scratch((B, TP, H, K), dt, dev), spec.scratch((B, TP, H, V), f32, dev)
+    gh, gl = spec.scratch((B, TP, H), torch.int32, dev), spec.scratch((B, TP, H), f32, dev)
+    aqk = spec.scratch((B, TP, H, BT), dt, dev)
+    un, hs = spec.scratch((B, TP, H, V), f32, dev), spec.scratch((B, NT, H, V, K), dt, dev)
+    uscale, usq = spec.scratch((nv, B, T, H), f32, dev), spec.scratch((nv, B, T, H), f32, dev)
+    dhs, du = spec.scratch((B, NT, H, V, K), f32, dev), spec.scratch((B, TP, H, V), f32, dev)
     dh0 = (spec.poisoned if has_h0 else spec.unused)((B, H, K, V), f32, dev)
     dq, dk = spec.poisoned((B, T, H, K), dt, dev), spec.poisoned((B, T, H, K), dt, dev)
     dv = spec.poisoned((B, T, H, V), v.dtype, dev)
@@ -306,4 +312,4 @@ def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1,
 SPEC = spec.KernelSpec("delta_scan_backward",
                        (phases.delta_scan_prepare, phases.delta_scan_recur, delta_scan_backward_recur,
                         delta_scan_backward_grads),
-                       plan, example, caller_knobs=("chunk_size",))
+                       plan, example)
