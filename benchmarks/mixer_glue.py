@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import statistics
-import time
 import types
 
 import torch
@@ -27,6 +25,9 @@ from hola_dsl import norms, ops
 from model import fused, mixer as mx, presets
 from model.config import HOLAConfig
 from model.lm import HOLALM
+
+# Run as a script, this file's folder is on sys.path.
+from timing import CLOCKS, interleaved_medians
 
 
 def _old_rms(x, weight, eps):
@@ -65,19 +66,6 @@ def _glue(glue, row_scale):
         mx.fused, norms._row_scale = saved
 
 
-def interleaved(fns: dict, repeats: int, clock=time.perf_counter) -> dict[str, float]:
-    """{name: median seconds}, each fn run once to warm up, then once per round in turn."""
-    for f in fns.values():
-        f()
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = clock()
-            f()
-            times[k].append(clock() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def fwd_bwd(f, *inputs):
     """A closure running f(*inputs).backward(dy) on fresh leaves, dy random and dense."""
     leaves = [x.detach().requires_grad_(True) for x in inputs]
@@ -90,10 +78,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--backends", default="reference,tilelang")
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+    p.add_argument("--clock", choices=list(CLOCKS), default="wall",
                    help="cpu: this process's CPU seconds (steadier on a loaded machine; with 1 thread)")
     a = p.parse_args()
-    clock = time.perf_counter if a.clock == "wall" else time.process_time
     torch.set_num_threads(a.threads)
     cfg = HOLAConfig(**presets.get("small")["model"])
     B, T, H, K = 8, 256, cfg.n_heads, cfg.head_k_dim
@@ -121,7 +108,7 @@ def main() -> None:
     for be in a.backends.split(","):
         pieces[f"mixer fwd+bwd ({be})"] = (run_mixer(OLD, _old_row_scale, be), run_mixer(fused, None, be))
     for name, (old, new) in pieces.items():
-        t = interleaved({"old": old, "new": new}, a.repeats, clock)
+        t = interleaved_medians({"old": old, "new": new}, a.repeats, a.clock)
         print(f"  {name:34s} old {t['old'] * 1e3:8.2f}   new {t['new'] * 1e3:8.2f}   new/old {t['new'] / t['old']:5.2f}")
 
 

@@ -7,8 +7,6 @@ Usage: python benchmarks/reference_vs_oracle.py [--B 1 --T 2048 --H 4 --K 128 --
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
@@ -16,16 +14,8 @@ from hola_dsl import ops
 from hola_dsl.testing import Shape, rel_err, scan_inputs
 from hola_dsl.reference.oracle import naive_delta_scan
 
-
-def median_seconds(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+# Run as a script, this file's folder is on sys.path.
+from timing import median_seconds
 
 
 def main() -> None:

@@ -27,9 +27,7 @@ TileLang build times are not in the medians (one warm-up run each).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -43,28 +41,8 @@ from model.lm import HOLALM
 from model.loss import chunked_loss, default_chunk_rows, linear_cross_entropy
 from model.train import rows_loss
 
-# Run as a script, this file's folder is on sys.path: one wall-clock median for the CPU benchmarks.
-from reference_vs_oracle import median_seconds
-
-
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-
-
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, clock: str = "wall") -> dict[str, float]:
-    """{name: median seconds of fn()} over ``repeats`` rounds that each run every fn once, in
-    turn, after one warm-up round. ``clock`` "cpu" counts this process's CPU seconds (all its
-    threads) instead of wall seconds: with one thread on a loaded machine, what the time would
-    be without the other processes (threads that wait at a barrier may spin and count)."""
-    now = CLOCKS[clock]
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = now()
-            fn()
-            times[name].append(now() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+# Run as a script, this file's folder is on sys.path: the CPU benchmarks' timing.
+from timing import CLOCKS, interleaved_medians, median_seconds
 
 
 class _RecomputedLoss(torch.autograd.Function):
