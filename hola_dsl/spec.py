@@ -66,6 +66,9 @@ class KernelSpec:
     ``caller_knobs``: schedule knobs that stand in for the call option of the same name (the
     scan's ``chunk_size``); a backend may let the caller's value stand unless a config sets the
     knob (``hola_dsl.backends.dsl``).
+    ``packed_knobs``: (knob, value) pairs a packed call (cu_seqlens) always runs with, because
+    its plan has only that form (the scan's packed form is its fused split): the schedule is
+    completed with them set, so that the defaults of that form apply (``packed_config``).
     """
 
     name: str
@@ -73,11 +76,28 @@ class KernelSpec:
     plan: Callable[..., Plan]
     example: Callable[[Mapping[str, int], torch.dtype], tuple[tuple, dict]]
     caller_knobs: tuple[str, ...] = ()
+    packed_knobs: tuple[tuple[str, Any], ...] = ()
 
     @property
     def static_dims(self) -> tuple[str, ...]:
         """The compile-time dims a tuning key of this kernel carries (``schedules.kernels``)."""
         return kernels.STATIC_DIMS[self.name]
+
+
+def packed_config(kspec: KernelSpec, config: Optional[Mapping[str, Any]],
+                  offsets: Optional[Sequence[int]]) -> Optional[dict]:
+    """The config to complete a schedule with for a call of ``kspec``: ``config`` itself for a
+    dense call (``offsets`` None), else ``config`` with the kernel's ``packed_knobs`` set (what
+    the packed plan runs whatever the config says; None stays None when there are none)."""
+    if offsets is None or not kspec.packed_knobs:
+        return None if config is None else dict(config)
+    return {**(config or {}), **dict(kspec.packed_knobs)}
+
+
+def fits_packed(kspec: KernelSpec, config: Mapping[str, Any]) -> bool:
+    """Whether ``config`` sets no packed knob of ``kspec`` to another value: a schedule tuned for
+    another form of the kernel (the scan's phases) is no schedule for its packed form."""
+    return all(config.get(knob, value) == value for knob, value in kspec.packed_knobs)
 
 
 _TRACES: dict = {}

@@ -11,7 +11,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from hola_dsl import backends, ops, varlen  # noqa: E402
+from hola_dsl import backends, kernels, ops, varlen  # noqa: E402
 from hola_dsl.reference import oracle  # noqa: E402
 from hola_dsl.testing import TOLERANCE, rel_err  # noqa: E402
 
@@ -174,18 +174,43 @@ BUILD_DIMS = {"K": 32, "V": 32, "W": 16, "C": 64}
 @pytest.mark.parametrize("kernel", ["delta_scan", "cache_select", "cache_read"])
 def test_packed_kernels_build_for_gpus(kernel):
     """The packed kernels compile ahead of time: Triton for sm_90 and TileLang's CUDA dialect with
-    nvcc for sm_90a (where those are here), with the GPU schedules' defaults. The fused scan
-    spills on sm_90 under the phases' schedule as its dense form does, so spills are not judged."""
+    nvcc for sm_90a (where those are here), under the schedule a packed call completes: the
+    scan's packed form is its fused split, with the fused split's GPU defaults (16-token chunks),
+    not the dense phases' 64 (which spilled in Triton and is over TileLang's shared-memory
+    budget at K = V = 128). No spills."""
     built = 0
+    packed_scan = {"split": "fused", "chunk_size": 16}
+
+    def check(rows):
+        assert rows and all(r.ok and r.spills == 0 for r in rows), [(r.kernel, r.spills, r.error) for r in rows]
+        if kernel == "delta_scan":
+            assert all({k: r.schedule[k] for k in packed_scan} == packed_scan for r in rows), rows[0].schedule
     if backends.unavailable_reason("triton") is None:
         from hola_dsl.backends.triton import aot
-        rows = aot.build(kernel, "sm_90", dims=BUILD_DIMS, offsets=PACKED_BUILD)
-        assert rows and all(r.ok or "spill" in (r.error or "") for r in rows), [(r.kernel, r.error) for r in rows]
+        check(aot.build(kernel, "sm_90", dims=BUILD_DIMS, offsets=PACKED_BUILD))
         built += 1
     from hola_dsl.backends.tilelang import nvcc
     if backends.unavailable_reason("tilelang") is None and nvcc.find_nvcc() is not None:
-        rows = nvcc.build(kernel, "sm_90a", dims=BUILD_DIMS, offsets=PACKED_BUILD)
-        assert rows and all(r.ok for r in rows), [(r.kernel, r.error) for r in rows]
+        check(nvcc.build(kernel, "sm_90a", dims=BUILD_DIMS, offsets=PACKED_BUILD))
         built += 1
     if not built:
         pytest.skip("neither Triton's AOT compiler nor TileLang with nvcc is here")
+
+
+def test_a_packed_scan_completes_the_fused_splits_schedule(monkeypatch):
+    """A packed scan on a kernel backend is scheduled as the scan's packed form (its fused
+    split, whatever the config says of the split), a dense one as its config says."""
+    from hola_dsl import spec
+    splits = []
+    real = spec.launch
+    monkeypatch.setattr(spec, "launch", lambda kspec, runner, sched, *a: splits.append(sched["split"])
+                        or real(kspec, runner, sched, *a))
+    x, cu = _packed((3, 5), H=1, K=16, V=16)
+    args = (x["q"], x["k"], x["v"], x["g"], x["beta"])
+    phases = {"split": "prepare+recur+output"}
+    ops.delta_scan(*args, cu_seqlens=cu, backend="eager", config=phases)
+    ops.delta_scan(*args, cu_seqlens=cu, backend="eager")
+    ops.delta_scan(*args, backend="eager", config=phases)
+    assert splits == ["fused", "fused", "prepare+recur+output"]
+    assert spec.fits_packed(kernels.spec("delta_scan"), {"split": "fused", "BV": 16})
+    assert not spec.fits_packed(kernels.spec("delta_scan"), phases)

@@ -186,4 +186,4 @@ def example(dims: Mapping[str, int], dtype: torch.dtype, B: int = 1, T: int = 1,
 
 SPEC = spec.KernelSpec("delta_scan", (delta_scan, phases.delta_scan_prepare, phases.delta_scan_recur,
                                       phases.delta_scan_output, phases.delta_scan_recur_output),
-                       plan, example, caller_knobs=("chunk_size",))
+                       plan, example, caller_knobs=("chunk_size",), packed_knobs=(("split", "fused"),))

@@ -564,8 +564,8 @@ def build(kernel: str, arch: str, config: Optional[dict] = None, dims: Optional[
     time, the first row's seconds covering them all). Returns the rows of ``hola build``'s table
     (``extra["cached"]`` when reused); a failure is a row, not an exception. The cubins stay in
     the cache unless ``out_dir`` asks for copies. ``offsets``: the kernels of a packed call
-    (cu_seqlens) instead."""
-    sched = schedule(kernel, config, arch, getattr(torch, dtype))
+    (cu_seqlens) instead, under the schedule such a call completes (``spec.packed_config``)."""
+    sched = schedule(kernel, spec.packed_config(kernels.spec(kernel), config, offsets), arch, getattr(torch, dtype))
     nvcc = find_nvcc()
     fresh: Optional[set] = None          # modules built by the parallel pass, once it has run
 

@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from hola_dsl import ir
+from hola_dsl import ir, kernels, spec
 from hola_dsl.backends.builds import BuildResult, each_kernel
 from hola_dsl.backends.triton import lower, runtime, schedule, versions
 from schedules import targets
@@ -101,8 +101,9 @@ def build(kernel: str, target: str, config: Optional[dict] = None, dims: Optiona
     """Compile every DSL kernel of ``kernel`` for ``target`` with its default schedule for
     ``dtype`` inputs (``config`` entries win), for static ``dims`` (default
     ``spec.DEFAULT_DIMS``): one row each (each phase of a split scan). ``offsets``: the kernels
-    of a packed call (cu_seqlens) instead."""
+    of a packed call (cu_seqlens) instead, under the schedule such a call completes
+    (``spec.packed_config``)."""
     if runtime.interpreter_used():
         return _build_in_subprocess(kernel, target, config, dims, dtype, offsets)
-    sched = schedule(kernel, config, target, getattr(torch, dtype))
+    sched = schedule(kernel, spec.packed_config(kernels.spec(kernel), config, offsets), target, getattr(torch, dtype))
     return each_kernel(kernel, target, sched, dims, dtype, lambda kir: _compile(kir, sched, target), offsets=offsets)
