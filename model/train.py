@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from model import distributed, train_state
 from model.distributed import Processes
@@ -75,15 +74,6 @@ def rows_loss(model, inputs: torch.Tensor, targets: torch.Tensor, mask: Optional
 def scored_targets(targets: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
     """``targets`` with model.loss.IGNORE_INDEX where ``mask`` is false (unchanged when None)."""
     return targets if mask is None else targets.masked_fill(~mask.bool(), IGNORE_INDEX)
-
-
-def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """Mean cross entropy of ``logits`` already computed over positions where ``mask`` is true
-    (all when None); 0 when none is. logits: [B, T, vocab]; targets, mask: [B, T]. (Training
-    does not hold logits: ``rows_loss``.)"""
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), scored_targets(targets, mask).reshape(-1),
-                           ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss / max(scored_positions(targets, mask), 1)
 
 
 def scored_positions(targets: torch.Tensor, mask: Optional[torch.Tensor]) -> int:

@@ -215,7 +215,7 @@ def _lm_data(args: argparse.Namespace, tcfg, model_fields: dict) -> _Data:
 
 def _task_data(args: argparse.Namespace, tcfg, model_fields: dict, device: str) -> _Data:
     """Fresh recall-task batches, and the loss on a fixed validation batch of 64."""
-    from model.train import masked_loss
+    from model.train import rows_loss, scored_positions
 
     task = tasks.get(args.task)
     if tcfg.seq_len < task.min_length():
@@ -228,7 +228,7 @@ def _task_data(args: argparse.Namespace, tcfg, model_fields: dict, device: str) 
 
     @torch.no_grad()
     def validate(model):
-        return masked_loss(model(x, backend=tcfg.backend), y, mask).item()
+        return rows_loss(model, x, y, mask, scored_positions(y, mask), 1, tcfg.backend).item()
 
     return _Data(next_batch, validate, meta=dict(task=args.task, data=f"{args.task} at length {tcfg.seq_len}"),
                  identity=dict(task=args.task))
