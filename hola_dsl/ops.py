@@ -172,19 +172,16 @@ def _scan_values(q, k, v, g, beta, initial_state, check_keys: bool) -> None:
 
 def _run_scan(impl, q, k, v, g, beta, initial_state, scale, output_final_state, chunk_size, config, offsets=None):
     B, T, H, K = q.shape
-    # A packed call runs the scan's packed form (its fused split): on a kernel backend its schedule
-    # is completed as that form's (on a GPU the phases' 64-token chunk in the fused kernel is over
-    # the shared-memory budget), and a record tuned for the dense phases is not used for it.
-    packed = impl.dsl and offsets is not None
-    kspec = kernels.spec("delta_scan")
-
+    # A packed call runs the scan's packed form (its fused split; a kernel backend completes its
+    # schedule as that form's, ``spec.packed_config``): a record tuned for the dense phases is
+    # no schedule for it.
     def tuned():
         cfg = _tuned("delta_scan", impl.name, q.device, q.dtype, {"K": K, "V": v.shape[-1]}, T)
-        return None if cfg is None or (packed and not spec.fits_packed(kspec, cfg)) else cfg
+        fits = offsets is None or cfg is None or spec.fits_packed(kernels.spec("delta_scan"), cfg)
+        return cfg if fits else None
     return _scheduled(
         lambda cfg: impl.run("delta_scan", q, k, v, g, beta, scale=float(scale), initial_state=initial_state,
-                             output_final_state=bool(output_final_state), chunk_size=chunk_size,
-                             config=spec.packed_config(kspec, cfg, offsets) if packed else cfg,
+                             output_final_state=bool(output_final_state), chunk_size=chunk_size, config=cfg,
                              **_packed(offsets)),
         config, tuned)
 

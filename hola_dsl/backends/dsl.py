@@ -54,7 +54,9 @@ def backend(name: str, description: str, *, schedule: Scheduler, runner: RunnerF
 
     def run(kernel: str, *inputs: Any, config: Optional[Mapping[str, Any]] = None, **options: Any) -> Any:
         first = _first_tensor(inputs)
-        sched = completed(kernel, config, first.device, first.dtype)
-        return spec.launch(kernels.spec(kernel), runner(sched, first.device), sched, inputs, options)
+        kspec = kernels.spec(kernel)
+        # A packed call (``offsets``) is scheduled as the form its plan runs (``packed_knobs``).
+        sched = completed(kernel, spec.packed_config(kspec, config, options.get("offsets")), first.device, first.dtype)
+        return spec.launch(kspec, runner(sched, first.device), sched, inputs, options)
 
     return Backend(name=name, description=description, run=run, prepare=prepare, dsl=True, **properties)
